@@ -1,0 +1,1 @@
+"""Real-data curation: dataset sources, safe decode, filters, dedup, buckets."""

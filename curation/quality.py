@@ -1,0 +1,134 @@
+"""The first stage: read each item once, decode it safely, measure it, and apply
+the cheap filters.
+
+Measures: full ``width``/``height`` (EXIF-oriented), ``blur``, ``phash`` and the
+aspect-ratio ``bucket``. Rejects: ``too_large``, ``low_resolution``,
+``bad_aspect``, ``blurry``; quarantines ``decode_error`` (with the message).
+
+``blur`` is the variance of the Laplacian of the greyscale image resized so its
+short side is 512 px (``blur_reference_side``): a fixed scale makes scores
+comparable across resolutions. Sharp photos score in the hundreds, a 4-px
+Gaussian blur of the same photo below 20.
+
+``phash`` is imagehash's 64-bit DCT hash of the analysis image (hex); the
+near-duplicate decision across the whole run happens later (curation/dedup.py).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image
+
+from curation.buckets import assign_bucket, bucket_name
+from curation.decode import (DecodeError, DecodeLimits, Decoded, TooLarge, decode,
+                             encode_png, read_file, read_video_frames)
+from curation.records import quarantine, reject
+from curation.stage import Stage
+
+
+def blur_score(rgb: np.ndarray, reference_side: int = 512) -> float:
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    h, w = gray.shape
+    scale = reference_side / min(h, w)
+    if scale != 1.0:
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
+    return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+
+
+def phash_hex(rgb: np.ndarray) -> str:
+    # imagehash resizes to 32x32 with Lanczos; an area pre-shrink keeps that cheap
+    h, w = rgb.shape[:2]
+    if max(h, w) > 256:
+        s = 256 / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return str(imagehash.phash(Image.fromarray(rgb)))
+
+
+class QualityStage(Stage):
+    name = "quality"
+    reasons = ("decode_error", "too_large", "low_resolution", "bad_aspect", "blurry")
+    stateful = False  # no model: plain Ray tasks scale with the cluster
+    default_resources = {"num_cpus": 1, "batch_size": 32}
+
+    def __init__(self, cfg: dict | None = None):
+        super().__init__(cfg)
+        cv2.setNumThreads(1)  # parallelism comes from Ray's processes, not OpenCV's threads
+        c = self.cfg
+        self.limits = DecodeLimits(**c.get("decode", {}))
+        f = c.get("filters", {})
+        self.min_side = int(f.get("min_side", 256))
+        self.min_aspect, self.max_aspect = (float(x) for x in f.get("aspect", (0.5, 2.0)))
+        self.min_blur = float(f.get("min_blur", 0.0))
+        self.blur_side = int(f.get("blur_reference_side", 512))
+        self.buckets = [tuple(b) for b in c.get("buckets") or [(1024, 1024)]]
+        self.keep_analysis = bool(c.get("keep_analysis", False))
+
+    def process(self, rows: list[dict]) -> None:
+        frames = self._read_frames([r for r in rows if r["_media"] == "video"])
+        for row in rows:
+            try:
+                self._one(row, frames)
+            except TooLarge as e:
+                reject(row, "too_large")
+                row["error"] = str(e)
+            except (DecodeError, OSError) as e:
+                quarantine(row, "decode_error", e)
+
+    def _read_frames(self, rows: list[dict]) -> dict:
+        """One pass per clip for all the frames this batch wants from it."""
+        wanted = defaultdict(list)
+        for r in rows:
+            wanted[r["_uri"]].append(int(r["frame"]))
+        out = {}
+        for uri, idx in wanted.items():
+            try:
+                got = read_video_frames(uri, idx)
+            except Exception as e:  # noqa: BLE001 - reported per row below
+                got = e
+            for i in idx:
+                out[(uri, i)] = got.get(i) if isinstance(got, dict) else got
+        return out
+
+    def _one(self, row: dict, frames: dict) -> None:
+        if row["_media"] == "video":
+            got = frames.get((row["_uri"], int(row["frame"])))
+            if isinstance(got, Exception):
+                raise DecodeError(f"video: {got}")
+            if got is None:
+                raise DecodeError(f"frame {row['frame']} could not be read (clip shorter than its header says?)")
+            row["image"], row["image_format"] = encode_png(got), "png"
+            dec = self._from_array(got)
+        else:
+            data = read_file(row["_uri"], self.limits)
+            row["image"] = data
+            dec = decode(data, self.limits)
+            row["image_format"] = dec.format
+        self._measure(row, dec)
+
+    def _from_array(self, rgb: np.ndarray) -> Decoded:
+        h, w = rgb.shape[:2]
+        if h * w > self.limits.max_pixels:
+            raise TooLarge(f"{w}x{h} frame over {self.limits.max_pixels} pixels")
+        s = self.limits.analysis_max_side / max(h, w)
+        small = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else rgb
+        return Decoded(np.ascontiguousarray(small), w, h, "png")
+
+    def _measure(self, row: dict, dec: Decoded) -> None:
+        row["width"], row["height"] = dec.width, dec.height
+        row["blur"] = blur_score(dec.rgb, self.blur_side)
+        row["phash"] = phash_hex(dec.rgb)
+        aspect = dec.width / dec.height
+        if min(dec.width, dec.height) < self.min_side:
+            return reject(row, "low_resolution")
+        if not self.min_aspect <= aspect <= self.max_aspect:
+            return reject(row, "bad_aspect")
+        if row["blur"] < self.min_blur:
+            return reject(row, "blurry")
+        row["bucket"] = bucket_name(assign_bucket(dec.width, dec.height, self.buckets))
+        if self.keep_analysis:
+            row["_analysis"] = dec.rgb.tobytes()
+            row["_analysis_h"], row["_analysis_w"] = dec.rgb.shape[:2]

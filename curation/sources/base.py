@@ -1,0 +1,117 @@
+"""What every dataset adapter shares: a streaming, deterministic directory walk
+and the manifest row it yields per item.
+
+Walks are depth-first with each directory's entries sorted, so two listings of
+the same tree give the same order; memory is bounded by the largest single
+directory, never by the dataset.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Iterator
+
+from curation.decode import DecodeError, even_indices, video_frame_count
+from curation.records import ALIVE, QUARANTINED, stable_id
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})
+VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+
+
+class SourceError(Exception):
+    """The source as a whole cannot be read (missing root, wrong layout)."""
+
+
+class Source:
+    """One dataset on disk. Subclasses implement ``items``."""
+
+    kind: ClassVar[str] = ""
+    has_identity: ClassVar[bool] = False
+    has_text: ClassVar[bool] = False
+    is_video: ClassVar[bool] = False
+
+    def __init__(self, label: str, root: str | os.PathLike, cfg: dict | None = None):
+        self.label = label
+        self.root = Path(root).expanduser().resolve()
+        self.cfg = dict(cfg or {})
+        self.frames_per_clip = int(self.cfg.get("frames_per_clip", 4))
+        self.errors: list[str] = []     # directory-level problems, reported in stats
+        self.ignored_files = 0          # files that are not images/videos by extension
+
+    def check(self) -> None:
+        if not self.root.exists():
+            raise SourceError(f"{self.label}: path does not exist: {self.root}")
+        if not self.root.is_dir():
+            raise SourceError(f"{self.label}: not a directory: {self.root}")
+
+    def items(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    # -- helpers for subclasses -------------------------------------------------
+    def row(self, rel: str, *, identity=None, gender=None, captions=None, frame: int = -1,
+            uri: str | None = None, media: str = "image") -> dict:
+        return {
+            "id": stable_id(self.label, rel, frame), "source": self.label, "path": rel,
+            "frame": frame, "identity": identity, "gender": gender,
+            "captions": [{"source": "dataset", "text": t} for t in captions or [] if t],
+            "_uri": uri or str(self.root / rel), "_media": media,
+            "status": ALIVE, "reason": None, "error": None,
+        }
+
+    def walk(self, top: Path | None = None, exts=IMAGE_EXTS) -> Iterator[tuple[str, list[str]]]:
+        """Yield (relative dir, sorted file names with a wanted extension), depth first."""
+        top = top or self.root
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                self.errors.append(f"cannot list {d}: {e.strerror or e}")
+                continue
+            files, dirs = [], []
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=True):
+                        dirs.append(Path(e.path))
+                    elif os.path.splitext(e.name)[1].lower() in exts:
+                        files.append(e.name)
+                    elif not e.name.startswith("."):
+                        self.ignored_files += 1
+                except OSError as err:
+                    self.errors.append(f"cannot stat {e.path}: {err}")
+            rel = os.path.relpath(d, self.root)
+            yield ("" if rel == "." else rel), files
+            stack.extend(reversed(dirs))
+
+    def walk_files(self, top: Path | None = None, exts=IMAGE_EXTS) -> Iterator[str]:
+        for rel_dir, files in self.walk(top, exts):
+            for name in files:
+                yield os.path.join(rel_dir, name) if rel_dir else name
+
+    def clip_rows(self, rel: str, **meta) -> Iterator[dict]:
+        """Rows for ``frames_per_clip`` frames spread evenly over one video clip."""
+        uri = str(self.root / rel)
+        try:
+            n = video_frame_count(uri)
+        except DecodeError as e:
+            n, err = 0, str(e)
+        else:
+            err = "clip has no frames"
+        idx = even_indices(n, self.frames_per_clip)
+        if not idx:
+            r = self.row(rel, uri=uri, media="video", **meta)
+            r.update(status=QUARANTINED, reason="decode_error", error=err)
+            yield r
+            return
+        for i in idx:
+            yield self.row(rel, frame=i, uri=uri, media="video", **meta)
+
+    def find(self, *candidates: str) -> Path | None:
+        """The first existing path among ``candidates`` (relative to the root)."""
+        for c in candidates:
+            p = self.root / c
+            if p.exists():
+                return p
+        return None

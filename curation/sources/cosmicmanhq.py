@@ -1,0 +1,54 @@
+"""CosmicManHQ-1.0 (Li et al., CVPR 2024).
+
+Layout: the dataset card says the annotations are Parquet files in ``label/``
+(human parsing in ``LAION-5B-Pasing/``); the images themselves come from
+LAION-5B and are fetched by the user. Assumed (not confirmed): each annotation
+row names its image by a relative path column and carries a caption column.
+Column names are auto-detected from common spellings (``img_path``,
+``image_path``, ``path``, ``file_name`` / ``caption``, ``text``, ``prompt``) or
+set in the config (``path_column``, ``caption_column``). Annotations are read in
+record batches, never whole. A row whose image is missing becomes a
+quarantined ``missing_file`` row.
+"""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from curation.records import QUARANTINED
+from curation.sources.base import Source
+
+_PATH_COLS = ("img_path", "image_path", "path", "file_name", "filename", "image")
+_TEXT_COLS = ("caption", "text", "prompt", "description", "dense_caption")
+
+
+class CosmicManHQSource(Source):
+    kind = "cosmicmanhq"
+    has_text = True
+
+    def items(self):
+        labels = self.root / self.cfg.get("labels_dir", "label")
+        files = sorted(labels.rglob("*.parquet")) if labels.is_dir() else []
+        if not files:
+            self.errors.append(f"no annotation parquet under {labels}")
+            return
+        for f in files:
+            yield from self._rows(f)
+
+    def _rows(self, path):
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        pcol = self.cfg.get("path_column") or next((c for c in _PATH_COLS if c in names), None)
+        tcol = self.cfg.get("caption_column") or next((c for c in _TEXT_COLS if c in names), None)
+        if pcol is None:
+            self.errors.append(f"{path.name}: no image path column among {names}")
+            return
+        for batch in pf.iter_batches(batch_size=4096, columns=[c for c in (pcol, tcol) if c]):
+            d = batch.to_pydict()
+            for rel, text in zip(d[pcol], d[tcol] if tcol else [None] * batch.num_rows):
+                if not rel:
+                    continue
+                rel = str(rel).lstrip("/")
+                row = self.row(rel, captions=[str(text).strip()] if text else None)
+                if not (self.root / rel).is_file():
+                    row.update(status=QUARANTINED, reason="missing_file", error=f"not found: {self.root / rel}")
+                yield row

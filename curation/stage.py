@@ -1,0 +1,77 @@
+"""The stage contract every curation step follows.
+
+A stage is a small class: it declares its resources, loads its model once in
+``setup()`` and turns a batch of row dicts into the same rows, each either
+still alive (``status == "pending"``) with new fields filled in, or rejected with
+a reason, or quarantined with the error. Rows that arrive already rejected pass
+through untouched, so every input reaches the sink and is counted.
+
+Only ``pipelines/`` knows Ray: it wraps a stage into a Ray Data actor pool (or
+task pool when ``stateful`` is False) with ``resources``. Tests call
+``run_stage`` directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from curation.records import alive, quarantine
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 16
+    concurrency: int = 1  # actors in the pool (stateful stages)
+
+    @classmethod
+    def from_config(cls, cfg: dict | None, **defaults) -> "Resources":
+        merged = {**defaults, **{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}}
+        return cls(**merged)
+
+
+class Stage:
+    """Base class. Subclasses set ``name`` and ``reasons`` and implement ``process``."""
+
+    name: ClassVar[str] = "stage"
+    reasons: ClassVar[tuple[str, ...]] = ()   # reject codes this stage may emit
+    stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
+    default_resources: ClassVar[dict] = {}
+
+    def __init__(self, cfg: dict | None = None):
+        self.cfg = dict(cfg or {})
+        self.resources = Resources.from_config(self.cfg.get("resources"), **self.default_resources)
+
+    def setup(self) -> None:
+        """Load models. Called once per actor, before the first batch."""
+
+    def process(self, rows: list[dict]) -> None:
+        """Fill fields of (or reject) each alive row in place."""
+        raise NotImplementedError
+
+    def report(self) -> dict:
+        """What the summary says about this stage: did it run, with what backend."""
+        return {"ran": True}
+
+
+def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
+    """Apply ``stage`` to the alive rows of a batch; one bad row never sinks the batch.
+
+    The batch goes through ``process`` whole (models like batches); if that raises,
+    each row is retried alone and only the rows that still raise are quarantined.
+    """
+    live = [r for r in rows if alive(r)]
+    if not live:
+        return rows
+    try:
+        stage.process(live)
+    except Exception:
+        for row in live:
+            if not alive(row):
+                continue
+            try:
+                stage.process([row])
+            except Exception as e:  # noqa: BLE001 - the row is quarantined with the error
+                quarantine(row, f"{stage.name}_error", e)
+    return rows

@@ -1,0 +1,1 @@
+"""InfU model: projection network, InfuseNet wiring, inference pipeline and training losses."""

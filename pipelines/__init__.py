@@ -1,0 +1,1 @@
+"""The `infu` CLI and the Ray jobs that wire stages together."""

@@ -1,0 +1,323 @@
+"""`infu curate`: sources -> manifest -> Ray Data stages -> dedup -> kept/ + rejected/.
+
+Output directory::
+
+    DIR/kept/*.parquet        SPSS records (status = kept)
+    DIR/rejected/*.parquet    every rejected or quarantined row, with status and reason
+    DIR/stats.json            counts per source and per reason; they add up to the inputs
+    DIR/config.yaml           the resolved config of the run (+ sources)
+    DIR/_work/                manifest, undecided rows and dedup decisions (resume state)
+
+Resume: the manifest is listed once (``_DONE`` marks it complete); every output
+file is written atomically, so a rerun reads the ids already written, processes
+only the rest, and ends with exactly the rows an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import yaml
+
+from curation.dedup import find_duplicates
+from curation.quality import QualityStage
+from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
+from curation.registry import stage_class
+from curation.sources import SourceError, make_source
+from pipelines.config import fingerprint, merge
+from pipelines.sink import content_name, to_spss, write_atomic
+
+
+class ConfigMismatch(Exception):
+    """The output directory holds a run with another config or other sources."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    label: str
+    path: str
+
+    @classmethod
+    def parse(cls, text: str) -> "SourceSpec":
+        """``KIND=PATH`` or ``KIND:LABEL=PATH`` (a label lets one kind appear twice)."""
+        if "=" not in text:
+            raise ValueError(f"--source {text!r}: expected KIND=PATH")
+        name, path = text.split("=", 1)
+        kind, _, label = name.partition(":")
+        return cls(kind.strip().lower(), (label or kind).strip(), path.strip())
+
+
+@dataclass
+class Layout:
+    out: Path
+
+    @property
+    def kept(self): return self.out / "kept"
+    @property
+    def rejected(self): return self.out / "rejected"
+    @property
+    def work(self): return self.out / "_work"
+    @property
+    def manifest(self): return self.work / "manifest"
+    @property
+    def todo(self): return self.work / "todo"
+    @property
+    def candidates(self): return self.work / "candidates"
+    @property
+    def dedup(self): return self.work / "dedup.parquet"
+
+
+# ---------------------------------------------------------------- out dir ----
+def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool) -> str:
+    fp = fingerprint(cfg, [s.__dict__ for s in specs])
+    run_file = lay.out / "run.json"
+    if run_file.exists():
+        old = json.loads(run_file.read_text()).get("fingerprint")
+        if old != fp and not overwrite:
+            raise ConfigMismatch(
+                f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
+                "Use another --out, the same config to resume, or --overwrite to start over.")
+    if overwrite and lay.out.exists():
+        shutil.rmtree(lay.out)
+    lay.out.mkdir(parents=True, exist_ok=True)
+    for tmp in lay.out.rglob("*.tmp"):
+        tmp.unlink()
+    run_file.write_text(json.dumps({"fingerprint": fp, "sources": [s.__dict__ for s in specs]}, indent=1))
+    (lay.out / "config.yaml").write_text(yaml.safe_dump(
+        {"sources_given": [s.__dict__ for s in specs], **cfg}, sort_keys=False))
+    return fp
+
+
+# ---------------------------------------------------------------- listing ----
+def source_cfg(cfg: dict, kind: str) -> dict:
+    s = cfg.get("sources", {})
+    return merge(s.get("default", {}) or {}, s.get(kind, {}) or {})
+
+
+def write_manifest(lay: Layout, cfg: dict, specs: list[SourceSpec], log=print) -> dict:
+    """List every source into manifest shards; returns per-source listing facts."""
+    done = lay.manifest / "_DONE"
+    if done.exists():
+        return json.loads(done.read_text())
+    shutil.rmtree(lay.manifest, ignore_errors=True)
+    lay.manifest.mkdir(parents=True)
+    shard_rows = int(cfg.get("listing", {}).get("shard_rows", 5000))
+    facts, buf, shard = {}, [], 0
+
+    def flush():
+        nonlocal buf, shard
+        if buf:
+            write_atomic(pa.Table.from_pylist(buf, schema=MANIFEST_SCHEMA), lay.manifest / f"part-{shard:06d}.parquet")
+            buf, shard = [], shard + 1
+
+    for spec in specs:
+        fact = {"kind": spec.kind, "path": spec.path, "listed": 0, "errors": []}
+        facts[spec.label] = fact
+        try:
+            src = make_source(spec.kind, spec.label, spec.path, source_cfg(cfg, spec.kind))
+            src.check()
+            for row in src.items():
+                buf.append(row)
+                fact["listed"] += 1
+                if len(buf) >= shard_rows:
+                    flush()
+        except SourceError as e:
+            fact["errors"].append(str(e))
+            log(f"error: {e} (source skipped)")
+            continue
+        fact["errors"] += src.errors
+        fact["ignored_files"] = src.ignored_files
+        if fact["listed"] == 0:
+            fact["errors"].append(f"{spec.label}: no images found under {src.root}")
+            log(f"warning: source {spec.label} ({src.root}) has no images")
+    flush()
+    done.write_text(json.dumps(facts, indent=1))
+    return facts
+
+
+# ------------------------------------------------------------------ resume ---
+def _files(*dirs: Path) -> list[str]:
+    return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
+
+
+def read_column(files: list[str], columns: list[str]) -> pa.Table:
+    if not files:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pads.dataset(files, format="parquet").to_table(columns=columns)
+
+
+def make_todo(lay: Layout) -> tuple[list[str], int]:
+    """Manifest shards restricted to ids not yet in any output file."""
+    manifest = _files(lay.manifest)
+    done = read_column(_files(lay.candidates, lay.kept, lay.rejected), ["id"])["id"]
+    if len(done) == 0:
+        return manifest, sum(pq.ParquetFile(f).metadata.num_rows for f in manifest)
+    shutil.rmtree(lay.todo, ignore_errors=True)
+    todo, left = [], 0
+    for f in manifest:
+        t = pq.read_table(f)
+        t = t.filter(pc.invert(pc.is_in(t["id"], value_set=done)))
+        if t.num_rows:
+            path = lay.todo / Path(f).name
+            write_atomic(t, path)
+            todo.append(str(path))
+            left += t.num_rows
+    return todo, left
+
+
+# --------------------------------------------------------------- the job ----
+def model_stages(cfg: dict) -> list[tuple[type, dict]]:
+    out = []
+    for entry in cfg.get("stages") or []:
+        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+        out.append((stage_class(entry["name"]), entry))
+    return out
+
+
+def quality_cfg(cfg: dict, keep_analysis: bool) -> dict:
+    return {**cfg.get("quality", {}), "decode": cfg.get("decode", {}), "filters": cfg.get("filters", {}),
+            "buckets": cfg.get("buckets"), "keep_analysis": keep_analysis}
+
+
+def process(lay: Layout, files: list[str], cfg: dict) -> None:
+    import ray
+
+    from pipelines.ray_stages import add_stage
+    from pipelines.sink import CurationSink
+
+    stages = model_stages(cfg)
+    qcfg = quality_cfg(cfg, keep_analysis=bool(stages))
+    ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
+    # Manifest rows are tiny, so one read task would take a whole shard and, fused with
+    # the decode stage, run it on one core. A streaming split into batch-sized blocks
+    # lets every core (or node) decode.
+    ds = ds.repartition(target_num_rows_per_block=QualityStage(qcfg).resources.batch_size)
+    ds = add_stage(ds, QualityStage, qcfg)
+    for cls, scfg in stages:
+        ds = add_stage(ds, cls, scfg)
+    out = cfg.get("output", {})
+    ds.write_datasink(CurationSink(lay.candidates, lay.rejected, int(out.get("rows_per_file", 1000)),
+                                   bool(out.get("rejected_images", True))))
+
+
+def dedup_and_finalize(lay: Layout, cfg: dict) -> None:
+    """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/."""
+    d = cfg.get("dedup", {})
+    files = _files(lay.candidates)
+    if not lay.dedup.exists():
+        cols = read_column(files, ["id", "phash", "width", "height", "blur"])
+        if not d.get("enabled", True):
+            cols = cols.slice(0, 0)
+        dups = find_duplicates(cols, int(d.get("max_distance", 4)), int(d.get("blocks", 8)))
+        write_atomic(dups, lay.dedup)
+    dups = pq.read_table(lay.dedup)
+    dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
+    for f in files:
+        kept_path = lay.kept / Path(f).name
+        if not kept_path.exists():
+            t = pq.read_table(f)
+            is_dup = pc.is_in(t["id"], value_set=dups["id"])
+            rej = t.filter(is_dup)
+            if rej.num_rows:
+                n = rej.num_rows
+                rej = rej.set_column(rej.schema.get_field_index("status"), "status", pa.array([REJECTED] * n))
+                rej = rej.set_column(rej.schema.get_field_index("reason"), "reason", pa.array(["duplicate"] * n))
+                rej = rej.set_column(rej.schema.get_field_index("duplicate_of"), "duplicate_of",
+                                     pa.array([dup_of[i] for i in rej["id"].to_pylist()], pa.string()))
+                if not cfg.get("output", {}).get("rejected_images", True):
+                    rej = rej.set_column(rej.schema.get_field_index("image"), "image", pa.nulls(n, pa.binary()))
+                write_atomic(to_spss(rej), lay.rejected / content_name(rej, "dup"))
+            keep = t.filter(pc.invert(is_dup))
+            keep = keep.set_column(keep.schema.get_field_index("status"), "status",
+                                   pa.array([KEPT] * keep.num_rows, pa.string()))
+            write_atomic(to_spss(keep), kept_path)
+        Path(f).unlink()
+
+
+def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float) -> dict:
+    """Counts read back from the output files, checked against the manifest."""
+    cols = ["id", "source", "status", "reason"]
+    out = pa.concat_tables([read_column(_files(lay.kept), cols), read_column(_files(lay.rejected), cols)])
+    manifest_ids = read_column(_files(lay.manifest), ["id"])["id"]
+    missing = int(pc.sum(pc.invert(pc.is_in(manifest_ids, value_set=out["id"]))).as_py() or 0)
+    by_source: dict[str, dict] = {}
+    by_reason: dict[str, int] = {}
+    for src, status, reason, n in zip(*_count(out).values()):
+        s = by_source.setdefault(src, {"inputs": 0, KEPT: 0, REJECTED: {}, "quarantined": {}})
+        s["inputs"] += n
+        if status == KEPT:
+            s[KEPT] += n
+        else:
+            s[status][reason] = s[status].get(reason, 0) + n
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    for label, fact in facts.items():
+        by_source.setdefault(label, {"inputs": 0, KEPT: 0, REJECTED: {}, "quarantined": {}})
+        by_source[label].update(listed=fact["listed"], errors=fact["errors"],
+                                ignored_files=fact.get("ignored_files", 0))
+    total = {k: sum(s[k] if k in ("inputs", KEPT) else sum(s[k].values()) for s in by_source.values())
+             for k in ("inputs", KEPT, REJECTED, "quarantined")}
+    return {
+        **total, "manifest_rows": len(manifest_ids), "unaccounted": missing,
+        "duplicate_ids": out.num_rows - len(pc.unique(out["id"])),
+        "adds_up": total["inputs"] == total[KEPT] + total[REJECTED] + total["quarantined"] == len(manifest_ids)
+        and missing == 0,
+        "by_reason": dict(sorted(by_reason.items())), "by_source": by_source, "stages": stage_reports,
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
+def _count(t: pa.Table) -> dict:
+    t = t.set_column(3, "reason", pc.fill_null(t["reason"], ""))
+    g = t.group_by(["source", "status", "reason"]).aggregate([("id", "count")])
+    return {"source": g["source"].to_pylist(), "status": g["status"].to_pylist(),
+            "reason": g["reason"].to_pylist(), "n": g["id_count"].to_pylist()}
+
+
+def stage_reports(cfg: dict) -> dict:
+    rep = {"quality": {"ran": True, "note": "decode, too_large, low_resolution, bad_aspect, blurry"}}
+    d = cfg.get("dedup", {})
+    rep["dedup"] = ({"ran": True, "note": f"pHash Hamming <= {d.get('max_distance', 4)}, whole run"}
+                    if d.get("enabled", True) else {"ran": False, "note": "disabled in config"})
+    for cls, scfg in model_stages(cfg):
+        rep[cls.name] = cls(scfg).report()
+    return rep
+
+
+def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_address: str | None = None,
+               overwrite: bool = False, log=print) -> dict:
+    t0 = time.time()
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a source is given twice: {labels}; use KIND:LABEL=PATH to name them apart")
+    lay = Layout(Path(out))
+    timings = {}
+    prepare_out(lay, cfg, specs, overwrite)
+    facts = write_manifest(lay, cfg, specs, log)
+    files, left = make_todo(lay)
+    timings["listing"] = time.time() - t0
+    if left:
+        if lay.dedup.exists():
+            lay.dedup.unlink()  # new candidates: earlier dedup decisions are stale
+        from pipelines.ray_runtime import init_ray
+
+        init_ray(ray_address, cfg)
+        log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
+        t = time.time()
+        process(lay, files, cfg)
+        timings["stages"] = time.time() - t
+    t = time.time()
+    dedup_and_finalize(lay, cfg)
+    shutil.rmtree(lay.todo, ignore_errors=True)
+    timings["dedup"] = time.time() - t
+    stats = compute_stats(lay, facts, stage_reports(cfg), time.time() - t0)
+    stats["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats

@@ -1,0 +1,31 @@
+"""Starting or joining Ray: embedded on this machine by default, a cluster when asked."""
+from __future__ import annotations
+
+import logging
+import os
+
+
+def init_ray(address: str | None, cfg: dict) -> None:
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_ADDRESS"):
+            import curation
+            import infu_model
+            import pipelines
+            import synth
+
+            # ship our code to the cluster's workers (a no-op cost under `ray job submit --working-dir`)
+            ray.init(address=address, logging_level=logging.WARNING,
+                     runtime_env={"py_modules": [curation, synth, infu_model, pipelines]})
+        else:
+            r = cfg.get("ray", {})
+            ray.init(num_cpus=r.get("num_cpus"), object_store_memory=r.get("object_store_memory"),
+                     include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    ctx = DataContext.get_current()
+    # Ray Data reserves a share of the CPUs for each operator; on a small machine that
+    # leaves the decode stage one core of two. Off unless the config asks for it.
+    ctx.op_resource_reservation_enabled = bool(cfg.get("ray", {}).get("reserve_per_operator", False))
+    ctx.enable_progress_bars = bool(cfg.get("progress", True))
+    ctx.print_on_execution_start = False

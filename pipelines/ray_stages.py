@@ -1,0 +1,52 @@
+"""The one adapter from a curation Stage to Ray Data.
+
+Stateless stages run as Ray tasks; stages that hold a model run as an actor pool
+(one model load per actor) sized by their ``resources``.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+import ray
+
+from curation.records import ROW_SCHEMA, to_table
+from curation.stage import Stage, run_stage
+
+
+def table_to_rows(table: pa.Table) -> list[dict]:
+    """Rows with every ROW_SCHEMA field (manifest tables lack most of them)."""
+    missing = [f for f in ROW_SCHEMA if f.name not in table.column_names]
+    rows = table.to_pylist()
+    for r in rows:
+        for f in missing:
+            r[f.name] = None
+    return rows
+
+
+def apply_stage(table: pa.Table, stage: Stage) -> pa.Table:
+    return to_table(run_stage(stage, table_to_rows(table)))
+
+
+class StageActor:
+    """Callable class for ``map_batches``: builds and sets up the stage once."""
+
+    def __init__(self, stage_cls: type[Stage], cfg: dict):
+        self.stage = stage_cls(cfg)
+        self.stage.setup()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return apply_stage(table, self.stage)
+
+
+def _stateless(table: pa.Table, stage_cls: type[Stage], cfg: dict) -> pa.Table:
+    return apply_stage(table, stage_cls(cfg))
+
+
+def add_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg: dict) -> ray.data.Dataset:
+    res = stage_cls(cfg).resources
+    common = dict(batch_format="pyarrow", batch_size=int(res.batch_size), num_cpus=res.num_cpus)
+    if res.num_gpus:
+        common["num_gpus"] = res.num_gpus
+    if not stage_cls.stateful:
+        return ds.map_batches(_stateless, fn_kwargs={"stage_cls": stage_cls, "cfg": cfg}, **common)
+    return ds.map_batches(StageActor, fn_constructor_args=(stage_cls, cfg),
+                          compute=ray.data.ActorPoolStrategy(size=int(res.concurrency)), **common)

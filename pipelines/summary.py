@@ -1,0 +1,33 @@
+"""The readable end-of-run summary printed by `infu curate`."""
+from __future__ import annotations
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line = "-" * len(fmt(header))
+    return [fmt(header), line] + [fmt(r) for r in cells[1:]]
+
+
+def format_curate_summary(stats: dict, out_dir: str) -> str:
+    rows = []
+    for src, s in sorted(stats["by_source"].items()):
+        rows.append([src, s.get("listed", s["inputs"]), s["inputs"], s["kept"],
+                     sum(s["rejected"].values()), sum(s["quarantined"].values())])
+    rows.append(["total", stats["manifest_rows"], stats["inputs"], stats["kept"], stats["rejected"], stats["quarantined"]])
+    lines = ["", f"curate summary  ({out_dir}, {stats['elapsed_s']} s)"]
+    lines += _table(["source", "listed", "rows", "kept", "rejected", "quarantined"], rows)
+    if stats["by_reason"]:
+        lines += ["", "reasons:"] + [f"  {r:<16} {n}" for r, n in stats["by_reason"].items()]
+    lines += ["", "stages:"]
+    for name, rep in stats["stages"].items():
+        state = "ran" if rep.get("ran") else "DID NOT RUN"
+        extra = ", ".join(f"{k}={v}" for k, v in rep.items() if k not in ("ran", "note"))
+        lines.append(f"  {name:<10} {state}" + (f" ({extra})" if extra else "") + (f": {rep['note']}" if rep.get("note") else ""))
+    errors = [(src, e) for src, s in stats["by_source"].items() for e in s.get("errors", [])]
+    if errors:
+        lines += ["", "source problems:"] + [f"  {src}: {e}" for src, e in errors]
+    ok = "yes" if stats["adds_up"] else f"NO (unaccounted {stats['unaccounted']}, duplicate ids {stats['duplicate_ids']})"
+    lines += ["", f"accounting: every input kept, rejected or quarantined: {ok}"]
+    return "\n".join(lines)

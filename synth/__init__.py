@@ -1,0 +1,1 @@
+"""SPMS synthesis stages (stage-1 InfU generation, LoRAs, face swap, ID filter)."""

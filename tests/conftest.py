@@ -1,0 +1,35 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    from curation.samples import write_sample_set
+
+    root = tmp_path_factory.mktemp("sample")
+    write_sample_set(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole test session (starting one costs seconds)."""
+    import ray
+
+    from pipelines.ray_runtime import init_ray
+
+    init_ray(None, {"ray": {"num_cpus": 2, "object_store_memory": 400_000_000}, "progress": False})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def curate_cfg():
+    from pipelines.config import load_config
+
+    return load_config("curate", overrides={"progress": False, "listing": {"shard_rows": 7},
+                                            "output": {"rows_per_file": 4}})

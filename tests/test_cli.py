@@ -1,0 +1,40 @@
+"""The `infu` command line: help, usage errors, the summary a user reads."""
+import json
+
+from click.testing import CliRunner
+
+from pipelines.cli import main
+
+
+def test_help_explains_every_curate_option():
+    out = CliRunner().invoke(main, ["curate", "--help"]).output
+    for opt in ("--source", "--out", "--config", "--ray-address", "--overwrite", "--quiet"):
+        assert opt in out
+    assert "vggface2" in out and "cosmicmanhq" in out
+
+
+def test_bad_source_syntax_is_a_usage_error(tmp_path):
+    r = CliRunner().invoke(main, ["curate", "--source", "no_equals_sign", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "KIND=PATH" in r.output
+
+
+def test_curate_prints_a_summary_and_refuses_a_changed_config(sample_dir, ray_local, tmp_path):
+    out = tmp_path / "o"
+    args = ["curate", "--source", f"folder={sample_dir}", "--source", f"vggface2={tmp_path / 'missing'}",
+            "--out", str(out), "--quiet"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "curate summary" in r.output and "duplicate" in r.output
+    assert "every input kept, rejected or quarantined: yes" in r.output
+    assert "path does not exist" in r.output  # the missing source is reported, the run went on
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["kept"] == 10
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("filters: {min_side: 500}\n")
+    r = CliRunner().invoke(main, args + ["--config", str(cfg)])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+
+
+def test_sample_data_command(tmp_path):
+    r = CliRunner().invoke(main, ["sample-data", str(tmp_path / "s")])
+    assert r.exit_code == 0 and (tmp_path / "s" / "group" / "t1.jpg").exists()
