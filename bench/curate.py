@@ -124,7 +124,8 @@ def main() -> None:
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "infu_bench_curate"))
     args = ap.parse_args()
     work = Path(args.workdir)
-    cfg = load_config("curate", overrides={"progress": False})
+    # the spine alone (read, decode, cheap filters, dedup); the face stage has bench/faces.py
+    cfg = load_config("curate", overrides={"progress": False, "stages": []})
     import ray
 
     from pipelines.ray_runtime import init_ray

@@ -105,5 +105,14 @@ def drop_analysis(row: dict) -> None:
     row["_analysis"] = row["_analysis_h"] = row["_analysis_w"] = None
 
 
+def analysis_image(row: dict):
+    """The decoded RGB analysis image the quality stage handed over (HxWx3 uint8)."""
+    import numpy as np
+
+    if row["_analysis"] is None:
+        raise ValueError("row has no analysis image (the quality stage must run with keep_analysis)")
+    return np.frombuffer(row["_analysis"], np.uint8).reshape(row["_analysis_h"], row["_analysis_w"], 3)
+
+
 def alive(row: dict) -> bool:
     return row["status"] == ALIVE

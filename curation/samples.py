@@ -83,7 +83,7 @@ def gray16(im: Image.Image) -> bytes:
     return png_bytes(Image.fromarray(a))  # uint16 -> mode I;16
 
 
-def small_face_canvas(im: Image.Image, canvas: int = 2048, size: int = 96) -> Image.Image:
+def small_face_canvas(im: Image.Image, canvas: int = 1600, size: int = 512) -> Image.Image:
     """The portrait shrunk to ``size`` px and pasted into a large plain canvas."""
     out = Image.new("RGB", (canvas, canvas), (128, 140, 150))
     out.paste(im.resize((size, round(size * im.height / im.width))), (canvas // 2, canvas // 3))

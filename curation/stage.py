@@ -43,6 +43,11 @@ class Stage:
         self.cfg = dict(cfg or {})
         self.resources = Resources.from_config(self.cfg.get("resources"), **self.default_resources)
 
+    @property
+    def enabled(self) -> bool:
+        """False when the config leaves the stage nothing to run with (it is then skipped)."""
+        return True
+
     def setup(self) -> None:
         """Load models. Called once per actor, before the first batch."""
 

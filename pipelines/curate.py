@@ -193,7 +193,7 @@ def process(lay: Layout, files: list[str], cfg: dict) -> None:
     from pipelines.ray_stages import add_stage
     from pipelines.sink import CurationSink
 
-    stages = model_stages(cfg)
+    stages = [(cls, scfg) for cls, scfg in model_stages(cfg) if cls(scfg).enabled]
     qcfg = quality_cfg(cfg, keep_analysis=bool(stages))
     ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with

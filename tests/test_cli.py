@@ -24,11 +24,12 @@ def test_curate_prints_a_summary_and_refuses_a_changed_config(sample_dir, ray_lo
             "--out", str(out), "--quiet"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    assert "curate summary" in r.output and "duplicate" in r.output
+    assert "curate summary" in r.output and "duplicate" in r.output and "multiple_faces" in r.output
+    assert "watermark  DID NOT RUN" in r.output
     assert "every input kept, rejected or quarantined: yes" in r.output
     assert "path does not exist" in r.output  # the missing source is reported, the run went on
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["kept"] == 10
+    assert stats["kept"] == 6 and stats["stages"]["watermark"]["ran"] is False
     cfg = tmp_path / "c.yaml"
     cfg.write_text("filters: {min_side: 500}\n")
     r = CliRunner().invoke(main, args + ["--config", str(cfg)])

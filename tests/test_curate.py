@@ -12,13 +12,15 @@ import pytest
 import yaml
 
 from curation import samples
-from pipelines.config import merge
+from pipelines.config import load_config, merge
 from pipelines.curate import ConfigMismatch, SourceSpec, run_curate
 from replicas import BUILDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-EXPECTED = {  # sample file stem -> (status, reason)
+SPINE_ONLY = {"stages": []}  # the cheap filters alone (the face/NSFW stages have their own tests)
+
+EXPECTED = {  # sample file stem -> (status, reason), cheap filters + dedup only
     "astronaut": ("kept", None), "grace_hopper": ("kept", None), "t1": ("kept", None),
     "cat": ("kept", None), "astronaut_cmyk": ("kept", None), "astronaut_palette": ("kept", None),
     "grace_alpha": ("kept", None), "small_face_canvas": ("kept", None), "two_portraits": ("kept", None),
@@ -42,6 +44,7 @@ def outcome(out):
 
 
 def test_sample_set_every_file_lands_where_it_should(sample_dir, ray_local, tmp_path, curate_cfg):
+    curate_cfg = merge(curate_cfg, SPINE_ONLY)
     stats = run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
     got = {Path(r["path"]).stem: (r["status"], r["reason"])
            for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
@@ -60,6 +63,7 @@ def test_sample_set_every_file_lands_where_it_should(sample_dir, ray_local, tmp_
 
 
 def test_rerun_is_a_no_op_and_a_new_config_is_refused(sample_dir, ray_local, tmp_path, curate_cfg):
+    curate_cfg = merge(curate_cfg, SPINE_ONLY)
     spec = [SourceSpec("folder", "sample", str(sample_dir))]
     run_curate(spec, tmp_path / "o", curate_cfg, log=lambda m: None)
     first = outcome(tmp_path / "o")
@@ -81,7 +85,7 @@ def test_all_nine_datasets_plus_bad_sources_in_one_run(ray_local, tmp_path, cura
     specs += [SourceSpec("folder", "empty", str(tmp_path / "empty")),
               SourceSpec("ffhq", "missing", str(tmp_path / "does_not_exist"))]
     logs = []
-    cfg = merge(curate_cfg, {"dedup": {"enabled": False}, "filters": {"min_blur": 0}})
+    cfg = merge(curate_cfg, {"dedup": {"enabled": False}, "filters": {"min_blur": 0}, **SPINE_ONLY})
     stats = run_curate(specs, tmp_path / "out", cfg, log=logs.append)
     assert stats["adds_up"]
     assert any("does_not_exist" in m for m in logs)
@@ -109,11 +113,11 @@ def _many_photos(root: Path, n: int) -> None:
         (root / f"{i:04d}.jpg").write_bytes(samples.jpeg_bytes(crop))
 
 
-def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path, curate_cfg):
+def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     _many_photos(data, 120)
-    cfg_over = {"output": {"rows_per_file": 6}, "quality": {"resources": {"batch_size": 3}},
+    cfg_over = {**SPINE_ONLY, "output": {"rows_per_file": 6}, "quality": {"resources": {"batch_size": 3}},
                 "ray": {"num_cpus": 2, "object_store_memory": 300_000_000}, "progress": False}
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg_over))
@@ -131,7 +135,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path,
     proc.wait()
     assert not (killed / "stats.json").exists()
 
-    cfg = merge(curate_cfg, cfg_over)
+    cfg = load_config("curate", cfg_file)  # what the killed CLI run used
     spec = [SourceSpec("folder", "folder", str(data))]
     stats = run_curate(spec, killed, cfg, log=lambda m: None)
     clean = run_curate(spec, tmp_path / "clean", cfg, log=lambda m: None)
@@ -139,3 +143,22 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path,
     assert stats["adds_up"] and stats["inputs"] == clean["inputs"] == 120 and stats["duplicate_ids"] == 0
     digest = lambda out: sorted(hashlib.sha1(r["image"]).hexdigest() for r in rows(out, "kept", ["image"]))  # noqa: E731
     assert digest(killed) == digest(tmp_path / "clean")
+
+
+WITH_FACES = {**EXPECTED, "cat": ("rejected", "no_face"), "t1": ("rejected", "multiple_faces"),
+              "two_portraits": ("rejected", "multiple_faces"), "small_face_canvas": ("rejected", "small_face"),
+              # 300 px copy: its face is ~50 px, under min_face_px, and faces run before dedup
+              "astronaut_resized_copy": ("rejected", "small_face")}
+
+
+def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, ray_local, tmp_path, curate_cfg):
+    stats = run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
+    got = {Path(r["path"]).stem: (r["status"], r["reason"])
+           for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
+    assert got == WITH_FACES
+    assert stats["adds_up"] and stats["stages"]["faces"]["ran"] and stats["stages"]["nsfw"]["ran"]
+    assert stats["stages"]["watermark"]["ran"] is False
+    for r in rows(tmp_path / "out", "kept"):
+        assert len(r["id_embedding"]) == 128 and r["id_backend"] == "dlib_resnet_v1"
+        assert r["face_count"] == 1 and r["nsfw"] < 0.5 and r["watermark"] is None
+        assert r["bbox"][2] <= r["width"] and r["bbox"][3] <= r["height"]

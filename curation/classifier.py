@@ -1,0 +1,41 @@
+"""A transformers image classifier from a local folder, as a score for one label.
+
+Used by the NSFW and watermark stages for production models (e.g. a ViT
+fine-tuned for NSFW or watermark detection). Loading is offline only
+(``local_files_only``); the slow (numpy/PIL) image processor is used so no
+torchvision is needed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class ImageClassifier:
+    def __init__(self, path: str, label: str, device: str = "cpu", dtype: str = "float32"):
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        p = Path(path).expanduser()
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"image classifier not found: {p} (a transformers folder with config.json)")
+        self.torch = torch
+        self.processor = AutoImageProcessor.from_pretrained(p, local_files_only=True, use_fast=False)
+        self.model = AutoModelForImageClassification.from_pretrained(
+            p, local_files_only=True, torch_dtype=getattr(torch, dtype)).to(device).eval()
+        self.device = device
+        id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+        matches = [i for i, name in id2label.items() if name.lower() == label.lower()]
+        if not matches:
+            raise ValueError(f"label {label!r} is not one of the model's labels {sorted(id2label.values())}")
+        self.index = matches[0]
+        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+
+    def scores(self, images: list[np.ndarray]) -> list[float]:
+        """Probability of the configured label for each RGB image."""
+        with self.torch.no_grad():
+            inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
+            logits = self.model(**inputs).logits.float()
+        probs = logits.sigmoid() if self.multi_label else logits.softmax(-1)
+        return probs[:, self.index].cpu().tolist()

@@ -1,0 +1,84 @@
+"""Face stage: one clear, reasonably large face per image.
+
+Rejects:
+- ``no_face``: no detection at or above ``min_det_score``;
+- ``multiple_faces``: another face whose box area is at least
+  ``secondary_face_ratio`` (default 0.1, i.e. about a third of the side) of the
+  largest face's, detected with a score of at least ``secondary_min_score``.
+  Smaller faces are tolerated as background people — a crowd behind a portrait
+  subject does not make it a group photo — and so are weak detections: the
+  up-sampled detector pass that finds small faces also fires on textures (a
+  badge, a patch) with low scores, and a second face must be clear evidence;
+- ``small_face``: the largest face's box is shorter than ``min_face_px`` pixels
+  (in the original image) or covers less than ``min_face_ratio`` of the image.
+
+Every row that reaches the detector gets ``face_count``; rows with a face get
+``bbox``/``kps`` (original image pixels, EXIF-oriented), ``det_score``,
+``face_ratio``, ``yaw``/``pitch`` — also when rejected, for the audit — and kept
+rows get ``id_embedding`` + ``id_backend`` of that face (the largest clear one).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from curation.records import analysis_image, reject
+from curation.registry import register
+from curation.stage import Stage
+from infu_model.faces import head_pose, make_face_analyzer
+
+
+@register
+class FaceStage(Stage):
+    name = "faces"
+    reasons = ("no_face", "multiple_faces", "small_face")
+    default_resources = {"num_cpus": 0.5, "batch_size": 16, "concurrency": 2}
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        c = self.cfg
+        self.min_det_score = float(c.get("min_det_score", 0.0))
+        self.secondary_ratio = float(c.get("secondary_face_ratio", 0.1))
+        self.secondary_min_score = float(c.get("secondary_min_score", 0.5))
+        self.min_face_px = float(c.get("min_face_px", 80))
+        self.min_face_ratio = float(c.get("min_face_ratio", 0.005))
+        self.embed = bool(c.get("embed", True))
+        self.analyzer = None
+
+    def setup(self) -> None:
+        # the detector must find every face the multiple_faces rule counts
+        dlib_cfg = {"recall_ratio": self.secondary_ratio ** 0.5, **(self.cfg.get("dlib") or {})}
+        self.analyzer = make_face_analyzer({**self.cfg, "dlib": dlib_cfg})
+
+    def report(self) -> dict:
+        return {"ran": True, "backend": self.cfg.get("backend", "dlib")}
+
+    def process(self, rows: list[dict]) -> None:
+        if self.analyzer is None:
+            self.setup()
+        for row in rows:
+            self._one(row)
+
+    def _one(self, row: dict) -> None:
+        rgb = analysis_image(row)
+        scale = row["width"] / rgb.shape[1]  # analysis -> original pixels
+        faces = [f for f in self.analyzer.detect(rgb) if f.det_score >= self.min_det_score]
+        if not faces:
+            row["face_count"] = 0
+            return reject(row, "no_face")
+        clear = [f for f in faces if f.det_score >= self.secondary_min_score]
+        main = clear[0] if clear else faces[0]  # the largest clear face; a weak one only if none is clear
+        others = [f for f in clear if f is not main]
+        row["face_count"] = 1 + len(others)
+        big = main.scaled(scale)
+        row["bbox"] = big.bbox.astype(np.float32).tolist()
+        row["kps"] = big.kps.astype(np.float32).tolist()
+        row["det_score"] = float(main.det_score)
+        row["face_ratio"] = float(big.area / (row["width"] * row["height"]))
+        row["yaw"], row["pitch"] = head_pose(main.kps)
+        if any(f.area >= self.secondary_ratio * main.area for f in others):
+            return reject(row, "multiple_faces")
+        if big.short_side < self.min_face_px or row["face_ratio"] < self.min_face_ratio:
+            return reject(row, "small_face")
+        if self.embed:
+            row["id_embedding"] = self.analyzer.embed(rgb, main).astype(np.float32).tolist()
+            row["id_backend"] = self.analyzer.name

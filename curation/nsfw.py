@@ -1,0 +1,69 @@
+"""NSFW stage (``nsfw``).
+
+Backends:
+- ``nudenet`` (offline default): the ONNX detector inside the nudenet wheel.
+  The score is the highest confidence among the configured ``classes``
+  (exposed genitalia, breasts, buttocks, anus by default); a row is rejected
+  when it reaches ``threshold``.
+- ``transformers``: an image classifier from a local folder (``model``), scored
+  on the probability of ``label``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from curation.records import analysis_image, reject
+from curation.registry import register
+from curation.stage import Stage
+
+DEFAULT_CLASSES = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
+                   "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
+
+
+@register
+class NSFWStage(Stage):
+    name = "nsfw"
+    reasons = ("nsfw",)
+    default_resources = {"num_cpus": 0.25, "batch_size": 16, "concurrency": 1}
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        self.backend = self.cfg.get("backend", "nudenet")
+        self.threshold = float(self.cfg.get("threshold", 0.5))
+        self.classes = set(self.cfg.get("classes") or DEFAULT_CLASSES)
+        self.model = None
+
+    def setup(self) -> None:
+        if self.backend == "nudenet":
+            from nudenet import NudeDetector
+
+            self.model = NudeDetector()
+        elif self.backend == "transformers":
+            from curation.classifier import ImageClassifier
+
+            self.model = ImageClassifier(self.cfg["model"], self.cfg.get("label", "nsfw"),
+                                         self.cfg.get("device", "cpu"), self.cfg.get("dtype", "float32"))
+        else:
+            raise ValueError(f"unknown nsfw backend {self.backend!r} (nudenet or transformers)")
+
+    def report(self) -> dict:
+        return {"ran": True, "backend": self.backend, "threshold": self.threshold}
+
+    def score(self, rgb: np.ndarray) -> float:
+        """nudenet reads BGR through an RGBA->BGR conversion, so it is handed RGBA."""
+        rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        hits = [d["score"] for d in self.model.detect(rgba) if d["class"] in self.classes]
+        return float(max(hits, default=0.0))
+
+    def process(self, rows: list[dict]) -> None:
+        if self.model is None:
+            self.setup()
+        images = [analysis_image(r) for r in rows]
+        if self.backend == "transformers":
+            scores = self.model.scores(images)
+        else:
+            scores = [self.score(im) for im in images]
+        for row, s in zip(rows, scores):
+            row["nsfw"] = float(s)
+            if s >= self.threshold:
+                reject(row, "nsfw")

@@ -1,0 +1,178 @@
+"""Face analysis, face/NSFW/watermark stages on real photos; ArcFace and classifier loaders."""
+import numpy as np
+import pytest
+import torch
+
+from curation import samples
+from curation.faces import FaceStage
+from curation.nsfw import NSFWStage
+from curation.records import ALIVE, empty_row
+from curation.stage import run_stage
+from curation.watermark import WatermarkStage
+from infu_model.faces import FaceModelMissing, head_pose, make_face_analyzer
+from infu_model.faces.arcface import IRSE50, load_arcface
+from infu_model.faces.insightface_backend import InsightFaceAnalyzer, arcface_input
+
+FACE_CFG = {"backend": "dlib", "dlib": {"adjust_threshold": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def dlib_faces():
+    return make_face_analyzer(FACE_CFG)
+
+
+def row_of(im, name="x"):
+    rgb = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    r = empty_row()
+    r.update(id=name, source="t", path=name, frame=-1, status=ALIVE, width=rgb.shape[1], height=rgb.shape[0],
+             _analysis=rgb.tobytes(), _analysis_h=rgb.shape[0], _analysis_w=rgb.shape[1])
+    return r
+
+
+def test_single_portrait_has_sensible_keypoints(dlib_faces):
+    for im in (samples.astronaut(), samples.grace_hopper()):
+        faces = dlib_faces.detect(np.asarray(im))
+        assert faces and all(f.det_score < 0.5 for f in faces[1:]), "one clear face"
+        le, re_, nose, lm, rm = faces[0].kps
+        assert le[0] < re_[0] and lm[0] < rm[0]
+        assert max(le[1], re_[1]) < nose[1] < min(lm[1], rm[1]), "eyes above nose above mouth"
+        x1, y1, x2, y2 = faces[0].bbox
+        assert all(x1 - 5 <= x <= x2 + 5 and y1 - 5 <= y <= y2 + 5 for x, y in faces[0].kps)
+
+
+def test_face_stage_decisions_on_real_photos():
+    stage = FaceStage(FACE_CFG)
+    a = samples.astronaut()
+    rows = [row_of(a, "portrait"), row_of(samples.group(), "group"), row_of(samples.cat(), "cat"),
+            row_of(samples.small_face_canvas(a), "canvas"), row_of(samples.side_by_side(a, samples.grace_hopper()), "two")]
+    run_stage(stage, rows)
+    got = {r["id"]: (r["status"], r["reason"]) for r in rows}
+    assert got == {"portrait": (ALIVE, None), "group": ("rejected", "multiple_faces"), "cat": ("rejected", "no_face"),
+                   "canvas": ("rejected", "small_face"), "two": ("rejected", "multiple_faces")}
+    kept = rows[0]
+    assert len(kept["id_embedding"]) == 128 and kept["id_backend"] == "dlib_resnet_v1"
+    assert len(kept["kps"]) == 5 and abs(kept["yaw"]) < 15
+    assert rows[1]["face_count"] >= 3 and rows[3]["face_ratio"] < 0.005
+
+
+def test_face_fields_are_in_original_pixels():
+    stage = FaceStage(FACE_CFG)
+    a = samples.astronaut()
+    full, half = row_of(a, "full"), row_of(a.resize((256, 256)), "half")
+    half["width"] = half["height"] = 512  # the analysis image is half the original's size
+    run_stage(stage, [full, half])
+    assert np.allclose(full["bbox"], half["bbox"], atol=12)
+    assert np.allclose(full["kps"], half["kps"], atol=8)
+
+
+def test_same_person_is_far_closer_than_another(dlib_faces):
+    def emb(im):
+        rgb = np.asarray(im)
+        return dlib_faces.embed(rgb, dlib_faces.detect(rgb)[0])
+
+    a, g = samples.astronaut(), samples.grace_hopper()
+    same_a = np.linalg.norm(emb(a) - emb(a.resize((340, 340))))
+    same_g = np.linalg.norm(emb(g) - emb(g.resize((300, 352))))
+    other = np.linalg.norm(emb(a) - emb(g))
+    assert same_a < 0.3 and same_g < 0.3 and other > 0.6
+    assert other > 3 * max(same_a, same_g)
+
+
+def test_head_pose_from_keypoints():
+    frontal = np.array([[38.3, 51.7], [73.5, 51.5], [56.0, 71.7], [41.5, 92.4], [70.7, 92.2]])
+    yaw, pitch = head_pose(frontal)
+    assert abs(yaw) < 2 and abs(pitch) < 2
+    c, s = np.cos(0.5), np.sin(0.5)
+    rolled = frontal @ np.array([[c, -s], [s, c]]).T + 40
+    assert np.allclose(head_pose(rolled), (yaw, pitch), atol=1e-6), "roll does not change yaw or pitch"
+    turned = frontal.copy()
+    turned[2, 0] += 12
+    assert head_pose(turned)[0] > 25
+    down = frontal.copy()
+    down[2, 1] += 10
+    assert head_pose(down)[1] > 20
+
+
+def test_arcface_loads_a_facexlib_state_dict_key_for_key(tmp_path):
+    torch.manual_seed(0)
+    ref = IRSE50().eval()
+    sd = ref.state_dict()
+    assert sd["input_layer.0.weight"].shape == (64, 3, 3, 3)
+    assert sd["body.23.res_layer.5.fc2.weight"].shape == (512, 32, 1, 1)
+    assert sd["output_layer.3.weight"].shape == (512, 512 * 7 * 7)
+    assert sum(k.startswith("body.") and k.endswith("shortcut_layer.0.weight") for k in sd) == 3  # the 64->64 stage uses a max-pool shortcut
+    path = tmp_path / "recognition_arcface_ir_se50.pth"
+    torch.save(sd, path)  # facexlib's file is a plain state dict
+    model = load_arcface(path)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, ref(x))
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    del sd["output_layer.4.running_mean"]
+    torch.save(sd, path)
+    with pytest.raises(RuntimeError, match="running_mean"):
+        load_arcface(path)
+
+
+def test_arcface_input_is_the_aligned_crop_in_minus_one_one(dlib_faces):
+    rgb = np.asarray(samples.astronaut())
+    face = dlib_faces.detect(rgb)[0]
+    x = arcface_input(rgb[:, :, ::-1].copy(), face.kps)
+    assert x.shape == (1, 3, 112, 112) and x.min() >= -1 and x.max() <= 1
+    assert x.std() > 0.2, "the crop holds the face, not the black border"
+
+
+def test_insightface_backend_names_the_missing_files(tmp_path):
+    with pytest.raises(FaceModelMissing, match=str(tmp_path / "models" / "antelopev2" / "scrfd_10g_bnkps.onnx")):
+        InsightFaceAnalyzer(root=str(tmp_path))
+    det = tmp_path / "models" / "antelopev2" / "scrfd_10g_bnkps.onnx"
+    det.parent.mkdir(parents=True)
+    det.write_bytes(b"")
+    with pytest.raises(FaceModelMissing, match="nope.pth"):
+        InsightFaceAnalyzer(root=str(tmp_path), arcface=str(tmp_path / "nope.pth"))
+
+
+def test_nsfw_scores_real_portraits_low_and_thresholds():
+    rows = [row_of(samples.astronaut(), "a"), row_of(samples.grace_hopper(), "g")]
+    run_stage(NSFWStage({"backend": "nudenet", "threshold": 0.5}), rows)
+    assert all(r["status"] == ALIVE and 0.0 <= r["nsfw"] < 0.5 for r in rows)
+    rows = [row_of(samples.astronaut(), "a")]
+    run_stage(NSFWStage({"backend": "nudenet", "threshold": 0.0}), rows)
+    assert rows[0]["reason"] == "nsfw"
+
+
+def _tiny_classifier(path, labels):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                    label2id={v: k for k, v in enumerate(labels)})
+    torch.manual_seed(0)
+    ViTForImageClassification(cfg).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+def test_watermark_stage_reports_not_run_without_a_model():
+    stage = WatermarkStage({})
+    assert not stage.enabled and stage.report()["ran"] is False
+
+
+def test_watermark_classifier_from_a_local_folder(tmp_path):
+    _tiny_classifier(tmp_path / "wm", ["clean", "watermark"])
+    stage = WatermarkStage({"model": str(tmp_path / "wm"), "threshold": 1.01})
+    rows = [row_of(samples.watermarked(samples.grace_hopper()), "w"), row_of(samples.astronaut(), "a")]
+    run_stage(stage, rows)
+    assert all(0.0 <= r["watermark"] <= 1.0 and r["status"] == ALIVE for r in rows)
+    assert stage.report()["ran"] is True
+    with pytest.raises(ValueError, match="not one of the model's labels"):
+        WatermarkStage({"model": str(tmp_path / "wm"), "label": "logo"}).setup()
+    with pytest.raises(FileNotFoundError, match="missing_model"):
+        WatermarkStage({"model": str(tmp_path / "missing_model")}).setup()
+
+
+def test_transformers_nsfw_backend(tmp_path):
+    _tiny_classifier(tmp_path / "nsfw", ["normal", "nsfw"])
+    rows = [row_of(samples.astronaut(), "a")]
+    run_stage(NSFWStage({"backend": "transformers", "model": str(tmp_path / "nsfw"), "threshold": 0.0}), rows)
+    assert rows[0]["reason"] == "nsfw" and 0 < rows[0]["nsfw"] < 1
