@@ -72,5 +72,99 @@ def sample_data(out_dir) -> None:
     click.echo(f"wrote {len(files)} files to {Path(out_dir).resolve()}")
 
 
+@main.command("make-tiny")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+def make_tiny_cmd(out_dir) -> None:
+    """Write a tiny random FLUX base (diffusers layout, tokenizers built locally) to OUT_DIR/base
+    and tiny InfU weights in the published layout to OUT_DIR/infu_flux_v1.0/{aes_stage2,sim_stage1}.
+    For tests and the demo: the real loaders, in seconds, on a CPU."""
+    from infu_model.tiny import make_tiny
+
+    paths = make_tiny(out_dir)
+    click.echo(f"tiny base: {paths['base']}\ntiny InfU: {paths['infu']}")
+
+
+def _lora(text: str) -> tuple[str, float]:
+    path, _, weight = text.rpartition(":")
+    if not path:
+        return text, 1.0
+    try:
+        return path, float(weight)
+    except ValueError:
+        return text, 1.0
+
+
+@main.command()
+@click.option("--base", "base", required=True, type=click.Path(), help="FLUX base model folder (diffusers layout).")
+@click.option("--infu", "infu", required=True, type=click.Path(),
+              help="InfU weights: the published infu_flux_v1.0 folder, or one of our checkpoints.")
+@click.option("--variant", type=click.Choice(["aes_stage2", "sim_stage1"]), default="aes_stage2", show_default=True,
+              help="Published variant: aes_stage2 (after SFT) or sim_stage1 (more identity, less aesthetics).")
+@click.option("--id-image", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Photo of the person; its largest face gives the identity.")
+@click.option("--prompt", required=True, help="Text prompt.")
+@click.option("--control-image", type=click.Path(exists=True, dir_okay=False),
+              help="Photo whose face position/pose (five keypoints) the output follows; none: free placement.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (CPU torch.Generator).")
+@click.option("--steps", type=int, default=30, show_default=True, help="Denoising steps.")
+@click.option("--width", type=int, default=864, show_default=True, help="Output width (multiple of 16).")
+@click.option("--height", type=int, default=1152, show_default=True, help="Output height (multiple of 16).")
+@click.option("--guidance", type=float, default=3.5, show_default=True, help="Base model guidance scale.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="InfuseNet conditioning scale.")
+@click.option("--start", type=float, default=0.0, show_default=True, help="InfuseNet guidance start (fraction of steps).")
+@click.option("--end", type=float, default=1.0, show_default=True, help="InfuseNet guidance end (fraction of steps).")
+@click.option("--lora", "loras", multiple=True, metavar="PATH:WEIGHT", help="LoRA on the base model, repeatable.")
+@click.option("--face-backend", type=click.Choice(["auto", "insightface", "dlib"]), default="auto", show_default=True,
+              help="Face analysis for the ID image; auto: what the weights were trained with (insightface for the "
+                   "published ones).")
+@click.option("--insightface-root", default="~/.insightface", show_default=True,
+              help="insightface backend: folder holding models/antelopev2/.")
+@click.option("--arcface", default="~/.cache/facexlib/recognition_arcface_ir_se50.pth", show_default=True,
+              help="insightface backend: facexlib's IR-SE50 ArcFace weights.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
+              help="Weights dtype (float32 on CPU is safest).")
+@click.option("--device", default="cuda", show_default=True, help="cuda or cpu (cpu is used when no GPU is there).")
+@click.option("--cpu-offload", is_flag=True, help="Keep models on the CPU until each is needed (saves GPU memory).")
+@click.option("--int8", "int8", is_flag=True, help="8-bit weights for the base transformer and T5 (needs optimum-quanto).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, width, height, guidance, scale, start,
+             end, loras, face_backend, insightface_root, arcface, dtype, device, cpu_offload, int8, out_path) -> None:
+    """Generate a photo of the person in --id-image following --prompt (InfU v1.0)."""
+    import torch
+    from PIL import Image
+
+    from infu_model.pipeline import InfUPipeline, NoFaceError
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    faces = None
+    if face_backend != "auto":
+        faces = {"backend": face_backend, "insightface": {"root": insightface_root, "arcface": arcface, "device": device}}
+    try:
+        pipe = InfUPipeline.from_pretrained(base, infu, variant=variant, torch_dtype=getattr(torch, dtype),
+                                            face_analyzer=faces)
+        if pipe.infu_meta.get("face_backend") == "insightface" and faces is None:
+            pipe._face_cfg = {"backend": "insightface",
+                              "insightface": {"root": insightface_root, "arcface": arcface, "device": device}}
+        if loras:
+            pipe.load_loras([_lora(x) for x in loras])
+        if int8:
+            pipe.quantize_8bit()
+        if cpu_offload:
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(device)
+            pipe.infusenet.to(device)
+            pipe.image_proj.to(device)
+        image = pipe(Image.open(id_image), prompt, control_image=Image.open(control_image) if control_image else None,
+                     width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+                     infusenet_conditioning_scale=scale, infusenet_guidance_start=start, infusenet_guidance_end=end)[0]
+    except (FileNotFoundError, NoFaceError, ValueError, ImportError) as e:
+        raise click.ClickException(str(e)) from None
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(out_path)
+    click.echo(f"wrote {out_path} ({width}x{height}, {steps} steps, seed {seed})")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,260 @@
+"""``InfUPipeline``: FLUX + InfuseNet + projection network, exact to InfU v1.0.
+
+Per denoising step InfuseNet reads the noisy latents and the control latent,
+attends to the 8 identity tokens (``txt_ids`` zeros) with the prompt's CLIP
+pooled embedding and guidance 1.0; its residuals, times
+``infusenet_conditioning_scale`` inside the start/end window, are added to the
+base transformer's blocks. Beyond the published pipeline:
+
+- steps outside the window skip InfuseNet entirely (the original runs it and
+  multiplies by zero; the output is identical);
+- the ID tokens and prompt embeddings are computed once per call, and one call
+  can generate several prompts x seeds as one batch;
+- with ``infusenet_conditioning_scale=0`` the result equals ``FluxPipeline``'s
+  for the same base, prompt and seed (latents are drawn first, from a CPU
+  ``torch.Generator`` per seed, as diffusers does);
+- LoRAs on the base (``load_loras``), CPU offload (diffusers'), 8-bit weights
+  (``quantize_8bit``, needs optimum-quanto), any FLUX-layout base (FLUX.1-schnell:
+  no guidance embedding, few steps).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FluxControlNetModel, FluxPipeline
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from PIL import Image
+
+from infu_model.control import black_control, draw_kps, fit_on_white
+from infu_model.faces import FaceAnalyzer, make_face_analyzer
+from infu_model.infusenet import in_window, infusenet_residuals
+from infu_model.projection import ProjectionNetwork
+
+VARIANTS = ("aes_stage2", "sim_stage1")
+
+
+class NoFaceError(ValueError):
+    """The ID image (or a given control photo) has no detectable face."""
+
+
+def load_infu_weights(infu_path: str | Path, variant: str = "aes_stage2", torch_dtype=None):
+    """(InfuseNet, projection network, meta) from the published layout
+    ``infu_flux_v1.0/<variant>/{InfuseNetModel/, image_proj_model.bin}`` or our native
+    one ``<dir>/{infusenet/, image_proj/, infu.json}``."""
+    root = Path(infu_path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"InfU weights not found: {root}")
+    published = root / variant
+    meta = {}
+    if (published / "InfuseNetModel").is_dir():
+        infusenet = FluxControlNetModel.from_pretrained(published / "InfuseNetModel", torch_dtype=torch_dtype)
+        proj = ProjectionNetwork.from_infu_bin(published / "image_proj_model.bin")
+        meta = {"format": "published", "variant": variant, "face_backend": "insightface"}
+        if (root / "infu.json").is_file():  # not in the release; our tiny models say which face backend they need
+            meta.update(json.loads((root / "infu.json").read_text()))
+    elif (root / "infusenet").is_dir():
+        infusenet = FluxControlNetModel.from_pretrained(root / "infusenet", torch_dtype=torch_dtype)
+        proj = ProjectionNetwork.from_pretrained(root / "image_proj")
+        if (root / "infu.json").is_file():
+            meta = json.loads((root / "infu.json").read_text())
+        meta.setdefault("format", "native")
+    else:
+        have = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        raise FileNotFoundError(f"{root} holds neither {variant}/InfuseNetModel (published layout) nor "
+                                f"infusenet/ (native layout); it has {have}")
+    if torch_dtype is not None:
+        proj = proj.to(torch_dtype)
+    return infusenet, proj, meta
+
+
+def check_compatible(transformer, infusenet, proj) -> None:
+    t, n, p = transformer.config, infusenet.config, proj.config
+    problems = []
+    if n.num_attention_heads * n.attention_head_dim != t.num_attention_heads * t.attention_head_dim:
+        problems.append(f"InfuseNet width {n.num_attention_heads * n.attention_head_dim} != base "
+                        f"{t.num_attention_heads * t.attention_head_dim}")
+    if n.in_channels != t.in_channels:
+        problems.append(f"InfuseNet in_channels {n.in_channels} != base {t.in_channels}")
+    if n.joint_attention_dim != p.output_dim:
+        problems.append(f"projection output {p.output_dim} != InfuseNet joint_attention_dim {n.joint_attention_dim}")
+    if n.pooled_projection_dim != t.pooled_projection_dim:
+        problems.append(f"InfuseNet pooled_projection_dim {n.pooled_projection_dim} != base {t.pooled_projection_dim}")
+    if problems:
+        raise ValueError("InfU weights do not match this base model: " + "; ".join(problems))
+
+
+class InfUPipeline(FluxPipeline):
+    """A FluxPipeline with InfuseNet and the projection network attached."""
+
+    def attach_infu(self, infusenet: FluxControlNetModel, image_proj: ProjectionNetwork,
+                    face_analyzer: FaceAnalyzer | dict | None = None, meta: dict | None = None):
+        check_compatible(self.transformer, infusenet, image_proj)
+        self.infusenet = infusenet.to(self.transformer.device)
+        self.image_proj = image_proj.to(self.transformer.device)
+        self.infu_meta = dict(meta or {})
+        self._face_cfg = face_analyzer
+        self._faces = face_analyzer if isinstance(face_analyzer, FaceAnalyzer) else None
+        return self
+
+    @classmethod
+    def from_pretrained(cls, base_path, infu_path=None, variant: str = "aes_stage2", torch_dtype=None,
+                        face_analyzer: FaceAnalyzer | dict | None = None, **kwargs) -> "InfUPipeline":
+        """``base_path``: a FLUX folder in diffusers layout; ``infu_path``: published or native InfU weights."""
+        base = Path(base_path).expanduser()
+        if not (base / "model_index.json").is_file():
+            raise FileNotFoundError(f"base model not found: {base} (a diffusers FLUX folder with model_index.json)")
+        pipe = super().from_pretrained(base, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
+        if infu_path is None:
+            raise ValueError("infu_path is required")
+        infusenet, proj, meta = load_infu_weights(infu_path, variant, torch_dtype)
+        return pipe.attach_infu(infusenet, proj, face_analyzer, meta)
+
+    # ----------------------------------------------------------------- pieces --
+    @property
+    def faces(self) -> FaceAnalyzer:
+        if self._faces is None:
+            cfg = self._face_cfg or {"backend": self.infu_meta.get("face_backend", "insightface")}
+            self._faces = make_face_analyzer(cfg)
+        return self._faces
+
+    def id_embedding(self, id_image: Image.Image) -> torch.Tensor:
+        """The largest face's identity embedding, as the projection network expects it."""
+        rgb = np.asarray(id_image.convert("RGB"))
+        faces = self.faces.detect(rgb)
+        if not faces:
+            raise NoFaceError("no face found in the ID image")
+        emb = self.faces.embed(rgb, faces[0])
+        if emb.shape[-1] != self.image_proj.config.embedding_dim:
+            raise ValueError(f"the face backend {self.faces.name} gives {emb.shape[-1]}-d embeddings but these InfU "
+                             f"weights expect {self.image_proj.config.embedding_dim}-d")
+        return torch.from_numpy(np.asarray(emb, np.float32))[None]
+
+    def control_image(self, control: Image.Image | None, width: int, height: int) -> Image.Image:
+        if control is None:
+            return black_control((width, height))
+        canvas = fit_on_white(control, (width, height))
+        faces = self.faces.detect(np.asarray(canvas))
+        if not faces:
+            raise NoFaceError("no face found in the control image")
+        return draw_kps((width, height), faces[0].kps)
+
+    def encode_control(self, image: Image.Image, generators: list, device, dtype) -> torch.Tensor:
+        """VAE posterior samples of the control image (one per seed, drawn after that seed's
+        latents, so a batch equals its single calls), scaled, shifted and packed like the latents."""
+        x = self.image_processor.preprocess(image, height=image.height, width=image.width).to(device, self.vae.dtype)
+        dist = self.vae.encode(x).latent_dist  # encoded once
+        lat = torch.cat([dist.sample(g) for g in generators])
+        lat = ((lat - self.vae.config.shift_factor) * self.vae.config.scaling_factor).to(dtype)
+        b, c, h, w = lat.shape
+        return self._pack_latents(lat, b, c, h, w)
+
+    # ---------------------------------------------------------------- __call__ --
+    @torch.no_grad()
+    def __call__(self, id_image: Image.Image | None = None, prompt: str | list[str] = "", control_image=None,
+                 width: int = 864, height: int = 1152, num_inference_steps: int = 30, guidance_scale: float = 3.5,
+                 seed: int | list[int] = 0, infusenet_conditioning_scale: float = 1.0,
+                 infusenet_guidance_start: float = 0.0, infusenet_guidance_end: float = 1.0,
+                 id_embedding: torch.Tensor | None = None, max_sequence_length: int = 512,
+                 skip_outside_window: bool = True, output_type: str = "pil", progress: bool = True):
+        """Generate one image per (prompt, seed) pair: ``prompt`` and ``seed`` may be lists
+        of equal length, or one of them a single value repeated."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        if len(prompts) == 1 and len(seeds) > 1:
+            prompts = prompts * len(seeds)
+        if len(seeds) == 1 and len(prompts) > 1:
+            seeds = seeds * len(prompts)
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        mult = self.vae_scale_factor * 2
+        if width % mult or height % mult:
+            raise ValueError(f"width and height must be multiples of {mult}, got {width}x{height}")
+        device, dtype, batch = self._execution_device, self.transformer.dtype, len(prompts)
+        generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+        # once per call: prompt embeddings, ID tokens, latents, control latent
+        prompt_embeds, pooled, text_ids = self.encode_prompt(prompt=prompts, prompt_2=None, device=device,
+                                                             max_sequence_length=max_sequence_length)
+        latents, img_ids = self.prepare_latents(batch, self.transformer.config.in_channels // 4, height, width,
+                                                prompt_embeds.dtype, device, generator if batch > 1 else generator[0])
+        if id_embedding is None:
+            if id_image is None:
+                raise ValueError("give id_image (or a precomputed id_embedding)")
+            id_embedding = self.id_embedding(id_image)
+        id_tokens = self.image_proj(id_embedding.to(device)).to(dtype).expand(batch, -1, -1)
+        control = self.encode_control(self.control_image(control_image, width, height), generator, device, dtype)
+
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        mu = calculate_shift(latents.shape[1], self.scheduler.config.get("base_image_seq_len", 256),
+                             self.scheduler.config.get("max_image_seq_len", 4096),
+                             self.scheduler.config.get("base_shift", 0.5), self.scheduler.config.get("max_shift", 1.15))
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device,
+                                                            sigmas=sigmas, mu=mu)
+        guidance = (torch.full([batch], guidance_scale, device=device, dtype=torch.float32)
+                    if self.transformer.config.guidance_embeds else None)
+        infu_guidance = torch.ones([batch], device=device, dtype=torch.float32)
+        self.scheduler.set_begin_index(0)
+        n = len(timesteps)
+        self.set_progress_bar_config(disable=not progress)
+        with self.progress_bar(total=n) as bar:
+            for i, t in enumerate(timesteps):
+                timestep = t.expand(batch).to(latents.dtype) / 1000
+                keep = in_window(i, n, infusenet_guidance_start, infusenet_guidance_end)
+                double = single = None
+                if keep or not skip_outside_window:
+                    double, single = infusenet_residuals(
+                        self.infusenet, latents=latents, control=control, id_tokens=id_tokens, pooled=pooled,
+                        timestep=timestep, img_ids=img_ids, guidance=infu_guidance,
+                        scale=infusenet_conditioning_scale * float(keep))
+                noise = self.transformer(
+                    hidden_states=latents, timestep=timestep, guidance=guidance, pooled_projections=pooled,
+                    encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids,
+                    controlnet_block_samples=double, controlnet_single_block_samples=single, return_dict=False)[0]
+                latents = self.scheduler.step(noise, t, latents, return_dict=False)[0]
+                bar.update()
+        if output_type == "latent":
+            return latents
+        latents = self._unpack_latents(latents, height, width, self.vae_scale_factor)
+        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        return self.image_processor.postprocess(image, output_type=output_type)
+
+    # ------------------------------------------------------------------ extras --
+    def load_loras(self, loras: list[tuple[str, float]]) -> None:
+        """Stack LoRAs on the base transformer: [(path, weight), ...] (peft via diffusers)."""
+        names = []
+        for k, (path, _) in enumerate(loras):
+            self.load_lora_weights(path, adapter_name=f"lora{k}")
+            names.append(f"lora{k}")
+        if names:
+            self.set_adapters(names, adapter_weights=[w for _, w in loras])
+
+    def quantize_8bit(self) -> None:
+        """int8 weights for the base transformer and text encoder 2 (needs optimum-quanto)."""
+        try:
+            from optimum.quanto import freeze, qint8, quantize
+        except ImportError as e:
+            raise ImportError("8-bit weights need optimum-quanto: pip install 'infu-engine[quant]'") from e
+        for m in (self.transformer, self.text_encoder_2):
+            quantize(m, weights=qint8)
+            freeze(m)
+
+    def save_infu(self, out: str | Path, face_backend: str | None = None) -> None:
+        """Our native layout: infusenet/ + image_proj/ + infu.json."""
+        out = Path(out)
+        self.infusenet.save_pretrained(out / "infusenet")
+        self.image_proj.save_pretrained(out / "image_proj")
+        meta = {**self.infu_meta, "face_backend": face_backend or self.infu_meta.get("face_backend", "insightface")}
+        (out / "infu.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format"}, indent=1))
+
+
+def export_published(infusenet: FluxControlNetModel, proj: ProjectionNetwork, out: str | Path,
+                     variant: str = "aes_stage2", max_shard_size: str = "10GB") -> Path:
+    """Write ``out/<variant>/{InfuseNetModel/, image_proj_model.bin}`` like the published release."""
+    d = Path(out) / variant
+    infusenet.save_pretrained(d / "InfuseNetModel", max_shard_size=max_shard_size)
+    proj.save_infu_bin(d / "image_proj_model.bin")
+    return d

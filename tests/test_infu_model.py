@@ -1,0 +1,187 @@
+"""InfU model: projection network, InfuseNet wiring, keypoint control, pipeline (tiny random FLUX)."""
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from diffusers import FluxPipeline
+
+from curation import samples
+from infu_model.control import COLORS, draw_kps
+from infu_model.infusenet import in_window, infusenet_depth, residual_index
+from infu_model.pipeline import InfUPipeline, NoFaceError, check_compatible, load_infu_weights
+from infu_model.projection import ProjectionNetwork
+from infu_model.tiny import make_tiny, tiny_infu
+from pipelines.cli import main
+
+KW = dict(prompt="a portrait photo", width=64, height=64, num_inference_steps=4, seed=7, output_type="np",
+          progress=False, max_sequence_length=32)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny):
+    return InfUPipeline.from_pretrained(tiny["base"], tiny["infu"], variant="aes_stage2")
+
+
+PUBLISHED_KEYS = {"latents", "proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias", "norm_out.weight",
+                  "norm_out.bias"} | {f"layers.{i}.{k}" for i in range(4) for k in (
+                      "0.norm1.weight", "0.norm1.bias", "0.norm2.weight", "0.norm2.bias", "0.to_q.weight",
+                      "0.to_kv.weight", "0.to_out.weight", "1.0.weight", "1.0.bias", "1.1.weight", "1.3.weight")}
+
+
+def test_projection_matches_the_published_state_dict_and_shapes():
+    m = ProjectionNetwork()
+    sd = m.state_dict()
+    assert set(sd) == PUBLISHED_KEYS
+    assert sd["latents"].shape == (1, 8, 1280) and sd["layers.2.0.to_kv.weight"].shape == (2560, 1280)
+    assert sd["layers.0.1.1.weight"].shape == (5120, 1280) and sd["proj_out.weight"].shape == (4096, 1280)
+    x = torch.randn(2, 512)
+    assert m(x).shape == (2, 8, 4096)
+    assert torch.equal(m(x), m(x[:, None]))
+
+
+def test_projection_bin_and_native_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = ProjectionNetwork().eval()
+    torch.save({"image_proj": m.state_dict()}, tmp_path / "image_proj_model.bin")  # exactly the release's format
+    from_bin = ProjectionNetwork.from_infu_bin(tmp_path / "image_proj_model.bin")
+    m.save_pretrained(tmp_path / "native")
+    native = ProjectionNetwork.from_pretrained(tmp_path / "native")
+    assert (tmp_path / "native" / "diffusion_pytorch_model.safetensors").exists()
+    x = torch.randn(3, 512)
+    with torch.no_grad():
+        assert torch.equal(m(x), from_bin(x)) and torch.equal(m(x), native(x))
+    bad = m.state_dict()
+    bad.pop("norm_out.bias")
+    torch.save({"image_proj": bad}, tmp_path / "bad.bin")
+    with pytest.raises(ValueError, match="norm_out.bias"):
+        ProjectionNetwork.from_infu_bin(tmp_path / "bad.bin")
+
+
+def test_infusenet_depth_and_residual_mapping_follow_diffusers():
+    assert infusenet_depth(19, 38, 4) == (4, 10)  # the published InfuseNet for FLUX.1-dev
+    assert [residual_index(k, 19, 4) for k in range(19)] == [k // 5 for k in range(19)]
+    assert [residual_index(k, 38, 10) for k in range(38)] == [k // 4 for k in range(38)]
+    assert residual_index(18, 19, 4) == 3 and residual_index(37, 38, 10) == 9
+    assert [in_window(i, 10, 0.2, 0.7) for i in range(10)] == [False, False, True, True, True, True, True,
+                                                               False, False, False]
+
+
+def test_keypoints_are_drawn_as_specified():
+    kps = np.array([[40.0, 50.0], [90.0, 50.0], [65.0, 80.0], [45.0, 110.0], [85.0, 110.0]])
+    img = np.asarray(draw_kps((128, 160), kps))
+    assert img.shape == (160, 128, 3) and img.dtype == np.uint8
+    for (x, y), c in zip(kps.astype(int), COLORS):
+        assert tuple(img[y, x]) == c, "filled circle of the keypoint's colour"
+        assert tuple(img[y + 9, x]) == c and tuple(img[y + 12, x]) != c or (x, y) == (65, 80)
+    # the limb from the left eye to the nose, outside both circles: 0.6 x red
+    mid = ((kps[0] + kps[2]) / 2).astype(int)
+    assert tuple(img[mid[1], mid[0]]) == (153, 0, 0)
+    assert tuple(img[5, 5]) == (0, 0, 0) and tuple(img[150, 120]) == (0, 0, 0)
+    colours = {tuple(p) for p in img.reshape(-1, 3)}
+    assert colours <= {(0, 0, 0), *COLORS, *[tuple(int(v * 0.6) for v in c) for c in COLORS]}
+
+
+def test_scale_zero_reproduces_flux_pipeline(pipe, tiny):
+    flux = FluxPipeline.from_pretrained(tiny["base"])
+    ref = flux(prompt=KW["prompt"], width=64, height=64, num_inference_steps=4, max_sequence_length=32,
+               generator=torch.Generator("cpu").manual_seed(7), output_type="np").images
+    out = pipe(samples.astronaut(), infusenet_conditioning_scale=0.0, **KW)
+    assert np.array_equal(out, ref)
+    assert not np.array_equal(pipe(samples.astronaut(), **KW), ref), "InfuseNet changes the image"
+
+
+def test_skipping_steps_outside_the_window_equals_computing_and_zeroing(pipe):
+    window = dict(infusenet_guidance_start=0.25, infusenet_guidance_end=0.75)
+    skipped = pipe(samples.astronaut(), **window, **KW)
+    computed = pipe(samples.astronaut(), skip_outside_window=False, **window, **KW)
+    assert np.array_equal(skipped, computed)
+    assert np.abs(skipped - pipe(samples.astronaut(), **KW)).mean() > 1e-3
+
+
+def test_identity_and_seed_change_the_output_same_seed_reproduces(pipe):
+    a = pipe(samples.astronaut(), **KW)
+    assert np.array_equal(a, pipe(samples.astronaut(), **KW))
+    assert np.abs(a - pipe(samples.grace_hopper(), **KW)).mean() > 5e-4
+    assert np.abs(a - pipe(samples.astronaut(), **{**KW, "seed": 8})).mean() > 1e-2
+
+
+def test_batch_of_prompts_and_seeds_equals_single_calls(pipe):
+    both = pipe(samples.astronaut(), **{**KW, "prompt": ["a portrait photo", "a photo"], "seed": [7, 9]})
+    one = pipe(samples.astronaut(), **{**KW, "prompt": "a photo", "seed": 9})
+    assert both.shape[0] == 2 and np.allclose(both[1], one[0], atol=2e-5)
+
+
+def test_control_image_and_no_face_errors(pipe):
+    base = pipe(samples.astronaut(), **{**KW, "width": 128, "height": 128})
+    ctrl = pipe(samples.astronaut(), control_image=samples.grace_hopper(), **{**KW, "width": 128, "height": 128})
+    assert np.abs(base - ctrl).mean() > 1e-3
+    with pytest.raises(NoFaceError, match="ID image"):
+        pipe(samples.cat(), **KW)
+    with pytest.raises(NoFaceError, match="control image"):
+        pipe(samples.astronaut(), control_image=samples.cat(), **KW)
+
+
+def test_published_layout_and_native_checkpoint_give_identical_output(pipe, tiny, tmp_path):
+    pipe.save_infu(tmp_path / "native", face_backend="dlib")
+    native = InfUPipeline.from_pretrained(tiny["base"], tmp_path / "native")
+    assert np.array_equal(native(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW))
+    shards = list((tiny["infu"] / "aes_stage2" / "InfuseNetModel").glob("*.safetensors"))
+    assert len(shards) > 1, "the tiny release is sharded like the real one"
+    other = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"], variant="sim_stage1")
+    assert not np.array_equal(other(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW))
+
+
+def test_mismatched_weights_are_clear_errors(pipe, tiny, tmp_path):
+    net, proj, _ = load_infu_weights(tiny["infu"])
+    wrong = ProjectionNetwork(dim=32, depth=1, dim_head=8, heads=4, embedding_dim=128, output_dim=64)
+    with pytest.raises(ValueError, match="joint_attention_dim"):
+        check_compatible(pipe.transformer, net, wrong)
+    with pytest.raises(FileNotFoundError, match="InfuseNetModel"):
+        load_infu_weights(tmp_path)
+    _, p512 = tiny_infu(pipe.transformer, embedding_dim=512)
+    p = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"]).attach_infu(net, p512, {"backend": "dlib"})
+    with pytest.raises(ValueError, match="128-d embeddings but these InfU weights expect 512-d"):
+        p(samples.astronaut(), **KW)
+
+
+def test_generate_command(tiny, tmp_path):
+    out = tmp_path / "g.png"
+    args = ["generate", "--base", str(tiny["base"]), "--infu", str(tiny["infu"]), "--prompt", "a portrait",
+            "--width", "64", "--height", "64", "--steps", "2", "--dtype", "float32", "--device", "cpu"]
+    r = CliRunner().invoke(main, args + ["--id-image", str(samples.grace_hopper_path()), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    assert Image.open(out).size == (64, 64)
+    r = CliRunner().invoke(main, args + ["--id-image", str(samples.group_path()), "--infu", str(tmp_path / "none"),
+                                         "--out", str(out)])
+    assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_lora_stack_on_the_base(pipe, tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    donor = FluxPipeline.from_pretrained(tiny["base"])
+    donor.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                             init_lora_weights=False))
+    FluxPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(donor.transformer))
+    plain = pipe(samples.astronaut(), **KW)
+    p = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"])
+    p.load_loras([(str(tmp_path / "lora"), 0.8)])
+    with_lora = p(samples.astronaut(), **KW)
+    assert np.abs(with_lora - plain).mean() > 5e-5
+    p.set_adapters(["lora0"], adapter_weights=[0.0])
+    assert np.allclose(p(samples.astronaut(), **KW), plain, atol=1e-5)
+
+
+def test_int8_needs_its_extra(pipe):
+    import importlib.util
+
+    if importlib.util.find_spec("optimum") is None:
+        with pytest.raises(ImportError, match="optimum-quanto"):
+            pipe.quantize_8bit()
