@@ -65,7 +65,7 @@ def load_infu_weights(infu_path: str | Path, variant: str = "aes_stage2", torch_
         have = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
         raise FileNotFoundError(f"{root} holds neither {variant}/InfuseNetModel (published layout) nor "
                                 f"infusenet/ (native layout); it has {have}")
-    if torch_dtype is not None:
+    if torch_dtype is not None and torch_dtype != proj.dtype:
         proj = proj.to(torch_dtype)
     return infusenet, proj, meta
 
