@@ -39,6 +39,7 @@ SPSS_FIELDS = [
     pa.field("nsfw", pa.float32()),
     pa.field("watermark", pa.float32()),
     pa.field("captions", pa.list_(CAPTION)),
+    pa.field("caption_drops", pa.list_(pa.struct([("source", pa.string()), ("reason", pa.string())]))),
     pa.field("id_embedding", pa.list_(pa.float32())),
     pa.field("id_backend", pa.string()),
     pa.field("status", pa.string(), nullable=False),      # kept | rejected | quarantined
@@ -68,6 +69,7 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("identity", pa.string()),
     pa.field("gender", pa.string()),
     pa.field("captions", pa.list_(CAPTION)),
+    pa.field("caption_drops", pa.list_(pa.struct([("source", pa.string()), ("reason", pa.string())]))),
     pa.field("_uri", pa.string()),
     pa.field("_media", pa.string()),
     pa.field("status", pa.string()),   # set when the listing itself already knows it is bad

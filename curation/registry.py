@@ -20,6 +20,7 @@ def stage_class(name: str) -> type[Stage]:
 
 def _load_builtin() -> None:
     """Import the stage modules so their @register runs (kept lazy: they import models)."""
+    import curation.caption_stage  # noqa: F401
     import curation.faces  # noqa: F401
     import curation.nsfw  # noqa: F401
     import curation.watermark  # noqa: F401

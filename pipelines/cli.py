@@ -59,6 +59,42 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
         sys.exit(1)
 
 
+@main.command()
+@click.argument("in_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory: kept/, rejected/, stats.json. Rerunning on it resumes.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML merged over configs/caption.yaml (captioner model folders, devices, batch sizes).")
+@click.option("--ray-address", default=None, metavar="ADDR", help="Join this Ray cluster instead of an embedded one.")
+@click.option("--overwrite", is_flag=True, help="Delete what OUT holds and start over.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None:
+    """Add BLIP-2 / VLM captions to SPSS Parquet (IN_DIR: a curate output or a folder of Parquet).
+
+    Every caption keeps its source (dataset, blip2, internvl2, ...) so training can mix
+    them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
+    from pipelines.caption import run_caption
+    from pipelines.curate import ConfigMismatch
+
+    cfg = load_config("caption", config_path, {"progress": False} if quiet else None)
+    try:
+        stats = run_caption(in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
+                            log=lambda m: click.echo(m, err=True))
+    except (ConfigMismatch, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"\ncaption summary  ({out_dir}, {stats['elapsed_s']} s)")
+    click.echo(f"  rows: {stats['inputs']}  kept: {stats['kept']}  quarantined: {stats['quarantined']}  "
+               f"without any caption: {stats['rows_without_captions']}")
+    for src, n in sorted(stats["captions_per_source"].items()):
+        click.echo(f"  captions from {src:<10} {n}")
+    for src, d in sorted(stats["caption_drops"].items()):
+        click.echo(f"  dropped from {src:<11} " + ", ".join(f"{r} {n}" for r, n in sorted(d.items())))
+    for name, rep in stats["stages"].items():
+        click.echo(f"  {name:<10} {'ran' if rep['ran'] else 'DID NOT RUN'}" + (f": {rep['note']}" if rep.get("note") else ""))
+    ok = "yes" if stats["adds_up"] else f"NO (unaccounted {stats['unaccounted']})"
+    click.echo(f"  accounting: every input kept or quarantined: {ok}")
+
+
 @main.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def sample_data(out_dir) -> None:

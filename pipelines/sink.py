@@ -39,10 +39,12 @@ def to_spss(table: pa.Table) -> pa.Table:
 class CurationSink(Datasink):
     """Alive rows -> ``candidates_dir`` (dedup decides later); the rest -> ``rejected_dir``."""
 
-    def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool):
+    def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool,
+                 alive_status: str = ALIVE):
         self.candidates_dir, self.rejected_dir = Path(candidates_dir), Path(rejected_dir)
         self.rows_per_file = rows_per_file
         self.rejected_images = rejected_images
+        self.alive_status = alive_status  # what surviving rows are marked (kept, when no dedup follows)
 
     @property
     def min_rows_per_write(self) -> int:
@@ -55,6 +57,9 @@ class CurationSink(Datasink):
         table = to_spss(pa.concat_tables(tables, promote_options="default"))
         live = pc.equal(table["status"], ALIVE)
         good, bad = table.filter(live), table.filter(pc.invert(live))
+        if good.num_rows and self.alive_status != ALIVE:
+            good = good.set_column(good.schema.get_field_index("status"), pa.field("status", pa.string(), False),
+                                   pa.array([self.alive_status] * good.num_rows, pa.string()))
         if good.num_rows:
             write_atomic(good, self.candidates_dir / content_name(good))
         if bad.num_rows:

@@ -1,0 +1,85 @@
+"""Caption stage: one captioner (BLIP-2, InternVL2 or a chat VLM) as a Ray actor pool.
+
+Each kept caption is appended to the record's ``captions`` with its ``source``
+(the stage's ``name``: ``blip2``, ``internvl2``, ...), after hygiene
+(curation/caption_text.py). A dropped output is recorded in ``caption_drops``
+with its reason (``empty_caption``, ``degenerate_caption``); the row itself is
+kept — a failed caption never costs a training image. Dataset captions already
+on the row are cleaned the same way (source ``dataset``). Without a model path
+the stage does not run and says so; it never invents text.
+"""
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from curation.caption_text import clean_caption
+from curation.captioners import BACKENDS
+from curation.registry import register
+from curation.stage import Stage
+
+
+@register
+class CaptionStage(Stage):
+    name = "caption"
+    reasons = ()  # rows are never rejected for their captions
+    default_resources = {"num_cpus": 0.5, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        self.source = self.cfg.get("name", "caption")
+        self.backend = self.cfg.get("backend", self.source)
+        self.max_chars = int(self.cfg.get("max_chars", 400))
+        self.names = frozenset(self.cfg.get("names") or ())
+        self.model = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.get("model"))
+
+    def report(self) -> dict:
+        if not self.enabled:
+            return {"ran": False, "note": f"no local {self.backend} model configured (model: path); "
+                                          "dataset captions kept, no text invented"}
+        return {"ran": True, "backend": self.backend, "model": self.cfg["model"]}
+
+    def setup(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown caption backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        kw = {k: self.cfg[k] for k in ("device", "dtype", "prompt", "instruction", "max_new_tokens", "num_beams")
+              if k in self.cfg and self.cfg[k] is not None}
+        if self.backend != "blip2":
+            kw.pop("prompt", None)
+            kw.pop("num_beams", None)
+        else:
+            kw.pop("instruction", None)
+        self.model = BACKENDS[self.backend](self.cfg["model"], **kw)
+
+    def process(self, rows: list[dict]) -> None:
+        if self.model is None:
+            self.setup()
+        images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]
+        raw = self.model(images)
+        echo = self.cfg.get("prompt") if self.backend == "blip2" else getattr(self.model, "instruction", None)
+        for row, text in zip(rows, raw):
+            clean, reason = clean_caption(text, None if self.backend == "blip2" else echo, self.max_chars, self.names)
+            if clean is None:
+                row["caption_drops"] = list(row.get("caption_drops") or []) + [{"source": self.source, "reason": reason}]
+            else:
+                row["captions"] = list(row.get("captions") or []) + [{"source": self.source, "text": clean}]
+
+
+def clean_dataset_captions(row: dict, max_chars: int = 400, names=frozenset()) -> None:
+    """Hygiene for the captions a dataset brought (CelebV-Text, CosmicManHQ, sidecars)."""
+    kept, drops = [], list(row.get("caption_drops") or [])
+    for c in row.get("captions") or []:
+        if c["source"] != "dataset":
+            kept.append(c)
+            continue
+        clean, reason = clean_caption(c["text"], None, max_chars, names)
+        if clean is None:
+            drops.append({"source": "dataset", "reason": reason})
+        elif clean not in (k["text"] for k in kept):
+            kept.append({"source": "dataset", "text": clean})
+    row["captions"], row["caption_drops"] = kept, drops

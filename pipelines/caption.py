@@ -1,0 +1,101 @@
+"""`infu caption`: SPSS Parquet in, SPSS Parquet with more captions out.
+
+Same contract as curation: every input row ends in OUT/kept/ (status kept) or,
+if a stage fails on it, OUT/rejected/ (quarantined with the error);
+OUT/stats.json adds them up and counts captions per source and dropped outputs
+per reason; a rerun on the same OUT resumes (rows already written are skipped).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.caption_stage import CaptionStage, clean_dataset_captions
+from curation.records import ALIVE, SPSS_SCHEMA
+from pipelines.curate import Layout, SourceSpec, _files, prepare_out, read_column
+from pipelines.ray_stages import table_to_rows
+
+
+def input_files(in_dir: str | Path) -> list[str]:
+    d = Path(in_dir)
+    files = _files(d / "kept") or _files(d)
+    if not files:
+        raise FileNotFoundError(f"no SPSS Parquet under {d} (expected {d}/kept/*.parquet or {d}/*.parquet)")
+    return files
+
+
+def captioner_cfgs(cfg: dict) -> list[dict]:
+    names = []
+    if cfg.get("names_file"):
+        names = [ln.strip() for ln in Path(cfg["names_file"]).expanduser().read_text().splitlines() if ln.strip()]
+    return [{**c, "max_chars": cfg.get("max_chars", 400), "names": names} for c in cfg.get("captioners") or []]
+
+
+def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) -> pa.Table:
+    """Drop rows already written (resume), reopen the rest, clean the dataset's own captions."""
+    if len(done):
+        table = table.filter(pc.invert(pc.is_in(table["id"], value_set=done)))
+    rows = table_to_rows(table)
+    for r in rows:
+        r["status"] = ALIVE
+        clean_dataset_captions(r, max_chars, frozenset(names))
+    from curation.records import to_table
+
+    return to_table(rows)
+
+
+def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
+    import ray
+
+    from pipelines.ray_runtime import init_ray
+    from pipelines.ray_stages import add_stage
+    from pipelines.sink import CurationSink
+
+    t0 = time.time()
+    files = input_files(in_dir)
+    lay = Layout(Path(out))
+    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite)
+    done = read_column(_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
+    total = read_column(files, ["id"]).num_rows
+    stages = [c for c in captioner_cfgs(cfg)]
+    reports = {c.get("name", "caption"): CaptionStage(c).report() for c in stages}
+    if total - len(done) > 0:
+        init_ray(ray_address, cfg)
+        log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
+        names = captioner_cfgs(cfg)[0]["names"] if stages else []
+        ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
+        ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64,
+                            fn_kwargs={"done": done, "max_chars": cfg.get("max_chars", 400), "names": names})
+        for c in stages:
+            if CaptionStage(c).enabled:
+                ds = add_stage(ds, CaptionStage, c)
+        ds.write_datasink(CurationSink(lay.kept, lay.rejected, int(cfg.get("output", {}).get("rows_per_file", 256)),
+                                       True, alive_status="kept"))
+    stats = caption_stats(lay, files, reports, time.time() - t0)
+    (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def caption_stats(lay: Layout, inputs: list[str], reports: dict, elapsed: float) -> dict:
+    cols = ["id", "status", "reason", "captions", "caption_drops"]
+    tables = [read_column(_files(d), cols) for d in (lay.kept, lay.rejected) if _files(d)]
+    out = pa.concat_tables(tables, promote_options="permissive") if tables else SPSS_SCHEMA.empty_table().select(cols)
+    in_ids = read_column(inputs, ["id"])["id"]
+    missing = int(pc.sum(pc.invert(pc.is_in(in_ids, value_set=out["id"]))).as_py() or 0)
+    per_source, drops, without = {}, {}, 0
+    for caps, dr in zip(out["captions"].to_pylist(), out["caption_drops"].to_pylist()):
+        without += not caps
+        for c in caps or []:
+            per_source[c["source"]] = per_source.get(c["source"], 0) + 1
+        for d in dr or []:
+            drops.setdefault(d["source"], {}).setdefault(d["reason"], 0)
+            drops[d["source"]][d["reason"]] += 1
+    status = out["status"].to_pylist()
+    return {"inputs": len(in_ids), "kept": status.count("kept"), "quarantined": status.count("quarantined"),
+            "unaccounted": missing, "adds_up": missing == 0 and out.num_rows == len(in_ids),
+            "captions_per_source": per_source, "caption_drops": drops, "rows_without_captions": without,
+            "stages": reports, "elapsed_s": round(elapsed, 2)}
