@@ -95,6 +95,33 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
     click.echo(f"  accounting: every input kept or quarantined: {ok}")
 
 
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training YAML: configs/stage1.yaml (pretraining on SPSS) or configs/stage2.yaml (SFT on SPMS), "
+                   "or your own file (merged over the stage's defaults).")
+@click.option("--ray-address", default=None, metavar="ADDR", help="Join this Ray cluster instead of an embedded one.")
+@click.option("--export-published", is_flag=True,
+              help="Also write the final weights in the published infu_flux_v1.0 layout (OUT/published/).")
+def train(config_path, ray_address, export_published) -> None:
+    """Train InfuseNet + projection (flow matching, frozen FLUX) on Ray Train.
+
+    Rerunning the same command resumes from the latest checkpoint in the output folder;
+    OUT/final loads directly in `infu generate --infu OUT/final`."""
+    import yaml
+
+    from pipelines.train import run_train
+
+    user = yaml.safe_load(Path(config_path).read_text()) or {}
+    stage = int(user.get("stage", 1))
+    cfg = load_config(f"stage{stage}", config_path, {"export_published": export_published})
+    try:
+        res = run_train(cfg, ray_address)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"trained {res['steps']} steps, final loss {res['final_loss']:.4f}, skipped records {res['skipped']}; "
+               f"weights in {res['output']}/final")
+
+
 @main.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def sample_data(out_dir) -> None:

@@ -1,0 +1,326 @@
+"""`infu train`: stage-1 pretraining / stage-2 SFT of InfuseNet + projection on Ray Train.
+
+Data: SPSS or SPMS Parquet. The batch plan (which rows form which batch, one
+aspect-ratio bucket per batch) is derived from the bucket column alone and a
+seeded per-epoch shuffle, so a resumed run regenerates it and skips the batches
+already trained on. Rows that cannot be used (no or wrong-size identity
+embedding, undecodable image) are skipped with a counted reason.
+
+Checkpoints (``OUT/checkpoints/step-N/``): InfuseNet + projection in our native
+layout (loadable by ``InfUPipeline``), optimiser, LR scheduler, step, batch
+position and every RNG state; a restarted run resumes from the latest one and,
+on CPU, continues with the same losses as an uninterrupted run. Logs: JSONL +
+CSV (loss, lr, samples/s, GPU memory), a loss curve PNG at the end.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import shutil
+import time
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from infu_model.infusenet import build_infusenet
+from infu_model.projection import ProjectionNetwork
+from infu_model.train_data import bucket_batches, control_for, sample_caption, to_bucket
+from infu_model.training import FlowBatch, adamw, flow_matching_loss, freeze, sample_t
+
+
+class Skip(Exception):
+    """A record that cannot be trained on; the message is its reason code."""
+
+
+# ------------------------------------------------------------------ data ---
+def parquet_files(path: str | Path) -> list[str]:
+    p = Path(path)
+    files = sorted(str(f) for f in (p / "kept").glob("*.parquet")) or sorted(str(f) for f in p.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no training Parquet under {p}")
+    return files
+
+
+def row_index(files: list[str]) -> list[tuple[int, int, str]]:
+    """(file, row, bucket) for every row: the only columns the batch plan needs."""
+    out = []
+    for fi, f in enumerate(files):
+        for ri, b in enumerate(pq.read_table(f, columns=["bucket"])["bucket"].to_pylist()):
+            out.append((fi, ri, b or ""))
+    return out
+
+
+def batch_plan(index, micro: int, seed: int, rank: int = 0, world: int = 1):
+    """Endless stream of micro-batches of row refs, one bucket each, reshuffled every epoch."""
+    epoch = 0
+    while True:
+        order = list(range(len(index)))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        mine = [index[i] for i in order[rank::world]]
+        refs = ({"ref": (f, r), "bucket": b} for f, r, b in mine)
+        yield from (batch for batch in bucket_batches(refs, micro, drop_last=True))
+        epoch += 1
+
+
+class RowReader:
+    """Reads rows by (file, row) with the last few files' tables cached."""
+
+    def __init__(self, files: list[str], columns: list[str], cache: int = 2):
+        self.files, self.columns, self.cache = files, columns, OrderedDict()
+        self.size = cache
+
+    def __call__(self, ref) -> dict:
+        f, r = ref
+        if f not in self.cache:
+            schema = pq.read_schema(self.files[f]).names
+            self.cache[f] = pq.read_table(self.files[f], columns=[c for c in self.columns if c in schema])
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(f)
+        return self.cache[f].slice(r, 1).to_pylist()[0]
+
+
+def bucket_size(bucket: str, max_side: int | None, multiple: int) -> tuple[int, int]:
+    w, h = (int(x) for x in bucket.split("x"))
+    if max_side and max(w, h) > max_side:
+        s = max_side / max(w, h)
+        w, h = max(multiple, round(w * s / multiple) * multiple), max(multiple, round(h * s / multiple) * multiple)
+    return w, h
+
+
+def prepare(row: dict, data: dict, emb_dim: int, size, rng: random.Random):
+    emb = row.get(data["embedding_column"])
+    if emb is None:
+        raise Skip("missing_embedding")
+    if len(emb) != emb_dim:
+        raise Skip("embedding_dim")
+    if data.get("embedding_backend") and row.get("id_backend") not in (None, data["embedding_backend"]):
+        raise Skip("embedding_backend")
+    try:
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(row[data["image_column"]]))
+        img.load()
+    except Exception:  # noqa: BLE001 - any undecodable bytes are a skip reason, not a crash
+        raise Skip("decode_error") from None
+    img, kps = to_bucket(img, size, row.get(data["kps_column"]))
+    return {"image": img, "control": control_for(size, kps, float(data["black_control_prob"]), rng),
+            "caption": sample_caption(row.get("captions"), data["caption_weights"], float(data["caption_dropout"]), rng),
+            "emb": torch.tensor(emb, dtype=torch.float32)}
+
+
+# ---------------------------------------------------------------- models ---
+def load_models(cfg: dict, device):
+    from diffusers import FluxPipeline
+
+    m = cfg["model"]
+    if not m.get("base"):
+        raise ValueError("model.base: the FLUX base folder is required")
+    dtype = getattr(torch, m.get("dtype", "bfloat16")) if device != "cpu" else torch.float32
+    base = FluxPipeline.from_pretrained(m["base"], torch_dtype=dtype, local_files_only=True).to(device)
+    for part in (base.transformer, base.vae, base.text_encoder, base.text_encoder_2):
+        freeze(part)
+    if m.get("init"):
+        from infu_model.pipeline import load_infu_weights
+
+        net, proj, _ = load_infu_weights(m["init"], m.get("init_variant", "aes_stage2"))
+    else:
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        net = build_infusenet(base.transformer, int(m.get("multiplication_factor", 4)))
+        proj = ProjectionNetwork(embedding_dim=int(m.get("embedding_dim", 512)),
+                                 output_dim=base.transformer.config.joint_attention_dim)
+    net, proj = net.float().to(device).train(), proj.float().to(device).train()
+    if m.get("gradient_checkpointing"):
+        net.enable_gradient_checkpointing()
+    return base, net, proj
+
+
+@torch.no_grad()
+def encode(base, samples: list[dict], gen: torch.Generator, max_len: int, device) -> FlowBatch:
+    dtype = base.transformer.dtype
+    imgs = base.image_processor.preprocess([s["image"] for s in samples]).to(device, base.vae.dtype)
+    ctrls = base.image_processor.preprocess([s["control"] for s in samples]).to(device, base.vae.dtype)
+
+    def lat(x):
+        z = base.vae.encode(x).latent_dist.sample(gen)
+        z = ((z - base.vae.config.shift_factor) * base.vae.config.scaling_factor).to(dtype)
+        b, c, h, w = z.shape
+        return base._pack_latents(z, b, c, h, w), (c, h, w)
+
+    x0, (c, h, w) = lat(imgs)
+    control, _ = lat(ctrls)
+    prompt, pooled, text_ids = base.encode_prompt([s["caption"] for s in samples], prompt_2=None, device=device,
+                                                  max_sequence_length=max_len)
+    img_ids = base._prepare_latent_image_ids(x0.shape[0], h // 2, w // 2, device, dtype)
+    return FlowBatch(latents=x0, control=control, id_embedding=torch.stack([s["emb"] for s in samples]).to(device),
+                     prompt_embeds=prompt, pooled=pooled, text_ids=text_ids, img_ids=img_ids)
+
+
+# ------------------------------------------------------------ checkpoints ---
+def rng_state(py: random.Random, gen: torch.Generator) -> dict:
+    return {"python": py.getstate(), "torch_gen": gen.get_state(), "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state()}
+
+
+def save_checkpoint(out: Path, step: int, batches: int, net, proj, opt, sched, py, gen, skipped: Counter, keep: int):
+    d = out / "checkpoints" / f"step-{step:08d}"
+    tmp = d.with_name(d.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    net.save_pretrained(tmp / "infusenet")
+    proj.save_pretrained(tmp / "image_proj")
+    torch.save({"step": step, "batches": batches, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": rng_state(py, gen), "skipped": dict(skipped)}, tmp / "trainer_state.pt")
+    (tmp / "infu.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(d, ignore_errors=True)
+    tmp.rename(d)  # a checkpoint exists whole or not at all
+    for old in sorted((out / "checkpoints").glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted(p for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    return found[-1] if found else None
+
+
+# ------------------------------------------------------------- the loop ---
+def train_loop(cfg: dict) -> dict:
+    """One worker's training loop (Ray Train runs it on every worker)."""
+    try:
+        import ray.train as rt
+
+        ctx = rt.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    except Exception:  # noqa: BLE001 - plain call outside Ray Train
+        rank, world = 0, 1
+    device = "cuda" if torch.cuda.is_available() and cfg["ray"].get("use_gpu") else "cpu"
+    out = Path(cfg["output"])
+    t, data = cfg["train"], cfg["data"]
+    seed = int(cfg.get("seed", 0))
+    base, net, proj = load_models(cfg, device)
+    if world > 1 and device == "cuda" and cfg["ray"].get("fsdp", True):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        net, proj = FSDP(net), FSDP(proj)
+    params = [p for p in list(net.parameters()) + list(proj.parameters()) if p.requires_grad]
+    opt = adamw(params, float(t["lr"]), float(t.get("weight_decay", 0.01)))
+    from diffusers.optimization import get_scheduler
+
+    sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=int(t["warmup_steps"]))
+    accum = max(1, int(t["global_batch_size"]) // (int(t["micro_batch_size"]) * world))
+    py, gen = random.Random(seed + rank), torch.Generator().manual_seed(seed + rank)
+    step, consumed, skipped = 0, 0, Counter()
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        net.load_state_dict(type(net).from_pretrained(ckpt / "infusenet").state_dict())
+        proj.load_state_dict(ProjectionNetwork.from_pretrained(ckpt / "image_proj").state_dict())
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, consumed, skipped = state["step"], state["batches"], Counter(state["skipped"])
+        py.setstate(state["rng"]["python"])
+        gen.set_state(state["rng"]["torch_gen"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+    files = parquet_files(data["parquet"])
+    plan = batch_plan(row_index(files), int(t["micro_batch_size"]), seed, rank, world)
+    for _ in range(consumed):
+        next(plan)
+    reader = RowReader(files, [data["image_column"], data["kps_column"], data["embedding_column"], "captions",
+                               "bucket", "id_backend"])
+    mult = base.vae_scale_factor * 2
+    log_path = out / "train_log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    losses = []
+    while step < int(t["max_steps"]):
+        t0, total, n = time.perf_counter(), 0.0, 0
+        for _ in range(accum):
+            samples = []
+            while not samples:
+                refs = next(plan)
+                consumed += 1
+                size = bucket_size(refs[0]["bucket"], data.get("max_side"), mult)
+                for ref in refs:
+                    try:
+                        samples.append(prepare(reader(ref["ref"]), data, proj.config.embedding_dim, size, py))
+                    except Skip as e:
+                        skipped[str(e)] += 1
+            batch = encode(base, samples, gen, int(data.get("max_sequence_length", 512)), device)
+            tt = sample_t(len(samples), gen, float(t["logit_mean"]), float(t["logit_std"])).to(device)
+            noise = torch.randn(batch.latents.shape, generator=gen).to(device, batch.latents.dtype)
+            loss = flow_matching_loss(base.transformer, net, proj, batch, guidance_scale=float(t["guidance_scale"]),
+                                      t=tt, noise=noise) / accum
+            loss.backward()
+            total += loss.item()
+            n += len(samples)
+        torch.nn.utils.clip_grad_norm_(params, float(t["grad_clip"]))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(total)
+        rec = {"step": step, "loss": total, "lr": sched.get_last_lr()[0], "samples_per_s": n * world / (time.perf_counter() - t0),
+               "gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0,
+               "skipped": dict(skipped)}
+        if rank == 0:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if step % int(t["checkpoint_every"]) == 0 or step == int(t["max_steps"]):
+                save_checkpoint(out, step, consumed, net, proj, opt, sched, py, gen, skipped, int(t["keep_checkpoints"]))
+    if rank == 0:
+        finish(out, net, proj, bool(cfg.get("export_published")), cfg["model"].get("face_backend", "insightface"))
+    return {"step": step, "losses": losses, "skipped": dict(skipped)}
+
+
+def finish(out: Path, net, proj, export_published: bool, face_backend: str) -> None:
+    """Final weights (native layout, loads in InfUPipeline), CSV log and loss curve."""
+    final = out / "final"
+    net.save_pretrained(final / "infusenet")
+    proj.save_pretrained(final / "image_proj")
+    (final / "infu.json").write_text(json.dumps({"trained_by": "infu train", "face_backend": face_backend}))
+    if export_published:
+        from infu_model.pipeline import export_published as export
+
+        export(net, proj, out / "published")
+    recs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    with open(out / "train_log.csv", "w") as f:
+        f.write("step,loss,lr,samples_per_s,gpu_mem_gib\n")
+        for r in recs:
+            f.write(f"{r['step']},{r['loss']},{r['lr']},{r['samples_per_s']},{r['gpu_mem_gib']}\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in recs], [r["loss"] for r in recs])
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+
+
+def run_train(cfg: dict, ray_address: str | None = None) -> dict:
+    """Launch ``train_loop`` on Ray Train's TorchTrainer (workers and GPUs from ``cfg['ray']``)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_runtime import init_ray
+
+    init_ray(ray_address, {"ray": {}, "progress": False})
+    r = cfg["ray"]
+    out = Path(cfg["output"]).resolve()
+    cfg = {**cfg, "output": str(out)}
+    trainer = TorchTrainer(train_loop, train_loop_config=cfg,
+                           scaling_config=ScalingConfig(num_workers=int(r.get("num_workers", 1)),
+                                                        use_gpu=bool(r.get("use_gpu", False))),
+                           run_config=RunConfig(name="infu-train", storage_path=str(out / "ray")))
+    trainer.fit()
+    recs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    return {"steps": recs[-1]["step"] if recs else 0, "final_loss": recs[-1]["loss"] if recs else math.nan,
+            "skipped": recs[-1]["skipped"] if recs else {}, "output": str(out)}
