@@ -315,7 +315,11 @@ def run_train(cfg: dict, ray_address: str | None = None) -> dict:
     init_ray(ray_address, {"ray": {}, "progress": False})
     r = cfg["ray"]
     out = Path(cfg["output"]).resolve()
-    cfg = {**cfg, "output": str(out)}
+    # Ray Train workers do not share the caller's working directory: make every path absolute
+    absolute = lambda p: str(Path(p).expanduser().resolve()) if p else p  # noqa: E731
+    cfg = {**cfg, "output": str(out),
+           "model": {**cfg["model"], "base": absolute(cfg["model"].get("base")), "init": absolute(cfg["model"].get("init"))},
+           "data": {**cfg["data"], "parquet": absolute(cfg["data"].get("parquet"))}}
     trainer = TorchTrainer(train_loop, train_loop_config=cfg,
                            scaling_config=ScalingConfig(num_workers=int(r.get("num_workers", 1)),
                                                         use_gpu=bool(r.get("use_gpu", False))),
