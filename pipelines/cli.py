@@ -102,19 +102,26 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
 @click.option("--ray-address", default=None, metavar="ADDR", help="Join this Ray cluster instead of an embedded one.")
 @click.option("--export-published", is_flag=True,
               help="Also write the final weights in the published infu_flux_v1.0 layout (OUT/published/).")
-def train(config_path, ray_address, export_published) -> None:
+@click.option("--build-cache", is_flag=True,
+              help="First store the frozen encoders' outputs (text embeddings; VAE latents with cache.latents) "
+                   "and train with them.")
+def train(config_path, ray_address, export_published, build_cache) -> None:
     """Train InfuseNet + projection (flow matching, frozen FLUX) on Ray Train.
 
     Rerunning the same command resumes from the latest checkpoint in the output folder;
     OUT/final loads directly in `infu generate --infu OUT/final`."""
     import yaml
 
+    from pipelines.train import build_cache as build
     from pipelines.train import run_train
 
     user = yaml.safe_load(Path(config_path).read_text()) or {}
     stage = int(user.get("stage", 1))
     cfg = load_config(f"stage{stage}", config_path, {"export_published": export_published})
     try:
+        if build_cache:
+            cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}
+            click.echo(f"cache: {build(cfg)}")
         res = run_train(cfg, ray_address)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -109,9 +109,63 @@ def prepare(row: dict, data: dict, emb_dim: int, size, rng: random.Random):
     except Exception:  # noqa: BLE001 - any undecodable bytes are a skip reason, not a crash
         raise Skip("decode_error") from None
     img, kps = to_bucket(img, size, row.get(data["kps_column"]))
-    return {"image": img, "control": control_for(size, kps, float(data["black_control_prob"]), rng),
+    control = control_for(size, kps, float(data["black_control_prob"]), rng)
+    return {"image": img, "control": control, "black": kps is None or not np.asarray(control).any(),
             "caption": sample_caption(row.get("captions"), data["caption_weights"], float(data["caption_dropout"]), rng),
-            "emb": torch.tensor(emb, dtype=torch.float32)}
+            "emb": torch.tensor(emb, dtype=torch.float32), "id": row["id"], "size": size}
+
+
+# ---------------------------------------------------------------- caches ---
+class EncoderCache:
+    """What the frozen encoders make, kept on disk so training does not rerun them:
+    T5 + CLIP embeddings per caption text, and (optionally) the VAE posterior
+    parameters (mean and log-variance) of each target and control image at its bucket
+    size. Sampling from cached parameters with the same generator gives exactly the
+    latents an uncached run draws."""
+
+    def __init__(self, root: str | Path | None, latents: bool = False):
+        self.root = Path(root) if root else None
+        self.latents = latents and self.root is not None
+
+    @staticmethod
+    def _key(text: str) -> str:
+        import hashlib
+
+        return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+    def _get(self, path: Path):
+        if self.root is None or not path.is_file():
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(path)
+
+    def _put(self, path: Path, tensors: dict) -> None:
+        if self.root is None:
+            return
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        tmp.replace(path)
+
+    def text(self, text: str):
+        return self._get(self.root / "text" / f"{self._key(text)}.safetensors") if self.root else None
+
+    def put_text(self, text: str, prompt: torch.Tensor, pooled: torch.Tensor) -> None:
+        if self.root:
+            self._put(self.root / "text" / f"{self._key(text)}.safetensors", {"prompt": prompt, "pooled": pooled})
+
+    def _lat_path(self, kind: str, key: str, size) -> Path:
+        return self.root / "latents" / f"{kind}-{self._key(key)}-{size[0]}x{size[1]}.safetensors"
+
+    def params(self, kind: str, key: str, size):
+        return self._get(self._lat_path(kind, key, size)) if self.latents else None
+
+    def put_params(self, kind: str, key: str, size, params: torch.Tensor) -> None:
+        if self.latents:
+            self._put(self._lat_path(kind, key, size), {"params": params})
 
 
 # ---------------------------------------------------------------- models ---
@@ -141,21 +195,51 @@ def load_models(cfg: dict, device):
 
 
 @torch.no_grad()
-def encode(base, samples: list[dict], gen: torch.Generator, max_len: int, device) -> FlowBatch:
-    dtype = base.transformer.dtype
-    imgs = base.image_processor.preprocess([s["image"] for s in samples]).to(device, base.vae.dtype)
-    ctrls = base.image_processor.preprocess([s["control"] for s in samples]).to(device, base.vae.dtype)
+def posterior_params(base, images, device) -> torch.Tensor:
+    x = base.image_processor.preprocess(images).to(device, base.vae.dtype)
+    return base.vae.encode(x).latent_dist.parameters
 
-    def lat(x):
-        z = base.vae.encode(x).latent_dist.sample(gen)
+
+@torch.no_grad()
+def text_embeddings(base, captions: list[str], max_len: int, device, cache: EncoderCache):
+    hits = [cache.text(c) for c in captions]
+    if all(h is not None for h in hits):
+        prompt = torch.stack([h["prompt"] for h in hits]).to(device, base.transformer.dtype)
+        pooled = torch.stack([h["pooled"] for h in hits]).to(device, base.transformer.dtype)
+        return prompt, pooled, torch.zeros(prompt.shape[1], 3, device=device, dtype=base.transformer.dtype)
+    prompt, pooled, text_ids = base.encode_prompt(captions, prompt_2=None, device=device, max_sequence_length=max_len)
+    for c, p, q in zip(captions, prompt, pooled):
+        cache.put_text(c, p, q)
+    return prompt, pooled, text_ids
+
+
+@torch.no_grad()
+def encode(base, samples: list[dict], gen: torch.Generator, max_len: int, device,
+           cache: EncoderCache | None = None) -> FlowBatch:
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    cache = cache or EncoderCache(None)
+    dtype = base.transformer.dtype
+
+    def params(kind: str, images, keys):
+        hits = [cache.params(kind, k, s["size"]) for k, s in zip(keys, samples)]
+        if all(h is not None for h in hits):
+            return torch.stack([h["params"] for h in hits]).to(device, base.vae.dtype)
+        p = posterior_params(base, images, device)
+        for k, s, one in zip(keys, samples, p):
+            cache.put_params(kind, k, s["size"], one)
+        return p
+
+    def lat(p):
+        z = DiagonalGaussianDistribution(p).sample(gen)
         z = ((z - base.vae.config.shift_factor) * base.vae.config.scaling_factor).to(dtype)
         b, c, h, w = z.shape
         return base._pack_latents(z, b, c, h, w), (c, h, w)
 
-    x0, (c, h, w) = lat(imgs)
-    control, _ = lat(ctrls)
-    prompt, pooled, text_ids = base.encode_prompt([s["caption"] for s in samples], prompt_2=None, device=device,
-                                                  max_sequence_length=max_len)
+    x0, (c, h, w) = lat(params("image", [s["image"] for s in samples], [s["id"] for s in samples]))
+    control, _ = lat(params("control", [s["control"] for s in samples],
+                            ["black" if s["black"] else s["id"] for s in samples]))
+    prompt, pooled, text_ids = text_embeddings(base, [s["caption"] for s in samples], max_len, device, cache)
     img_ids = base._prepare_latent_image_ids(x0.shape[0], h // 2, w // 2, device, dtype)
     return FlowBatch(latents=x0, control=control, id_embedding=torch.stack([s["emb"] for s in samples]).to(device),
                      prompt_embeds=prompt, pooled=pooled, text_ids=text_ids, img_ids=img_ids)
@@ -231,8 +315,10 @@ def train_loop(cfg: dict) -> dict:
     for _ in range(consumed):
         next(plan)
     reader = RowReader(files, [data["image_column"], data["kps_column"], data["embedding_column"], "captions",
-                               "bucket", "id_backend"])
+                               "bucket", "id", "id_backend"])
     mult = base.vae_scale_factor * 2
+    cc = cfg.get("cache") or {}
+    cache = EncoderCache(cc.get("dir") or out / "cache", bool(cc.get("latents"))) if cc.get("enabled") else EncoderCache(None)
     log_path = out / "train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     losses = []
@@ -249,7 +335,7 @@ def train_loop(cfg: dict) -> dict:
                         samples.append(prepare(reader(ref["ref"]), data, proj.config.embedding_dim, size, py))
                     except Skip as e:
                         skipped[str(e)] += 1
-            batch = encode(base, samples, gen, int(data.get("max_sequence_length", 512)), device)
+            batch = encode(base, samples, gen, int(data.get("max_sequence_length", 512)), device, cache)
             tt = sample_t(len(samples), gen, float(t["logit_mean"]), float(t["logit_std"])).to(device)
             noise = torch.randn(batch.latents.shape, generator=gen).to(device, batch.latents.dtype)
             loss = flow_matching_loss(base.transformer, net, proj, batch, guidance_scale=float(t["guidance_scale"]),
@@ -305,6 +391,46 @@ def finish(out: Path, net, proj, export_published: bool, face_backend: str) -> N
     plt.close(fig)
 
 
+@torch.no_grad()
+def build_cache(cfg: dict, batch: int = 8) -> dict:
+    """The optional pre-pass: every caption's text embeddings (the empty caption for
+    dropout included) and, with ``cache.latents``, each row's VAE posterior at its
+    bucket size (target, keypoint control, black control)."""
+    cc, data = cfg.get("cache") or {}, cfg["data"]
+    cache = EncoderCache(cc.get("dir") or Path(cfg["output"]) / "cache", bool(cc.get("latents")))
+    device = "cuda" if torch.cuda.is_available() and cfg["ray"].get("use_gpu") else "cpu"
+    base, _, proj = load_models({**cfg, "model": {**cfg["model"], "init": None}}, device)
+    files = parquet_files(data["parquet"])
+    texts, counts = {""}, Counter()
+    for f in files:
+        for caps in pq.read_table(f, columns=["captions"])["captions"].to_pylist():
+            texts.update(c["text"] for c in caps or [] if data["caption_weights"].get(c["source"], 0) > 0)
+    todo = [t for t in sorted(texts) if cache.text(t) is None]
+    for i in range(0, len(todo), batch):
+        text_embeddings(base, todo[i:i + batch], int(data.get("max_sequence_length", 512)), device, cache)
+    counts["texts"] = len(texts)
+    if cache.latents:
+        mult = base.vae_scale_factor * 2
+        reader = RowReader(files, [data["image_column"], data["kps_column"], data["embedding_column"], "captions",
+                                   "bucket", "id", "id_backend"])
+        for fi, ri, bucket in row_index(files):
+            size = bucket_size(bucket, data.get("max_side"), mult)
+            try:
+                s = prepare(reader((fi, ri)), {**data, "black_control_prob": 0.0}, proj.config.embedding_dim, size,
+                            random.Random(0))
+            except Skip as e:
+                counts[f"skipped_{e}"] += 1
+                continue
+            from infu_model.control import black_control
+
+            for kind, key, img in (("image", s["id"], s["image"]), ("control", s["id"], s["control"]),
+                                   ("control", "black", black_control(size))):
+                if cache.params(kind, key, size) is None:
+                    cache.put_params(kind, key, size, posterior_params(base, [img], device)[0])
+            counts["rows"] += 1
+    return {"dir": str(cache.root), **counts}
+
+
 def run_train(cfg: dict, ray_address: str | None = None) -> dict:
     """Launch ``train_loop`` on Ray Train's TorchTrainer (workers and GPUs from ``cfg['ray']``)."""
     from ray.train import RunConfig, ScalingConfig
@@ -319,7 +445,8 @@ def run_train(cfg: dict, ray_address: str | None = None) -> dict:
     absolute = lambda p: str(Path(p).expanduser().resolve()) if p else p  # noqa: E731
     cfg = {**cfg, "output": str(out),
            "model": {**cfg["model"], "base": absolute(cfg["model"].get("base")), "init": absolute(cfg["model"].get("init"))},
-           "data": {**cfg["data"], "parquet": absolute(cfg["data"].get("parquet"))}}
+           "data": {**cfg["data"], "parquet": absolute(cfg["data"].get("parquet"))},
+           "cache": {**(cfg.get("cache") or {}), "dir": absolute((cfg.get("cache") or {}).get("dir"))}}
     trainer = TorchTrainer(train_loop, train_loop_config=cfg,
                            scaling_config=ScalingConfig(num_workers=int(r.get("num_workers", 1)),
                                                         use_gpu=bool(r.get("use_gpu", False))),

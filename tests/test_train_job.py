@@ -72,3 +72,23 @@ def test_ray_train_runs_the_loop(tiny, spss, tmp_path, ray_local):
     res = run_train(_cfg(tiny, spss, tmp_path / "ray", 2))
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
     assert (tmp_path / "ray" / "final" / "infusenet" / "config.json").exists()
+
+
+def test_encoder_cache_gives_the_same_losses_without_running_the_encoders(tiny, spss, tmp_path, monkeypatch):
+    from diffusers import FluxPipeline
+
+    from pipelines.train import build_cache
+
+    plain = train_loop(_cfg(tiny, spss, tmp_path / "plain", 3))
+    cfg = merge(_cfg(tiny, spss, tmp_path / "cached", 3),
+                {"cache": {"enabled": True, "latents": True, "dir": str(tmp_path / "cache")}})
+    counts = build_cache(cfg)
+    assert counts["texts"] == 9 and counts["rows"] == 6 and counts["skipped_missing_embedding"] == 1
+    assert list((tmp_path / "cache" / "text").glob("*.safetensors"))
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the text encoders ran although their outputs are cached")
+
+    monkeypatch.setattr(FluxPipeline, "encode_prompt", no_encoder)
+    cached = train_loop(cfg)
+    assert cached["losses"] == plain["losses"]
