@@ -68,7 +68,8 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
         names = captioner_cfgs(cfg)[0]["names"] if stages else []
         ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
-        ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64,
+        # a light CPU request for the cleaning glue leaves the captioners' slots free
+        ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
                             fn_kwargs={"done": done, "max_chars": cfg.get("max_chars", 400), "names": names})
         for c in stages:
             if CaptionStage(c).enabled:
