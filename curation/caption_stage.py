@@ -57,8 +57,6 @@ class CaptionStage(Stage):
         self.model = BACKENDS[self.backend](self.cfg["model"], **kw)
 
     def process(self, rows: list[dict]) -> None:
-        if self.model is None:
-            self.setup()
         images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]
         raw = self.model(images)
         echo = self.cfg.get("prompt") if self.backend == "blip2" else getattr(self.model, "instruction", None)

@@ -53,8 +53,6 @@ class FaceStage(Stage):
         return {"ran": True, "backend": self.cfg.get("backend", "dlib")}
 
     def process(self, rows: list[dict]) -> None:
-        if self.analyzer is None:
-            self.setup()
         for row in rows:
             self._one(row)
 

@@ -56,8 +56,6 @@ class NSFWStage(Stage):
         return float(max(hits, default=0.0))
 
     def process(self, rows: list[dict]) -> None:
-        if self.model is None:
-            self.setup()
         images = [analysis_image(r) for r in rows]
         if self.backend == "transformers":
             scores = self.model.scores(images)

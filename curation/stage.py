@@ -42,6 +42,7 @@ class Stage:
     def __init__(self, cfg: dict | None = None):
         self.cfg = dict(cfg or {})
         self.resources = Resources.from_config(self.cfg.get("resources"), **self.default_resources)
+        self._ready = False
 
     @property
     def enabled(self) -> bool:
@@ -50,6 +51,12 @@ class Stage:
 
     def setup(self) -> None:
         """Load models. Called once per actor, before the first batch."""
+
+    def ensure_setup(self) -> None:
+        """``setup()`` once, whoever needs it first: the Ray actor, or ``run_stage`` in a plain loop."""
+        if not self._ready:
+            self.setup()
+            self._ready = True
 
     def process(self, rows: list[dict]) -> None:
         """Fill fields of (or reject) each alive row in place."""
@@ -69,6 +76,7 @@ def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
     live = [r for r in rows if alive(r)]
     if not live:
         return rows
+    stage.ensure_setup()
     try:
         stage.process(live)
     except Exception:

@@ -45,8 +45,6 @@ class WatermarkStage(Stage):
         return {"ran": True, "backend": self.backend, "model": self.cfg.get("model"), "threshold": self.threshold}
 
     def process(self, rows: list[dict]) -> None:
-        if self.model is None:
-            self.setup()
         for row, s in zip(rows, self.model.scores([analysis_image(r) for r in rows])):
             row["watermark"] = float(s)
             if s >= self.threshold:

@@ -31,7 +31,7 @@ class StageActor:
 
     def __init__(self, stage_cls: type[Stage], cfg: dict):
         self.stage = stage_cls(cfg)
-        self.stage.setup()
+        self.stage.ensure_setup()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return apply_stage(table, self.stage)
