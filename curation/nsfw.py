@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.records import analysis_image, reject
+from curation.records import analysis_image
 from curation.registry import register
-from curation.stage import Stage
+from curation.stage import Stage, score_and_threshold
 
 DEFAULT_CLASSES = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
                    "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
@@ -41,8 +41,7 @@ class NSFWStage(Stage):
         elif self.backend == "transformers":
             from curation.classifier import ImageClassifier
 
-            self.model = ImageClassifier(self.cfg["model"], self.cfg.get("label", "nsfw"),
-                                         self.cfg.get("device", "cpu"), self.cfg.get("dtype", "float32"))
+            self.model = ImageClassifier.from_stage_config(self.cfg, "nsfw")
         else:
             raise ValueError(f"unknown nsfw backend {self.backend!r} (nudenet or transformers)")
 
@@ -61,7 +60,4 @@ class NSFWStage(Stage):
             scores = self.model.scores(images)
         else:
             scores = [self.score(im) for im in images]
-        for row, s in zip(rows, scores):
-            row["nsfw"] = float(s)
-            if s >= self.threshold:
-                reject(row, "nsfw")
+        score_and_threshold(rows, scores, "nsfw", self.threshold, "nsfw")

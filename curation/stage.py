@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from curation.records import alive, quarantine
+from curation.records import alive, quarantine, reject
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ class Stage:
     def report(self) -> dict:
         """What the summary says about this stage: did it run, with what backend."""
         return {"ran": True}
+
+
+def score_and_threshold(rows: list[dict], scores, field: str, threshold: float, reason: str) -> None:
+    """Store each row's score in ``field``; reject with ``reason`` when it reaches ``threshold``."""
+    for row, s in zip(rows, scores):
+        row[field] = float(s)
+        if s >= threshold:
+            reject(row, reason)
 
 
 def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:

@@ -9,9 +9,9 @@ filter did not run. No score is ever made up.
 """
 from __future__ import annotations
 
-from curation.records import analysis_image, reject
+from curation.records import analysis_image
 from curation.registry import register
-from curation.stage import Stage
+from curation.stage import Stage, score_and_threshold
 
 
 @register
@@ -35,8 +35,7 @@ class WatermarkStage(Stage):
             raise ValueError(f"unknown watermark backend {self.backend!r} (transformers or none)")
         from curation.classifier import ImageClassifier
 
-        self.model = ImageClassifier(self.cfg["model"], self.cfg.get("label", "watermark"),
-                                     self.cfg.get("device", "cpu"), self.cfg.get("dtype", "float32"))
+        self.model = ImageClassifier.from_stage_config(self.cfg, "watermark")
 
     def report(self) -> dict:
         if not self.enabled:
@@ -45,7 +44,5 @@ class WatermarkStage(Stage):
         return {"ran": True, "backend": self.backend, "model": self.cfg.get("model"), "threshold": self.threshold}
 
     def process(self, rows: list[dict]) -> None:
-        for row, s in zip(rows, self.model.scores([analysis_image(r) for r in rows])):
-            row["watermark"] = float(s)
-            if s >= self.threshold:
-                reject(row, "watermark")
+        scores = self.model.scores([analysis_image(r) for r in rows])
+        score_and_threshold(rows, scores, "watermark", self.threshold, "watermark")
