@@ -10,6 +10,7 @@ the stage does not run and says so; it never invents text.
 """
 from __future__ import annotations
 
+import inspect
 import io
 
 from PIL import Image
@@ -47,21 +48,19 @@ class CaptionStage(Stage):
     def setup(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown caption backend {self.backend!r}; known: {', '.join(BACKENDS)}")
-        kw = {k: self.cfg[k] for k in ("device", "dtype", "prompt", "instruction", "max_new_tokens", "num_beams")
-              if k in self.cfg and self.cfg[k] is not None}
-        if self.backend != "blip2":
-            kw.pop("prompt", None)
-            kw.pop("num_beams", None)
-        else:
-            kw.pop("instruction", None)
-        self.model = BACKENDS[self.backend](self.cfg["model"], **kw)
+        cls = BACKENDS[self.backend]
+        # each backend takes the config keys its constructor names (prompt, instruction, num_beams, ...)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
+        kw = {k: v for k, v in self.cfg.items() if k in accepted and v is not None}
+        self.model = cls(self.cfg["model"], **kw)
 
     def process(self, rows: list[dict]) -> None:
         images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]
         raw = self.model(images)
-        echo = self.cfg.get("prompt") if self.backend == "blip2" else getattr(self.model, "instruction", None)
+        # BLIP-2's prefix is part of its caption; chat models may echo their instruction
+        echo = None if self.backend == "blip2" else getattr(self.model, "instruction", None)
         for row, text in zip(rows, raw):
-            clean, reason = clean_caption(text, None if self.backend == "blip2" else echo, self.max_chars, self.names)
+            clean, reason = clean_caption(text, echo, self.max_chars, self.names)
             if clean is None:
                 row["caption_drops"] = list(row.get("caption_drops") or []) + [{"source": self.source, "reason": reason}]
             else:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
-from curation.records import ALIVE, SPSS_SCHEMA
+from curation.records import ALIVE, SPSS_SCHEMA, to_table
 from pipelines.curate import Layout, SourceSpec, _files, prepare_out, read_column
 from pipelines.ray_stages import table_to_rows
 
@@ -28,10 +28,14 @@ def input_files(in_dir: str | Path) -> list[str]:
     return files
 
 
-def captioner_cfgs(cfg: dict) -> list[dict]:
-    names = []
-    if cfg.get("names_file"):
-        names = [ln.strip() for ln in Path(cfg["names_file"]).expanduser().read_text().splitlines() if ln.strip()]
+def real_names(cfg: dict) -> list[str]:
+    """The names in ``names_file`` (one per line), always replaced by "a person"."""
+    if not cfg.get("names_file"):
+        return []
+    return [ln.strip() for ln in Path(cfg["names_file"]).expanduser().read_text().splitlines() if ln.strip()]
+
+
+def captioner_cfgs(cfg: dict, names: list[str]) -> list[dict]:
     return [{**c, "max_chars": cfg.get("max_chars", 400), "names": names} for c in cfg.get("captioners") or []]
 
 
@@ -40,11 +44,10 @@ def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) 
     if len(done):
         table = table.filter(pc.invert(pc.is_in(table["id"], value_set=done)))
     rows = table_to_rows(table)
+    known = frozenset(names)
     for r in rows:
         r["status"] = ALIVE
-        clean_dataset_captions(r, max_chars, frozenset(names))
-    from curation.records import to_table
-
+        clean_dataset_captions(r, max_chars, known)
     return to_table(rows)
 
 
@@ -61,12 +64,12 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite)
     done = read_column(_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
-    stages = [c for c in captioner_cfgs(cfg)]
+    names = real_names(cfg)
+    stages = captioner_cfgs(cfg, names)
     reports = {c.get("name", "caption"): CaptionStage(c).report() for c in stages}
     if total - len(done) > 0:
         init_ray(ray_address, cfg)
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
-        names = captioner_cfgs(cfg)[0]["names"] if stages else []
         ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
         # a light CPU request for the cleaning glue leaves the captioners' slots free
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
