@@ -69,7 +69,6 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("identity", pa.string()),
     pa.field("gender", pa.string()),
     pa.field("captions", pa.list_(CAPTION)),
-    pa.field("caption_drops", pa.list_(pa.struct([("source", pa.string()), ("reason", pa.string())]))),
     pa.field("_uri", pa.string()),
     pa.field("_media", pa.string()),
     pa.field("status", pa.string()),   # set when the listing itself already knows it is bad

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.curate import Layout, SourceSpec, _files, prepare_out, read_column
+from pipelines.curate import Layout, SourceSpec, _files, count_unaccounted, prepare_out, read_column
 from pipelines.ray_stages import table_to_rows
 
 
@@ -89,7 +89,7 @@ def caption_stats(lay: Layout, inputs: list[str], reports: dict, elapsed: float)
     tables = [read_column(_files(d), cols) for d in (lay.kept, lay.rejected) if _files(d)]
     out = pa.concat_tables(tables, promote_options="permissive") if tables else SPSS_SCHEMA.empty_table().select(cols)
     in_ids = read_column(inputs, ["id"])["id"]
-    missing = int(pc.sum(pc.invert(pc.is_in(in_ids, value_set=out["id"]))).as_py() or 0)
+    missing = count_unaccounted(in_ids, out["id"])
     per_source, drops, without = {}, {}, 0
     for caps, dr in zip(out["captions"].to_pylist(), out["caption_drops"].to_pylist()):
         without += not caps

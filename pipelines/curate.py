@@ -242,12 +242,17 @@ def dedup_and_finalize(lay: Layout, cfg: dict) -> None:
         Path(f).unlink()
 
 
+def count_unaccounted(expected_ids, written_ids) -> int:
+    """How many expected ids appear in no output file."""
+    return int(pc.sum(pc.invert(pc.is_in(expected_ids, value_set=written_ids))).as_py() or 0)
+
+
 def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float) -> dict:
     """Counts read back from the output files, checked against the manifest."""
     cols = ["id", "source", "status", "reason"]
     out = pa.concat_tables([read_column(_files(lay.kept), cols), read_column(_files(lay.rejected), cols)])
     manifest_ids = read_column(_files(lay.manifest), ["id"])["id"]
-    missing = int(pc.sum(pc.invert(pc.is_in(manifest_ids, value_set=out["id"]))).as_py() or 0)
+    missing = count_unaccounted(manifest_ids, out["id"])
     by_source: dict[str, dict] = {}
     by_reason: dict[str, int] = {}
     for src, status, reason, n in zip(*_count(out).values()):
