@@ -169,7 +169,8 @@ class EncoderCache:
 
 
 # ---------------------------------------------------------------- models ---
-def load_models(cfg: dict, device):
+def load_base(cfg: dict, device):
+    """The frozen FLUX pipeline (transformer, VAE, both text encoders)."""
     from diffusers import FluxPipeline
 
     m = cfg["model"]
@@ -179,6 +180,13 @@ def load_models(cfg: dict, device):
     base = FluxPipeline.from_pretrained(m["base"], torch_dtype=dtype, local_files_only=True).to(device)
     for part in (base.transformer, base.vae, base.text_encoder, base.text_encoder_2):
         freeze(part)
+    return base
+
+
+def load_models(cfg: dict, device):
+    """The frozen base plus the trainable InfuseNet and projection network."""
+    m = cfg["model"]
+    base = load_base(cfg, device)
     if m.get("init"):
         from infu_model.pipeline import load_infu_weights
 
@@ -399,7 +407,8 @@ def build_cache(cfg: dict, batch: int = 8) -> dict:
     cc, data = cfg.get("cache") or {}, cfg["data"]
     cache = EncoderCache(cc.get("dir") or Path(cfg["output"]) / "cache", bool(cc.get("latents")))
     device = "cuda" if torch.cuda.is_available() and cfg["ray"].get("use_gpu") else "cpu"
-    base, _, proj = load_models({**cfg, "model": {**cfg["model"], "init": None}}, device)
+    base = load_base(cfg, device)  # the pre-pass needs only the frozen encoders
+    emb_dim = int(cfg["model"].get("embedding_dim", 512))
     files = parquet_files(data["parquet"])
     texts, counts = {""}, Counter()
     for f in files:
@@ -416,7 +425,7 @@ def build_cache(cfg: dict, batch: int = 8) -> dict:
         for fi, ri, bucket in row_index(files):
             size = bucket_size(bucket, data.get("max_side"), mult)
             try:
-                s = prepare(reader((fi, ri)), {**data, "black_control_prob": 0.0}, proj.config.embedding_dim, size,
+                s = prepare(reader((fi, ri)), {**data, "black_control_prob": 0.0}, emb_dim, size,
                             random.Random(0))
             except Skip as e:
                 counts[f"skipped_{e}"] += 1
