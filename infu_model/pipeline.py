@@ -116,7 +116,8 @@ class InfUPipeline(FluxPipeline):
     @property
     def faces(self) -> FaceAnalyzer:
         if self._faces is None:
-            cfg = self._face_cfg or {"backend": self.infu_meta.get("face_backend", "insightface")}
+            # a config without "backend" uses the one these weights were trained with
+            cfg = {"backend": self.infu_meta.get("face_backend", "insightface"), **(self._face_cfg or {})}
             self._faces = make_face_analyzer(cfg)
         return self._faces
 

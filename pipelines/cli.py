@@ -207,15 +207,12 @@ def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, 
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
-    faces = None
+    faces = {"insightface": {"root": insightface_root, "arcface": arcface, "device": device}}
     if face_backend != "auto":
-        faces = {"backend": face_backend, "insightface": {"root": insightface_root, "arcface": arcface, "device": device}}
+        faces["backend"] = face_backend
     try:
         pipe = InfUPipeline.from_pretrained(base, infu, variant=variant, torch_dtype=getattr(torch, dtype),
                                             face_analyzer=faces)
-        if pipe.infu_meta.get("face_backend") == "insightface" and faces is None:
-            pipe._face_cfg = {"backend": "insightface",
-                              "insightface": {"root": insightface_root, "arcface": arcface, "device": device}}
         if loras:
             pipe.load_loras([_lora(x) for x in loras])
         if int8:
