@@ -6,8 +6,8 @@ pooled embedding and guidance 1.0; its residuals, times
 ``infusenet_conditioning_scale`` inside the start/end window, are added to the
 base transformer's blocks. Beyond the published pipeline:
 
-- steps outside the window skip InfuseNet entirely (the original runs it and
-  multiplies by zero; the output is identical);
+- steps outside the window (and every step at scale 0) skip InfuseNet entirely
+  (the original runs it and multiplies by zero; the output is identical);
 - the ID tokens and prompt embeddings are computed once per call, and one call
   can generate several prompts x seeds as one batch;
 - with ``infusenet_conditioning_scale=0`` the result equals ``FluxPipeline``'s
@@ -205,7 +205,8 @@ class InfUPipeline(FluxPipeline):
                 timestep = t.expand(batch).to(latents.dtype) / 1000
                 keep = in_window(i, n, infusenet_guidance_start, infusenet_guidance_end)
                 double = single = None
-                if keep or not skip_outside_window:
+                # a step whose residuals would be multiplied by zero (outside the window, or scale 0) skips InfuseNet
+                if (keep and infusenet_conditioning_scale != 0) or not skip_outside_window:
                     double, single = infusenet_residuals(
                         self.infusenet, latents=latents, control=control, id_tokens=id_tokens, pooled=pooled,
                         timestep=timestep, img_ids=img_ids, guidance=infu_guidance,
