@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from curation.records import alive, quarantine, reject
+import pyarrow as pa
+
+from curation.records import ROW_SCHEMA, alive, quarantine, reject
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Stage:
     reasons: ClassVar[tuple[str, ...]] = ()   # reject codes this stage may emit
     stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
     default_resources: ClassVar[dict] = {}
+    schema: ClassVar[pa.Schema] = ROW_SCHEMA   # the rows it reads and writes (SPMS stages have their own)
 
     def __init__(self, cfg: dict | None = None):
         self.cfg = dict(cfg or {})

@@ -260,3 +260,26 @@ def export_published(infusenet: FluxControlNetModel, proj: ProjectionNetwork, ou
     infusenet.save_pretrained(d / "InfuseNetModel", max_shard_size=max_shard_size)
     proj.save_infu_bin(d / "image_proj_model.bin")
     return d
+
+
+def load_pipeline(base, infu, variant: str = "aes_stage2", dtype: str = "bfloat16", device: str = "cuda",
+                  faces: dict | None = None, loras: list[tuple[str, float]] = (), cpu_offload: bool = False,
+                  int8: bool = False) -> InfUPipeline:
+    """An ``InfUPipeline`` ready to run: weights, LoRAs, 8-bit, offload or device (the CPU when no GPU is there)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    if faces and "insightface" in faces:  # face models run where the pipeline runs
+        faces = {**faces, "insightface": {**faces["insightface"], "device": device}}
+    pipe = InfUPipeline.from_pretrained(base, infu, variant=variant, torch_dtype=getattr(torch, dtype),
+                                        face_analyzer=faces)
+    if loras:
+        pipe.load_loras(list(loras))
+    if int8:
+        pipe.quantize_8bit()
+    if cpu_offload:
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(device)
+        pipe.infusenet.to(device)
+        pipe.image_proj.to(device)
+    return pipe

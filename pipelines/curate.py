@@ -28,11 +28,11 @@ import yaml
 
 from curation.dedup import find_duplicates
 from curation.quality import QualityStage
-from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
+from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED, SPSS_SCHEMA
 from curation.registry import stage_class
 from curation.sources import SourceError, make_source
 from pipelines.config import fingerprint, merge
-from pipelines.sink import content_name, to_spss, write_atomic
+from pipelines.sink import conform, content_name, drop_images, write_atomic
 
 
 class ConfigMismatch(Exception):
@@ -208,15 +208,19 @@ def process(lay: Layout, files: list[str], cfg: dict) -> None:
                                    bool(out.get("rejected_images", True))))
 
 
-def dedup_and_finalize(lay: Layout, cfg: dict) -> None:
-    """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/."""
-    d = cfg.get("dedup", {})
+def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, schema: pa.Schema = SPSS_SCHEMA,
+                       key: str = "id", rank: str = "blur", image: str = "image") -> None:
+    """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
+
+    Among near duplicates the largest image wins, then the higher ``rank`` column, then the smaller ``key``.
+    """
     files = _files(lay.candidates)
     if not lay.dedup.exists():
-        cols = read_column(files, ["id", "phash", "width", "height", "blur"])
-        if not d.get("enabled", True):
+        cols = read_column(files, [key, "phash", "width", "height", rank]).rename_columns(
+            ["id", "phash", "width", "height", "blur"])
+        if not dedup.get("enabled", True):
             cols = cols.slice(0, 0)
-        dups = find_duplicates(cols, int(d.get("max_distance", 4)), int(d.get("blocks", 8)))
+        dups = find_duplicates(cols, int(dedup.get("max_distance", 4)), int(dedup.get("blocks", 8)))
         write_atomic(dups, lay.dedup)
     dups = pq.read_table(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
@@ -224,22 +228,26 @@ def dedup_and_finalize(lay: Layout, cfg: dict) -> None:
         kept_path = lay.kept / Path(f).name
         if not kept_path.exists():
             t = pq.read_table(f)
-            is_dup = pc.is_in(t["id"], value_set=dups["id"])
+            is_dup = pc.is_in(t[key], value_set=dups["id"])
             rej = t.filter(is_dup)
             if rej.num_rows:
-                n = rej.num_rows
-                rej = rej.set_column(rej.schema.get_field_index("status"), "status", pa.array([REJECTED] * n))
-                rej = rej.set_column(rej.schema.get_field_index("reason"), "reason", pa.array(["duplicate"] * n))
+                rej = set_status(rej, REJECTED, "duplicate")
                 rej = rej.set_column(rej.schema.get_field_index("duplicate_of"), "duplicate_of",
-                                     pa.array([dup_of[i] for i in rej["id"].to_pylist()], pa.string()))
-                if not cfg.get("output", {}).get("rejected_images", True):
-                    rej = rej.set_column(rej.schema.get_field_index("image"), "image", pa.nulls(n, pa.binary()))
-                write_atomic(to_spss(rej), lay.rejected / content_name(rej, "dup"))
-            keep = t.filter(pc.invert(is_dup))
-            keep = keep.set_column(keep.schema.get_field_index("status"), "status",
-                                   pa.array([KEPT] * keep.num_rows, pa.string()))
-            write_atomic(to_spss(keep), kept_path)
+                                     pa.array([dup_of[i] for i in rej[key].to_pylist()], pa.string()))
+                if not rejected_images:
+                    rej = drop_images(rej, image)
+                write_atomic(conform(rej, schema), lay.rejected / content_name(rej, "dup", key))
+            keep = set_status(t.filter(pc.invert(is_dup)), KEPT)
+            write_atomic(conform(keep, schema), kept_path)
         Path(f).unlink()
+
+
+def set_status(t: pa.Table, status: str, reason: str | None = None) -> pa.Table:
+    n = t.num_rows
+    t = t.set_column(t.schema.get_field_index("status"), "status", pa.array([status] * n, pa.string()))
+    if reason is not None:
+        t = t.set_column(t.schema.get_field_index("reason"), "reason", pa.array([reason] * n, pa.string()))
+    return t
 
 
 def count_unaccounted(expected_ids, written_ids) -> int:
@@ -319,7 +327,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
         process(lay, files, cfg)
         timings["stages"] = time.time() - t
     t = time.time()
-    dedup_and_finalize(lay, cfg)
+    dedup_and_finalize(lay, cfg.get("dedup", {}), bool(cfg.get("output", {}).get("rejected_images", True)))
     shutil.rmtree(lay.todo, ignore_errors=True)
     timings["dedup"] = time.time() - t
     stats = compute_stats(lay, facts, stage_reports(cfg), time.time() - t0)

@@ -12,9 +12,9 @@ from curation.records import ROW_SCHEMA, to_table
 from curation.stage import Stage, run_stage
 
 
-def table_to_rows(table: pa.Table) -> list[dict]:
-    """Rows with every ROW_SCHEMA field (manifest tables lack most of them)."""
-    missing = [f for f in ROW_SCHEMA if f.name not in table.column_names]
+def table_to_rows(table: pa.Table, schema: pa.Schema = ROW_SCHEMA) -> list[dict]:
+    """Rows with every field of ``schema`` (manifest tables lack most of them)."""
+    missing = [f for f in schema if f.name not in table.column_names]
     rows = table.to_pylist()
     for r in rows:
         for f in missing:
@@ -23,7 +23,7 @@ def table_to_rows(table: pa.Table) -> list[dict]:
 
 
 def apply_stage(table: pa.Table, stage: Stage) -> pa.Table:
-    return to_table(run_stage(stage, table_to_rows(table)))
+    return to_table(run_stage(stage, table_to_rows(table, stage.schema)), stage.schema)
 
 
 class StageActor:

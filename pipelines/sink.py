@@ -18,33 +18,42 @@ from ray.data import Datasink
 from curation.records import ALIVE, SPSS_SCHEMA
 
 
+IMAGE_COLUMNS = ("image", "target_image")
+
+
 def write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # encoded images do not compress: spend zstd only on the other columns
-    codec = {name: ("none" if name == "image" else "zstd") for name in table.column_names}
+    codec = {name: ("none" if name in IMAGE_COLUMNS else "zstd") for name in table.column_names}
     pq.write_table(table, tmp, compression=codec)
     os.replace(tmp, path)
 
 
-def content_name(table: pa.Table, prefix: str = "part") -> str:
-    h = hashlib.sha1("\n".join(sorted(table["id"].to_pylist())).encode()).hexdigest()[:20]
+def content_name(table: pa.Table, prefix: str = "part", key: str = "id") -> str:
+    h = hashlib.sha1("\n".join(sorted(table[key].to_pylist())).encode()).hexdigest()[:20]
     return f"{prefix}-{h}.parquet"
 
 
-def to_spss(table: pa.Table) -> pa.Table:
-    return table.select([f.name for f in SPSS_SCHEMA]).cast(SPSS_SCHEMA)
+def conform(table: pa.Table, schema: pa.Schema = SPSS_SCHEMA) -> pa.Table:
+    """The output schema's columns only (transient ``_`` columns dropped), in its order and types."""
+    return table.select([f.name for f in schema]).cast(schema)
+
+
+def drop_images(table: pa.Table, column: str = "image") -> pa.Table:
+    return table.set_column(table.schema.get_field_index(column), column, pa.nulls(table.num_rows, pa.binary()))
 
 
 class CurationSink(Datasink):
     """Alive rows -> ``candidates_dir`` (dedup decides later); the rest -> ``rejected_dir``."""
 
     def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool,
-                 alive_status: str = ALIVE):
+                 alive_status: str = ALIVE, schema: pa.Schema = SPSS_SCHEMA, key: str = "id", image: str = "image"):
         self.candidates_dir, self.rejected_dir = Path(candidates_dir), Path(rejected_dir)
         self.rows_per_file = rows_per_file
         self.rejected_images = rejected_images
         self.alive_status = alive_status  # what surviving rows are marked (kept, when no dedup follows)
+        self.schema, self.key, self.image = schema, key, image  # SPSS rows by default; SPMS pairs for synth
 
     @property
     def min_rows_per_write(self) -> int:
@@ -54,17 +63,16 @@ class CurationSink(Datasink):
         tables = [b for b in blocks if b.num_rows]
         if not tables:
             return {"rows": 0}
-        table = to_spss(pa.concat_tables(tables, promote_options="default"))
+        table = conform(pa.concat_tables(tables, promote_options="default"), self.schema)
         live = pc.equal(table["status"], ALIVE)
         good, bad = table.filter(live), table.filter(pc.invert(live))
         if good.num_rows and self.alive_status != ALIVE:
             good = good.set_column(good.schema.get_field_index("status"), pa.field("status", pa.string(), False),
                                    pa.array([self.alive_status] * good.num_rows, pa.string()))
         if good.num_rows:
-            write_atomic(good, self.candidates_dir / content_name(good))
+            write_atomic(good, self.candidates_dir / content_name(good, key=self.key))
         if bad.num_rows:
             if not self.rejected_images:
-                bad = bad.set_column(bad.schema.get_field_index("image"), "image",
-                                     pa.nulls(bad.num_rows, pa.binary()))
-            write_atomic(bad, self.rejected_dir / content_name(bad))
+                bad = drop_images(bad, self.image)
+            write_atomic(bad, self.rejected_dir / content_name(bad, key=self.key))
         return {"rows": table.num_rows}

@@ -112,7 +112,7 @@ def prepare(row: dict, data: dict, emb_dim: int, size, rng: random.Random):
     control = control_for(size, kps, float(data["black_control_prob"]), rng)
     return {"image": img, "control": control, "black": kps is None or not np.asarray(control).any(),
             "caption": sample_caption(row.get("captions"), data["caption_weights"], float(data["caption_dropout"]), rng),
-            "emb": torch.tensor(emb, dtype=torch.float32), "id": row["id"], "size": size}
+            "emb": torch.tensor(emb, dtype=torch.float32), "id": row[data.get("id_column", "id")], "size": size}
 
 
 # ---------------------------------------------------------------- caches ---
@@ -323,7 +323,7 @@ def train_loop(cfg: dict) -> dict:
     for _ in range(consumed):
         next(plan)
     reader = RowReader(files, [data["image_column"], data["kps_column"], data["embedding_column"], "captions",
-                               "bucket", "id", "id_backend"])
+                               "bucket", data.get("id_column", "id"), "id_backend"])
     mult = base.vae_scale_factor * 2
     cc = cfg.get("cache") or {}
     cache = EncoderCache(cc.get("dir") or out / "cache", bool(cc.get("latents"))) if cc.get("enabled") else EncoderCache(None)
@@ -421,7 +421,7 @@ def build_cache(cfg: dict, batch: int = 8) -> dict:
     if cache.latents:
         mult = base.vae_scale_factor * 2
         reader = RowReader(files, [data["image_column"], data["kps_column"], data["embedding_column"], "captions",
-                                   "bucket", "id", "id_backend"])
+                                   "bucket", data.get("id_column", "id"), "id_backend"])
         for fi, ri, bucket in row_index(files):
             size = bucket_size(bucket, data.get("max_side"), mult)
             try:
