@@ -1,0 +1,296 @@
+"""`infu eval`: generate the portrait benchmark with a model, score it, summarise it like Table 1.
+
+    OUT/images/<identity>/<prompt_id>_<seed>.png   every generated item (a rerun skips those present)
+    OUT/scores.parquet   one row per item: ID loss, copy-paste index, CLIPScore, PickScore (null = not run)
+    OUT/summary.json     means, counts, which scorers ran, per-axis breakdown
+    OUT/summary.md       the paper's Table 1 row for this model (+ copy-paste index, images without a face)
+    OUT/grids/<identity>.jpg
+
+Identities (``--ids DIR``): ``DIR/ids.yaml`` lists ``{name, gender, reference, held_out: [...]}``
+(paths relative to DIR); without it every sub-folder is one identity (``reference.*`` or the
+first photo is the reference, the others are held out) and every loose photo is one identity.
+Gender comes from the manifest; an identity without one gets the gender-neutral prompts only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image
+
+from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
+from synth.prompts import fitting, load_prompts, normalise_gender
+from synth.records import derived_seed
+
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+METRICS = [("id_loss", "ID Loss↓", False), ("clip_score", "CLIPScore↑", True), ("pick_score", "PickScore↑", True),
+           ("copy_paste", "Copy-paste↓", False)]
+SCORE_SCHEMA = pa.schema([
+    ("identity", pa.string()), ("gender", pa.string()), ("prompt_id", pa.string()), ("prompt", pa.string()),
+    ("seed", pa.int64()), ("tags", pa.string()), ("image", pa.string()), ("face_found", pa.bool_()),
+    ("id_similarity", pa.float32()), ("id_loss", pa.float32()), ("copy_paste", pa.float32()),
+    ("clip_score", pa.float32()), ("pick_score", pa.float32())])
+
+
+# ------------------------------------------------------------- identities ---
+@dataclass
+class Identity:
+    name: str
+    reference: Path
+    gender: str | None = None
+    held_out: list[Path] = field(default_factory=list)
+
+
+def _photos(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT)
+
+
+def load_identities(ids_dir: str | Path) -> list[Identity]:
+    root = Path(ids_dir).expanduser()
+    manifest = root / "ids.yaml"
+    if manifest.is_file():
+        out = []
+        for e in (yaml.safe_load(manifest.read_text()) or {}).get("identities", []):
+            ident = Identity(str(e["name"]), root / e["reference"], normalise_gender(e.get("gender")),
+                             [root / h for h in e.get("held_out") or []])
+            for p in [ident.reference, *ident.held_out]:
+                if not p.is_file():
+                    raise FileNotFoundError(f"{manifest}: {ident.name}: photo not found: {p}")
+            out.append(ident)
+    else:
+        out = [Identity(p.stem, p) for p in _photos(root)]
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            photos = _photos(d)
+            if photos:
+                ref = next((p for p in photos if p.stem.lower() in ("reference", "ref")), photos[0])
+                out.append(Identity(d.name, ref, None, [p for p in photos if p != ref]))
+    names = [i.name for i in out]
+    if not out:
+        raise FileNotFoundError(f"no identity photos under {root}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"identity names must be unique: {names}")
+    return out
+
+
+def plan_items(identities: list[Identity], prompts, cfg: dict) -> list[dict]:
+    """Every (identity, fitting prompt, seed); seeds depend on the prompt only, so models pair up."""
+    items = []
+    for ident in identities:
+        for p in fitting(prompts, ident.gender):
+            for j in range(int(cfg.get("seeds_per_prompt", 1))):
+                seed = derived_seed(cfg.get("seed", 42), p.id, j)
+                items.append({"identity": ident.name, "gender": ident.gender, "prompt_id": p.id, "prompt": p.text,
+                              "seed": seed, "tags": json.dumps(p.tags, sort_keys=True),
+                              "image": f"images/{ident.name}/{p.id}_{seed}.png"})
+    return items
+
+
+# ------------------------------------------------------------- generation ---
+def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path, log=print) -> list[dict]:
+    """Generate the items whose image is missing, on a Ray Data pool of InfU actors; returns the failures."""
+    import ray
+
+    from pipelines.ray_stages import add_stage
+    from pipelines.synth import generate_cfg
+    from synth.generate import GenerateStage
+    from synth.records import SYNTH_ROW_SCHEMA
+
+    todo = [it for it in items if not (out / it["image"]).is_file()]
+    if not todo:
+        return []
+    log(f"eval: generating {len(todo)} of {len(items)} images")
+    refs = {i.name: i.reference.read_bytes() for i in identities}
+    rows = [{"pair_id": it["image"], "source_id": it["identity"], "prompt": it["prompt"], "seed": it["seed"],
+             "status": "pending", "_source_image": refs[it["identity"]]} for it in todo]
+    rows.sort(key=lambda r: r["source_id"])  # a batch mostly holds one identity: one embedding per batch
+    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), GenerateStage,
+                   generate_cfg(cfg))
+    failures = []
+    for batch in ds.select_columns(["pair_id", "source_id", "status", "reason", "error", "target_image"]).iter_batches(
+            batch_format="pyarrow", batch_size=None):
+        for r in batch.to_pylist():
+            if r["status"] != "pending":
+                failures.append({k: r[k] for k in ("pair_id", "source_id", "reason", "error")})
+                continue
+            path = out / r["pair_id"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(r["target_image"])
+            os.replace(tmp, path)
+    return failures
+
+
+# ---------------------------------------------------------------- scoring ---
+class Scorers:
+    """The face backend for ID loss and the CLIP-family scorers that have weights here."""
+
+    def __init__(self, cfg: dict):
+        from infu_model.faces import make_face_analyzer
+        from infu_model.scoring import ClipEmbedder, ScorerMissing
+
+        self.faces = make_face_analyzer(cfg["id_metric"]["faces"])
+        self.no_face_loss = float(cfg["id_metric"].get("no_face_id_loss", 2.0))
+        self.clip, self.reports = {}, {"id_loss": {"ran": True, "backend": self.faces.name}}
+        for key, name in (("clipscore", "clip_score"), ("pickscore", "pick_score")):
+            c = cfg.get(key) or {}
+            try:
+                self.clip[name] = ClipEmbedder(c.get("model"), c.get("processor"), c.get("device", "cpu"),
+                                               what=f"{key} model")
+                self.reports[name] = {"ran": True, "model": str(c.get("model"))}
+            except ScorerMissing as e:
+                self.reports[name] = {"ran": False, "note": str(e)}
+
+    def embedding(self, path: Path) -> np.ndarray | None:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        faces = self.faces.detect(rgb)
+        return self.faces.embed(rgb, faces[0]) if faces else None
+
+
+def score(items: list[dict], identities: list[Identity], cfg: dict, out: Path) -> pa.Table:
+    sc = Scorers(cfg)
+    refs, held = {}, {}
+    for ident in identities:
+        refs[ident.name] = sc.embedding(ident.reference)
+        held[ident.name] = [e for e in (sc.embedding(p) for p in ident.held_out) if e is not None]
+    sc.reports["id_loss"]["references_without_face"] = sorted(n for n, e in refs.items() if e is None)
+    rows = [dict(it) for it in items if (out / it["image"]).is_file()]
+    for r in rows:
+        emb, ref = sc.embedding(out / r["image"]), refs[r["identity"]]
+        r["face_found"] = emb is not None
+        r["id_similarity"] = r["id_loss"] = r["copy_paste"] = None
+        if emb is not None and ref is not None:
+            r["id_loss"] = float(id_loss(emb, ref)[0])
+            r["id_similarity"] = 1.0 - r["id_loss"]
+            if held[r["identity"]]:
+                r["copy_paste"] = copy_paste_index(emb, ref, held[r["identity"]])
+        elif ref is not None:
+            r["id_loss"] = sc.no_face_loss
+    batch = int(cfg.get("score_batch", 16))
+    for name in ("clip_score", "pick_score"):
+        for i in range(0, len(rows), batch):
+            chunk = rows[i:i + batch]
+            vals = ([None] * len(chunk) if name not in sc.clip else
+                    sc.clip[name].cosine([Image.open(out / r["image"]) for r in chunk], [r["prompt"] for r in chunk]))
+            for r, v in zip(chunk, vals):
+                r[name] = None if v is None else float(v)
+    table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
+    pq.write_table(table, out / "scores.parquet")
+    (out / "scorers.json").write_text(json.dumps(sc.reports, indent=1))
+    return table
+
+
+# ---------------------------------------------------------------- summary ---
+def _mean(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def summarise(table: pa.Table, reports: dict, planned: int, failures: list[dict], label: str) -> dict:
+    rows = table.to_pylist()
+    s = {"label": label, "planned": planned, "images": len(rows), "missing": planned - len(rows),
+         "no_face": sum(not r["face_found"] for r in rows), "generation_failures": failures, "scorers": reports,
+         "metrics": {m: _mean(r[m] for r in rows) for m, _, _ in METRICS},
+         "counts": {m: sum(r[m] is not None for r in rows) for m, _, _ in METRICS}}
+    axes: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        for axis, value in json.loads(r["tags"] or "{}").items():
+            axes.setdefault(axis, {}).setdefault(str(value), []).append(r)
+    s["by_axis"] = {axis: {v: {m: _mean(r[m] for r in rs) for m, _, _ in METRICS} | {"n": len(rs)}
+                           for v, rs in sorted(vals.items())} for axis, vals in sorted(axes.items())}
+    return s
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def table1(summary: dict) -> str:
+    head = "| Method | " + " | ".join(t for _, t, _ in METRICS) + " | No face |"
+    sep = "|" + "---|" * (len(METRICS) + 2)
+    m = summary["metrics"]
+    row = f"| {summary['label']} | " + " | ".join(_fmt(m[k]) for k, _, _ in METRICS) + \
+          f" | {summary['no_face']}/{summary['images']} |"
+    notes = [f"- {k}: not run ({r.get('note', '')})" for k, r in summary["scorers"].items() if not r.get("ran")]
+    notes.append(f"- ID metric backend: {summary['scorers']['id_loss']['backend']}; images without a face count "
+                 f"with the configured worst ID loss; copy-paste index over identities with held-out photos.")
+    if summary["missing"]:
+        notes.append(f"- {summary['missing']} planned images are missing (generation failures: "
+                     f"{len(summary['generation_failures'])})")
+    return "\n".join([head, sep, row, "", *notes]) + "\n"
+
+
+def grids(table: pa.Table, out: Path, g: dict) -> None:
+    thumb, cols, cap = int(g.get("thumb", 192)), int(g.get("columns", 8)), int(g.get("max_images", 64))
+    by_id: dict[str, list[str]] = {}
+    for r in table.select(["identity", "image"]).to_pylist():
+        by_id.setdefault(r["identity"], []).append(r["image"])
+    (out / "grids").mkdir(exist_ok=True)
+    for ident, paths in by_id.items():
+        paths = paths[:cap]
+        rows_n = -(-len(paths) // cols)
+        sheet = Image.new("RGB", (thumb * min(cols, len(paths)), thumb * rows_n), "white")
+        for k, p in enumerate(paths):
+            im = Image.open(out / p).convert("RGB")
+            im.thumbnail((thumb, thumb))
+            sheet.paste(im, ((k % cols) * thumb, (k // cols) * thumb))
+        sheet.save(out / "grids" / f"{ident}.jpg", quality=90)
+
+
+def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    identities = load_identities(ids_dir)
+    items = plan_items(identities, load_prompts(cfg["benchmark"]), cfg)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from pipelines.ray_runtime import init_ray
+
+    if any(not (out / it["image"]).is_file() for it in items):
+        init_ray(ray_address, cfg)
+    failures = generate(items, identities, cfg, out, log)
+    table = score(items, identities, cfg, out)
+    summary = summarise(table, json.loads((out / "scorers.json").read_text()), len(items), failures,
+                        cfg.get("label") or Path(str(cfg["model"]["path"])).name)
+    summary["elapsed_s"] = round(time.time() - t0, 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(table1(summary))
+    grids(table, out, cfg.get("grid") or {})
+    return summary
+
+
+# ---------------------------------------------------------------- compare ---
+KEYS = ["identity", "prompt_id", "seed"]
+
+
+def compare(a_dir, b_dir, boot: dict | None = None) -> dict:
+    """B against A on the items both scored: per metric the means, B - A and its bootstrap CI."""
+    boot = boot or {}
+    a, b = (pq.read_table(Path(d) / "scores.parquet").to_pylist() for d in (a_dir, b_dir))
+    b_by = {tuple(r[k] for k in KEYS): r for r in b}
+    pairs = [(r, b_by[tuple(r[k] for k in KEYS)]) for r in a if tuple(r[k] for k in KEYS) in b_by]
+    out = {"a": str(a_dir), "b": str(b_dir), "paired_items": len(pairs), "only_a": len(a) - len(pairs),
+           "only_b": len(b) - len(pairs), "metrics": {}}
+    for m, title, higher in METRICS:
+        both = [(x[m], y[m]) for x, y in pairs if x[m] is not None and y[m] is not None]
+        res = paired_bootstrap([x for x, _ in both], [y for _, y in both], int(boot.get("samples", 10000)),
+                               float(boot.get("ci", 0.95)), int(boot.get("seed", 0)))
+        res.update(title=title, higher_is_better=higher, a=_mean(x for x, _ in both), b=_mean(y for _, y in both))
+        out["metrics"][m] = res
+    return out
+
+
+def compare_markdown(c: dict, ci: float = 0.95) -> str:
+    lines = [f"A = {c['a']}\nB = {c['b']}\n{c['paired_items']} paired items (only in A: {c['only_a']}, "
+             f"only in B: {c['only_b']})\n", f"| Metric | A | B | B - A | {int(ci * 100)}% CI |", "|---|---|---|---|---|"]
+    for r in c["metrics"].values():
+        ci_txt = "n/a" if r["diff"] is None else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+        diff = "n/a" if r["diff"] is None else f"{r['diff']:+.4f}"
+        lines.append(f"| {r['title']} | {_fmt(r['a'], 4)} | {_fmt(r['b'], 4)} | {diff} | {ci_txt} |")
+    return "\n".join(lines) + "\n"

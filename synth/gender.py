@@ -1,0 +1,60 @@
+"""Gender of a source identity, for pairing it with prompts.
+
+Order of trust: the dataset's own label; else a configured classifier on the
+source's face; else unknown (the identity then only gets gender-neutral prompts).
+The one classifier backend is insightface's ``genderage.onnx`` (in the buffalo_l
+pack), run through insightface's own ``Attribute`` wrapper from a local path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from synth.prompts import normalise_gender
+
+
+class GenderClassifier:
+    name = ""
+
+    def predict(self, rgb: np.ndarray, bbox) -> str:
+        raise NotImplementedError
+
+
+class InsightFaceGenderAge(GenderClassifier):
+    name = "insightface_genderage"
+
+    def __init__(self, model: str):
+        from insightface.model_zoo.attribute import Attribute
+
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"gender model not found: {path} (insightface buffalo_l/genderage.onnx)")
+        self.model = Attribute(model_file=str(path))
+        self.model.prepare(-1)
+
+    def predict(self, rgb: np.ndarray, bbox) -> str:
+        from insightface.app.common import Face
+
+        gender, _age = self.model.get(np.ascontiguousarray(rgb[:, :, ::-1]), Face(bbox=np.asarray(bbox, np.float32)))
+        return "male" if int(gender) == 1 else "female"
+
+
+def make_gender_classifier(cfg: dict | None) -> GenderClassifier | None:
+    cfg = cfg or {}
+    backend = cfg.get("backend", "none")
+    if backend in (None, "none"):
+        return None
+    if backend == "insightface_genderage":
+        return InsightFaceGenderAge(cfg["model"])
+    raise ValueError(f"unknown gender backend {backend!r} (none or insightface_genderage)")
+
+
+def resolve_gender(label, classifier: GenderClassifier | None, rgb_fn, bbox) -> tuple[str | None, str | None]:
+    """(gender, where it came from): the label, else the classifier (``rgb_fn`` decodes lazily), else (None, None)."""
+    g = normalise_gender(label)
+    if g is not None:
+        return g, "label"
+    if classifier is not None and bbox is not None:
+        return classifier.predict(rgb_fn(), bbox), "classifier"
+    return None, None

@@ -1,0 +1,105 @@
+"""Generation stage: the stage-1 InfU pipeline (plus LoRAs) turns planned jobs into targets.
+
+One pipeline load per actor. A batch's jobs are grouped by source: the identity
+embedding is taken once per source (the SPSS record's own when it was made by the
+backend these weights expect, else computed from the source image), and each
+group's prompts x seeds run as batched pipeline calls of ``images_per_call``.
+A seed fully determines its image, so a resumed run regenerates the same target.
+"""
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from curation.records import reject
+from curation.stage import Stage
+from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
+
+
+def lora_list(cfg: dict) -> list[tuple[str, float]]:
+    return [(str(Path(x["path"]).expanduser()), float(x.get("weight", 1.0))) for x in cfg.get("loras") or []]
+
+
+def settings_of(cfg: dict) -> dict:
+    """What decides a target besides prompt and seed (stored with every pair)."""
+    inf = cfg.get("infusenet") or {}
+    return {"width": int(cfg["width"]), "height": int(cfg["height"]), "steps": int(cfg["steps"]),
+            "guidance": float(cfg["guidance"]), "infusenet_scale": float(inf.get("scale", 1.0)),
+            "infusenet_start": float(inf.get("start", 0.0)), "infusenet_end": float(inf.get("end", 1.0)),
+            "control": cfg.get("control", "none"), "dtype": cfg.get("dtype", "bfloat16")}
+
+
+class GenerateStage(Stage):
+    name = "generate"
+    reasons = ("source_no_face",)
+    schema = SYNTH_ROW_SCHEMA
+    default_resources = {"num_cpus": 1, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        self.settings = settings_of(self.cfg)
+        self.loras = lora_list(self.cfg)
+        self.model_name = f"{self.cfg.get('model')}:{self.cfg.get('variant', 'aes_stage2')}"
+        self.pipe = None
+
+    def setup(self) -> None:
+        from infu_model.pipeline import load_pipeline
+
+        c = self.cfg
+        self.pipe = load_pipeline(c["base"], c["model"], c.get("variant", "aes_stage2"), c.get("dtype", "bfloat16"),
+                                  c.get("device", "cuda"), c.get("faces"), self.loras, bool(c.get("cpu_offload")),
+                                  bool(c.get("int8")))
+
+    def report(self) -> dict:
+        return {"ran": True, "model": self.model_name, "loras": len(self.loras), **self.settings}
+
+    def process(self, rows: list[dict]) -> None:
+        for _, group in groupby(rows, key=lambda r: r["source_id"]):
+            self._source(list(group))
+
+    def embedding(self, row: dict) -> torch.Tensor:
+        from infu_model.pipeline import NoFaceError
+
+        emb, dim = row["_source_embedding"], self.pipe.image_proj.config.embedding_dim
+        if emb is not None and row["_source_backend"] == self.pipe.faces.name and len(emb) == dim:
+            return torch.tensor(emb, dtype=torch.float32)[None]
+        if row["_source_image"] is None:
+            raise NoFaceError("the source record has no image")
+        return self.pipe.id_embedding(Image.fromarray(decode_rgb(row["_source_image"])))
+
+    def _source(self, rows: list[dict]) -> None:
+        from infu_model.pipeline import NoFaceError
+
+        try:
+            emb = self.embedding(rows[0])
+        except NoFaceError:
+            for r in rows:
+                reject(r, "source_no_face")
+            return
+        s, per_call = self.settings, max(1, int(self.cfg.get("images_per_call", 4)))
+        control = None
+        if s["control"] == "source":
+            control = Image.fromarray(decode_rgb(rows[0]["_source_image"]))
+        for i in range(0, len(rows), per_call):
+            chunk = rows[i:i + per_call]
+            images = self.pipe(prompt=[r["prompt"] for r in chunk], seed=[int(r["seed"]) for r in chunk],
+                               id_embedding=emb, control_image=control, width=s["width"], height=s["height"],
+                               num_inference_steps=s["steps"], guidance_scale=s["guidance"],
+                               infusenet_conditioning_scale=s["infusenet_scale"],
+                               infusenet_guidance_start=s["infusenet_start"], infusenet_guidance_end=s["infusenet_end"],
+                               output_type="np", progress=False)
+            for r, img in zip(chunk, images):
+                self._fill(r, (np.clip(img, 0, 1) * 255).round().astype(np.uint8), emb)
+
+    def _fill(self, row: dict, rgb: np.ndarray, emb: torch.Tensor) -> None:
+        fmt = self.cfg.get("image_format", "png")
+        row.update(target_image=encode(rgb, fmt), image_format=fmt, height=rgb.shape[0], width=rgb.shape[1],
+                   bucket=f"{rgb.shape[1]}x{rgb.shape[0]}", model=self.model_name, settings=json.dumps(self.settings),
+                   loras=[{"path": p, "weight": w} for p, w in self.loras], face_swap="none",
+                   captions=[{"source": "prompt", "text": row["prompt"]}],
+                   source_id_embedding=emb[0].tolist(), id_backend=self.pipe.faces.name)

@@ -1,0 +1,104 @@
+"""ID filter: keep a synthetic target only if it is clearly the source person, in a normal pose.
+
+Rejects (each row keeps the scores it got before the reason was decided):
+- ``no_face`` / ``multiple_faces``: the target must show exactly one clear face
+  (a second face counts when its score reaches ``secondary_min_score`` and its box
+  is at least ``secondary_face_ratio`` of the main face's, as in curation);
+- ``low_id_similarity``: identity under the filter's face backend against the real
+  source - cosine below ``min_cosine`` for ArcFace-style backends, euclidean
+  distance above ``max_distance`` for dlib (same person ~0.07-0.5, others ~0.7+);
+- ``extreme_pose``: |yaw| or |pitch| (from the five keypoints) beyond the limits;
+- ``low_aesthetic``: below ``min_aesthetic`` when an aesthetic model is configured.
+Near-duplicate targets are decided after the run (pHash, like curation's dedup).
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from curation.quality import phash_hex
+from curation.records import reject
+from curation.stage import Stage
+from infu_model.faces import head_pose, make_face_analyzer
+from synth.records import SYNTH_ROW_SCHEMA, decode_rgb
+
+
+class IDFilterStage(Stage):
+    name = "id_filter"
+    reasons = ("no_face", "multiple_faces", "source_no_face", "low_id_similarity", "extreme_pose", "low_aesthetic")
+    schema = SYNTH_ROW_SCHEMA
+    default_resources = {"num_cpus": 0.5, "batch_size": 8, "concurrency": 1}
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        c = self.cfg
+        self.min_cosine = float(c.get("min_cosine", 0.5))
+        self.max_distance = float(c.get("max_distance", 0.5))
+        self.max_yaw, self.max_pitch = float(c.get("max_abs_yaw", 45)), float(c.get("max_abs_pitch", 30))
+        self.secondary_ratio = float(c.get("secondary_face_ratio", 0.1))
+        self.secondary_min_score = float(c.get("secondary_min_score", 0.5))
+        self.aesthetic_cfg = c.get("aesthetic") or {}
+        self.min_aesthetic = self.aesthetic_cfg.get("min_score")
+
+    def setup(self) -> None:
+        self.faces = make_face_analyzer(self.cfg.get("faces") or {})
+        self.aesthetic = None
+        if self.aesthetic_cfg.get("clip"):
+            from infu_model.scoring import AestheticScorer
+
+            self.aesthetic = AestheticScorer(self.aesthetic_cfg["clip"], self.aesthetic_cfg["head"],
+                                             self.aesthetic_cfg.get("device", "cpu"))
+
+    def report(self) -> dict:
+        return {"ran": True, "backend": (self.cfg.get("faces") or {}).get("backend", "dlib"),
+                "aesthetic": "ran" if self.aesthetic_cfg.get("clip") else "not configured"}
+
+    def process(self, rows: list[dict]) -> None:
+        sources: dict[str, np.ndarray | None] = {}
+        for row in rows:
+            if row["source_id"] not in sources:
+                sources[row["source_id"]] = self.source_embedding(row)
+            self._one(row, sources[row["source_id"]])
+
+    def source_embedding(self, row: dict) -> np.ndarray | None:
+        """The SPSS record's embedding when this backend made it; else the source image's largest face."""
+        if row["_source_embedding"] is not None and row["_source_backend"] == self.faces.name:
+            return np.asarray(row["_source_embedding"], np.float32)
+        rgb = decode_rgb(row["_source_image"])
+        faces = self.faces.detect(rgb)
+        return self.faces.embed(rgb, faces[0]) if faces else None
+
+    def _one(self, row: dict, source: np.ndarray | None) -> None:
+        rgb = decode_rgb(row["target_image"])
+        row["phash"] = phash_hex(rgb)
+        faces = self.faces.detect(rgb)
+        clear = [f for f in faces if f.det_score >= self.secondary_min_score]
+        row["face_count"] = len(clear) if clear else len(faces[:1])
+        if not faces:
+            return reject(row, "no_face")
+        main = clear[0] if clear else faces[0]
+        row["target_bbox"] = main.bbox.astype(np.float32).tolist()
+        row["target_kps"] = main.kps.astype(np.float32).tolist()
+        row["target_det_score"] = float(main.det_score)
+        row["yaw"], row["pitch"] = head_pose(main.kps)
+        if any(f is not main and f.area >= self.secondary_ratio * main.area for f in clear):
+            return reject(row, "multiple_faces")
+        row["id_filter_backend"] = self.faces.name
+        if source is None:
+            return reject(row, "source_no_face")
+        emb = self.faces.embed(rgb, main)
+        row["id_similarity"] = float(emb @ source / (np.linalg.norm(emb) * np.linalg.norm(source) + 1e-12))
+        row["id_distance"] = float(np.linalg.norm(emb - source))
+        if self.aesthetic is not None:
+            row["aesthetic"] = float(self.aesthetic([Image.fromarray(rgb)])[0])
+        if not self.same_person(row):
+            return reject(row, "low_id_similarity")
+        if abs(row["yaw"]) > self.max_yaw or abs(row["pitch"]) > self.max_pitch:
+            return reject(row, "extreme_pose")
+        if self.min_aesthetic is not None and row["aesthetic"] is not None and row["aesthetic"] < float(self.min_aesthetic):
+            return reject(row, "low_aesthetic")
+
+    def same_person(self, row: dict) -> bool:
+        if self.faces.metric == "cosine":
+            return row["id_similarity"] >= self.min_cosine
+        return row["id_distance"] <= self.max_distance

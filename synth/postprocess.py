@@ -1,0 +1,45 @@
+"""A user's post-processing hook on each target (e.g. a face restorer or an upscaler).
+
+``hook: "package.module:function"``; the function takes (PIL RGB image, row dict)
+and returns a PIL image; ``args`` are passed as keyword arguments. The hook is
+imported once per actor.
+"""
+from __future__ import annotations
+
+import importlib
+
+from PIL import Image
+
+from curation.stage import Stage
+from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
+
+
+def load_hook(spec: str):
+    module, sep, attr = spec.partition(":")
+    if not sep:
+        raise ValueError(f"postprocess hook {spec!r}: expected 'package.module:function'")
+    return getattr(importlib.import_module(module), attr)
+
+
+class PostprocessStage(Stage):
+    name = "postprocess"
+    schema = SYNTH_ROW_SCHEMA
+    default_resources = {"num_cpus": 0.25, "batch_size": 8, "concurrency": 1}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.get("hook"))
+
+    def setup(self) -> None:
+        self.hook = load_hook(self.cfg["hook"])
+        self.args = dict(self.cfg.get("args") or {})
+
+    def report(self) -> dict:
+        return {"ran": self.enabled, "hook": self.cfg.get("hook")}
+
+    def process(self, rows: list[dict]) -> None:
+        for row in rows:
+            out = self.hook(Image.fromarray(decode_rgb(row["target_image"])), row, **self.args)
+            row["target_image"] = encode(out, row["image_format"] or "png")
+            row["width"], row["height"] = out.size
+            row["bucket"] = f"{out.width}x{out.height}"

@@ -1,0 +1,194 @@
+"""Evaluation: metric functions on hand-made embeddings, the benchmark file, the harness end
+to end with a tiny InfU and tiny CLIP/PickScore models, resume, and --compare."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from curation import samples
+from infu_model.metrics import copy_paste_index, cosine, id_loss, paired_bootstrap
+from pipelines.config import load_config, merge
+from synth.prompts import GENDERS, load_prompts
+from tiny_clip import make_tiny_clip
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def unit(deg: float) -> np.ndarray:
+    return np.array([math.cos(math.radians(deg)), math.sin(math.radians(deg)), 0.0])
+
+
+def test_id_loss_and_copy_paste_index_on_known_cosines():
+    ref, gen = unit(0), unit(60)
+    assert id_loss(gen, ref)[0] == pytest.approx(0.5)
+    assert id_loss(3 * ref, ref)[0] == pytest.approx(0.0)  # scale-free
+    # a paste of the reference: perfect match to it, only cos 0 to another photo of the person
+    assert copy_paste_index(ref, ref, [unit(90)]) == pytest.approx(1.0)
+    # a rendering of the person: as close to the held-out photos as to the reference
+    assert copy_paste_index(unit(30), ref, [unit(60)]) == pytest.approx(0.0, abs=1e-12)
+    # 60 deg from the reference, 30 deg from each held-out photo (at 90 and 30 deg)
+    assert copy_paste_index(gen, ref, [unit(90), unit(30)]) == pytest.approx(0.5 - math.cos(math.radians(30)))
+    np.testing.assert_allclose(cosine([ref, gen], [gen, gen]), [0.5, 1.0])
+    with pytest.raises(ValueError):
+        copy_paste_index(gen, ref, [])
+
+
+def test_paired_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.3, 0.05, 400)
+    same = paired_bootstrap(a, a + 0.02, samples=2000)
+    assert same["diff"] == pytest.approx(0.02) and same["ci_low"] == pytest.approx(0.02)
+    noisy = paired_bootstrap(a, a + rng.normal(0.01, 0.05, 400), samples=2000)
+    assert noisy["ci_low"] < noisy["diff"] < noisy["ci_high"] and noisy["n"] == 400
+    assert noisy["ci_high"] - noisy["ci_low"] == pytest.approx(2 * 1.96 * 0.05 / 20, rel=0.25)
+    assert paired_bootstrap([], [])["diff"] is None
+
+
+def test_benchmark_has_200_unique_gender_tagged_prompts():
+    prompts = load_prompts(CONFIGS / "prompts" / "benchmark.yaml")
+    assert len(prompts) == 200 and all(p.gender in GENDERS for p in prompts)
+    assert len({p.text.lower() for p in prompts}) == 200 and len({p.id for p in prompts}) == 200
+
+
+# ---------------------------------------------------------------- harness ---
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from infu_model.tiny import make_tiny
+
+    d = tmp_path_factory.mktemp("models")
+    tiny = make_tiny(d / "tiny")
+    clip, _ = make_tiny_clip(d / "clip", seed=0)
+    pick, pick_proc = make_tiny_clip(d / "pick", seed=1, processor_apart=True)
+    return {**tiny, "clip": clip, "pick": pick, "pick_proc": pick_proc}
+
+
+@pytest.fixture(scope="module")
+def ids_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ids")
+    grace = samples.grace_hopper()
+    grace.save(d / "grace.png")
+    samples.small_face_canvas(grace.transpose(0), canvas=700, size=400).save(d / "grace_held_out.png")
+    samples.astronaut().save(d / "astronaut.png")
+    (d / "ids.yaml").write_text(yaml.safe_dump({"identities": [
+        {"name": "grace", "gender": "female", "reference": "grace.png", "held_out": ["grace_held_out.png"]},
+        {"name": "eileen", "reference": "astronaut.png"}]}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def bench_file(tmp_path_factory):
+    f = tmp_path_factory.mktemp("bench") / "bench.yaml"
+    f.write_text(yaml.safe_dump({"prompts": [
+        {"id": "w1", "gender": "female", "text": "a woman reading in a library", "tags": {"length": "short"}},
+        {"id": "m1", "gender": "male", "text": "a man on a boat", "tags": {"length": "short"}},
+        {"id": "a1", "gender": "any", "text": "a person on a rainy street at night", "tags": {"length": "medium"}},
+        {"id": "a2", "gender": "any", "text": "a close-up portrait of a person", "tags": {"length": "short"}}]}))
+    return f
+
+
+def eval_cfg(models, bench_file, **over):
+    return merge(load_config("eval"), merge({
+        "progress": False, "benchmark": str(bench_file), "label": "tiny",
+        "model": {"base": str(models["base"]), "path": str(models["infu"]), "dtype": "float32"},
+        "generation": {"width": 64, "height": 64, "steps": 2},
+        "id_metric": {"faces": {"backend": "dlib"}},
+        "clipscore": {"model": str(models["clip"]), "device": "cpu"},
+        "pickscore": {"model": str(models["pick"]), "processor": str(models["pick_proc"]), "device": "cpu"},
+        "bootstrap": {"samples": 500}}, over))
+
+
+def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, models, ids_dir, bench_file, tmp_path):
+    from pipelines.eval import run_eval
+
+    out = tmp_path / "res"
+    # two items already "generated": real photos of grace, so the face metrics meet real faces
+    for name, img in (("w1", samples.small_face_canvas(samples.grace_hopper(), canvas=600, size=380)),
+                      ("a1", samples.astronaut())):
+        seed = [it for it in _items(models, ids_dir, bench_file) if it["prompt_id"] == name][0]["seed"]
+        (out / "images" / "grace").mkdir(parents=True, exist_ok=True)
+        img.save(out / "images" / "grace" / f"{name}_{seed}.png")
+    logs = []
+    s = run_eval(ids_dir, out, eval_cfg(models, bench_file), log=logs.append)
+    assert logs == ["eval: generating 3 of 5 images"]  # grace: w1 a1 a2; eileen (no gender): a1 a2
+    t = pq.read_table(out / "scores.parquet").to_pylist()
+    assert sorted((r["identity"], r["prompt_id"]) for r in t) == [
+        ("eileen", "a1"), ("eileen", "a2"), ("grace", "a1"), ("grace", "a2"), ("grace", "w1")]
+    by = {(r["identity"], r["prompt_id"]): r for r in t}
+    same, other = by[("grace", "w1")], by[("grace", "a1")]
+    assert same["face_found"] and other["face_found"] and same["id_loss"] < other["id_loss"]
+    assert same["copy_paste"] is not None and by[("eileen", "a1")]["copy_paste"] is None  # no held-out photo
+    for r in t:
+        if not r["face_found"]:
+            assert r["id_loss"] == 2.0  # the configured worst score, counted
+        assert -1 <= r["clip_score"] <= 1 and -1 <= r["pick_score"] <= 1
+    # the summary is exactly the per-image Parquet
+    for m in ("id_loss", "clip_score", "pick_score", "copy_paste"):
+        vals = [r[m] for r in t if r[m] is not None]
+        assert s["metrics"][m] == pytest.approx(float(np.mean(vals)))
+    assert s["no_face"] == sum(not r["face_found"] for r in t) and s["images"] == s["planned"] == 5
+    assert s["by_axis"]["length"]["short"]["n"] == 3
+    md = (out / "summary.md").read_text()
+    assert "| Method | ID Loss↓ | CLIPScore↑ | PickScore↑ | Copy-paste↓ | No face |" in md and "| tiny |" in md
+    assert json.loads((out / "summary.json").read_text())["metrics"] == s["metrics"]
+    assert (out / "grids" / "grace.jpg").is_file() and (out / "grids" / "eileen.jpg").is_file()
+    # resume: nothing is generated again; a scorer without weights is reported, its column left empty
+    logs.clear()
+    s2 = run_eval(ids_dir, out, eval_cfg(models, bench_file, pickscore={"model": None}), log=logs.append)
+    assert logs == [] and s2["metrics"]["id_loss"] == pytest.approx(s["metrics"]["id_loss"])
+    assert s2["scorers"]["pick_score"]["ran"] is False and s2["metrics"]["pick_score"] is None
+    assert "PickScore" in (out / "summary.md").read_text() and "pick_score: not run" in (out / "summary.md").read_text()
+
+
+def _items(models, ids_dir, bench_file):
+    from pipelines.eval import load_identities, plan_items
+
+    cfg = eval_cfg(models, bench_file)
+    return plan_items(load_identities(ids_dir), load_prompts(cfg["benchmark"]), cfg)
+
+
+def test_identities_from_subfolders(tmp_path):
+    from pipelines.eval import load_identities
+
+    (tmp_path / "ann").mkdir()
+    for name in ("b.jpg", "reference.png", "c.png"):
+        samples.astronaut().save(tmp_path / "ann" / name)
+    samples.grace_hopper().save(tmp_path / "solo.jpg")
+    ids = {i.name: i for i in load_identities(tmp_path)}
+    assert ids["ann"].reference.name == "reference.png" and [p.name for p in ids["ann"].held_out] == ["b.jpg", "c.png"]
+    assert ids["solo"].held_out == [] and ids["solo"].gender is None
+
+
+def _scores(path: Path, id_losses, clips):
+    from pipelines.eval import SCORE_SCHEMA
+
+    rows = [{"identity": "p", "prompt_id": f"q{i}", "seed": 1, "face_found": True, "id_loss": a, "clip_score": c,
+             "image": f"images/p/q{i}_1.png", "prompt": "x", "tags": "{}"} for i, (a, c) in enumerate(zip(id_losses, clips))]
+    path.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), path / "scores.parquet")
+    return path
+
+
+def test_compare_pairs_items_and_gives_a_bootstrap_interval(tmp_path):
+    from pipelines.cli import main
+    from pipelines.eval import compare
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.5, 300)
+    a = _scores(tmp_path / "a", base, base)
+    b = _scores(tmp_path / "b", base - 0.05 + rng.normal(0, 0.01, 300), base)
+    c = compare(a, b, {"samples": 1000})
+    m = c["metrics"]["id_loss"]
+    assert c["paired_items"] == 300 and m["n"] == 300
+    assert m["ci_low"] < m["diff"] < m["ci_high"] < 0 and m["diff"] == pytest.approx(-0.05, abs=0.003)
+    assert c["metrics"]["clip_score"]["diff"] == pytest.approx(0.0) and c["metrics"]["pick_score"]["n"] == 0
+    res = CliRunner().invoke(main, ["eval", "--compare", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    assert "| ID Loss↓ |" in res.output and "300 paired items" in res.output
