@@ -1,9 +1,11 @@
 """`infu train`: stage-1 pretraining / stage-2 SFT of InfuseNet + projection on Ray Train.
 
-Data: SPSS or SPMS Parquet. The batch plan (which rows form which batch, one
-aspect-ratio bucket per batch) is derived from the bucket column alone and a
-seeded per-epoch shuffle, so a resumed run regenerates it and skips the batches
-already trained on. Rows that cannot be used (no or wrong-size identity
+Data: SPSS or SPMS Parquet, one aspect-ratio bucket per micro-batch. ``loader: ray``
+(default) streams each worker's files through Ray Data in a seeded order with a
+seeded local shuffle buffer and buckets rows on the fly; ``loader: plan`` shuffles
+row references globally and reads them by random access. Both orders are pure
+functions of the seed, so a resumed run streams the same batches and skips the
+ones already trained on. Rows that cannot be used (no or wrong-size identity
 embedding, undecodable image) are skipped with a counted reason.
 
 Checkpoints (``OUT/checkpoints/step-N/``): InfuseNet + projection in our native
@@ -55,15 +57,57 @@ def row_index(files: list[str]) -> list[tuple[int, int, str]]:
     return out
 
 
-def batch_plan(index, micro: int, seed: int, rank: int = 0, world: int = 1):
-    """Endless stream of micro-batches of row refs, one bucket each, reshuffled every epoch."""
-    epoch = 0
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def batch_plan(files: list[str], columns: list[str], micro: int, seed: int, rank: int = 0, world: int = 1,
+               skip: int = 0):
+    """``loader: plan``: endless micro-batches of rows, one bucket each, from a global per-epoch shuffle
+    of row references (random access: exact everywhere, right for one machine's worth of data).
+    The first ``skip`` micro-batches are passed over without reading a row."""
+    index, reader = row_index(files), RowReader(files, columns)
+    epoch, k = 0, 0
     while True:
-        order = list(range(len(index)))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        mine = [index[i] for i in order[rank::world]]
-        refs = ({"ref": (f, r), "bucket": b} for f, r, b in mine)
-        yield from (batch for batch in bucket_batches(refs, micro, drop_last=True))
+        mine = [index[i] for i in epoch_order(len(index), seed, epoch)[rank::world]]
+        for refs in bucket_batches(({"ref": (f, r), "bucket": b} for f, r, b in mine), micro, drop_last=True):
+            k += 1
+            if k > skip:
+                yield [reader(ref["ref"]) for ref in refs]
+        epoch += 1
+
+
+def stream_batches(files: list[str], columns: list[str], micro: int, seed: int, rank: int = 0, world: int = 1,
+                   skip: int = 0, shuffle_buffer: int = 1000):
+    """``loader: ray``: endless micro-batches of rows streamed by Ray Data, one bucket each.
+
+    Every epoch reads this worker's files (a seeded shuffle of the file list, dealt out by rank)
+    in order, mixes rows in a seeded local shuffle buffer and groups them by bucket on the fly:
+    sequential reads and bounded memory however large the data. The order is a pure function of
+    the seed, so a resumed run streams the same batches and skips the first ``skip`` (read, not
+    prepared)."""
+    import ray
+    from ray.data import DataContext
+
+    DataContext.get_current().execution_options.preserve_order = True
+    names = pq.read_schema(files[0]).names
+    columns = [c for c in columns if c in names]
+    epoch, k = 0, 0
+    while True:
+        order = [files[i] for i in epoch_order(len(files), seed, epoch)]
+        mine = order[rank::world] if len(order) >= world else order
+        ds = ray.data.read_parquet(mine, num_cpus=0.25).select_columns(columns)
+        batches = ds.iter_batches(batch_size=64, batch_format="pyarrow", local_shuffle_buffer_size=shuffle_buffer or None,
+                                  local_shuffle_seed=seed + epoch)
+        rows = (r for b in batches for r in b.to_pylist())
+        if len(order) < world:  # fewer files than workers: deal rows instead
+            rows = (r for i, r in enumerate(rows) if i % world == rank)
+        for batch in bucket_batches(({**r, "bucket": r["bucket"] or ""} for r in rows), micro, drop_last=True):
+            k += 1
+            if k > skip:
+                yield batch
         epoch += 1
 
 
@@ -279,6 +323,9 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+LOADERS = {"ray": stream_batches, "plan": batch_plan}
+
+
 # ------------------------------------------------------------- the loop ---
 def train_loop(cfg: dict) -> dict:
     """One worker's training loop (Ray Train runs it on every worker)."""
@@ -319,11 +366,13 @@ def train_loop(cfg: dict) -> dict:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
     files = parquet_files(data["parquet"])
-    plan = batch_plan(row_index(files), int(t["micro_batch_size"]), seed, rank, world)
-    for _ in range(consumed):
-        next(plan)
-    reader = RowReader(files, [data["image_column"], data["kps_column"], data["embedding_column"], "captions",
-                               "bucket", data.get("id_column", "id"), "id_backend"])
+    columns = [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
+               data.get("id_column", "id"), "id_backend"]
+    loader = data.get("loader", "ray")
+    if loader not in LOADERS:
+        raise ValueError(f"data.loader must be one of {sorted(LOADERS)}, not {loader!r}")
+    plan = LOADERS[loader](files, columns, int(t["micro_batch_size"]), seed, rank, world, skip=consumed,
+                           **({"shuffle_buffer": int(data.get("shuffle_buffer", 1000))} if loader == "ray" else {}))
     mult = base.vae_scale_factor * 2
     cc = cfg.get("cache") or {}
     cache = EncoderCache(cc.get("dir") or out / "cache", bool(cc.get("latents"))) if cc.get("enabled") else EncoderCache(None)
@@ -335,12 +384,12 @@ def train_loop(cfg: dict) -> dict:
         for _ in range(accum):
             samples = []
             while not samples:
-                refs = next(plan)
+                rows = next(plan)
                 consumed += 1
-                size = bucket_size(refs[0]["bucket"], data.get("max_side"), mult)
-                for ref in refs:
+                size = bucket_size(rows[0]["bucket"], data.get("max_side"), mult)
+                for row in rows:
                     try:
-                        samples.append(prepare(reader(ref["ref"]), data, proj.config.embedding_dim, size, py))
+                        samples.append(prepare(row, data, proj.config.embedding_dim, size, py))
                     except Skip as e:
                         skipped[str(e)] += 1
             batch = encode(base, samples, gen, int(data.get("max_sequence_length", 512)), device, cache)

@@ -13,7 +13,7 @@ from curation.caption_text import clean_caption
 from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
 from curation.stage import run_stage
 from pipelines.caption import run_caption
-from pipelines.config import load_config, merge
+from pipelines.config import load_config
 from tiny_vlm import make_tiny_blip2, make_tiny_chat_vlm
 
 

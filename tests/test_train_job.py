@@ -42,19 +42,21 @@ def spss(tmp_path_factory):
     return d
 
 
-def _cfg(tiny, spss, out, steps, **train):
+def _cfg(tiny, spss, out, steps, loader="ray", **train):
     return merge(load_config("stage1"), {
         "model": {"base": str(tiny["base"]), "embedding_dim": 128, "dtype": "float32"},
-        "data": {"parquet": str(spss), "max_side": 32, "max_sequence_length": 16, "black_control_prob": 0.5},
+        "data": {"parquet": str(spss), "max_side": 32, "max_sequence_length": 16, "black_control_prob": 0.5,
+                 "loader": loader, "shuffle_buffer": 4},
         "train": {"lr": 1e-3, "global_batch_size": 2, "micro_batch_size": 1, "max_steps": steps, "warmup_steps": 1,
                   "checkpoint_every": 3, "log_every": 1, **train},
         "output": str(out)})
 
 
-def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_path):
-    full = train_loop(_cfg(tiny, spss, tmp_path / "full", 6))
-    train_loop(_cfg(tiny, spss, tmp_path / "cut", 3))  # "crash" after the step-3 checkpoint
-    resumed = train_loop(_cfg(tiny, spss, tmp_path / "cut", 6))
+@pytest.mark.parametrize("loader", ["ray", "plan"])
+def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_path, ray_local, loader):
+    full = train_loop(_cfg(tiny, spss, tmp_path / "full", 6, loader))
+    train_loop(_cfg(tiny, spss, tmp_path / "cut", 3, loader))  # "crash" after the step-3 checkpoint
+    resumed = train_loop(_cfg(tiny, spss, tmp_path / "cut", 6, loader))
     assert resumed["losses"] == full["losses"][3:], "the loss sequence after resume equals the uninterrupted run"
     assert full["skipped"].get("missing_embedding", 0) >= 1 and full["skipped"].get("decode_error", 0) >= 1
     log = [json.loads(ln) for ln in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
@@ -74,7 +76,32 @@ def test_ray_train_runs_the_loop(tiny, spss, tmp_path, ray_local):
     assert (tmp_path / "ray" / "final" / "infusenet" / "config.json").exists()
 
 
-def test_encoder_cache_gives_the_same_losses_without_running_the_encoders(tiny, spss, tmp_path, monkeypatch):
+def test_ray_loader_streams_every_row_once_per_epoch_in_a_seeded_order(spss, tmp_path, ray_local):
+    from pipelines.train import stream_batches
+
+    t = pq.read_table(spss / "kept" / "part-0.parquet")
+    files = []
+    for k in range(3):  # several files, so the per-epoch file order and the rank split matter
+        files.append(str(tmp_path / f"part-{k}.parquet"))
+        pq.write_table(t.slice(3 * k, 3), files[-1])
+    cols = ["id", "bucket", "image"]
+
+    def ids(it, n):
+        return [[r["id"] for r in next(it)] for _ in range(n)]
+
+    first = ids(stream_batches(files, cols, 1, seed=5, shuffle_buffer=4), 16)
+    assert sorted(sum(first[:8], [])) == sorted(t["id"].to_pylist()) == sorted(sum(first[8:], []))
+    assert first[:8] != first[8:], "every epoch is reshuffled"
+    assert ids(stream_batches(files, cols, 1, seed=5, shuffle_buffer=4), 16) == first  # a pure function of the seed
+    assert ids(stream_batches(files, cols, 1, seed=5, shuffle_buffer=4, skip=5), 11) == first[5:]
+    pairs = [next(it) for it in [stream_batches(files, cols, 2, seed=5)] for _ in range(6)]
+    assert all(len({r["bucket"] for r in b}) == 1 and len(b) == 2 for b in pairs)
+    shards = [sum(ids(stream_batches(files, cols, 1, seed=5, rank=r, world=2), 3), []) for r in (0, 1)]
+    assert not set(shards[0]) & set(shards[1])  # two workers never see the same row in an epoch
+
+
+def test_encoder_cache_gives_the_same_losses_without_running_the_encoders(tiny, spss, tmp_path, monkeypatch,
+                                                                         ray_local):
     from diffusers import FluxPipeline
 
     from pipelines.train import build_cache
