@@ -33,6 +33,9 @@ class CaptionStage(Stage):
         self.backend = self.cfg.get("backend", self.source)
         self.max_chars = int(self.cfg.get("max_chars", 400))
         self.names = frozenset(self.cfg.get("names") or ())
+        # images per generate() call; a Ray batch (resources.batch_size) may hold several, which
+        # spreads Ray's per-task cost over more rows without changing what the model sees
+        self.generate_batch = int(self.cfg.get("generate_batch") or self.resources.batch_size)
         self.model = None
 
     @property
@@ -55,6 +58,10 @@ class CaptionStage(Stage):
         self.model = cls(self.cfg["model"], **kw)
 
     def process(self, rows: list[dict]) -> None:
+        for i in range(0, len(rows), self.generate_batch):
+            self._caption(rows[i:i + self.generate_batch])
+
+    def _caption(self, rows: list[dict]) -> None:
         images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]
         raw = self.model(images)
         # BLIP-2's prefix is part of its caption; chat models may echo their instruction

@@ -111,3 +111,36 @@ def test_caption_stage_batches_real_photos_through_blip2(tmp_path):
     assert all(len(r["captions"] or []) + len(r["caption_drops"] or []) == 1 for r in rows)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         CaptionStage({"name": "blip2", "model": str(tmp_path / "nowhere")}).setup()
+
+
+def test_a_ray_batch_reaches_the_model_in_generate_batch_chunks(tmp_path):
+    model = str(make_tiny_blip2(tmp_path / "b"))
+    photos = [samples.jpeg_bytes(im) for im in (samples.astronaut(), samples.grace_hopper(), samples.group())] * 3
+
+    def rows():
+        out = []
+        for i, data in enumerate(photos):
+            r = empty_row()
+            r.update(id=str(i), status=ALIVE, image=data, captions=[])
+            out.append(r)
+        return out
+
+    chunked = CaptionStage({"name": "blip2", "backend": "blip2", "model": model, "max_new_tokens": 6,
+                            "generate_batch": 4, "resources": {"batch_size": 9}})
+    chunked.ensure_setup()
+    seen, inner = [], chunked.model
+
+    class Counting:
+        def __call__(self, images):
+            seen.append(len(images))
+            return inner(images)
+
+    chunked.model = Counting()
+    a = run_stage(chunked, rows())
+    assert seen == [4, 4, 1], "nine rows in one Ray batch reach the model four at a time"
+    whole = CaptionStage({"name": "blip2", "backend": "blip2", "model": model, "max_new_tokens": 6,
+                          "resources": {"batch_size": 4}})
+    b = rows()
+    for i in range(0, 9, 4):
+        run_stage(whole, b[i:i + 4])
+    assert [r["captions"] for r in a] == [r["captions"] for r in b], "same captions as one task per model batch"
