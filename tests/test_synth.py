@@ -286,3 +286,70 @@ def test_synth_refuses_a_changed_config_on_the_same_output(ray_local, tiny, spss
     run_synth(spss_dir, out, synth_cfg(tiny, prompts={"per_source": 1, "seeds_per_prompt": 1}), log=lambda m: None)
     with pytest.raises(ConfigMismatch):
         run_synth(spss_dir, out, synth_cfg(tiny, generation={"steps": 4}), log=lambda m: None)
+
+
+def test_source_selection_is_a_stable_sample_with_caps(tmp_path):
+    from pipelines.synth import select_sources
+
+    rows = [{**{f.name: None for f in SPSS_SCHEMA}, "id": f"r{i}", "source": "s", "path": f"{i}", "frame": -1,
+             "status": "kept", "identity": f"p{i % 5}"} for i in range(200)]
+    f = tmp_path / "part.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), f)
+    half = select_sources([str(f)], {"fraction": 0.5}, seed=0).to_pylist()
+    assert 70 < len(half) < 130 and half == select_sources([str(f)], {"fraction": 0.5}, seed=0).to_pylist()
+    assert set(select_sources([str(f)], {"fraction": 0.25}, seed=0).to_pylist()) <= set(half)  # nested samples
+    two_each = select_sources([str(f)], {"per_identity": 2}, seed=0).to_pylist()
+    assert len(two_each) == 10 and {int(i[1:]) % 5 for i in two_each} == set(range(5))
+    assert len(select_sources([str(f)], {"max_sources": 7}, seed=0)) == 7
+
+
+def mirror_hook(image, row, border: int = 0):
+    """A post-processing hook for the test: mirror the target and pad it."""
+    from PIL import ImageOps
+
+    return ImageOps.expand(ImageOps.mirror(image), border=border)
+
+
+def test_postprocess_hook_runs_on_every_target():
+    from curation.stage import run_stage
+    from synth.postprocess import PostprocessStage
+
+    source = {"id": "s", "image": None, "kps": None, "bbox": None, "id_embedding": None, "id_backend": None}
+    img = samples.astronaut().resize((64, 48))
+    row = _pair(source, img)
+    run_stage(PostprocessStage({"hook": "test_synth:mirror_hook", "args": {"border": 2}}), [row])
+    out = decode_rgb(row["target_image"])
+    assert out.shape == (52, 68, 3) and (row["width"], row["height"], row["bucket"]) == (68, 52, "68x52")
+    np.testing.assert_array_equal(out[2:-2, 2:-2], np.asarray(img)[:, ::-1])
+    with pytest.raises(ValueError, match="package.module:function"):
+        PostprocessStage({"hook": "no_colon"}).setup()
+
+
+def test_aesthetic_head_scores_and_filters(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from curation.stage import run_stage
+    from infu_model.scoring import AestheticScorer
+    from synth.id_filter import IDFilterStage
+    from tiny_clip import make_tiny_clip
+
+    clip, _ = make_tiny_clip(tmp_path / "clip")
+    g = torch.Generator().manual_seed(0)
+    head = {"layers.0.weight": torch.randn(8, 16, generator=g), "layers.0.bias": torch.randn(8, generator=g),
+            "layers.2.weight": torch.randn(1, 8, generator=g), "layers.2.bias": torch.tensor([5.0])}
+    save_file(head, str(tmp_path / "head.safetensors"))
+    scorer = AestheticScorer(clip, tmp_path / "head.safetensors")
+    photo = samples.grace_hopper()
+    emb = torch.from_numpy(scorer.clip.images([photo]))
+    want = (emb @ head["layers.0.weight"].T + head["layers.0.bias"]) @ head["layers.2.weight"].T + head["layers.2.bias"]
+    assert scorer([photo])[0] == pytest.approx(float(want[0, 0]), rel=1e-5)
+    source = spss_row(photo, "g.png")
+    target = samples.small_face_canvas(photo.transpose(0), canvas=700, size=420)
+    cfg = {"faces": {"backend": "dlib"}, "aesthetic": {"clip": str(clip), "head": str(tmp_path / "head.safetensors")}}
+    rows = [_pair(source, target), _pair(source, target)]
+    run_stage(IDFilterStage(cfg), rows[:1])
+    score = rows[0]["aesthetic"]
+    assert rows[0]["status"] == ALIVE and score is not None
+    run_stage(IDFilterStage({**cfg, "aesthetic": {**cfg["aesthetic"], "min_score": score + 1}}), rows[1:])
+    assert rows[1]["reason"] == "low_aesthetic" and rows[1]["aesthetic"] == pytest.approx(score)
