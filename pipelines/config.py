@@ -51,3 +51,13 @@ def _strip(obj):
 def fingerprint(*parts) -> str:
     blob = json.dumps([_strip(p) for p in parts], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def packaged_path(path: str | Path) -> Path:
+    """``path`` as given, or, when it is relative and missing here, the same path inside the
+    project (the defaults name files like configs/prompts/synth.yaml)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    inside = CONFIG_DIR.parent / p
+    return inside if inside.exists() else p

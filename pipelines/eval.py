@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
+from pipelines.config import packaged_path
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
 
@@ -248,7 +249,7 @@ def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=pri
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     identities = load_identities(ids_dir)
-    items = plan_items(identities, load_prompts(cfg["benchmark"]), cfg)
+    items = plan_items(identities, load_prompts(packaged_path(cfg["benchmark"])), cfg)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     from pipelines.ray_runtime import init_ray
 

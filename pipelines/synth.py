@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
 from pipelines.caption import input_files
+from pipelines.config import packaged_path
 from pipelines.curate import Layout, SourceSpec, _files, count_unaccounted, dedup_and_finalize, prepare_out, read_column
 from synth.face_swap import FaceSwapStage
 from synth.generate import GenerateStage
@@ -33,7 +34,7 @@ SOURCE_COLUMNS = ["id", "source", "identity", "gender", "image", "bbox", "kps", 
 # ------------------------------------------------------------ the configs ---
 def planner_cfg(cfg: dict) -> dict:
     p = cfg.get("prompts") or {}
-    return {"prompts_file": p["file"], "prompts_per_source": p.get("per_source"),
+    return {"prompts_file": str(packaged_path(p["file"])), "prompts_per_source": p.get("per_source"),
             "seeds_per_prompt": p.get("seeds_per_prompt", 1), "seed": cfg.get("seed", 0), "gender": cfg.get("gender")}
 
 
@@ -145,7 +146,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     lay = Layout(Path(out))
     specs = [SourceSpec("spss", "input", str(Path(spss_dir).resolve())),
              SourceSpec("model", "model", str(Path(cfg["model"]["path"]).expanduser().resolve())),
-             SourceSpec("prompts", "prompts", str(Path(cfg["prompts"]["file"]).expanduser().resolve()))]
+             SourceSpec("prompts", "prompts", str(packaged_path(cfg["prompts"]["file"]).resolve()))]
     prepare_out(lay, cfg, specs, overwrite)
     selected = select_sources(files, cfg.get("select") or {}, int(cfg.get("seed", 0)))
     expected = expected_pairs(files, selected, cfg)
