@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.records import reject
+from curation.records import quarantine, reject
 from curation.stage import Stage
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
 
@@ -60,7 +60,13 @@ class GenerateStage(Stage):
 
     def process(self, rows: list[dict]) -> None:
         for _, group in groupby(rows, key=lambda r: r["source_id"]):
-            self._source(list(group))
+            group = list(group)
+            try:
+                self._source(group)
+            except Exception as e:  # noqa: BLE001 - one unusable source must not regenerate the whole batch
+                for r in group:
+                    if r["target_image"] is None:
+                        quarantine(r, "generate_error", e)
 
     def embedding(self, row: dict) -> torch.Tensor:
         from infu_model.pipeline import NoFaceError

@@ -353,3 +353,22 @@ def test_aesthetic_head_scores_and_filters(tmp_path):
     assert rows[0]["status"] == ALIVE and score is not None
     run_stage(IDFilterStage({**cfg, "aesthetic": {**cfg["aesthetic"], "min_score": score + 1}}), rows[1:])
     assert rows[1]["reason"] == "low_aesthetic" and rows[1]["aesthetic"] == pytest.approx(score)
+
+
+def test_generation_rejects_faceless_sources_and_quarantines_corrupt_ones(tiny):
+    from curation.stage import run_stage
+    from pipelines.synth import generate_cfg
+    from synth.generate import GenerateStage
+
+    good = spss_row(samples.grace_hopper(), "g.png")
+    cat = {**good, "id": "cat", "image": samples.jpeg_bytes(samples.cat()), "id_embedding": None}
+    broken = {**good, "id": "broken", "image": b"\x89PNG\r\n\x1a\n truncated", "id_embedding": None}
+    planner = _planner(prompts_per_source=1, seeds_per_prompt=1)
+    rows = planner.expand([good, cat, broken])
+    stage = GenerateStage(generate_cfg(synth_cfg(tiny)))
+    run_stage(stage, rows)
+    by = {r["source_id"]: r for r in rows}
+    assert by[good["id"]]["status"] == ALIVE and decode_rgb(by[good["id"]]["target_image"]).shape == (64, 64, 3)
+    assert (by["cat"]["status"], by["cat"]["reason"]) == ("rejected", "source_no_face")
+    assert (by["broken"]["status"], by["broken"]["reason"]) == ("quarantined", "generate_error")
+    assert by["broken"]["error"]
