@@ -84,14 +84,29 @@ def select_sources(files: list[str], sel: dict, seed: int) -> pa.Array:
     return pa.array(sorted(out), pa.string())
 
 
-def expected_pairs(files: list[str], selected: pa.Array, cfg: dict) -> pa.Array | None:
-    """Every pair id the plan holds, when it can be known without models (no gender classifier)."""
+def expected_pairs(files: list[str], selected: pa.Array, cfg: dict) -> pa.Table | None:
+    """(pair_id, source_id) of every pair the plan holds, when it can be known without models
+    (no gender classifier)."""
     planner = Planner(planner_cfg(cfg))
     if planner.needs_model:
         return None
     t = read_column(files, ["id", "source", "identity", "gender"])
     t = t.filter(pc.is_in(t["id"], value_set=selected))
-    return pa.array([j["pair_id"] for j in planner.expand(t.to_pylist())], pa.string())
+    jobs = planner.expand(t.to_pylist())
+    return pa.table({"pair_id": pa.array([j["pair_id"] for j in jobs], pa.string()),
+                     "source_id": pa.array([j["source_id"] for j in jobs], pa.string())})
+
+
+def pending_work(selected: pa.Array, expected: pa.Table | None, done: pa.Array) -> tuple[pa.Array, pa.Array, int | None]:
+    """(sources to plan, pair ids to skip among them, pairs left). With a known plan only the
+    sources with a missing pair are read again, and only their own finished pairs are skipped."""
+    if expected is None:
+        return selected, done, None
+    missing = expected.filter(pc.invert(pc.is_in(expected["pair_id"], value_set=done)))
+    sources = pc.unique(missing["source_id"])
+    theirs = expected.filter(pc.is_in(expected["source_id"], value_set=sources))
+    skip = theirs.filter(pc.is_in(theirs["pair_id"], value_set=done))["pair_id"]
+    return sources, skip.combine_chunks(), missing.num_rows
 
 
 # ---------------------------------------------------------------- the job ---
@@ -151,23 +166,23 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     selected = select_sources(files, cfg.get("select") or {}, int(cfg.get("seed", 0)))
     expected = expected_pairs(files, selected, cfg)
     done = read_column(_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"].combine_chunks()
-    todo = None if expected is None else count_unaccounted(expected, done)
+    sources, skip, todo = pending_work(selected, expected, done)
     generated = 0
-    if len(selected) and todo != 0:
+    if len(sources) and todo != 0:
         if lay.dedup.exists():
             lay.dedup.unlink()  # new candidates: earlier duplicate decisions are stale
         from pipelines.ray_runtime import init_ray
 
         init_ray(ray_address, cfg)
-        log(f"synth: {len(selected)} identity sources, "
+        log(f"synth: {len(sources)} identity sources to (re)visit, "
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
-        process(lay, files, cfg, selected, done)
+        process(lay, files, cfg, sources, skip)
         generated = count_unaccounted(
             read_column(_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"], done)
     out_cfg = cfg.get("output") or {}
     dedup_and_finalize(lay, cfg.get("dedup") or {}, bool(out_cfg.get("rejected_images", True)), SPMS_SCHEMA,
                        key="pair_id", rank="id_similarity", image="target_image")
-    stats = synth_stats(lay, selected, expected, cfg, time.time() - t0)
+    stats = synth_stats(lay, selected, None if expected is None else expected["pair_id"], cfg, time.time() - t0)
     stats["written_this_run"] = generated
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
