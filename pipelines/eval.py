@@ -245,7 +245,10 @@ def grids(table: pa.Table, out: Path, g: dict) -> None:
 
 
 def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
+    from pipelines.synth import check_cfg
+
     t0 = time.time()
+    check_cfg(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     identities = load_identities(ids_dir)

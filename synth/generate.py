@@ -48,8 +48,13 @@ class GenerateStage(Stage):
         self.pipe = None
 
     def setup(self) -> None:
+        import logging
+
         from infu_model.pipeline import load_pipeline
 
+        # CLIP only gives FLUX the pooled prompt; truncating long prompts there is by design, and
+        # diffusers would say so for every batch of a long run
+        logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
         c = self.cfg
         self.pipe = load_pipeline(c["base"], c["model"], c.get("variant", "aes_stage2"), c.get("dtype", "bfloat16"),
                                   c.get("device", "cuda"), c.get("faces"), self.loras, bool(c.get("cpu_offload")),

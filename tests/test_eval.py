@@ -192,3 +192,11 @@ def test_compare_pairs_items_and_gives_a_bootstrap_interval(tmp_path):
     res = CliRunner().invoke(main, ["eval", "--compare", str(a), str(b)])
     assert res.exit_code == 0, res.output
     assert "| ID Loss↓ |" in res.output and "300 paired items" in res.output
+
+
+def test_eval_names_a_missing_model_before_starting_anything(models, ids_dir, bench_file, tmp_path):
+    from pipelines.eval import run_eval
+
+    with pytest.raises(FileNotFoundError, match="model.base not found"):
+        run_eval(ids_dir, tmp_path / "r", eval_cfg(models, bench_file, model={"base": str(tmp_path / "nope")}))
+    assert not (tmp_path / "r").exists()
