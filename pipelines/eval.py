@@ -98,7 +98,7 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
     """Generate the items whose image is missing, on a Ray Data pool of InfU actors; returns the failures."""
     import ray
 
-    from pipelines.ray_stages import add_stage
+    from pipelines.ray_stages import add_stage, check_cpu_budget
     from pipelines.synth import generate_cfg
     from synth.generate import GenerateStage
     from synth.records import SYNTH_ROW_SCHEMA
@@ -111,6 +111,7 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
     rows = [{"pair_id": it["image"], "source_id": it["identity"], "prompt": it["prompt"], "seed": it["seed"],
              "status": "pending", "_source_image": refs[it["identity"]]} for it in todo]
     rows.sort(key=lambda r: r["source_id"])  # a batch mostly holds one identity: one embedding per batch
+    check_cpu_budget([(GenerateStage, generate_cfg(cfg))])
     ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), GenerateStage,
                    generate_cfg(cfg))
     failures = []

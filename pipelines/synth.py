@@ -130,10 +130,11 @@ def _plan(table: pa.Table, cfg: dict, selected: pa.Array, done: pa.Array) -> pa.
 def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: pa.Array) -> None:
     import ray
 
-    from pipelines.ray_stages import add_stage
+    from pipelines.ray_stages import add_stage, check_cpu_budget
     from pipelines.sink import CurationSink
 
     pcfg = planner_cfg(cfg)
+    check_cpu_budget(chain(cfg), extra=0.25 if Planner(pcfg).needs_model else 0.0)
     # light CPU requests for the glue: the model pools hold most of a small machine's slots
     ds = ray.data.read_parquet(files, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
     # a few sources per block: each expands into prompts x seeds jobs that carry its image

@@ -372,3 +372,11 @@ def test_generation_rejects_faceless_sources_and_quarantines_corrupt_ones(tiny):
     assert (by["cat"]["status"], by["cat"]["reason"]) == ("rejected", "source_no_face")
     assert (by["broken"]["status"], by["broken"]["reason"]) == ("quarantined", "generate_error")
     assert by["broken"]["error"]
+
+
+def test_pools_that_would_starve_ray_data_are_refused(ray_local, tiny, spss_dir, tmp_path):
+    from pipelines.synth import run_synth
+
+    cfg = synth_cfg(tiny, id_filter={"resources": {"num_cpus": 1.0}})  # 0.5 + 1.0 of 2 CPUs: no slot left to read
+    with pytest.raises(ValueError, match="Ray Data needs one more"):
+        run_synth(spss_dir, tmp_path / "o", cfg, log=lambda m: None)
