@@ -32,7 +32,7 @@ from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED, SPSS_SCHEMA
 from curation.registry import stage_class
 from curation.sources import SourceError, make_source
 from pipelines.config import fingerprint, merge
-from pipelines.sink import conform, content_name, drop_images, write_atomic
+from pipelines.sink import conform, content_name, drop_images, set_status, write_atomic
 
 
 class ConfigMismatch(Exception):
@@ -240,14 +240,6 @@ def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, s
             keep = set_status(t.filter(pc.invert(is_dup)), KEPT)
             write_atomic(conform(keep, schema), kept_path)
         Path(f).unlink()
-
-
-def set_status(t: pa.Table, status: str, reason: str | None = None) -> pa.Table:
-    n = t.num_rows
-    t = t.set_column(t.schema.get_field_index("status"), "status", pa.array([status] * n, pa.string()))
-    if reason is not None:
-        t = t.set_column(t.schema.get_field_index("reason"), "reason", pa.array([reason] * n, pa.string()))
-    return t
 
 
 def count_unaccounted(expected_ids, written_ids) -> int:

@@ -40,6 +40,15 @@ def conform(table: pa.Table, schema: pa.Schema = SPSS_SCHEMA) -> pa.Table:
     return table.select([f.name for f in schema]).cast(schema)
 
 
+def set_status(t: pa.Table, status: str, reason: str | None = None) -> pa.Table:
+    """Every row's ``status`` (and ``reason``, when given), the columns' fields kept as they are."""
+    for name, value in (("status", status), ("reason", reason)):
+        if value is not None:
+            i = t.schema.get_field_index(name)
+            t = t.set_column(i, t.schema.field(i), pa.array([value] * t.num_rows, pa.string()))
+    return t
+
+
 def drop_images(table: pa.Table, column: str = "image") -> pa.Table:
     return table.set_column(table.schema.get_field_index(column), column, pa.nulls(table.num_rows, pa.binary()))
 
@@ -67,8 +76,7 @@ class CurationSink(Datasink):
         live = pc.equal(table["status"], ALIVE)
         good, bad = table.filter(live), table.filter(pc.invert(live))
         if good.num_rows and self.alive_status != ALIVE:
-            good = good.set_column(good.schema.get_field_index("status"), pa.field("status", pa.string(), False),
-                                   pa.array([self.alive_status] * good.num_rows, pa.string()))
+            good = set_status(good, self.alive_status)
         if good.num_rows:
             write_atomic(good, self.candidates_dir / content_name(good, key=self.key))
         if bad.num_rows:
