@@ -94,10 +94,12 @@ def plan_items(identities: list[Identity], prompts, cfg: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------- generation ---
-def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path, log=print) -> list[dict]:
+def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path, ray_address: str | None = None,
+             log=print) -> list[dict]:
     """Generate the items whose image is missing, on a Ray Data pool of InfU actors; returns the failures."""
     import ray
 
+    from pipelines.ray_runtime import init_ray
     from pipelines.ray_stages import add_stage, check_cpu_budget
     from pipelines.synth import generate_cfg
     from synth.generate import GenerateStage
@@ -106,6 +108,7 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
     todo = [it for it in items if not (out / it["image"]).is_file()]
     if not todo:
         return []
+    init_ray(ray_address, cfg)
     log(f"eval: generating {len(todo)} of {len(items)} images")
     refs = {i.name: i.reference.read_bytes() for i in identities}
     rows = [{"pair_id": it["image"], "source_id": it["identity"], "prompt": it["prompt"], "seed": it["seed"],
@@ -149,43 +152,45 @@ class Scorers:
             except ScorerMissing as e:
                 self.reports[name] = {"ran": False, "note": str(e)}
 
-    def embedding(self, path: Path) -> np.ndarray | None:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
+    def embedding(self, image: Image.Image) -> np.ndarray | None:
+        rgb = np.asarray(image.convert("RGB"))
         faces = self.faces.detect(rgb)
         return self.faces.embed(rgb, faces[0]) if faces else None
 
+    def face_scores(self, row: dict, emb: np.ndarray | None, ref: np.ndarray | None, held: list) -> None:
+        row["face_found"] = emb is not None
+        row["id_similarity"] = row["id_loss"] = row["copy_paste"] = None
+        if emb is not None and ref is not None:
+            row["id_loss"] = float(id_loss(emb, ref)[0])
+            row["id_similarity"] = 1.0 - row["id_loss"]
+            if held:
+                row["copy_paste"] = copy_paste_index(emb, ref, held)
+        elif ref is not None:
+            row["id_loss"] = self.no_face_loss
 
-def score(items: list[dict], identities: list[Identity], cfg: dict, out: Path) -> pa.Table:
+
+def score(items: list[dict], identities: list[Identity], cfg: dict, out: Path) -> tuple[pa.Table, dict]:
+    """Per-image scores (written to OUT/scores.parquet) and what each scorer ran with."""
     sc = Scorers(cfg)
     refs, held = {}, {}
     for ident in identities:
-        refs[ident.name] = sc.embedding(ident.reference)
-        held[ident.name] = [e for e in (sc.embedding(p) for p in ident.held_out) if e is not None]
+        refs[ident.name] = sc.embedding(Image.open(ident.reference))
+        held[ident.name] = [e for e in (sc.embedding(Image.open(p)) for p in ident.held_out) if e is not None]
     sc.reports["id_loss"]["references_without_face"] = sorted(n for n, e in refs.items() if e is None)
     rows = [dict(it) for it in items if (out / it["image"]).is_file()]
-    for r in rows:
-        emb, ref = sc.embedding(out / r["image"]), refs[r["identity"]]
-        r["face_found"] = emb is not None
-        r["id_similarity"] = r["id_loss"] = r["copy_paste"] = None
-        if emb is not None and ref is not None:
-            r["id_loss"] = float(id_loss(emb, ref)[0])
-            r["id_similarity"] = 1.0 - r["id_loss"]
-            if held[r["identity"]]:
-                r["copy_paste"] = copy_paste_index(emb, ref, held[r["identity"]])
-        elif ref is not None:
-            r["id_loss"] = sc.no_face_loss
     batch = int(cfg.get("score_batch", 16))
-    for name in ("clip_score", "pick_score"):
-        for i in range(0, len(rows), batch):
-            chunk = rows[i:i + batch]
-            vals = ([None] * len(chunk) if name not in sc.clip else
-                    sc.clip[name].cosine([Image.open(out / r["image"]) for r in chunk], [r["prompt"] for r in chunk]))
+    for i in range(0, len(rows), batch):
+        chunk = rows[i:i + batch]
+        images = [Image.open(out / r["image"]).convert("RGB") for r in chunk]  # decoded once for every scorer
+        for r, im in zip(chunk, images):
+            sc.face_scores(r, sc.embedding(im), refs[r["identity"]], held[r["identity"]])
+        for name in ("clip_score", "pick_score"):
+            vals = sc.clip[name].cosine(images, [r["prompt"] for r in chunk]) if name in sc.clip else [None] * len(chunk)
             for r, v in zip(chunk, vals):
                 r[name] = None if v is None else float(v)
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
     pq.write_table(table, out / "scores.parquet")
-    (out / "scorers.json").write_text(json.dumps(sc.reports, indent=1))
-    return table
+    return table, sc.reports
 
 
 # ---------------------------------------------------------------- summary ---
@@ -255,14 +260,9 @@ def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=pri
     identities = load_identities(ids_dir)
     items = plan_items(identities, load_prompts(packaged_path(cfg["benchmark"])), cfg)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    from pipelines.ray_runtime import init_ray
-
-    if any(not (out / it["image"]).is_file() for it in items):
-        init_ray(ray_address, cfg)
-    failures = generate(items, identities, cfg, out, log)
-    table = score(items, identities, cfg, out)
-    summary = summarise(table, json.loads((out / "scorers.json").read_text()), len(items), failures,
-                        cfg.get("label") or Path(str(cfg["model"]["path"])).name)
+    failures = generate(items, identities, cfg, out, ray_address, log)
+    table, reports = score(items, identities, cfg, out)
+    summary = summarise(table, reports, len(items), failures, cfg.get("label") or Path(str(cfg["model"]["path"])).name)
     summary["elapsed_s"] = round(time.time() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(table1(summary))

@@ -55,8 +55,8 @@ def add_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg: dict) -> ray.da
 def check_cpu_budget(stages: list[tuple[type[Stage], dict]], extra: float = 0.0) -> None:
     """Refuse a job whose actor pools leave Ray Data no whole CPU: its file listing and reading
     tasks ask for one, and without it the job would wait forever instead of failing."""
-    need = extra + sum(r.num_cpus * r.concurrency for r in (cls(c).resources for cls, c in stages
-                                                             if cls.stateful and cls(c).enabled))
+    pools = [cls(c) for cls, c in stages if cls.stateful]
+    need = extra + sum(p.resources.num_cpus * p.resources.concurrency for p in pools if p.enabled)
     total = ray.cluster_resources().get("CPU", 0.0)
     if need + 1 > total:
         raise ValueError(f"the actor pools ask for {need:g} of the cluster's {total:g} CPUs; Ray Data needs one more "

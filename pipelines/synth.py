@@ -24,7 +24,8 @@ from pipelines.curate import Layout, SourceSpec, _files, count_unaccounted, dedu
 from synth.face_swap import FaceSwapStage
 from synth.generate import GenerateStage
 from synth.id_filter import IDFilterStage
-from synth.plan import Planner
+from synth.plan import Planner, needs_model
+from synth.prompts import load_prompts
 from synth.postprocess import PostprocessStage
 from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, derived_seed
 
@@ -87,9 +88,9 @@ def select_sources(files: list[str], sel: dict, seed: int) -> pa.Array:
 def expected_pairs(files: list[str], selected: pa.Array, cfg: dict) -> pa.Table | None:
     """(pair_id, source_id) of every pair the plan holds, when it can be known without models
     (no gender classifier)."""
-    planner = Planner(planner_cfg(cfg))
-    if planner.needs_model:
+    if needs_model(cfg):
         return None
+    planner = Planner(planner_cfg(cfg))
     t = read_column(files, ["id", "source", "identity", "gender"])
     t = t.filter(pc.is_in(t["id"], value_set=selected))
     jobs = planner.expand(t.to_pylist())
@@ -113,8 +114,8 @@ def pending_work(selected: pa.Array, expected: pa.Table | None, done: pa.Array) 
 class PlanActor:
     """``map_batches`` callable: SPSS rows of selected sources -> their pending jobs."""
 
-    def __init__(self, cfg: dict, selected: pa.Array, done: pa.Array):
-        self.planner = Planner(cfg)
+    def __init__(self, cfg: dict, prompts: list, selected: pa.Array, done: pa.Array):
+        self.planner = Planner(cfg, prompts)
         self.planner.setup()
         self.selected, self.done = selected, frozenset(done.to_pylist())
 
@@ -123,8 +124,8 @@ class PlanActor:
         return pa.Table.from_pylist(self.planner.expand(table.to_pylist(), self.done), schema=SYNTH_ROW_SCHEMA)
 
 
-def _plan(table: pa.Table, cfg: dict, selected: pa.Array, done: pa.Array) -> pa.Table:
-    return PlanActor(cfg, selected, done)(table)
+def _plan(table: pa.Table, cfg: dict, prompts: list, selected: pa.Array, done: pa.Array) -> pa.Table:
+    return PlanActor(cfg, prompts, selected, done)(table)
 
 
 def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: pa.Array) -> None:
@@ -134,16 +135,17 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
     from pipelines.sink import CurationSink
 
     pcfg = planner_cfg(cfg)
-    check_cpu_budget(chain(cfg), extra=0.25 if Planner(pcfg).needs_model else 0.0)
+    prompts = load_prompts(pcfg["prompts_file"])  # read once, handed to every planning task
+    check_cpu_budget(chain(cfg), extra=0.25 if needs_model(pcfg) else 0.0)
     # light CPU requests for the glue: the model pools hold most of a small machine's slots
     ds = ray.data.read_parquet(files, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
     # a few sources per block: each expands into prompts x seeds jobs that carry its image
     ds = ds.repartition(target_num_rows_per_block=4)
-    if Planner(pcfg).needs_model:  # a gender classifier: load it once
-        ds = ds.map_batches(PlanActor, fn_constructor_args=(pcfg, selected, done), batch_format="pyarrow",
+    if needs_model(pcfg):  # a gender classifier: load it once
+        ds = ds.map_batches(PlanActor, fn_constructor_args=(pcfg, prompts, selected, done), batch_format="pyarrow",
                             batch_size=4, num_cpus=0.25, compute=ray.data.ActorPoolStrategy(size=1))
     else:
-        ds = ds.map_batches(_plan, fn_kwargs={"cfg": pcfg, "selected": selected, "done": done},
+        ds = ds.map_batches(_plan, fn_kwargs={"cfg": pcfg, "prompts": prompts, "selected": selected, "done": done},
                             batch_format="pyarrow", batch_size=4, num_cpus=0.25)
     for cls, c in chain(cfg):
         if cls(c).enabled:
@@ -192,8 +194,8 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 # ------------------------------------------------------------------ stats ---
 def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg: dict, elapsed: float) -> dict:
     cols = ["pair_id", "source_id", "status", "reason", "gender_from", "id_similarity", "id_distance"]
-    out = pa.concat_tables([read_column(_files(d), cols).cast(SPMS_SCHEMA.empty_table().select(cols).schema)
-                            for d in (lay.kept, lay.rejected)])
+    schema = pa.schema([SPMS_SCHEMA.field(c) for c in cols])  # also types an empty read
+    out = pa.concat_tables([read_column(_files(d), cols).cast(schema) for d in (lay.kept, lay.rejected)])
     status, reasons = out["status"].to_pylist(), out["reason"].to_pylist()
     by_reason: dict[str, int] = {}
     for s, r in zip(status, reasons):

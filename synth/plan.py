@@ -10,24 +10,26 @@ from __future__ import annotations
 
 from curation.records import ALIVE, quarantine, reject
 from synth.gender import make_gender_classifier, resolve_gender
-from synth.prompts import choose, load_prompts
+from synth.prompts import Prompt, choose, load_prompts
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, derived_seed, pair_id
+
+
+def needs_model(cfg: dict) -> bool:
+    """Whether planning runs a gender classifier (then the plan is only known by running it)."""
+    return (cfg.get("gender") or {}).get("backend", "none") not in (None, "none")
 
 
 class Planner:
     reasons = ("no_fitting_prompts",)
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, prompts: list[Prompt] | None = None):
+        """``prompts``: the bank already loaded (else read from ``cfg["prompts_file"]``)."""
         self.cfg = cfg
-        self.prompts = load_prompts(cfg["prompts_file"])
+        self.prompts = prompts if prompts is not None else load_prompts(cfg["prompts_file"])
         self.k = cfg.get("prompts_per_source")
         self.seeds = int(cfg.get("seeds_per_prompt", 1))
         self.seed = int(cfg.get("seed", 0))
         self.classifier = None
-
-    @property
-    def needs_model(self) -> bool:
-        return (self.cfg.get("gender") or {}).get("backend", "none") not in (None, "none")
 
     def setup(self) -> None:
         self.classifier = make_gender_classifier(self.cfg.get("gender"))
