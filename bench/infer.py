@@ -26,7 +26,9 @@ from diffusers import FluxTransformer2DModel  # noqa: E402
 from infu_model.infusenet import build_infusenet, in_window, infusenet_residuals  # noqa: E402
 
 
-def models(full: bool, device, dtype):
+def models(full: bool, device, dtype, trainable_dtype=None):
+    """(base transformer, InfuseNet, config): random weights built directly on ``device`` in their
+    dtypes (``trainable_dtype`` for InfuseNet, default ``dtype``), never a float32 copy of the base."""
     if full:
         cfg = dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
                    joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64, guidance_embeds=True,
@@ -35,11 +37,15 @@ def models(full: bool, device, dtype):
         cfg = dict(num_layers=19, num_single_layers=38, attention_head_dim=16, num_attention_heads=4,
                    joint_attention_dim=64, pooled_projection_dim=64, in_channels=64, guidance_embeds=True,
                    axes_dims_rope=[4, 6, 6])
-    with torch.device(device):
-        base = FluxTransformer2DModel(**cfg).eval()
-        base = base.to(dtype) if dtype != torch.float32 else base
-        net = build_infusenet(base, copy_weights=False).eval()
-        net = net.to(dtype) if dtype != torch.float32 else net
+    default = torch.get_default_dtype()
+    try:
+        with torch.device(device):
+            torch.set_default_dtype(dtype)
+            base = FluxTransformer2DModel(**cfg).eval()
+            torch.set_default_dtype(trainable_dtype or dtype)
+            net = build_infusenet(base, copy_weights=False).eval()
+    finally:
+        torch.set_default_dtype(default)
     return base, net, cfg
 
 

@@ -1,16 +1,24 @@
 """Per-sample preparation for InfU training, as plain functions over SPSS/SPMS
 record fields (no Ray, no I/O): caption sampling by source weight, aspect-ratio
 bucket batching, resize-and-crop to the bucket with the keypoints carried along,
-and the keypoint control image (black with a configured probability, since
-inference allows no control).
+the keypoint control image (black with a configured probability, since inference
+allows no control), and the per-sample random generators.
+
+Every random draw of a sample (caption choice, empty-prompt and black-control
+dropout, VAE posterior noise, t, the flow noise) comes from generators keyed by
+(seed, the sample's position in the global batch sequence, its id): the same
+sample gets the same draws whichever worker trains it and however many there are.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import random
 from collections import defaultdict
 from typing import Iterable, Iterator
 
 import numpy as np
+import torch
 from PIL import Image
 
 from infu_model.control import black_control, draw_kps
@@ -71,3 +79,54 @@ def control_for(target: tuple[int, int], kps, black_prob: float, rng: random.Ran
     if kps is None or rng.random() < black_prob:
         return black_control(target)
     return draw_kps(target, kps)
+
+
+class Skip(Exception):
+    """A record that cannot be trained on; the message is its reason code."""
+
+
+def sample_rngs(seed: int, position: int, sample_id: str) -> tuple[random.Random, torch.Generator]:
+    """(Python, torch) generators for one sample, keyed by the run seed, the global index of the
+    micro-batch it is trained in and its id: nothing about the worker that runs it."""
+    key = int.from_bytes(hashlib.sha256(f"{seed}|{position}|{sample_id}".encode()).digest()[:8], "little") >> 1
+    return random.Random(key), torch.Generator().manual_seed(key)
+
+
+def bucket_size(bucket: str, max_side: int | None, multiple: int) -> tuple[int, int]:
+    """A bucket's training size ``(w, h)``, scaled down to ``max_side`` on multiples of ``multiple``."""
+    w, h = (int(x) for x in bucket.split("x"))
+    if max_side and max(w, h) > max_side:
+        s = max_side / max(w, h)
+        w, h = max(multiple, round(w * s / multiple) * multiple), max(multiple, round(h * s / multiple) * multiple)
+    return w, h
+
+
+def prepare(row: dict, data: dict, emb_dim: int, size, rng: random.Random) -> dict:
+    """A training sample from an SPSS/SPMS row: target image and control at ``size``, a caption,
+    the identity embedding; raises ``Skip`` with the reason when the row cannot be used."""
+    emb = row.get(data["embedding_column"])
+    if emb is None:
+        raise Skip("missing_embedding")
+    if len(emb) != emb_dim:
+        raise Skip("embedding_dim")
+    if data.get("embedding_backend") and row.get("id_backend") not in (None, data["embedding_backend"]):
+        raise Skip("embedding_backend")
+    try:
+        img = Image.open(io.BytesIO(row[data["image_column"]]))
+        img.load()
+    except Exception:  # noqa: BLE001 - any undecodable bytes are a skip reason, not a crash
+        raise Skip("decode_error") from None
+    img, kps = to_bucket(img, size, row.get(data["kps_column"]))
+    control = control_for(size, kps, float(data["black_control_prob"]), rng)
+    return {"image": img, "control": control, "black": kps is None or not np.asarray(control).any(),
+            "caption": sample_caption(row.get("captions"), data["caption_weights"], float(data["caption_dropout"]), rng),
+            "emb": torch.tensor(emb, dtype=torch.float32), "id": row[data.get("id_column", "id")], "size": size,
+            "file": row.get("_file"), "weight": 1.0}
+
+
+def stand_in(size, emb_dim: int) -> dict:
+    """What an unusable row is replaced by: a black sample with loss weight 0, so that every worker
+    runs the same number of forward and backward passes (DDP and FSDP communicate in them)."""
+    black = black_control(size)
+    return {"image": black, "control": black, "black": True, "caption": "", "emb": torch.zeros(emb_dim),
+            "id": "", "size": size, "file": None, "weight": 0.0}

@@ -151,13 +151,15 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
 @click.option("--export-published", is_flag=True,
               help="Also write the final weights in the published infu_flux_v1.0 layout (OUT/published/).")
 @click.option("--build-cache", is_flag=True,
-              help="First store the frozen encoders' outputs (text embeddings; VAE latents with cache.latents) "
-                   "and train with them.")
+              help="First store the frozen encoders' outputs (text embeddings; VAE latents with cache.latents), "
+                   "one shard per training Parquet file, then train with them (the text encoders stay on the CPU).")
 def train(config_path, ray_address, export_published, build_cache) -> None:
     """Train InfuseNet + projection (flow matching, frozen FLUX) on Ray Train.
 
-    Rerunning the same command resumes from the latest checkpoint in the output folder;
-    OUT/final loads directly in `infu generate --infu OUT/final`."""
+    ray.num_workers workers (use_gpu: one per GPU) train one model, FSDP-sharded by
+    default (ray.fsdp); model.dtype, model.gradient_checkpointing and train.optimizer set
+    precision and memory. Rerunning the same command resumes from the latest checkpoint in
+    the output folder; OUT/final loads directly in `infu generate --infu OUT/final`."""
     import yaml
 
     from pipelines.train import build_cache as build

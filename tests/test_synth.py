@@ -159,7 +159,7 @@ def test_kept_pairs_are_stage2_training_samples():
     """What synth writes is what stage-2 training reads (target, its keypoints, source identity, prompt)."""
     from curation.stage import run_stage
     from pipelines.sink import conform
-    from pipelines.train import prepare
+    from infu_model.train_data import prepare
     from synth.id_filter import IDFilterStage
 
     source = spss_row(samples.grace_hopper(), "g.png")

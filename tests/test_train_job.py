@@ -1,6 +1,11 @@
-"""`infu train` on the tiny model: resume is exact, bad records are skipped and counted,
-the checkpoint loads in inference, Ray Train runs it."""
+"""`infu train` on the tiny model: resume is exact (also after kill -9 and on another number of
+workers), bad records are skipped and counted, the checkpoint loads in inference, several
+workers train one model (DDP and FSDP over gloo) and take the same steps as one worker."""
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +18,20 @@ from infu_model.pipeline import InfUPipeline
 from infu_model.tiny import make_tiny
 from pipelines.config import load_config, merge
 from pipelines.train import train_loop
+
+KILL_DURING_SECOND_SAVE = """
+import json, os, signal, sys
+from infu_model.projection import ProjectionNetwork
+save, calls = ProjectionNetwork.save_pretrained, []
+def save_then_die(self, *a, **k):
+    calls.append(1)
+    if len(calls) == 2:  # the second checkpoint: InfuseNet is written, the projection never will be
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(self, *a, **k)
+ProjectionNetwork.save_pretrained = save_then_die
+from pipelines.train import train_loop
+train_loop(json.loads(sys.argv[1]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -42,25 +61,56 @@ def spss(tmp_path_factory):
     return d
 
 
-def _cfg(tiny, spss, out, steps, loader="ray", **train):
+def _cfg(tiny, spss, out, steps, loader="ray", ray=None, model=None, **train):
     return merge(load_config("stage1"), {
-        "model": {"base": str(tiny["base"]), "embedding_dim": 128, "dtype": "float32"},
+        "model": {"base": str(tiny["base"]), "embedding_dim": 128, "dtype": "float32",
+                  "projection": {"dim": 32, "depth": 1, "dim_head": 8, "heads": 4, "ff_mult": 2}, **(model or {})},
         "data": {"parquet": str(spss), "max_side": 32, "max_sequence_length": 16, "black_control_prob": 0.5,
                  "loader": loader, "shuffle_buffer": 4},
         "train": {"lr": 1e-3, "global_batch_size": 2, "micro_batch_size": 1, "max_steps": steps, "warmup_steps": 1,
                   "checkpoint_every": 3, "log_every": 1, **train},
-        "output": str(out)})
+        "ray": ray or {}, "output": str(out)})
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return {f"{part}.{k}": v for part in ("infusenet", "image_proj") for k, v in
+            load_file(next((Path(folder) / part).glob("*.safetensors"))).items()}
+
+
+def _relative_gap(a: dict, b: dict, per_tensor: bool = False) -> float:
+    """|a - b| / |a| over all the weights (or the largest per tensor: small, zero-initialised
+    tensors such as controlnet_x_embedder show float reduction order most)."""
+    import torch
+
+    assert a.keys() == b.keys()
+    if per_tensor:
+        return max(float((a[k] - b[k]).norm() / a[k].norm().clamp(min=1e-12)) for k in a)
+    va, vb = (torch.cat([w[k].flatten().double() for k in sorted(a)]) for w in (a, b))
+    return float((va - vb).norm() / va.norm())
 
 
 @pytest.mark.parametrize("loader", ["ray", "plan"])
 def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_path, ray_local, loader):
-    full = train_loop(_cfg(tiny, spss, tmp_path / "full", 6, loader))
-    train_loop(_cfg(tiny, spss, tmp_path / "cut", 3, loader))  # "crash" after the step-3 checkpoint
-    resumed = train_loop(_cfg(tiny, spss, tmp_path / "cut", 6, loader))
-    assert resumed["losses"] == full["losses"][3:], "the loss sequence after resume equals the uninterrupted run"
+    full = train_loop(_cfg(tiny, spss, tmp_path / "full", 4, loader, checkpoint_every=2))
+    if loader == "ray":  # stop after the step-2 checkpoint
+        train_loop(_cfg(tiny, spss, tmp_path / "cut", 2, loader, checkpoint_every=2))
+    else:  # kill -9 in the middle of writing the step-4 checkpoint
+        cut = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_SAVE,
+                              json.dumps(_cfg(tiny, spss, tmp_path / "cut", 4, loader, checkpoint_every=2))],
+                             capture_output=True)
+        assert cut.returncode == -signal.SIGKILL, cut.stderr.decode()[-2000:]
+        assert [p.name for p in sorted((tmp_path / "cut" / "checkpoints").iterdir())] == \
+            ["step-00000002", "step-00000004.tmp"], "the half-written checkpoint is not the latest"
+    resumed = train_loop(_cfg(tiny, spss, tmp_path / "cut", 4, loader, checkpoint_every=2))
+    assert resumed["losses"] == full["losses"][2:], "the loss sequence after resume equals the uninterrupted run"
+    assert _relative_gap(_weights(tmp_path / "full" / "final"), _weights(tmp_path / "cut" / "final")) == 0
+    assert not list((tmp_path / "cut" / "checkpoints").glob("*.tmp"))
     assert full["skipped"].get("missing_embedding", 0) >= 1 and full["skipped"].get("decode_error", 0) >= 1
-    log = [json.loads(ln) for ln in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(1, 7)) and all(r["samples_per_s"] > 0 for r in log)
+    for run in ("full", "cut"):
+        log = [json.loads(ln) for ln in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == list(range(1, 5)) and all(r["samples_per_s"] > 0 for r in log)
     assert (tmp_path / "full" / "loss_curve.png").exists() and (tmp_path / "full" / "train_log.csv").exists()
     pipe = InfUPipeline.from_pretrained(tiny["base"], tmp_path / "full" / "final", face_analyzer={"backend": "dlib"})
     img = pipe(samples.astronaut(), prompt="a portrait", width=32, height=32, num_inference_steps=2, output_type="np",
@@ -68,12 +118,112 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
     assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
 
 
-def test_ray_train_runs_the_loop(tiny, spss, tmp_path, ray_local):
+def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(tiny, spss, tmp_path, ray_local):
+    """`infu train` with ray.num_workers 2 (FSDP over gloo) against one worker accumulating the same
+    global batch: the same weights; the 2-worker checkpoint then resumes on one worker."""
     from pipelines.train import run_train
 
-    res = run_train(_cfg(tiny, spss, tmp_path / "ray", 2))
+    kw = dict(loader="plan", global_batch_size=4, lr=1e-3, checkpoint_every=2)
+    one = train_loop(_cfg(tiny, spss, tmp_path / "one", 4, **kw))
+    res = run_train(_cfg(tiny, spss, tmp_path / "two", 2, ray={"num_workers": 2, "fsdp": True}, **kw))
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
-    assert (tmp_path / "ray" / "final" / "infusenet" / "config.json").exists()
+    log = [json.loads(ln) for ln in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["workers"] for r in log] == [2, 2]
+    assert [r["loss"] for r in log] == pytest.approx(one["losses"][:2], rel=1e-5), "loss averaged over workers"
+    resumed = train_loop(_cfg(tiny, spss, tmp_path / "two", 4, **kw))  # the FSDP checkpoint, on one worker
+    assert resumed["losses"] == pytest.approx(one["losses"][2:], rel=1e-5)
+    ones, twos = _weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final")
+    assert _relative_gap(ones, twos) < 1e-5 and _relative_gap(ones, twos, per_tensor=True) < 1e-4
+    start = _weights(tmp_path / "two" / "checkpoints" / "step-00000002")
+    assert _relative_gap(ones, start) > 1e-4, "the weights moved: the comparison is not vacuous"
+    pipe = InfUPipeline.from_pretrained(tiny["base"], tmp_path / "two" / "checkpoints" / "step-00000002",
+                                        face_analyzer={"backend": "dlib"})  # what FSDP saved is a plain model
+    assert pipe.infusenet.controlnet_blocks[0].weight.shape == ones["infusenet.controlnet_blocks.0.weight"].shape
+
+
+def _two_workers(rank, cfgs, store, out):
+    """One process of a 2-worker gloo group: runs each config in turn, saves its weights after the first."""
+    import torch
+    import torch.distributed as dist
+
+    from pipelines.train import Trainer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    for k, cfg in enumerate(cfgs):
+        trainer = Trainer(cfg)
+        trainer.run()
+        if k == 0:
+            torch.save({n: v.detach().clone() for n, v in trainer.model.module.state_dict().items()},
+                       f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ddp_workers_hold_one_model_and_fsdp_resumes_it(tiny, spss, tmp_path):
+    """Two DDP workers (gloo) hold identical weights; their checkpoint resumes under FSDP on two
+    workers (optimizer state sent from worker 0) and ends where one worker alone does."""
+    import torch
+    import torch.multiprocessing as mp
+
+    kw = dict(loader="plan", global_batch_size=4)
+    ddp = _cfg(tiny, spss, tmp_path / "two", 2, ray={"fsdp": False}, **kw)
+    fsdp = _cfg(tiny, spss, tmp_path / "two", 4, ray={"fsdp": True}, **kw)
+    mp.spawn(_two_workers, args=([ddp, fsdp], str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a), "both ranks hold the same weights after training"
+    saved = _weights(tmp_path / "two" / "checkpoints" / "step-00000002")
+    assert saved.keys() == a.keys() and all(torch.equal(a[k], v) for k, v in saved.items())
+    train_loop(_cfg(tiny, spss, tmp_path / "one", 4, **kw))
+    assert _relative_gap(_weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final")) < 1e-5
+
+
+def test_plan_gives_every_worker_its_share_of_the_same_global_batches(spss):
+    from pipelines.train import batch_plan
+
+    files = [str(spss / "kept" / "part-0.parquet")]
+
+    def ids(it, n):
+        return [[r["id"] for r in next(it)] for _ in range(n)]
+
+    one = ids(batch_plan(files, ["id", "bucket"], 1, seed=3, per_step=4), 8)
+    two = [ids(batch_plan(files, ["id", "bucket"], 1, seed=3, rank=r, world=2, per_step=4), 4) for r in (0, 1)]
+    for step in range(2):  # step s: micro-batches 4s..4s+3; worker 0 trains the first two, worker 1 the others
+        assert one[4 * step:4 * step + 4] == two[0][2 * step:2 * step + 2] + two[1][2 * step:2 * step + 2]
+    resumed = ids(batch_plan(files, ["id", "bucket"], 1, seed=3, rank=1, world=2, per_step=4, skip=2), 2)
+    assert resumed == two[1][2:]
+    with pytest.raises(ValueError, match="cannot be shared"):
+        next(batch_plan(files, ["id"], 1, seed=3, world=3, per_step=4))
+
+
+def test_bf16_base_with_8bit_adam_and_full_checkpointing_trains_on_cpu(tiny, spss, tmp_path):
+    """The memory options together: bf16 frozen base, fp32 trainables under autocast, 8-bit AdamW
+    states, gradient checkpointing of InfuseNet and the base."""
+    import torch
+
+    from pipelines.train import Trainer
+
+    cfg = _cfg(tiny, spss, tmp_path / "small", 2, loader="plan", optimizer="adamw_8bit",
+               model={"dtype": "bfloat16", "gradient_checkpointing": "all"})
+    trainer = Trainer(cfg)
+    res = trainer.run()
+    assert np.isfinite(res["losses"]).all()
+    assert trainer.base.transformer.dtype == torch.bfloat16 and trainer.base.vae.dtype == torch.bfloat16
+    params = list(trainer.model.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    # bitsandbytes keeps tensors under 4096 elements in 32 bits: the large ones are 8-bit
+    assert {s["state1"].dtype for s in trainer.opt.state.values()} == {torch.uint8, torch.float32}
+    again = train_loop(merge(cfg, {"train": {"max_steps": 3}}))  # resumes from the 8-bit state
+    assert again["step"] == 3 and np.isfinite(again["losses"]).all()
+
+
+def test_uneven_global_batch_and_busy_cpus_are_clear_errors(tiny, spss, tmp_path, ray_local):
+    from pipelines.train.launch import check_cpus
+    from pipelines.train.loop import batch_shape
+
+    with pytest.raises(ValueError, match="multiple of the 2 worker"):
+        batch_shape({"micro_batch_size": 1, "global_batch_size": 3}, 2)
+    with pytest.raises(ValueError, match="leave none"):
+        check_cpus({"num_workers": 2, "cpus_per_worker": 1}, "ray")
 
 
 def test_ray_loader_streams_every_row_once_per_epoch_in_a_seeded_order(spss, tmp_path, ray_local):
@@ -111,7 +261,9 @@ def test_encoder_cache_gives_the_same_losses_without_running_the_encoders(tiny, 
                 {"cache": {"enabled": True, "latents": True, "dir": str(tmp_path / "cache")}})
     counts = build_cache(cfg)
     assert counts["texts"] == 9 and counts["rows"] == 6 and counts["skipped_missing_embedding"] == 1
-    assert list((tmp_path / "cache" / "text").glob("*.safetensors"))
+    shards = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert shards == ["_shared.safetensors", "cache.json", "part-0.safetensors"], "one shard per Parquet file"
+    assert build_cache(cfg)["shards_kept"] == 1, "a built shard is not built again"
 
     def no_encoder(*a, **k):
         raise AssertionError("the text encoders ran although their outputs are cached")

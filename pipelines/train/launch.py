@@ -1,0 +1,60 @@
+"""``run_train``: the training loop on Ray Train's ``TorchTrainer``, one worker per GPU (or CPU
+worker), on the embedded Ray or a cluster."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pipelines.train.loop import train_loop
+
+
+def absolute_paths(cfg: dict) -> dict:
+    """Ray Train workers do not share the caller's working directory: every path made absolute."""
+    def absolute(p):
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    return {**cfg, "output": absolute(cfg["output"]),
+            "model": {**cfg["model"], "base": absolute(cfg["model"].get("base")), "init": absolute(cfg["model"].get("init"))},
+            "data": {**cfg["data"], "parquet": absolute(cfg["data"].get("parquet"))},
+            "cache": {**(cfg.get("cache") or {}), "dir": absolute((cfg.get("cache") or {}).get("dir"))}}
+
+
+def check_cpus(r: dict, loader: str) -> None:
+    """CPU workers that take every CPU leave none for the ray loader's read tasks: the job would wait forever."""
+    import ray
+
+    if r.get("use_gpu") or loader != "ray":
+        return
+    have = ray.cluster_resources().get("CPU", 0)
+    need = int(r.get("num_workers", 1)) * float(r.get("cpus_per_worker", 1))
+    if need + 0.25 > have:
+        raise ValueError(f"ray: {r.get('num_workers', 1)} workers x {r.get('cpus_per_worker', 1)} CPUs leave none of "
+                         f"the cluster's {have:g} CPUs for the ray loader's reads: lower ray.cpus_per_worker or "
+                         f"num_workers, or use data.loader: plan")
+
+
+def run_train(cfg: dict, ray_address: str | None = None) -> dict:
+    """Launch ``train_loop`` on every worker (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_runtime import init_ray
+
+    init_ray(ray_address, {"ray": {}, "progress": False})
+    r = cfg["ray"]
+    check_cpus(r, cfg["data"].get("loader", "ray"))
+    cfg = absolute_paths(cfg)
+    out = Path(cfg["output"])
+    per_worker = {"CPU": float(r.get("cpus_per_worker", 1))}
+    if r.get("use_gpu"):
+        per_worker["GPU"] = 1
+    trainer = TorchTrainer(train_loop, train_loop_config=cfg,
+                           scaling_config=ScalingConfig(num_workers=int(r.get("num_workers", 1)),
+                                                        use_gpu=bool(r.get("use_gpu", False)),
+                                                        resources_per_worker=per_worker),
+                           run_config=RunConfig(name="infu-train", storage_path=str(out / "ray")))
+    trainer.fit()
+    recs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    return {"steps": recs[-1]["step"] if recs else 0, "final_loss": recs[-1]["loss"] if recs else math.nan,
+            "skipped": recs[-1]["skipped"] if recs else {}, "output": str(out)}

@@ -1,0 +1,125 @@
+"""Training data loaders: endless micro-batches of Parquet rows, one aspect-ratio bucket each.
+
+Both are pure functions of the seed, so a resumed run streams the same batches and passes
+over the ones already trained on (``skip``: this worker's micro-batches, read but not
+prepared). Every row carries ``_file``, the stem of the Parquet file it came from (the
+encoder cache is sharded by it).
+
+- ``batch_plan`` (``data.loader: plan``): a global per-epoch shuffle of row references, cut
+  into micro-batches in one global sequence; each optimizer step takes the next
+  ``per_step`` of them and worker r trains its contiguous share. The global batch does not
+  depend on the number of workers: N workers take the same optimizer steps as one worker
+  accumulating the same global batch. Random access: right for one machine's worth of data.
+- ``stream_batches`` (``data.loader: ray``): Ray Data streams this worker's files (a seeded
+  file order dealt out by rank) through a seeded local shuffle buffer; sequential reads and
+  bounded memory however large the data, but which rows meet in a global batch depends on
+  the number of workers.
+"""
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from infu_model.train_data import bucket_batches
+
+
+def parquet_files(path: str | Path) -> list[str]:
+    p = Path(path)
+    files = sorted(str(f) for f in (p / "kept").glob("*.parquet")) or sorted(str(f) for f in p.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no training Parquet under {p}")
+    return files
+
+
+def row_index(files: list[str]) -> list[tuple[int, int, str]]:
+    """(file, row, bucket) for every row: the only columns the batch plan needs."""
+    out = []
+    for fi, f in enumerate(files):
+        for ri, b in enumerate(pq.read_table(f, columns=["bucket"])["bucket"].to_pylist()):
+            out.append((fi, ri, b or ""))
+    return out
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def batch_plan(files: list[str], columns: list[str], micro: int, seed: int, rank: int = 0, world: int = 1,
+               skip: int = 0, per_step: int | None = None):
+    """``loader: plan``: this worker's micro-batches of the global sequence (see the module doc).
+    ``per_step``: micro-batches per optimizer step over all workers (default ``world``)."""
+    per_step = per_step or world
+    if per_step % world:
+        raise ValueError(f"{per_step} micro-batches per step cannot be shared by {world} workers")
+    share = per_step // world
+    index, reader = row_index(files), RowReader(files, columns)
+    epoch, k, mine = 0, 0, 0
+    while True:
+        refs = ({"ref": (f, r), "bucket": b} for f, r, b in (index[i] for i in epoch_order(len(index), seed, epoch)))
+        for batch in bucket_batches(refs, micro, drop_last=True):
+            if (k % per_step) // share == rank:
+                mine += 1
+                if mine > skip:
+                    yield [reader(ref["ref"]) for ref in batch]
+            k += 1
+        epoch += 1
+
+
+def stream_batches(files: list[str], columns: list[str], micro: int, seed: int, rank: int = 0, world: int = 1,
+                   skip: int = 0, shuffle_buffer: int = 1000):
+    """``loader: ray``: this worker's micro-batches streamed by Ray Data (see the module doc)."""
+    import ray
+    from ray.data import DataContext
+
+    DataContext.get_current().execution_options.preserve_order = True
+    names = pq.read_schema(files[0]).names
+    columns = [c for c in columns if c in names]
+    epoch, k = 0, 0
+    while True:
+        order = [files[i] for i in epoch_order(len(files), seed, epoch)]
+        mine = order[rank::world] if len(order) >= world else order
+        # include_paths adds "path", the file's (it takes the place of a data column of that name)
+        ds = ray.data.read_parquet(mine, include_paths=True, num_cpus=0.25).select_columns(columns + ["path"])
+        batches = ds.iter_batches(batch_size=64, batch_format="pyarrow", local_shuffle_buffer_size=shuffle_buffer or None,
+                                  local_shuffle_seed=seed + epoch)
+        rows = (r for b in batches for r in b.to_pylist())
+        if len(order) < world:  # fewer files than workers: deal rows instead
+            rows = (r for i, r in enumerate(rows) if i % world == rank)
+        rows = ({**r, "bucket": r["bucket"] or "", "_file": Path(r.pop("path")).stem} for r in rows)
+        for batch in bucket_batches(rows, micro, drop_last=True):
+            k += 1
+            if k > skip:
+                yield batch
+        epoch += 1
+
+
+class RowReader:
+    """Reads rows by (file, row) with the last few files' tables cached."""
+
+    def __init__(self, files: list[str], columns: list[str], cache: int = 2):
+        self.files, self.columns, self.cache = files, columns, OrderedDict()
+        self.size = cache
+
+    def __call__(self, ref) -> dict:
+        f, r = ref
+        if f not in self.cache:
+            schema = pq.read_schema(self.files[f]).names
+            self.cache[f] = pq.read_table(self.files[f], columns=[c for c in self.columns if c in schema])
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(f)
+        return {**self.cache[f].slice(r, 1).to_pylist()[0], "_file": Path(self.files[f]).stem}
+
+
+def make_loader(name: str, files: list[str], columns: list[str], micro: int, seed: int, rank: int, world: int,
+                skip: int, per_step: int, shuffle_buffer: int):
+    if name == "plan":
+        return batch_plan(files, columns, micro, seed, rank, world, skip=skip, per_step=per_step)
+    if name == "ray":
+        return stream_batches(files, columns, micro, seed, rank, world, skip=skip, shuffle_buffer=shuffle_buffer)
+    raise ValueError(f"data.loader must be 'ray' or 'plan', not {name!r}")

@@ -1,0 +1,251 @@
+"""The training loop every worker runs: one optimizer step at a time over the global batch.
+
+Global batch = ``train.global_batch_size`` rows = K micro-batches of ``micro_batch_size``;
+each of the N workers trains K / N of them per step, with gradient accumulation, and the
+gradients are averaged over workers (DDP or FSDP, see ``parallel``), so the step is the
+mean loss over the global batch whatever N is. A micro-batch's global position and each
+row's id key every random draw of that row (``infu_model.train_data.sample_rngs``); an
+unusable row is replaced by a zero-weight stand-in so that all workers run the same passes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from infu_model.infusenet import build_infusenet
+from infu_model.pipeline import export_published, load_infu_weights
+from infu_model.projection import ProjectionNetwork
+from infu_model.train_data import Skip, bucket_size, prepare, sample_rngs, stand_in
+from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, flow_matching_loss, make_optimizer,
+                                 sample_t)
+from pipelines.train.cache import encode, load_base, open_cache
+from pipelines.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from pipelines.train.loaders import make_loader, parquet_files
+from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_optimizer, wrap
+
+log = logging.getLogger(__name__)
+CHECKPOINTING = {False: (), None: (), "none": (), True: ("infusenet",), "infusenet": ("infusenet",),
+                 "all": ("infusenet", "base")}
+
+
+def batch_shape(t: dict, world: int) -> tuple[int, int]:
+    """(micro-batches per optimizer step over all workers, per worker)."""
+    micro, total = int(t["micro_batch_size"]), int(t["global_batch_size"])
+    if total % micro or (total // micro) % world:
+        raise ValueError(f"train.global_batch_size {total} must be micro_batch_size {micro} x a multiple of the "
+                         f"{world} worker(s)")
+    return total // micro, total // micro // world
+
+
+def initial_trainables(cfg: dict, transformer, ckpt: Path | None):
+    """(InfuseNet, projection) in float32: the checkpoint's, ``model.init``'s, or fresh ones (the
+    paper's: InfuseNet initialised from the base's first blocks, i = 4)."""
+    m = cfg["model"]
+    if ckpt is not None:
+        net, proj, _ = load_infu_weights(ckpt)
+    elif m.get("init"):
+        net, proj, _ = load_infu_weights(m["init"], m.get("init_variant", "aes_stage2"))
+    else:
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        net = build_infusenet(transformer, int(m.get("multiplication_factor", 4)))
+        proj = ProjectionNetwork(**{"embedding_dim": int(m.get("embedding_dim", 512)),
+                                    "output_dim": transformer.config.joint_attention_dim, **(m.get("projection") or {})})
+    return net.float(), proj.float()
+
+
+class Trainer:
+    """One worker's share of a training run (see the module doc); ``run()`` trains to ``max_steps``."""
+
+    def __init__(self, cfg: dict):
+        self.cfg, t, m = cfg, cfg["train"], cfg["model"]
+        self.w = w = Workers.current(bool(cfg["ray"].get("use_gpu")))
+        self.out, self.seed = Path(cfg["output"]), int(cfg.get("seed", 0))
+        self.per_step, self.share = batch_shape(t, w.world)
+        fsdp, optimizer = bool(cfg["ray"].get("fsdp", True)) and w.world > 1, t.get("optimizer", "adamw")
+        if fsdp and optimizer == "adamw_8bit":
+            raise ValueError("train.optimizer adamw_8bit does not shard: use it with ray.fsdp: false (FSDP already "
+                             "divides the optimizer states by the number of GPUs)")
+        checkpointed = CHECKPOINTING.get(m.get("gradient_checkpointing", "none"))
+        if checkpointed is None:
+            raise ValueError(f"model.gradient_checkpointing must be none, infusenet or all, not "
+                             f"{m.get('gradient_checkpointing')!r}")
+        self.cache = open_cache(cfg, self.out)
+        # with a cache the text encoders stay on the CPU: the cache holds their outputs
+        self.base = load_base(cfg, w.device, "cpu" if self.cache.root else None)
+        ckpt = latest_checkpoint(self.out)
+        net, proj = initial_trainables(cfg, self.base.transformer, ckpt)
+        self.configs = {"infusenet": dict(net.config), "image_proj": dict(proj.config)}
+        self.emb_dim = proj.config.embedding_dim
+        for part in checkpointed:
+            enable_gradient_checkpointing(net if part == "infusenet" else self.base.transformer)
+        self.model = wrap(InfUTrainable(net, proj).train(), w, fsdp, self.base.transformer.dtype)
+        self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], optimizer, float(t["lr"]),
+                                  float(t.get("weight_decay", 0.01)))
+        from diffusers.optimization import get_scheduler
+
+        self.sched = get_scheduler("constant_with_warmup", self.opt, num_warmup_steps=int(t["warmup_steps"]))
+        self.step, self.skipped, self.losses = 0, Counter(), []
+        self.id_column, self.mult = cfg["data"].get("id_column", "id"), self.base.vae_scale_factor * 2
+        self.loader = self.data_loader(fresh_stream=self.resume(ckpt) if ckpt is not None else False)
+
+    def resume(self, ckpt: Path) -> bool:
+        """Optimizer, scheduler, step and counts from ``ckpt`` (the weights were loaded before
+        wrapping); True when the ray loader cannot continue its stream (another number of workers)."""
+        state = load_trainer_state(ckpt, self.w)
+        whole = self.w.rank == 0 or not is_sharded(self.model)
+        load_optimizer(self.model, self.opt, torch.load(ckpt / "optimizer.pt", weights_only=False) if whole else None,
+                       self.w)
+        self.sched.load_state_dict(state["scheduler"])
+        self.step, self.skipped = state["step"], Counter(state["skipped"])
+        if state["world"] != self.w.world and self.cfg["data"].get("loader", "ray") == "ray":
+            log.warning("resuming a %d-worker run on %d workers: the ray loader cannot continue the same stream "
+                        "and starts a fresh shuffle (data.loader: plan resumes exactly)", state["world"], self.w.world)
+            return True
+        return False
+
+    def data_loader(self, fresh_stream: bool):
+        """This worker's micro-batches from where the run stands (``step`` x its share per step)."""
+        data, t = self.cfg["data"], self.cfg["train"]
+        columns = [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
+                   self.id_column, "id_backend"]
+        seed, skip = (self.seed + self.step, 0) if fresh_stream else (self.seed, self.step * self.share)
+        return make_loader(data.get("loader", "ray"), parquet_files(data["parquet"]), columns,
+                           int(t["micro_batch_size"]), seed, self.w.rank, self.w.world, skip=skip,
+                           per_step=self.per_step, shuffle_buffer=int(data.get("shuffle_buffer", 1000)))
+
+    # ---------------------------------------------------------------- a step --
+    def samples(self, rows: list[dict], position: int):
+        data, out, gens = self.cfg["data"], [], []
+        size = bucket_size(rows[0]["bucket"], data.get("max_side"), self.mult)
+        for i, row in enumerate(rows):
+            rng, gen = sample_rngs(self.seed, position, str(row.get(self.id_column) or i))
+            try:
+                out.append(prepare(row, data, self.emb_dim, size, rng))
+            except Skip as e:
+                self.skipped[str(e)] += 1
+                out.append(stand_in(size, self.emb_dim))
+            gens.append(gen)
+        return out, gens
+
+    def train_step(self) -> dict:
+        t, data, dev = self.cfg["train"], self.cfg["data"], self.w.device
+        start, total, used = time.perf_counter(), torch.zeros((), device=dev), 0
+        for j in range(self.share):
+            samples, gens = self.samples(next(self.loader), self.step * self.per_step + self.w.rank * self.share + j)
+            batch = encode(self.base, samples, gens, int(data.get("max_sequence_length", 512)), dev, self.cache)
+            tt = torch.cat([sample_t(1, g, float(t["logit_mean"]), float(t["logit_std"])) for g in gens]).to(dev)
+            noise = torch.stack([torch.randn(batch.latents.shape[1:], generator=g) for g in gens]).to(dev)
+            last = j == self.share - 1
+            # DDP averages gradients in the last micro-batch's backward only
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                loss = flow_matching_loss(self.base.transformer, self.model, batch, t=tt, noise=noise,
+                                          guidance_scale=float(t["guidance_scale"])) / self.share
+                loss.backward()
+            total += loss.detach()
+            used += sum(s["weight"] > 0 for s in samples)
+        norm = clip_grad_norm(self.model, float(t["grad_clip"]))
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        loss_sum, n = self.w.sum([float(total), float(used)])
+        self.losses.append(loss_sum / self.w.world)
+        return {"step": self.step, "loss": loss_sum / self.w.world, "grad_norm": norm, "lr": self.sched.get_last_lr()[0],
+                "samples": int(n), "seconds": time.perf_counter() - start}
+
+    # ----------------------------------------------------------------- a run --
+    def run(self) -> dict:
+        t = self.cfg["train"]
+        max_steps, every, log_every = int(t["max_steps"]), int(t["checkpoint_every"]), max(1, int(t.get("log_every", 1)))
+        log_path = self.out / "train_log.jsonl"
+        if self.w.rank == 0:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            if log_path.is_file():  # a resumed run: records past its checkpoint are trained again
+                kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
+                tmp = log_path.with_name(log_path.name + ".tmp")
+                tmp.write_text("".join(ln + "\n" for ln in kept))
+                tmp.replace(log_path)
+        window = []
+        while self.step < max_steps:
+            window.append(self.train_step())
+            if self.step % log_every == 0 or self.step == max_steps:
+                self.log(window, log_path)
+                window = []
+            if self.step % every == 0 or self.step == max_steps:
+                save_checkpoint(self.out, self.step, self.model, self.opt, self.sched, self.configs, self.meta(),
+                                self.w, dict(self.skipped), int(t["keep_checkpoints"]))
+        skipped = self.total_skipped()
+        if self.w.rank == 0:
+            finish(self.out, bool(self.cfg.get("export_published")))
+        return {"step": self.step, "losses": self.losses, "skipped": skipped}
+
+    def meta(self) -> dict:
+        return {"trained_by": "infu train", "face_backend": self.cfg["model"].get("face_backend", "insightface")}
+
+    def total_skipped(self) -> dict:
+        per_worker = self.w.gather(dict(self.skipped))
+        return {k: sum(s.get(k, 0) for s in per_worker) for k in sorted(set().union(*per_worker))}
+
+    def log(self, window: list[dict], path: Path) -> None:
+        """One record per ``log_every`` steps: mean loss over workers and steps, samples/s over all workers."""
+        mem = torch.cuda.max_memory_allocated(self.w.device) / 2**30 if self.w.device.type == "cuda" else 0.0
+        peaks = self.w.gather(mem)
+        skipped = self.total_skipped()
+        if self.w.rank != 0:
+            return
+        seconds = sum(r["seconds"] for r in window)
+        rec = {"step": self.step, "loss": sum(r["loss"] for r in window) / len(window), "lr": window[-1]["lr"],
+               "grad_norm": window[-1]["grad_norm"], "samples_per_s": sum(r["samples"] for r in window) / seconds,
+               "gpu_mem_gib": max(peaks), "workers": self.w.world, "skipped": skipped}
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def train_loop(cfg: dict) -> dict:
+    """One worker's training (Ray Train runs it on every worker; a plain call is one worker)."""
+    return Trainer(cfg).run()
+
+
+def finish(out: Path, export: bool) -> None:
+    """``OUT/final`` (the last checkpoint's weights, hard-linked), the published layout if asked,
+    the CSV log and the loss curve."""
+    last = latest_checkpoint(out)
+    final = out / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(last, final, copy_function=_link, ignore=shutil.ignore_patterns("*.pt"))
+    if export:
+        net, proj, _ = load_infu_weights(final)
+        export_published(net, proj, out / "published")
+    recs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    with open(out / "train_log.csv", "w") as f:
+        f.write("step,loss,lr,grad_norm,samples_per_s,gpu_mem_gib\n")
+        for r in recs:
+            f.write(f"{r['step']},{r['loss']},{r['lr']},{r['grad_norm']},{r['samples_per_s']},{r['gpu_mem_gib']}\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in recs], [r["loss"] for r in recs])
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+
+
+def _link(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst)
