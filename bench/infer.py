@@ -1,15 +1,22 @@
-"""Denoising-step cost of InfU against the base transformer alone.
+"""End-to-end InfU inference: s/image, peak memory and the image per mode, next to plain FluxPipeline.
 
-CPU mode (default): a small-width FLUX with FLUX's real depth (19 double + 38
-single blocks) and the InfuseNet built from it (4 + 10 blocks, i = 4); prints
-the step time of base alone vs base + InfuseNet (target ratio <= 1.25), and the
-time window skipping saves over the original's compute-and-multiply-by-zero.
+Builds the real ``InfUPipeline`` from random weights (speed and memory do not depend on the
+values): --full-size = FLUX.1-dev's and InfU v1.0's shapes (T5-XXL, CLIP-L, FLUX VAE, the 12 B
+transformer, the 4 + 10-block InfuseNet, the 1280-wide projection) in bf16 on the GPU at
+864x1152, 30 steps; the default is FLUX's depth (19 + 38 blocks) at a narrow width, float32, on
+the CPU at 256x256. Every mode generates the same prompt, identity embedding and seed (one warm-up
+call of 2 steps first, which also compiles) and is compared with the eager image:
 
---full-size (GPU): real-size FLUX.1-dev + InfuseNet with random bf16 weights
-(speed does not depend on the values); prints s/image at 864x1152, 30 steps,
-and peak GPU memory.
+  eager         InfUPipeline, InfuseNet window [0, 1] (the reference: the official pipeline's speed)
+  flux          plain FluxPipeline on the same components (no identity)
+  window        window [0, 0.5]: InfuseNet skipped in the second half
+  text_offload  T5 + CLIP in CPU memory, streamed block by block to the GPU to encode
+  compile_text_offload        + regional torch.compile of the FLUX blocks (compile time = warm-up)
+  fused_compile_text_offload  + fused QKV projections (recompiles)
+  low_vram      diffusers' group offloading of every model, block by block with CUDA streams
+                (modes build on each other in the order given; low_vram goes last or alone)
 
-    python bench/infer.py [--steps 30] [--full-size]
+    python bench/infer.py [--full-size] [--steps 30] [--modes eager compile ...]
 """
 from __future__ import annotations
 
@@ -20,103 +27,151 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import FluxTransformer2DModel  # noqa: E402
+from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline,  # noqa: E402
+                       FluxTransformer2DModel)
 
-from infu_model.infusenet import build_infusenet, in_window, infusenet_residuals  # noqa: E402
+from infu_model.infusenet import build_infusenet  # noqa: E402
+from infu_model.pipeline import InfUPipeline  # noqa: E402
+from infu_model.projection import ProjectionNetwork  # noqa: E402
+from infu_model.tiny import _clip_tokenizer, _t5_tokenizer  # noqa: E402
+
+FULL = dict(transformer=dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+                             joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64,
+                             guidance_embeds=True, axes_dims_rope=[16, 56, 56]),
+            t5=dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24),
+            clip=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
+            vae=[128, 256, 512, 512], projection={})
+NARROW = dict(transformer=dict(num_layers=19, num_single_layers=38, attention_head_dim=16, num_attention_heads=4,
+                               joint_attention_dim=64, pooled_projection_dim=64, in_channels=64,
+                               guidance_embeds=True, axes_dims_rope=[4, 6, 6]),
+              t5=dict(d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2),
+              clip=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2),
+              vae=[32, 32, 64, 64], projection=dict(dim=64, depth=2, dim_head=16, heads=4))
+MODES = ["eager", "flux", "window", "text_offload", "compile_text_offload", "fused_compile_text_offload"]
 
 
 def models(full: bool, device, dtype, trainable_dtype=None):
     """(base transformer, InfuseNet, config): random weights built directly on ``device`` in their
     dtypes (``trainable_dtype`` for InfuseNet, default ``dtype``), never a float32 copy of the base."""
-    if full:
-        cfg = dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-                   joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64, guidance_embeds=True,
-                   axes_dims_rope=[16, 56, 56])
-    else:
-        cfg = dict(num_layers=19, num_single_layers=38, attention_head_dim=16, num_attention_heads=4,
-                   joint_attention_dim=64, pooled_projection_dim=64, in_channels=64, guidance_embeds=True,
-                   axes_dims_rope=[4, 6, 6])
-    default = torch.get_default_dtype()
-    try:
-        with torch.device(device):
-            torch.set_default_dtype(dtype)
-            base = FluxTransformer2DModel(**cfg).eval()
-            torch.set_default_dtype(trainable_dtype or dtype)
-            net = build_infusenet(base, copy_weights=False).eval()
-    finally:
-        torch.set_default_dtype(default)
+    cfg = (FULL if full else NARROW)["transformer"]
+    with torch.device(device), default_dtype(dtype):
+        base = FluxTransformer2DModel(**cfg).eval()
+    with torch.device(device), default_dtype(trainable_dtype or dtype):
+        net = build_infusenet(base, copy_weights=False).eval()
     return base, net, cfg
 
 
-@torch.no_grad()
+class default_dtype:
+    def __init__(self, dtype):
+        self.dtype, self.saved = dtype, torch.get_default_dtype()
+
+    def __enter__(self):
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        torch.set_default_dtype(self.saved)
+
+
+def build(full: bool, device, dtype) -> InfUPipeline:
+    """An InfUPipeline of random weights at FLUX.1-dev + InfU v1.0 sizes (or the narrow CPU sizes)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    size = FULL if full else NARROW
+    torch.manual_seed(0)
+    transformer, infusenet, cfg = models(full, device, dtype)
+    clip_tok, clip_vocab = _clip_tokenizer()
+    t5_tok, t5_vocab = _t5_tokenizer()
+    with torch.device(device), default_dtype(dtype):
+        vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                            up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=size["vae"],
+                            layers_per_block=2, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
+                            use_quant_conv=False, use_post_quant_conv=False)
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=max(clip_vocab, 49408), max_position_embeddings=77,
+                                            projection_dim=cfg["pooled_projection_dim"], bos_token_id=0,
+                                            eos_token_id=1, pad_token_id=1, **size["clip"]))
+        t5 = T5EncoderModel(T5Config(vocab_size=max(t5_vocab, 32128), feed_forward_proj="gated-gelu",
+                                     relative_attention_num_buckets=32, decoder_start_token_id=0, **size["t5"]))
+        proj = ProjectionNetwork(output_dim=cfg["joint_attention_dim"], **size["projection"])
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    return InfUPipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=clip.eval(), tokenizer=clip_tok,
+                        text_encoder_2=t5.eval(), tokenizer_2=t5_tok, transformer=transformer,
+                        infusenet=infusenet, image_proj=proj.eval())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full-size", action="store_true", help="FLUX.1-dev + InfU v1.0 shapes, bf16, on the GPU")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--full-size", action="store_true", help="real-size random weights, bf16, on the GPU")
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--height", type=int, default=None)
+    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES + ["low_vram"])
     args = ap.parse_args()
     full = args.full_size
-    device = "cuda" if full else "cpu"
-    dtype = torch.bfloat16 if full else torch.float32
+    device, dtype = ("cuda", torch.bfloat16) if full else ("cpu", torch.float32)
     w, h = (args.width or (864 if full else 256)), (args.height or (1152 if full else 256))
-    torch.manual_seed(0)
-    base, net, cfg = models(full, device, dtype)
-    n_tok = (w // 16) * (h // 16)
-    lat = torch.randn(1, n_tok, 64, device=device, dtype=dtype)
-    ctrl = torch.randn_like(lat)
-    ids = torch.zeros(n_tok, 3, device=device)
-    ids[:, 1], ids[:, 2] = torch.arange(n_tok, device=device) // (w // 16), torch.arange(n_tok, device=device) % (w // 16)
-    text = torch.randn(1, 512, cfg["joint_attention_dim"], device=device, dtype=dtype)
-    id_tokens = torch.randn(1, 8, cfg["joint_attention_dim"], device=device, dtype=dtype)
-    pooled = torch.randn(1, cfg["pooled_projection_dim"], device=device, dtype=dtype)
-    txt_ids = torch.zeros(512, 3, device=device)
-    g = torch.full([1], 3.5, device=device)
-    t = torch.full([1], 0.5, device=device, dtype=dtype)
+    pipe = build(full, device, dtype)
+    emb = torch.randn(1, pipe.image_proj.config.embedding_dim, generator=torch.Generator().manual_seed(1))
+    call = dict(prompt="a portrait photo of a person in a red coat, film grain", width=w, height=h, seed=7,
+                id_embedding=emb, output_type="np", progress=False)
+    gpu = device == "cuda"
 
-    def sync():
-        if full:
+    def run(fn, steps):
+        if gpu:
             torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn(num_inference_steps=steps)
+        if gpu:
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - start
 
-    def step(use_infu: bool, scale: float = 1.0):
-        d = s = None
-        if use_infu:
-            d, s = infusenet_residuals(net, latents=lat, control=ctrl, id_tokens=id_tokens, pooled=pooled,
-                                       timestep=t, img_ids=ids, scale=scale, guidance=torch.ones(1, device=device))
-        return base(hidden_states=lat, timestep=t, guidance=g, pooled_projections=pooled, encoder_hidden_states=text,
-                    txt_ids=txt_ids, img_ids=ids, controlnet_block_samples=d, controlnet_single_block_samples=s,
-                    return_dict=False)[0]
+    def measure(fn):
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        _, warm = run(fn, 2)
+        img, s = run(fn, args.steps)
+        return img, s, warm, (torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"))
 
-    def timed(fn, n):
-        fn()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - t0) / n
+    flux = FluxPipeline(**{k: v for k, v in pipe.components.items() if k not in ("infusenet", "image_proj")})
+    flux.set_progress_bar_config(disable=True)
+    steps = {
+        "flux": lambda **k: flux(prompt=call["prompt"], width=w, height=h, output_type="np", max_sequence_length=512,
+                                 generator=torch.Generator().manual_seed(7), **k).images,
+        "eager": lambda **k: pipe(**call, **k),
+        "window": lambda **k: pipe(**call, infusenet_guidance_end=0.5, **k),
+    }
+    # each mode builds on the state the previous one left (memory modes are set once per pipeline)
+    setups = {"text_offload": lambda: pipe.set_memory(device, text_encoders="offload"),
+              "compile_text_offload": lambda: pipe.compile_blocks(fuse_qkv=False),
+              "fused_compile_text_offload": lambda: pipe.compile_blocks(fuse_qkv=True),
+              "low_vram": lambda: pipe.set_memory(device, offload="low_vram")}
+    name = torch.cuda.get_device_name() if gpu else "CPU"
+    import diffusers
 
-    reps = 3 if full else 5
-    if full:
-        torch.cuda.reset_peak_memory_stats()
-    t_base = timed(lambda: step(False), reps)
-    t_infu = timed(lambda: step(True), reps)
-    print(f"{'full-size bf16 on ' + torch.cuda.get_device_name() if full else 'CPU, FLUX depth (19+38), width 64'}; "
-          f"{w}x{h} -> {n_tok} image tokens")
-    print(f"{'step':<34}{'s/step':>9}{'ratio':>8}")
-    print(f"{'base transformer alone':<34}{t_base:>9.4f}{1:>8.2f}")
-    print(f"{'InfU (InfuseNet + base)':<34}{t_infu:>9.4f}{t_infu / t_base:>8.2f}")
-    n = args.steps
-    window = (0.0, 0.5)  # e.g. identity only in the first half
-    keep = [in_window(i, n, *window) for i in range(n)]
-    orig = n * t_infu  # the original runs InfuseNet on every step and multiplies by 0 outside the window
-    ours = sum(t_infu if k else t_base for k in keep)
-    print(f"\n{n} steps with InfuseNet window {window}: compute-and-zero {orig:.3f} s, skip {ours:.3f} s "
-          f"({100 * (1 - ours / orig):.0f}% saved)")
-    if full:
-        print(f"s/image at {w}x{h}, {n} steps (denoiser only): {n * t_infu:.2f} s; "
-              f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(f"{name}; {'full-size bf16' if full else 'narrow fp32, FLUX depth'}; {w}x{h}, {args.steps} steps; "
+          f"torch {torch.__version__}, diffusers {diffusers.__version__}")
+    print(f"{'mode':<22}{'s/image':>9}{'vs eager':>10}{'warm-up s':>11}{'peak GiB':>10}   image vs eager")
+    ref, ref_s = None, None
+    for mode in args.modes:
+        try:
+            if mode in setups:
+                setups[mode]()
+            img, s, warm, peak = measure(steps.get(mode, steps["eager"]))
+        except Exception as e:  # noqa: BLE001 - report the mode and go on with the others
+            print(f"{mode:<22} FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        if mode == "eager":
+            ref, ref_s = img, s
+        if ref is None or mode in ("flux", "window", "eager"):
+            same = "—"
+        else:
+            d = np.abs(img.astype(np.float64) - ref)
+            same = "identical" if not d.any() else f"max {d.max():.2e}, mean {d.mean():.2e} (image std {ref.std():.3f})"
+        ratio = f"{ref_s / s:.2f}x" if ref_s else "—"
+        print(f"{mode:<22}{s:>9.2f}{ratio:>10}{warm:>11.1f}{peak:>10.1f}   {same}", flush=True)
 
 
 if __name__ == "__main__":

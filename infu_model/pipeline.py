@@ -13,9 +13,15 @@ base transformer's blocks. Beyond the published pipeline:
 - with ``infusenet_conditioning_scale=0`` the result equals ``FluxPipeline``'s
   for the same base, prompt and seed (latents are drawn first, from a CPU
   ``torch.Generator`` per seed, as diffusers does);
-- LoRAs on the base (``load_loras``), CPU offload (diffusers'), 8-bit weights
-  (``quantize_8bit``, needs optimum-quanto), any FLUX-layout base (FLUX.1-schnell:
-  no guidance embedding, few steps).
+- InfuseNet and the projection are registered pipeline components, so ``.to()``,
+  diffusers' offloading (model, sequential, group) and ``save_pretrained`` /
+  ``from_pretrained`` of the whole pipeline handle them;
+- memory (``set_memory``): the text encoders on the CPU between calls (T5 and CLIP
+  are needed only before the first step), diffusers' model / group / sequential
+  offloading; speed: ``compile_blocks`` (regional ``torch.compile`` of the FLUX
+  blocks of the transformer and InfuseNet, fused QKV projections);
+- LoRAs on the base (``load_loras``), 8-bit weights (``quantize_8bit``, needs
+  optimum-quanto), any FLUX-layout base (FLUX.1-schnell: no guidance embedding, few steps).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import FluxControlNetModel, FluxPipeline
+from diffusers import FluxControlNetModel, FluxPipeline, FluxTransformer2DModel
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 from PIL import Image
 
@@ -34,6 +40,8 @@ from infu_model.infusenet import in_window, infusenet_residuals
 from infu_model.projection import ProjectionNetwork
 
 VARIANTS = ("aes_stage2", "sim_stage1")
+TEXT_ENCODERS = ("gpu", "offload")
+OFFLOAD = ("none", "model", "low_vram", "sequential")
 
 
 class NoFaceError(ValueError):
@@ -87,14 +95,31 @@ def check_compatible(transformer, infusenet, proj) -> None:
 
 
 class InfUPipeline(FluxPipeline):
-    """A FluxPipeline with InfuseNet and the projection network attached."""
+    """A FluxPipeline with InfuseNet and the projection network as registered components."""
+
+    # InfuseNet runs beside the transformer at every step: like diffusers' ControlNet it stays out of
+    # the offload chain (moved in once per call, not once per step)
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->image_proj->transformer->vae"
+
+    def __init__(self, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
+                 infusenet: FluxControlNetModel, image_proj: ProjectionNetwork, image_encoder=None,
+                 feature_extractor=None):
+        super().__init__(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+                         image_encoder=image_encoder, feature_extractor=feature_extractor)
+        check_compatible(transformer, infusenet, image_proj)
+        self.register_modules(infusenet=infusenet, image_proj=image_proj)
+        self.infu_meta, self._face_cfg, self._faces = {}, None, None
 
     def attach_infu(self, infusenet: FluxControlNetModel, image_proj: ProjectionNetwork,
                     face_analyzer: FaceAnalyzer | dict | None = None, meta: dict | None = None):
+        """Other InfU weights on this base (moved to where the transformer is)."""
         check_compatible(self.transformer, infusenet, image_proj)
-        self.infusenet = infusenet.to(self.transformer.device)
-        self.image_proj = image_proj.to(self.transformer.device)
-        self.infu_meta = dict(meta or {})
+        self.register_modules(infusenet=infusenet.to(self.transformer.device), image_proj=image_proj.to(self.transformer.device))
+        return self.set_face_analyzer(face_analyzer, meta)
+
+    def set_face_analyzer(self, face_analyzer: FaceAnalyzer | dict | None, meta: dict | None = None):
+        self.infu_meta = dict(meta or self.infu_meta)
         self._face_cfg = face_analyzer
         self._faces = face_analyzer if isinstance(face_analyzer, FaceAnalyzer) else None
         return self
@@ -102,15 +127,28 @@ class InfUPipeline(FluxPipeline):
     @classmethod
     def from_pretrained(cls, base_path, infu_path=None, variant: str = "aes_stage2", torch_dtype=None,
                         face_analyzer: FaceAnalyzer | dict | None = None, **kwargs) -> "InfUPipeline":
-        """``base_path``: a FLUX folder in diffusers layout; ``infu_path``: published or native InfU weights."""
+        """``base_path``: a FLUX folder in diffusers layout and ``infu_path`` published or native InfU
+        weights; or ``base_path`` alone: a whole pipeline saved with ``save_pretrained``."""
         base = Path(base_path).expanduser()
-        if not (base / "model_index.json").is_file():
+        index = base / "model_index.json"
+        if not index.is_file():
             raise FileNotFoundError(f"base model not found: {base} (a diffusers FLUX folder with model_index.json)")
-        pipe = super().from_pretrained(base, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
         if infu_path is None:
-            raise ValueError("infu_path is required")
+            if "infusenet" not in json.loads(index.read_text()):
+                raise ValueError(f"{base} is a base model without InfU weights: give infu_path")
+            pipe = super().from_pretrained(base, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
+            meta = json.loads((base / "infu.json").read_text()) if (base / "infu.json").is_file() else {}
+            return pipe.set_face_analyzer(face_analyzer, meta)
         infusenet, proj, meta = load_infu_weights(infu_path, variant, torch_dtype)
-        return pipe.attach_infu(infusenet, proj, face_analyzer, meta)
+        pipe = super().from_pretrained(base, infusenet=infusenet, image_proj=proj, torch_dtype=torch_dtype,
+                                       local_files_only=True, **kwargs)
+        return pipe.set_face_analyzer(face_analyzer, meta)
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """The whole pipeline (base, InfuseNet, projection) plus ``infu.json`` (which face backend it needs)."""
+        super().save_pretrained(save_directory, **kwargs)
+        meta = {k: v for k, v in self.infu_meta.items() if k != "format"}
+        (Path(save_directory) / "infu.json").write_text(json.dumps(meta, indent=1))
 
     # ----------------------------------------------------------------- pieces --
     @property
@@ -145,7 +183,10 @@ class InfUPipeline(FluxPipeline):
     def encode_control(self, image: Image.Image, generators: list, device, dtype) -> torch.Tensor:
         """VAE posterior samples of the control image (one per seed, drawn after that seed's
         latents, so a batch equals its single calls), scaled, shifted and packed like the latents."""
-        x = self.image_processor.preprocess(image, height=image.height, width=image.width).to(device, self.vae.dtype)
+        # contiguous: the preprocessor's channels-last strides would send the CPU to other conv kernels than the
+        # official pipeline's (1e-3 apart after 30 steps)
+        x = self.image_processor.preprocess(image, height=image.height, width=image.width).contiguous()
+        x = x.to(device, self.vae.dtype)
         dist = self.vae.encode(x).latent_dist  # encoded once
         lat = torch.cat([dist.sample(g) for g in generators])
         lat = ((lat - self.vae.config.shift_factor) * self.vae.config.scaling_factor).to(dtype)
@@ -177,8 +218,7 @@ class InfUPipeline(FluxPipeline):
         generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
         # once per call: prompt embeddings, ID tokens, latents, control latent
-        prompt_embeds, pooled, text_ids = self.encode_prompt(prompt=prompts, prompt_2=None, device=device,
-                                                             max_sequence_length=max_sequence_length)
+        prompt_embeds, pooled, text_ids = self.encode_prompts(prompts, device, max_sequence_length)
         latents, img_ids = self.prepare_latents(batch, self.transformer.config.in_channels // 4, height, width,
                                                 prompt_embeds.dtype, device, generator if batch > 1 else generator[0])
         if id_embedding is None:
@@ -218,11 +258,16 @@ class InfUPipeline(FluxPipeline):
                 latents = self.scheduler.step(noise, t, latents, return_dict=False)[0]
                 bar.update()
         if output_type == "latent":
+            self.maybe_free_model_hooks()
             return latents
         latents = self._unpack_latents(latents, height, width, self.vae_scale_factor)
         latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
         image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        self.maybe_free_model_hooks()  # offloading: everything back to the CPU
         return self.image_processor.postprocess(image, output_type=output_type)
+
+    def encode_prompts(self, prompts: list[str], device, max_sequence_length: int):
+        return self.encode_prompt(prompt=prompts, prompt_2=None, device=device, max_sequence_length=max_sequence_length)
 
     # ------------------------------------------------------------------ extras --
     def load_loras(self, loras: list[tuple[str, float]]) -> None:
@@ -252,6 +297,55 @@ class InfUPipeline(FluxPipeline):
         meta = {**self.infu_meta, "face_backend": face_backend or self.infu_meta.get("face_backend", "insightface")}
         (out / "infu.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format"}, indent=1))
 
+    def set_memory(self, device, text_encoders: str = "gpu", offload: str = "none") -> "InfUPipeline":
+        """Where the weights live while generating (the image is the same in every mode); call it once,
+        on a pipeline loaded on the CPU:
+
+        - ``text_encoders``: ``gpu`` (resident) or ``offload``: T5 stays in CPU memory and streams to
+          ``device`` one block at a time while a prompt is encoded (diffusers' group offloading,
+          copies overlapped with compute on CUDA), so it never sits whole beside the transformer;
+        - ``offload``: ``none``; ``model`` (diffusers' model CPU offload: each model visits the GPU
+          when it runs); ``low_vram`` (group offloading of every model, block by block: the least
+          memory that stays usable; the 85 M-parameter projection stays on the GPU); ``sequential``
+          (layer by layer: least memory, slowest)."""
+        if text_encoders not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoders must be one of {TEXT_ENCODERS}, not {text_encoders!r}")
+        if offload not in OFFLOAD:
+            raise ValueError(f"offload must be one of {OFFLOAD}, not {offload!r}")
+        device = torch.device(device)
+        streams = dict(onload_device=device, offload_type="block_level", num_blocks_per_group=1,
+                       use_stream=device.type == "cuda")
+        if offload == "model":
+            self.enable_model_cpu_offload(device=device)
+        elif offload == "sequential":
+            self.enable_sequential_cpu_offload(device=device)
+        elif offload == "low_vram":
+            # the projection's blocks are called part by part (its published layout), which block-level hooks miss
+            self.enable_group_offload(exclude_modules=["image_proj"], **streams)
+        elif text_encoders == "offload":
+            from diffusers.hooks import apply_group_offloading
+
+            self.to(device)
+            # block-level hooks look at direct children: T5's 24 blocks sit in encoder.block, one level down
+            # (hooked on the whole model, T5 would move as one 9 GiB group); CLIP-L is 0.25 GB and stays
+            apply_group_offloading(self.text_encoder_2.to("cpu").encoder, **streams)
+        else:
+            self.to(device)
+        return self
+
+    def compile_blocks(self, fuse_qkv: bool = True, **options) -> "InfUPipeline":
+        """``torch.compile`` of every FLUX block in the transformer and InfuseNet (regional: one compiled
+        graph serves all blocks of a kind, so compiling takes seconds, not minutes; inductor's on-disk
+        cache spares later processes even that), with the q/k/v projections fused into one matmul.
+        ``options`` go to ``torch.compile`` (default ``fullgraph=True``)."""
+        for model in (self.transformer, self.infusenet):
+            if fuse_qkv:
+                model.fuse_qkv_projections()
+            for block in model.modules():
+                if type(block).__name__ in FluxTransformer2DModel._repeated_blocks:
+                    block.compile(**{"fullgraph": True, **options})
+        return self
+
 
 def export_published(infusenet: FluxControlNetModel, proj: ProjectionNetwork, out: str | Path,
                      variant: str = "aes_stage2", max_shard_size: str = "10GB") -> Path:
@@ -263,9 +357,10 @@ def export_published(infusenet: FluxControlNetModel, proj: ProjectionNetwork, ou
 
 
 def load_pipeline(base, infu, variant: str = "aes_stage2", dtype: str = "bfloat16", device: str = "cuda",
-                  faces: dict | None = None, loras: list[tuple[str, float]] = (), cpu_offload: bool = False,
-                  int8: bool = False) -> InfUPipeline:
-    """An ``InfUPipeline`` ready to run: weights, LoRAs, 8-bit, offload or device (the CPU when no GPU is there)."""
+                  faces: dict | None = None, loras: list[tuple[str, float]] = (), *, text_encoders: str = "gpu",
+                  offload: str = "none", int8: bool = False, compile: bool = False) -> InfUPipeline:
+    """An ``InfUPipeline`` ready to run: weights, LoRAs, 8-bit, memory mode (``set_memory``) and
+    compiled blocks, on ``device`` (the CPU when no GPU is there)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
     if faces and "insightface" in faces:  # face models run where the pipeline runs
@@ -276,10 +371,5 @@ def load_pipeline(base, infu, variant: str = "aes_stage2", dtype: str = "bfloat1
         pipe.load_loras(list(loras))
     if int8:
         pipe.quantize_8bit()
-    if cpu_offload:
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe.to(device)
-        pipe.infusenet.to(device)
-        pipe.image_proj.to(device)
-    return pipe
+    pipe.set_memory(device, text_encoders, offload if device != "cpu" or offload == "none" else "none")
+    return pipe.compile_blocks() if compile else pipe

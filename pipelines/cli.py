@@ -301,11 +301,22 @@ def _lora(text: str) -> tuple[str, float]:
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
               help="Weights dtype (float32 on CPU is safest).")
 @click.option("--device", default="cuda", show_default=True, help="cuda or cpu (cpu is used when no GPU is there).")
-@click.option("--cpu-offload", is_flag=True, help="Keep models on the CPU until each is needed (saves GPU memory).")
+@click.option("--text-encoders", type=click.Choice(["gpu", "offload"]), default="gpu", show_default=True,
+              help="offload: T5 and CLIP stay on the CPU and visit the GPU only to encode the prompt (9 GiB less "
+                   "GPU memory at full size, same image).")
+@click.option("--offload", type=click.Choice(["none", "model", "low_vram", "sequential"]), default="none",
+              show_default=True, help="diffusers' offloading: model (each model visits the GPU when it runs), "
+                                      "low_vram (block by block, copies overlapped with compute), sequential "
+                                      "(layer by layer, slowest). Same image in every mode.")
+@click.option("--low-vram", is_flag=True, help="Shorthand for --offload low_vram --text-encoders offload.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the FLUX blocks of the transformer and InfuseNet (fused QKV); pays off over many "
+                   "images: compiling takes a while at the first call.")
 @click.option("--int8", "int8", is_flag=True, help="8-bit weights for the base transformer and T5 (needs optimum-quanto).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
 def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, width, height, guidance, scale, start,
-             end, loras, face_backend, insightface_root, arcface, dtype, device, cpu_offload, int8, out_path) -> None:
+             end, loras, face_backend, insightface_root, arcface, dtype, device, text_encoders, offload, low_vram,
+             compile_, int8, out_path) -> None:
     """Generate a photo of the person in --id-image following --prompt (InfU v1.0)."""
     from PIL import Image
 
@@ -315,7 +326,10 @@ def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, 
     if face_backend != "auto":
         faces["backend"] = face_backend
     try:
-        pipe = load_pipeline(base, infu, variant, dtype, device, faces, [_lora(x) for x in loras], cpu_offload, int8)
+        if low_vram:
+            offload, text_encoders = "low_vram", "offload"
+        pipe = load_pipeline(base, infu, variant, dtype, device, faces, [_lora(x) for x in loras],
+                             text_encoders=text_encoders, offload=offload, int8=int8, compile=compile_)
         image = pipe(Image.open(id_image), prompt, control_image=Image.open(control_image) if control_image else None,
                      width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                      infusenet_conditioning_scale=scale, infusenet_guidance_start=start, infusenet_guidance_end=end)[0]

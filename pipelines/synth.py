@@ -43,7 +43,8 @@ def generate_cfg(cfg: dict) -> dict:
     m = cfg["model"]
     return {**cfg["generation"], "base": m["base"], "model": m["path"], "variant": m.get("variant", "aes_stage2"),
             "dtype": m.get("dtype", "bfloat16"), "device": m.get("device", "cuda"), "faces": m.get("faces") or None,
-            "cpu_offload": m.get("cpu_offload", False), "int8": m.get("int8", False), "loras": cfg.get("loras") or []}
+            "text_encoders": m.get("text_encoders", "gpu"), "offload": m.get("offload", "none"),
+            "compile": m.get("compile", False), "int8": m.get("int8", False), "loras": cfg.get("loras") or []}
 
 
 def chain(cfg: dict) -> list[tuple[type, dict]]:

@@ -57,8 +57,9 @@ class GenerateStage(Stage):
         logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
         c = self.cfg
         self.pipe = load_pipeline(c["base"], c["model"], c.get("variant", "aes_stage2"), c.get("dtype", "bfloat16"),
-                                  c.get("device", "cuda"), c.get("faces"), self.loras, bool(c.get("cpu_offload")),
-                                  bool(c.get("int8")))
+                                  c.get("device", "cuda"), c.get("faces"), self.loras,
+                                  text_encoders=c.get("text_encoders", "gpu"), offload=c.get("offload", "none"),
+                                  int8=bool(c.get("int8")), compile=bool(c.get("compile")))
 
     def report(self) -> dict:
         return {"ran": True, "model": self.model_name, "loras": len(self.loras), **self.settings}
