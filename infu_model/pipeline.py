@@ -147,8 +147,12 @@ class InfUPipeline(FluxPipeline):
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """The whole pipeline (base, InfuseNet, projection) plus ``infu.json`` (which face backend it needs)."""
         super().save_pretrained(save_directory, **kwargs)
-        meta = {k: v for k, v in self.infu_meta.items() if k != "format"}
-        (Path(save_directory) / "infu.json").write_text(json.dumps(meta, indent=1))
+        self._write_meta(Path(save_directory))
+
+    def _write_meta(self, folder: Path, **extra) -> None:
+        """``infu.json``: what the weights need besides themselves (the face backend), not where they came from."""
+        meta = {k: v for k, v in {**self.infu_meta, **extra}.items() if k != "format"}
+        (folder / "infu.json").write_text(json.dumps(meta, indent=1))
 
     # ----------------------------------------------------------------- pieces --
     @property
@@ -218,7 +222,8 @@ class InfUPipeline(FluxPipeline):
         generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
         # once per call: prompt embeddings, ID tokens, latents, control latent
-        prompt_embeds, pooled, text_ids = self.encode_prompts(prompts, device, max_sequence_length)
+        prompt_embeds, pooled, text_ids = self.encode_prompt(prompt=prompts, prompt_2=None, device=device,
+                                                             max_sequence_length=max_sequence_length)
         latents, img_ids = self.prepare_latents(batch, self.transformer.config.in_channels // 4, height, width,
                                                 prompt_embeds.dtype, device, generator if batch > 1 else generator[0])
         if id_embedding is None:
@@ -266,9 +271,6 @@ class InfUPipeline(FluxPipeline):
         self.maybe_free_model_hooks()  # offloading: everything back to the CPU
         return self.image_processor.postprocess(image, output_type=output_type)
 
-    def encode_prompts(self, prompts: list[str], device, max_sequence_length: int):
-        return self.encode_prompt(prompt=prompts, prompt_2=None, device=device, max_sequence_length=max_sequence_length)
-
     # ------------------------------------------------------------------ extras --
     def load_loras(self, loras: list[tuple[str, float]]) -> None:
         """Stack LoRAs on the base transformer: [(path, weight), ...] (peft via diffusers)."""
@@ -294,8 +296,7 @@ class InfUPipeline(FluxPipeline):
         out = Path(out)
         self.infusenet.save_pretrained(out / "infusenet")
         self.image_proj.save_pretrained(out / "image_proj")
-        meta = {**self.infu_meta, "face_backend": face_backend or self.infu_meta.get("face_backend", "insightface")}
-        (out / "infu.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format"}, indent=1))
+        self._write_meta(out, face_backend=face_backend or self.infu_meta.get("face_backend", "insightface"))
 
     def set_memory(self, device, text_encoders: str = "gpu", offload: str = "none") -> "InfUPipeline":
         """Where the weights live while generating (the image is the same in every mode); call it once,
@@ -371,5 +372,5 @@ def load_pipeline(base, infu, variant: str = "aes_stage2", dtype: str = "bfloat1
         pipe.load_loras(list(loras))
     if int8:
         pipe.quantize_8bit()
-    pipe.set_memory(device, text_encoders, offload if device != "cpu" or offload == "none" else "none")
+    pipe.set_memory(device, text_encoders, offload if device != "cpu" else "none")  # offloading needs a GPU
     return pipe.compile_blocks() if compile else pipe

@@ -26,7 +26,7 @@ import torch
 from infu_model.control import black_control
 from infu_model.train_data import Skip, bucket_size, prepare
 from infu_model.training import FlowBatch, check_train_dtype, freeze
-from pipelines.train.loaders import parquet_files
+from pipelines.train.loaders import parquet_files, training_columns
 
 SHARED = "_shared"
 
@@ -196,8 +196,7 @@ def build_cache(cfg: dict, batch: int = 8) -> dict:
     base = load_base(cfg, device)  # the pre-pass needs only the frozen encoders
     max_len, emb_dim = int(data.get("max_sequence_length", 512)), int(cfg["model"].get("embedding_dim", 512))
     mult = base.vae_scale_factor * 2
-    columns = [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
-               data.get("id_column", "id"), "id_backend"]
+    columns = training_columns(data)
     counts, sizes = Counter(), set()
 
     def texts(captions: list[str]) -> dict:

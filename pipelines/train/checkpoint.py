@@ -28,8 +28,13 @@ from pipelines.train.parallel import Workers, full_state
 PARTS = (("infusenet", FluxControlNetModel), ("image_proj", ProjectionNetwork))
 
 
+def finished_checkpoints(out: Path) -> list[Path]:
+    """The whole checkpoints, oldest first (``step-N.tmp`` is a save in progress or a killed one)."""
+    return sorted(p for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted(p for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    found = finished_checkpoints(out)
     return found[-1] if found else None
 
 
@@ -79,17 +84,16 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
     workers.barrier()
     torch.save({"rng": rng_state(), "skipped": skipped}, tmp / f"rank-{workers.rank}.pt")
     weights, optimizer = full_state(model, opt, workers)
-    totals = workers.gather(skipped)
+    total = workers.sum_counts(skipped)
     if workers.rank == 0:
         save_weights(plain_modules(weights, configs), tmp, {**meta, "step": step})
         torch.save(optimizer, tmp / "optimizer.pt")
-        total = {k: sum(s.get(k, 0) for s in totals) for k in set().union(*totals)}
         torch.save({"step": step, "world": workers.world, "scheduler": sched.state_dict(), "skipped": total},
                    tmp / "trainer_state.pt")
     workers.barrier()  # every worker's file is in before the checkpoint becomes visible
     if workers.rank == 0:
         tmp.rename(d)
-        for old in sorted(p for p in root.glob("step-*") if not p.name.endswith(".tmp"))[:-keep]:
+        for old in finished_checkpoints(out)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     workers.barrier()
 

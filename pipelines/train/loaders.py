@@ -34,6 +34,12 @@ def parquet_files(path: str | Path) -> list[str]:
     return files
 
 
+def training_columns(data: dict) -> list[str]:
+    """The columns a training row needs (``data:`` names the image, keypoint, embedding and id columns)."""
+    return [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
+            data.get("id_column", "id"), "id_backend"]
+
+
 def row_index(files: list[str]) -> list[tuple[int, int, str]]:
     """(file, row, bucket) for every row: the only columns the batch plan needs."""
     out = []

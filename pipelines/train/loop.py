@@ -28,7 +28,7 @@ from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, f
                                  sample_t)
 from pipelines.train.cache import encode, load_base, open_cache
 from pipelines.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from pipelines.train.loaders import make_loader, parquet_files
+from pipelines.train.loaders import make_loader, parquet_files, training_columns
 from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_optimizer, wrap
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,8 @@ class Trainer:
     def data_loader(self, fresh_stream: bool):
         """This worker's micro-batches from where the run stands (``step`` x its share per step)."""
         data, t = self.cfg["data"], self.cfg["train"]
-        columns = [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
-                   self.id_column, "id_backend"]
         seed, skip = (self.seed + self.step, 0) if fresh_stream else (self.seed, self.step * self.share)
-        return make_loader(data.get("loader", "ray"), parquet_files(data["parquet"]), columns,
+        return make_loader(data.get("loader", "ray"), parquet_files(data["parquet"]), training_columns(data),
                            int(t["micro_batch_size"]), seed, self.w.rank, self.w.world, skip=skip,
                            per_step=self.per_step, shuffle_buffer=int(data.get("shuffle_buffer", 1000)))
 
@@ -183,7 +181,7 @@ class Trainer:
             if self.step % every == 0 or self.step == max_steps:
                 save_checkpoint(self.out, self.step, self.model, self.opt, self.sched, self.configs, self.meta(),
                                 self.w, dict(self.skipped), int(t["keep_checkpoints"]))
-        skipped = self.total_skipped()
+        skipped = self.w.sum_counts(self.skipped)
         if self.w.rank == 0:
             finish(self.out, bool(self.cfg.get("export_published")))
         return {"step": self.step, "losses": self.losses, "skipped": skipped}
@@ -191,15 +189,11 @@ class Trainer:
     def meta(self) -> dict:
         return {"trained_by": "infu train", "face_backend": self.cfg["model"].get("face_backend", "insightface")}
 
-    def total_skipped(self) -> dict:
-        per_worker = self.w.gather(dict(self.skipped))
-        return {k: sum(s.get(k, 0) for s in per_worker) for k in sorted(set().union(*per_worker))}
-
     def log(self, window: list[dict], path: Path) -> None:
         """One record per ``log_every`` steps: mean loss over workers and steps, samples/s over all workers."""
         mem = torch.cuda.max_memory_allocated(self.w.device) / 2**30 if self.w.device.type == "cuda" else 0.0
         peaks = self.w.gather(mem)
-        skipped = self.total_skipped()
+        skipped = self.w.sum_counts(self.skipped)
         if self.w.rank != 0:
             return
         seconds = sum(r["seconds"] for r in window)

@@ -62,6 +62,11 @@ class Workers:
         dist.all_gather_object(out, obj)
         return out
 
+    def sum_counts(self, counts: dict) -> dict:
+        """Counters summed over all workers (every worker calls it)."""
+        per_worker = self.gather(dict(counts))
+        return {k: sum(c.get(k, 0) for c in per_worker) for k in sorted(set().union(*per_worker))}
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
