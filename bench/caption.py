@@ -1,5 +1,5 @@
 """Caption stage throughput: the Ray Data actor pool (`infu caption`) against a plain
-loop over the same rows with the same tiny BLIP-2 and model batch (read, caption,
+loop over the same rows with the same tiny captioner (BLIP-2 or native InternVL) and model batch (read, caption,
 hygiene, write Parquet in both), both with one torch thread (Ray gives an actor of
 num_cpus 0.5 one thread). A Ray task carries --ray-batch rows, fed to the model
 --batch at a time. The pool's overhead should stay under 15%.
@@ -9,7 +9,7 @@ loads the model; Ray Data plans the job): the pool is timed at two sizes and its
 steady rate is the marginal one, (N2 - N1) / (t2 - t1); the end-to-end rate of the
 larger run is printed too.
 
-    python bench/caption.py [--rows 1024] [--batch 8] [--ray-batch 32]
+    python bench/caption.py [--model blip2|internvl] [--rows 1024] [--batch 8] [--ray-batch 32]
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id, to_table 
 from pipelines.caption import run_caption  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.ray_stages import table_to_rows  # noqa: E402
-from tiny_vlm import make_tiny_blip2  # noqa: E402
+from tiny_vlm import make_tiny_blip2, make_tiny_internvl  # noqa: E402
+
+MAKERS = {"blip2": make_tiny_blip2, "internvl": make_tiny_internvl}
 
 
 def spss(d: Path, n: int) -> Path:
@@ -67,15 +69,17 @@ def plain_loop(src: Path, out: Path, stage_cfg: dict, batch: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=list(MAKERS), default="blip2", help="which captioner (tiny, random weights)")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8, help="images per generate() call, in both")
     ap.add_argument("--ray-batch", type=int, default=32, help="rows per Ray task (the pool's batch_size)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="infu_bench_caption_"))
-    model = make_tiny_blip2(work / "blip2")
+    model = MAKERS[args.model](work / args.model)
     src = spss(work / "in", args.rows)
     cfg = load_config("caption", overrides={"progress": False})
-    cfg["captioners"] = [{**cfg["captioners"][0], "model": str(model), "max_new_tokens": 20,
+    base = next(c for c in cfg["captioners"] if c["backend"] == args.model)
+    cfg["captioners"] = [{**base, "model": str(model), "max_new_tokens": 20,
                           "generate_batch": args.batch,
                           "resources": {"num_cpus": 0.5, "batch_size": args.ray_batch, "concurrency": 1}}]
     from pipelines.ray_runtime import init_ray
@@ -93,7 +97,7 @@ def main() -> None:
         times[n] = time.perf_counter() - t
     (n1, t1), (n2, t2) = sorted(times.items())
     steady, e2e = (n2 - n1) / (t2 - t1), n2 / t2
-    print(f"tiny BLIP-2, {args.batch} images per generate call ({args.ray_batch} rows per Ray task), "
+    print(f"tiny {args.model}, {args.batch} images per generate call ({args.ray_batch} rows per Ray task), "
           "one actor vs one process, one torch thread each")
     print(f"{'method':<44}{'rows/s':>8}{'vs loop':>9}")
     print(f"{'plain loop':<44}{loop:>8.1f}{1:>8.2f}x")

@@ -1,7 +1,7 @@
-"""Caption stage: one captioner (BLIP-2, InternVL2 or a chat VLM) as a Ray actor pool.
+"""Caption stage: one captioner (BLIP-2, InternVL or a chat VLM) as a Ray actor pool.
 
 Each kept caption is appended to the record's ``captions`` with its ``source``
-(the stage's ``name``: ``blip2``, ``internvl2``, ...), after hygiene
+(the stage's ``name``: ``blip2``, ``internvl``, ...), after hygiene
 (curation/caption_text.py). A dropped output is recorded in ``caption_drops``
 with its reason (``empty_caption``, ``degenerate_caption``); the row itself is
 kept — a failed caption never costs a training image. Dataset captions already
@@ -16,7 +16,7 @@ import io
 from PIL import Image
 
 from curation.caption_text import clean_caption
-from curation.captioners import BACKENDS
+from curation.captioners import BACKENDS, check_folder
 from curation.registry import register
 from curation.stage import Stage
 
@@ -48,9 +48,14 @@ class CaptionStage(Stage):
                                           "dataset captions kept, no text invented"}
         return {"ran": True, "backend": self.backend, "model": self.cfg["model"]}
 
-    def setup(self) -> None:
+    def check(self) -> None:
+        """Cheap checks of the backend and the model folder (no weights read), run before the job starts."""
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown caption backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        check_folder(self.backend, self.cfg["model"])
+
+    def setup(self) -> None:
+        self.check()
         cls = BACKENDS[self.backend]
         # each backend takes the config keys its constructor names (prompt, instruction, num_beams, ...)
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}

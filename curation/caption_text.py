@@ -2,6 +2,7 @@
 
 ``clean_caption(text, prompt)`` returns ``(clean_text, None)`` or ``(None, reason)``:
 - the prompt echo is cut (captioners often repeat their instruction or prefix);
+- control characters and undecodable bytes (U+FFFD) go;
 - boilerplate openings go ("the image shows", "this is a picture of", "in this
   photo, ..."), whitespace collapses, the first letter is capitalised;
 - real people are never named: a run of two or more capitalised words that is
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 BOILERPLATE = re.compile(
     r"^(?:(?:in|on)\s+)?(?:the|this|an?)\s+(?:image|picture|photo(?:graph)?|scene)\s+"
@@ -96,7 +98,9 @@ def clean_caption(text: str | None, prompt: str | None = None, max_chars: int = 
     if text is None:
         return None, "empty_caption"
     t = strip_prompt_echo(str(text), prompt)
-    t = re.sub(r"\s+", " ", t).strip().strip('"“”').strip()
+    t = re.sub(r"\s+", " ", t)
+    t = "".join(c for c in t if c != "\ufffd" and unicodedata.category(c)[0] != "C")  # bytes cut mid-character
+    t = re.sub(r" {2,}", " ", t).strip().strip('"“”').strip()
     for _ in range(2):
         t = BOILERPLATE.sub("", t).strip()
     if not re.search(r"[A-Za-z]", t):

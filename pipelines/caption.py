@@ -55,7 +55,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     import ray
 
     from pipelines.ray_runtime import init_ray
-    from pipelines.ray_stages import add_stage
+    from pipelines.ray_stages import add_stage, check_cpu_budget
     from pipelines.sink import CurationSink
 
     t0 = time.time()
@@ -67,8 +67,12 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     names = real_names(cfg)
     stages = captioner_cfgs(cfg, names)
     reports = {c.get("name", "caption"): CaptionStage(c).report() for c in stages}
+    for c in stages:  # a wrong folder fails here, before Ray starts or a row is read
+        if CaptionStage(c).enabled:
+            CaptionStage(c).check()
     if total - len(done) > 0:
         init_ray(ray_address, cfg)
+        check_cpu_budget([(CaptionStage, c) for c in stages], reads=0.25)
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
         ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
         # a light CPU request for the cleaning glue leaves the captioners' slots free

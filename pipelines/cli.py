@@ -79,7 +79,7 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
 def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None:
     """Add BLIP-2 / VLM captions to SPSS Parquet (IN_DIR: a curate output or a folder of Parquet).
 
-    Every caption keeps its source (dataset, blip2, internvl2, ...) so training can mix
+    Every caption keeps its source (dataset, blip2, internvl, ...) so training can mix
     them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
     from pipelines.caption import run_caption
     from pipelines.curate import ConfigMismatch

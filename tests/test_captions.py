@@ -1,4 +1,4 @@
-"""Captions: hygiene on nasty outputs, tiny BLIP-2 and chat VLM through the production loaders, the job."""
+"""Captions: hygiene on nasty outputs, tiny BLIP-2, InternVL and a chat VLM through the production loaders, the job."""
 import json
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
 from curation.stage import run_stage
 from pipelines.caption import run_caption
 from pipelines.config import load_config
-from tiny_vlm import make_tiny_blip2, make_tiny_chat_vlm
+from tiny_vlm import INTERNVL_TEMPLATE, make_tiny_blip2, make_tiny_chat_vlm, make_tiny_internvl
 
 
 @pytest.mark.parametrize("raw,prompt,expected", [
@@ -28,6 +28,7 @@ from tiny_vlm import make_tiny_blip2, make_tiny_chat_vlm
     ("Sure! Here is a description: A young woman with long hair.", None, "A young woman with long hair."),
     ("  a   woman\n\n smiling  ", None, "A woman smiling"),
     ('"a boy in a hat"', None, "A boy in a hat"),
+    ("a woman\x05 in a \ufffd red\x13 coat\x00", None, "A woman in a red coat"),
 ])
 def test_hygiene_cleans(raw, prompt, expected):
     assert clean_caption(raw, prompt) == (expected, None)
@@ -68,17 +69,19 @@ def _spss(tmp: Path, n: int = 4) -> Path:
     return tmp
 
 
-def test_caption_job_with_tiny_blip2_and_chat_vlm(ray_local, tmp_path):
+def test_caption_job_with_tiny_blip2_and_native_internvl(ray_local, tmp_path):
     spss = _spss(tmp_path / "in")
     cfg = load_config("caption", overrides={"progress": False})
     cfg["captioners"][0].update(model=str(make_tiny_blip2(tmp_path / "blip2")), max_new_tokens=8)
-    cfg["captioners"][1].update(backend="chat_vlm", model=str(make_tiny_chat_vlm(tmp_path / "vlm")), max_new_tokens=8)
+    assert cfg["captioners"][1]["backend"] == "internvl", "the documented InternVL path is the native class"
+    cfg["captioners"][1].update(model=str(make_tiny_internvl(tmp_path / "internvl")), max_new_tokens=8)
     stats = run_caption(spss, tmp_path / "out", cfg, log=lambda m: None)
-    assert stats["adds_up"] and stats["kept"] == 4 and stats["stages"]["blip2"]["ran"]
+    assert stats["adds_up"] and stats["kept"] == 4 and stats["stages"]["internvl"]["ran"]
+    assert set(stats["captions_per_source"]) == {"dataset", "blip2", "internvl"}
     rows = pads.dataset(str(tmp_path / "out" / "kept")).to_table().to_pylist()
     assert len(rows) == 4 and all(r["image"] for r in rows)
     for r in rows:
-        for src in ("blip2", "internvl2"):
+        for src in ("blip2", "internvl"):
             made = [c for c in r["captions"] if c["source"] == src] + [d for d in r["caption_drops"] if d["source"] == src]
             assert len(made) == 1, "every captioner either adds a caption or records why not"
         for c in r["captions"]:
@@ -94,13 +97,14 @@ def test_offline_without_weights_keeps_dataset_text_and_invents_none(ray_local, 
     spss = _spss(tmp_path / "in")
     stats = run_caption(spss, tmp_path / "out", load_config("caption", overrides={"progress": False}),
                         log=lambda m: None)
-    assert not stats["stages"]["blip2"]["ran"] and "no text invented" in stats["stages"]["internvl2"]["note"]
+    assert not stats["stages"]["blip2"]["ran"] and "no text invented" in stats["stages"]["internvl"]["note"]
     assert stats["captions_per_source"] == {"dataset": 2} and stats["rows_without_captions"] == 2
 
 
-def test_caption_stage_batches_real_photos_through_blip2(tmp_path):
-    stage = CaptionStage({"name": "blip2", "backend": "blip2", "model": str(make_tiny_blip2(tmp_path / "b")),
-                          "max_new_tokens": 6})
+@pytest.mark.parametrize("backend,make", [("blip2", make_tiny_blip2), ("chat_vlm", make_tiny_chat_vlm),
+                                          ("internvl", make_tiny_internvl)])
+def test_caption_stage_batches_real_photos(tmp_path, backend, make):
+    stage = CaptionStage({"name": backend, "backend": backend, "model": str(make(tmp_path / "m")), "max_new_tokens": 6})
     rows = []
     for im in (samples.astronaut(), samples.grace_hopper(), samples.group()):
         r = empty_row()
@@ -111,6 +115,45 @@ def test_caption_stage_batches_real_photos_through_blip2(tmp_path):
     assert all(len(r["captions"] or []) + len(r["caption_drops"] or []) == 1 for r in rows)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         CaptionStage({"name": "blip2", "model": str(tmp_path / "nowhere")}).setup()
+
+
+@pytest.mark.parametrize("tiles", [1, 4])
+def test_internvl_prompt_and_pixels_are_what_transformers_processor_makes(tmp_path, tiles, monkeypatch):
+    from transformers import InternVLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    from curation.captioners import InternVLCaptioner
+
+    captioner = InternVLCaptioner(str(make_tiny_internvl(tmp_path / "m")), max_tiles=tiles)
+    # the processor class demands a video processor (torchvision); images never touch it
+    check = ProcessorMixin.check_argument_for_proper_class
+    monkeypatch.setattr(ProcessorMixin, "check_argument_for_proper_class",
+                        lambda self, name, arg: None if arg is None else check(self, name, arg))
+    processor = InternVLProcessor(image_processor=captioner.images, tokenizer=captioner.tokenizer,
+                                  video_processor=None, image_seq_length=4, chat_template=INTERNVL_TEMPLATE)
+    photos = [samples.astronaut(), samples.group()]  # square and 4:3: different tile counts
+    ours = captioner.inputs(photos)
+    theirs = processor(images=photos, text=[captioner.prompt] * 2, return_tensors="pt", padding=True,
+                       crop_to_patches=tiles > 1, max_patches=tiles)
+    for key in ("input_ids", "attention_mask", "pixel_values"):
+        assert ours[key].equal(theirs[key]), key
+    assert len(ours["pixel_values"]) == (2 if tiles == 1 else 1 + 4 + 1 + 4), "tiles plus a thumbnail each"
+
+
+def test_a_folder_that_cannot_serve_internvl_fails_before_any_row_is_read(ray_local, tmp_path):
+    import json as _json
+
+    blip = make_tiny_blip2(tmp_path / "blip2")
+    with pytest.raises(ValueError, match=r"blip2.*not a native InternVL checkpoint.*'blip-2'"):
+        CaptionStage({"name": "internvl", "backend": "internvl", "model": str(blip)}).check()
+    vl = make_tiny_internvl(tmp_path / "vl")
+    (vl / "processor_config.json").write_text(_json.dumps({"image_seq_length": 16}))
+    cfg = load_config("caption", overrides={"progress": False})
+    cfg["captioners"][1].update(model=str(vl))
+    with pytest.raises(ValueError, match=r"vl: the processor does not match the model \(image tokens per tile: "
+                                         r"processor 16, model 4\)"):
+        run_caption(_spss(tmp_path / "in"), tmp_path / "out", cfg, log=lambda m: None)
+    assert not list((tmp_path / "out").rglob("*.parquet")), "nothing was read or written"
 
 
 def test_a_ray_batch_reaches_the_model_in_generate_batch_chunks(tmp_path):
