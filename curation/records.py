@@ -38,6 +38,7 @@ SPSS_FIELDS = [
     pa.field("pitch", pa.float32()),
     pa.field("nsfw", pa.float32()),
     pa.field("watermark", pa.float32()),
+    pa.field("watermark_text", pa.string()),              # the watermark rule that fired strongest and the text read
     pa.field("captions", pa.list_(CAPTION)),
     pa.field("caption_drops", pa.list_(pa.struct([("source", pa.string()), ("reason", pa.string())]))),
     pa.field("id_embedding", pa.list_(pa.float32())),

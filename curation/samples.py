@@ -108,6 +108,114 @@ def watermarked(im: Image.Image, text: str = "© stockphoto  PREVIEW") -> Image.
     return Image.alpha_composite(out, layer).convert("RGB")
 
 
+FONTS = ("DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf", "DejaVuSans-BoldOblique.ttf",
+         "STIXGeneralItalic.ttf", "cmss10.ttf")   # all inside matplotlib's wheel
+
+
+def font(name: str, px: int) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), max(8, px))
+
+
+def overlay_text(im: Image.Image, text: str, *, font_name: str = FONTS[0], size: float = 0.06, opacity: float = 0.4,
+                 placement: str = "tiled", colour=(255, 255, 255), angle: float = 30.0) -> Image.Image:
+    """Text laid over a photo as stock sites and photographers do: ``tiled`` (rows of it across the
+    whole picture, turned by ``angle``), ``corner`` (bottom right) or ``centre``; ``size`` is the
+    font height as a fraction of the image width, ``opacity`` its alpha."""
+    base = im.convert("RGBA")
+    f = font(font_name, int(size * base.width))
+    fill = (*colour, int(round(255 * opacity)))
+    if placement == "tiled":
+        side = int(1.5 * max(base.size))
+        layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        w = d.textlength(text + "   ", font=f)
+        for row, y in enumerate(range(0, side, int(3.5 * f.size))):
+            for x in range(-int(w) * (row % 2) // 2, side, int(w)):
+                d.text((x, y), text, font=f, fill=fill)
+        layer = layer.rotate(angle, resample=Image.Resampling.BICUBIC)
+        left, top = (side - base.width) // 2, (side - base.height) // 2
+        layer = layer.crop((left, top, left + base.width, top + base.height))
+    else:
+        layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        x0, y0, x1, y1 = d.textbbox((0, 0), text, font=f)
+        margin = base.width // 30
+        xy = ((base.width - (x1 - x0)) // 2, (base.height - (y1 - y0)) // 2) if placement == "centre" else \
+            (base.width - (x1 - x0) - margin, base.height - (y1 - y0) - margin - y0)
+        d.text(xy, text, font=f, fill=fill)
+    return Image.alpha_composite(base, layer).convert("RGB")
+
+
+def scene_text(im: Image.Image, text: str, *, where: str = "sign", font_name: str = FONTS[1]) -> Image.Image:
+    """Legitimate text that belongs to the photo, painted opaque: a ``sign`` (dark letters on a light
+    plate in a bottom corner, away from the face) or a ``shirt`` print (below the face)."""
+    out = im.convert("RGB").copy()
+    d = ImageDraw.Draw(out)
+    w, h = out.size
+    if where == "sign":
+        f = font(font_name, w // 16)
+        x0, y0, x1, y1 = d.textbbox((0, 0), text, font=f)
+        pad = f.size // 3
+        left, top = w // 40, h - (y1 - y0) - 3 * pad - h // 40
+        d.rectangle((left, top, left + x1 - x0 + 2 * pad, top + y1 + 2 * pad), fill=(236, 228, 200))
+        d.text((left + pad, top + pad), text, font=f, fill=(30, 50, 110))
+    else:
+        f = font(font_name, w // 14)
+        x0, y0, x1, y1 = d.textbbox((0, 0), text, font=f)
+        d.text(((w - (x1 - x0)) // 2, int(0.8 * h)), text, font=f, fill=(200, 30, 40))
+    return out
+
+
+STOCK_MARKS = ("Shutterstock", "Getty Images", "alamy", "iStock by Getty Images", "Dreamstime.com", "123RF",
+               "depositphotos", "www.annakimphoto.com", "© John Smith 2023", "PREVIEW", "Anna Kim Photography",
+               "Adobe Stock")
+SCENE_TEXTS = ("CAFE", "EXIT", "Main St", "BAKERY", "NO PARKING", "HOTEL")
+SHIRT_TEXTS = ("SUMMER", "NYC", "BOSTON", "TEAM 7")
+
+
+def fit(im: Image.Image, side: int) -> Image.Image:
+    """``im`` scaled (up or down) to a long side of ``side`` pixels."""
+    s = side / max(im.size)
+    return im.resize((round(im.width * s), round(im.height * s)), Image.Resampling.LANCZOS)
+
+
+def watermark_set() -> list[dict]:
+    """A held-out set for the watermark filter, all from the shipped photos: each portrait with
+    stock and photographer marks (six fonts, sizes 3-9% of the width, opacity 0.2-0.6, tiled at
+    several angles, in a corner, over the centre; white, grey and black) and clean counterparts
+    (the photo itself, a shop sign in a corner, a T-shirt print). Rows: name, image, marked,
+    opacity (None when clean), kind. Photos are scaled to a 1024-px long side, the analysis size of a
+    large photo."""
+    a, g, t1 = (fit(im, 1024) for im in (astronaut(), grace_hopper(), group()))
+    bases = {"astronaut": a, "astronaut_flip": a.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+             "astronaut_crop": a.crop((64, 0, 448, 512)), "grace": g,
+             "grace_flip": g.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "grace_crop": g.crop((0, 0, 512, 480)),
+             "group_left": t1.crop((0, 0, t1.width // 2, t1.height)),
+             "group_right": t1.crop((t1.width // 2, 0, t1.width, t1.height))}
+    placements = ("tiled", "corner", "tiled", "centre", "tiled", "corner")
+    opacities, sizes = (0.2, 0.3, 0.4, 0.5, 0.6), (0.03, 0.045, 0.06, 0.075, 0.09)
+    colours, angles = ((255, 255, 255), (255, 255, 255), (128, 128, 128), (0, 0, 0)), (30, 0, -35, 45)
+    rows = []
+    for i, (name, im) in enumerate(bases.items()):
+        rows.append({"name": f"{name}/clean", "image": im, "marked": False, "opacity": None, "kind": "clean"})
+        rows.append({"name": f"{name}/sign", "image": scene_text(im, SCENE_TEXTS[i % len(SCENE_TEXTS)]),
+                     "marked": False, "opacity": None, "kind": "sign"})
+        rows.append({"name": f"{name}/shirt", "image": scene_text(im, SHIRT_TEXTS[i % len(SHIRT_TEXTS)], where="shirt"),
+                     "marked": False, "opacity": None, "kind": "shirt"})
+        for j, text in enumerate(STOCK_MARKS):
+            k = i * len(STOCK_MARKS) + j
+            place = placements[k % len(placements)]
+            opacity = opacities[k % len(opacities)]
+            size = sizes[(k // 2) % len(sizes)] * (0.7 if place == "tiled" and len(text) > 12 else 1.0)
+            marked = overlay_text(im, text, font_name=FONTS[k % len(FONTS)], size=size, opacity=opacity,
+                                  placement=place, colour=colours[k % len(colours)], angle=angles[k % len(angles)])
+            rows.append({"name": f"{name}/{place}-{j}", "image": marked, "marked": True, "opacity": opacity,
+                         "kind": place})
+    return rows
+
+
 def bomb_png(side: int = 20000) -> bytes:
     """A tiny file whose header promises side x side pixels."""
     return png_bytes(Image.new("1", (side, side)), optimize=True)

@@ -1,11 +1,15 @@
-"""Watermark stage (``watermark``): a transformers image classifier from a local
-folder (``model``), scored on the probability of ``label``, rejecting at
-``threshold``.
+"""Watermark stage (``watermark``): rejects photos with visible overlaid text or logos.
 
-Nothing that ships offline detects watermarks. With ``backend: none`` (the
-default when no model is configured) the stage does not run at all: the
-``watermark`` column stays null and the summary and ``stats.json`` say the
-filter did not run. No score is ever made up.
+Backends:
+- ``ocr`` (offline default): reads the text on the analysis image with PP-OCRv4
+  (inside the ``rapidocr-onnxruntime`` wheel) and scores it with the rules in
+  ``curation/watermark_ocr.py`` (stock/URL/copyright vocabulary, text over the
+  face or the centre, tiled repeats, semi-transparent strokes). The score goes
+  to ``watermark``, the strongest rule and the text it read to
+  ``watermark_text`` ("vocabulary: 'Shutterstock' (shutterstock)").
+- ``transformers``: an image classifier from a local folder (``model``), scored
+  on the probability of ``label``.
+- ``none``: does not run; the column stays null and the summary says so.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ class WatermarkStage(Stage):
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        self.backend = self.cfg.get("backend") or ("transformers" if self.cfg.get("model") else "none")
+        self.backend = self.cfg.get("backend") or ("transformers" if self.cfg.get("model") else "ocr")
         self.threshold = float(self.cfg.get("threshold", 0.5))
         self.model = None
 
@@ -31,18 +35,43 @@ class WatermarkStage(Stage):
         return self.backend != "none"
 
     def setup(self) -> None:
-        if self.backend != "transformers":
-            raise ValueError(f"unknown watermark backend {self.backend!r} (transformers or none)")
-        from curation.classifier import ImageClassifier
+        if self.backend == "ocr":
+            from curation.watermark_ocr import OcrReader
 
-        self.model = ImageClassifier.from_stage_config(self.cfg, "watermark")
+            ocr = self.cfg.get("ocr") or {}
+            self.model = OcrReader(int(ocr.get("det_side", 736)), self.cfg.get("device", "cpu"),
+                                   int(ocr.get("threads", 1)), float(ocr.get("min_confidence", 0.5)))
+        elif self.backend == "transformers":
+            from curation.classifier import ImageClassifier
+
+            self.model = ImageClassifier.from_stage_config(self.cfg, "watermark")
+        else:
+            raise ValueError(f"unknown watermark backend {self.backend!r} (ocr, transformers or none)")
 
     def report(self) -> dict:
         if not self.enabled:
-            return {"ran": False, "note": "no watermark classifier configured (stages: watermark: model); "
-                                          "nothing offline detects watermarks, so the column stays null"}
-        return {"ran": True, "backend": self.backend, "model": self.cfg.get("model"), "threshold": self.threshold}
+            return {"ran": False, "note": "backend: none (stages: watermark); the watermark column stays null"}
+        return {"ran": True, "backend": self.backend, "threshold": self.threshold,
+                **({"model": self.cfg.get("model")} if self.backend == "transformers" else {})}
 
     def process(self, rows: list[dict]) -> None:
-        scores = self.model.scores([analysis_image(r) for r in rows])
-        score_and_threshold(rows, scores, "watermark", self.threshold, "watermark")
+        images = [analysis_image(r) for r in rows]
+        if self.backend == "transformers":
+            score_and_threshold(rows, self.model.scores(images), "watermark", self.threshold, "watermark")
+            return
+        from curation.watermark_ocr import judge
+
+        ocr = self.cfg.get("ocr") or {}
+        for row, rgb in zip(rows, images):
+            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), vocabulary=ocr.get("vocabulary") or None,
+                            weights=ocr.get("rules"), fuzzy=float(ocr.get("fuzzy", 0.8)))
+            row["watermark_text"] = verdict.describe()
+            score_and_threshold([row], [verdict.score], "watermark", self.threshold, "watermark")
+
+
+def face_box(row: dict, rgb) -> tuple[float, ...] | None:
+    """The main face's box (original pixels, from the face stage) in the analysis image's pixels."""
+    if row.get("bbox") is None or not row.get("width"):
+        return None
+    s = rgb.shape[1] / row["width"]
+    return tuple(float(v) * s for v in row["bbox"])

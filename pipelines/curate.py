@@ -275,8 +275,16 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
         "adds_up": total["inputs"] == total[KEPT] + total[REJECTED] + total["quarantined"] == len(manifest_ids)
         and missing == 0,
         "by_reason": dict(sorted(by_reason.items())), "by_source": by_source, "stages": stage_reports,
+        "watermark_examples": watermark_examples(lay) if by_reason.get("watermark") else [],
         "elapsed_s": round(elapsed, 2),
     }
+
+
+def watermark_examples(lay: Layout, n: int = 5) -> list[dict]:
+    """A few rows rejected as watermarked, with what the detector read on them."""
+    ds = pads.dataset(_files(lay.rejected), format="parquet")
+    return ds.head(n, columns=["source", "path", "watermark", "watermark_text"],
+                   filter=pc.field("reason") == "watermark").to_pylist()
 
 
 def _count(t: pa.Table) -> dict:
@@ -313,7 +321,10 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
             lay.dedup.unlink()  # new candidates: earlier dedup decisions are stale
         from pipelines.ray_runtime import init_ray
 
+        from pipelines.ray_stages import check_cpu_budget
+
         init_ray(ray_address, cfg)
+        check_cpu_budget(model_stages(cfg), reads=QualityStage(quality_cfg(cfg, True)).resources.num_cpus)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
         t = time.time()
         process(lay, files, cfg)

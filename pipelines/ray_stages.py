@@ -52,12 +52,16 @@ def add_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg: dict) -> ray.da
                           compute=ray.data.ActorPoolStrategy(size=int(res.concurrency)), **common)
 
 
-def check_cpu_budget(stages: list[tuple[type[Stage], dict]], extra: float = 0.0) -> None:
-    """Refuse a job whose actor pools leave Ray Data no whole CPU: its file listing and reading
-    tasks ask for one, and without it the job would wait forever instead of failing."""
+def check_cpu_budget(stages: list[tuple[type[Stage], dict]], extra: float = 0.0, reads: float = 1.0) -> None:
+    """Refuse a job whose actor pools leave Ray Data too few CPUs for its read tasks (``reads``
+    CPUs each): instead of failing, such a job would wait forever. ``extra``: other fixed asks."""
     pools = [cls(c) for cls, c in stages if cls.stateful]
-    need = extra + sum(p.resources.num_cpus * p.resources.concurrency for p in pools if p.enabled)
+    pools = [p for p in pools if p.enabled]
+    need = extra + sum(p.resources.num_cpus * p.resources.concurrency for p in pools)
     total = ray.cluster_resources().get("CPU", 0.0)
-    if need + 1 > total:
-        raise ValueError(f"the actor pools ask for {need:g} of the cluster's {total:g} CPUs; Ray Data needs one more "
-                         "for reading and listing files. Lower the stages' resources.num_cpus or concurrency.")
+    if need + reads > total:
+        asks = ", ".join(f"{p.cfg.get('name', p.name)} {p.resources.num_cpus:g} x {p.resources.concurrency}"
+                         for p in pools)
+        raise ValueError(f"the actor pools ({asks}{f', other {extra:g}' if extra else ''}) ask for {need:g} of the "
+                         f"cluster's {total:g} CPUs and the read tasks need {reads:g} more: the job would wait "
+                         "forever. Lower the stages' resources.num_cpus or concurrency.")

@@ -20,6 +20,8 @@ def format_curate_summary(stats: dict, out_dir: str) -> str:
     lines += _table(["source", "listed", "rows", "kept", "rejected", "quarantined"], rows)
     if stats["by_reason"]:
         lines += ["", "reasons:"] + [f"  {r:<16} {n}" for r, n in stats["by_reason"].items()]
+    for ex in stats.get("watermark_examples", []):
+        lines.append(f"    watermark on {ex['source']}/{ex['path']}: {ex['watermark_text']} (score {ex['watermark']:.2f})")
     lines += ["", "stages:"] + stage_lines(stats["stages"])
     errors = [(src, e) for src, s in stats["by_source"].items() for e in s.get("errors", [])]
     if errors:

@@ -14,6 +14,7 @@ import yaml
 from curation import samples
 from pipelines.config import load_config, merge
 from pipelines.curate import ConfigMismatch, SourceSpec, run_curate
+from pipelines.summary import format_curate_summary
 from replicas import BUILDERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,10 +146,17 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path)
     assert digest(killed) == digest(tmp_path / "clean")
 
 
-WITH_FACES = {**EXPECTED, "cat": ("rejected", "no_face"), "t1": ("rejected", "multiple_faces"),
+WITH_FACES = {**EXPECTED, "cat": ("rejected", "no_face"), "watermarked": ("rejected", "watermark"), "t1": ("rejected", "multiple_faces"),
               "two_portraits": ("rejected", "multiple_faces"), "small_face_canvas": ("rejected", "small_face"),
               # 300 px copy: its face is ~50 px, under min_face_px, and faces run before dedup
               "astronaut_resized_copy": ("rejected", "small_face")}
+
+
+def test_curate_refuses_pools_that_leave_no_cpu_to_decode(sample_dir, ray_local, tmp_path, curate_cfg):
+    curate_cfg["stages"][0]["resources"]["num_cpus"] = 1.5   # faces 1.5 + nsfw 0.25 + watermark 0.25 of 2
+    with pytest.raises(ValueError, match=r"faces 1.5 x 1, nsfw 0.25 x 1, watermark 0.25 x 1\) ask for 2 of the "
+                                         r"cluster's 2 CPUs and the read tasks need 1 more"):
+        run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
 
 
 def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, ray_local, tmp_path, curate_cfg):
@@ -157,8 +165,12 @@ def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, 
            for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
     assert got == WITH_FACES
     assert stats["adds_up"] and stats["stages"]["faces"]["ran"] and stats["stages"]["nsfw"]["ran"]
-    assert stats["stages"]["watermark"]["ran"] is False
+    assert stats["stages"]["watermark"]["ran"] and stats["stages"]["watermark"]["backend"] == "ocr"
+    [mark] = stats["watermark_examples"]
+    assert mark["path"] == "variants/watermarked.jpg" and mark["watermark"] >= 0.5 and mark["watermark_text"]
+    summary = format_curate_summary(stats, "out")
+    assert "watermark  ran" in summary and f"watermark on sample/variants/watermarked.jpg: {mark['watermark_text']}" in summary
     for r in rows(tmp_path / "out", "kept"):
         assert len(r["id_embedding"]) == 128 and r["id_backend"] == "dlib_resnet_v1"
-        assert r["face_count"] == 1 and r["nsfw"] < 0.5 and r["watermark"] is None
+        assert r["face_count"] == 1 and r["nsfw"] < 0.5 and r["watermark"] < 0.5
         assert r["bbox"][2] <= r["width"] and r["bbox"][3] <= r["height"]

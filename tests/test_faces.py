@@ -153,9 +153,67 @@ def _tiny_classifier(path, labels):
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
-def test_watermark_stage_reports_not_run_without_a_model():
-    stage = WatermarkStage({})
+def test_watermark_stage_none_reports_not_run():
+    stage = WatermarkStage({"backend": "none"})
     assert not stage.enabled and stage.report()["ran"] is False
+
+
+@pytest.mark.parametrize("text,term", [("RREVIEW", "preview"), ("tersto", "shutterstock"), ("shutterstoc", "shutterstock"),
+                                       ("eamstime.cor", "dreamstime"), ("© John Smith", "©"), ("www.annakim", "web address"),
+                                       ("w.ann", "web address"), ("kimphoto.con", "web address"), ("Dr. Kim", None),
+                                       ("HOTEL", None), ("BOSTON", None), ("Main St", None), ("Stockholm", None),
+                                       ("COMMODORE HOPPER", None), ("SUMMER", None)])
+def test_watermark_vocabulary_reads_misread_and_partial_marks_only(text, term):
+    from curation.watermark_ocr import DEFAULT_VOCABULARY, vocabulary_hit
+
+    assert vocabulary_hit(text, DEFAULT_VOCABULARY) == term
+
+
+def test_watermark_rules_score_placement_and_repeats():
+    from curation.watermark_ocr import TextRegion, judge
+
+    flat = np.full((1000, 800, 3), 120, np.uint8)   # no strokes to measure: the translucency rule stays 0
+    box = lambda x, y: np.array([[x, y], [x + 120, y], [x + 120, y + 30], [x, y + 30]], np.float32)  # noqa: E731
+    face = (300, 100, 500, 350)
+    far = judge([TextRegion(box(20, 900), "HOTEL", 0.95)], flat, face)
+    assert far.score == 0 and far.rule is None, "scene text away from the face and centre is not a watermark"
+    on_face = judge([TextRegion(box(350, 200), "Kim", 0.9)], flat, face)
+    assert on_face.rule == "over_face" and on_face.score >= 0.5 and "Kim" in on_face.describe()
+    centre = judge([TextRegion(box(340, 480), "NYC", 0.95)], flat, face)
+    assert centre.rule == "over_centre" and centre.score < 0.5, "a print over the centre alone is not enough"
+    tiled = judge([TextRegion(box(20 + 200 * i, 800), "annak", 0.9) for i in range(3)], flat, face)
+    assert tiled.rule == "repeated" and tiled.score >= 0.5 and "x3" in tiled.text
+    both = judge([TextRegion(box(340, 480), "NYC", 0.95), TextRegion(box(20, 800), "NYC", 0.95)], flat, face)
+    assert both.score > max(centre.score, 0.5 * 0.9 * 0.95), "evidence from two rules adds up"
+
+
+def test_ocr_watermark_stage_rejects_overlaid_marks_and_keeps_scene_text():
+    a, g = samples.fit(samples.astronaut(), 1024), samples.fit(samples.grace_hopper(), 1024)
+    marked = {"tiled": samples.overlay_text(g, "Shutterstock", opacity=0.3, size=0.06),
+              "centre": samples.overlay_text(a.crop((128, 0, 896, 1024)), "PREVIEW", placement="centre", opacity=0.5,
+                                             size=0.075, font_name=samples.FONTS[1])}
+    # Grace Hopper's name tag is real scene text; a shop sign and a T-shirt print are painted on
+    clean = {"name_tag": g, "sign_and_shirt": samples.scene_text(samples.scene_text(a, "CAFE"), "SUMMER", where="shirt")}
+    faces, stage = FaceStage(FACE_CFG), WatermarkStage({"backend": "ocr"})
+    rows = {k: row_of(im, k) for k, im in {**marked, **clean}.items()}
+    run_stage(faces, list(rows.values()))
+    for r in rows.values():
+        r.update(status=ALIVE, reason=None)
+    run_stage(stage, list(rows.values()))
+    for k in marked:
+        assert rows[k]["reason"] == "watermark" and rows[k]["watermark"] >= 0.5, (k, rows[k]["watermark_text"])
+        assert rows[k]["watermark_text"].split(":")[0] in ("vocabulary", "repeated", "over_face", "over_centre",
+                                                           "translucent")
+    for k in clean:
+        assert rows[k]["status"] == ALIVE and rows[k]["watermark"] < 0.5, (k, rows[k]["watermark_text"])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (8, 400), (16, 16), (3000, 40)])
+def test_ocr_watermark_stage_survives_tiny_and_odd_images(shape):
+    rgb = np.random.default_rng(0).integers(0, 255, shape + (3,), dtype=np.uint8)
+    r = row_of(samples.Image.fromarray(rgb))
+    run_stage(WatermarkStage({"backend": "ocr"}), [r])
+    assert (r["status"] == ALIVE and r["watermark"] is not None) or r["reason"] == "watermark_error"
 
 
 def test_watermark_classifier_from_a_local_folder(tmp_path):

@@ -378,5 +378,5 @@ def test_pools_that_would_starve_ray_data_are_refused(ray_local, tiny, spss_dir,
     from pipelines.synth import run_synth
 
     cfg = synth_cfg(tiny, id_filter={"resources": {"num_cpus": 1.0}})  # 0.5 + 1.0 of 2 CPUs: no slot left to read
-    with pytest.raises(ValueError, match="Ray Data needs one more"):
+    with pytest.raises(ValueError, match=r"\(generate 0.5 x 1, id_filter 1 x 1\) ask for 1.5 of the cluster's 2 CPUs"):
         run_synth(spss_dir, tmp_path / "o", cfg, log=lambda m: None)
