@@ -26,6 +26,7 @@ class CaptionStage(Stage):
     name = "caption"
     reasons = ()  # rows are never rejected for their captions
     default_resources = {"num_cpus": 0.5, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
+    gpu_share = 0.5  # a VLM of a few billion parameters: two per GPU
 
     def __init__(self, cfg=None):
         super().__init__(cfg)

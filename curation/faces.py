@@ -24,14 +24,18 @@ import numpy as np
 from curation.records import analysis_image, reject
 from curation.registry import register
 from curation.stage import Stage
-from infu_model.faces import head_pose, make_face_analyzer
+from infu_model.faces import analyzer_device, head_pose, make_face_analyzer
 
 
 @register
 class FaceStage(Stage):
     name = "faces"
     reasons = ("no_face", "multiple_faces", "small_face")
-    default_resources = {"num_cpus": 0.5, "batch_size": 16, "concurrency": 2}
+    default_resources = {"num_cpus": 0.5, "batch_size": 16, "concurrency": 1}
+
+    @property
+    def device(self) -> str:
+        return analyzer_device(self.cfg)
 
     def __init__(self, cfg=None):
         super().__init__(cfg)

@@ -29,8 +29,9 @@ class Resources:
 
     @classmethod
     def from_config(cls, cfg: dict | None, **defaults) -> "Resources":
-        merged = {**defaults, **{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}}
-        return cls(**merged)
+        """``null`` in the config leaves the default (pipelines/ray_stages.py resolves GPU pools first)."""
+        given = {k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__ and v is not None}
+        return cls(**{**defaults, **given})
 
 
 class Stage:
@@ -41,6 +42,7 @@ class Stage:
     stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
     default_resources: ClassVar[dict] = {}
     schema: ClassVar[pa.Schema] = ROW_SCHEMA   # the rows it reads and writes (SPMS stages have their own)
+    gpu_share: ClassVar[float] = 0.25          # of a GPU per actor when its model runs on cuda (small models share)
 
     def __init__(self, cfg: dict | None = None):
         self.cfg = dict(cfg or {})
@@ -51,6 +53,11 @@ class Stage:
     def enabled(self) -> bool:
         """False when the config leaves the stage nothing to run with (it is then skipped)."""
         return True
+
+    @property
+    def device(self) -> str:
+        """Where the stage's model runs (``cuda`` asks the cluster for a share of a GPU per actor)."""
+        return str(self.cfg.get("device") or "cpu")
 
     def setup(self) -> None:
         """Load models. Called once per actor, before the first batch."""

@@ -55,7 +55,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     import ray
 
     from pipelines.ray_runtime import init_ray
-    from pipelines.ray_stages import add_stage, check_cpu_budget
+    from pipelines.ray_stages import add_stage, plan_pools
     from pipelines.sink import CurationSink
 
     t0 = time.time()
@@ -72,15 +72,15 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
             CaptionStage(c).check()
     if total - len(done) > 0:
         init_ray(ray_address, cfg)
-        check_cpu_budget([(CaptionStage, c) for c in stages], reads=0.25)
+        pools = plan_pools([(CaptionStage, c) for c in stages], log=log)
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
         ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
         # a light CPU request for the cleaning glue leaves the captioners' slots free
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
                             fn_kwargs={"done": done, "max_chars": cfg.get("max_chars", 400), "names": names})
-        for c in stages:
-            if CaptionStage(c).enabled:
-                ds = add_stage(ds, CaptionStage, c)
+        for cls, c in pools:
+            if cls(c).enabled:
+                ds = add_stage(ds, cls, c)
         ds.write_datasink(CurationSink(lay.kept, lay.rejected, int(cfg.get("output", {}).get("rows_per_file", 256)),
                                        True, alive_status="kept"))
     stats = caption_stats(lay, files, reports, time.time() - t0)

@@ -236,6 +236,26 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
                f"per-image scores: {Path(out_dir) / 'scores.parquet'}")
 
 
+@main.command("run")
+@click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
+@ray_address_option
+@quiet_option
+def run_cmd(pipeline, ray_address, quiet) -> None:
+    """Run the whole engine from one PIPELINE file (see configs/pipeline.yaml): curate -> caption ->
+    train stage 1 -> synth -> train stage 2 -> eval, each stage optional, each writing its usual output
+    under the pipeline's root. The file is checked whole before any work starts; a finished stage is
+    skipped when its config and inputs are unchanged, and an interrupted run resumes in the stage it
+    stopped in."""
+    from pipelines.curate import ConfigMismatch
+    from pipelines.run import format_run_summary, run_pipeline
+
+    try:
+        report = run_pipeline(pipeline, ray_address=ray_address, quiet=quiet, log=lambda m: click.echo(m, err=True))
+    except (ConfigMismatch, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(format_run_summary(report))
+
+
 @main.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def sample_data(out_dir) -> None:

@@ -187,13 +187,13 @@ def quality_cfg(cfg: dict, keep_analysis: bool) -> dict:
             "buckets": cfg.get("buckets"), "keep_analysis": keep_analysis}
 
 
-def process(lay: Layout, files: list[str], cfg: dict) -> None:
+def process(lay: Layout, files: list[str], cfg: dict, stages: list[tuple[type, dict]]) -> None:
+    """Decode and filter the listed rows: the quality tasks, then ``stages`` (enabled, pools resolved)."""
     import ray
 
     from pipelines.ray_stages import add_stage
     from pipelines.sink import CurationSink
 
-    stages = [(cls, scfg) for cls, scfg in model_stages(cfg) if cls(scfg).enabled]
     qcfg = quality_cfg(cfg, keep_analysis=bool(stages))
     ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with
@@ -320,14 +320,14 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
         if lay.dedup.exists():
             lay.dedup.unlink()  # new candidates: earlier dedup decisions are stale
         from pipelines.ray_runtime import init_ray
-
-        from pipelines.ray_stages import check_cpu_budget
+        from pipelines.ray_stages import plan_pools
 
         init_ray(ray_address, cfg)
-        check_cpu_budget(model_stages(cfg), reads=QualityStage(quality_cfg(cfg, True)).resources.num_cpus)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
+        stages = plan_pools([(cls, c) for cls, c in model_stages(cfg) if cls(c).enabled],
+                            reads=QualityStage(quality_cfg(cfg, True)).resources.num_cpus, log=log)
         t = time.time()
-        process(lay, files, cfg)
+        process(lay, files, cfg, stages)
         timings["stages"] = time.time() - t
     t = time.time()
     dedup_and_finalize(lay, cfg.get("dedup", {}), bool(cfg.get("output", {}).get("rejected_images", True)))

@@ -100,7 +100,7 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
     import ray
 
     from pipelines.ray_runtime import init_ray
-    from pipelines.ray_stages import add_stage, check_cpu_budget
+    from pipelines.ray_stages import add_stage, plan_pools
     from pipelines.synth import generate_cfg
     from synth.generate import GenerateStage
     from synth.records import SYNTH_ROW_SCHEMA
@@ -114,9 +114,8 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
     rows = [{"pair_id": it["image"], "source_id": it["identity"], "prompt": it["prompt"], "seed": it["seed"],
              "status": "pending", "_source_image": refs[it["identity"]]} for it in todo]
     rows.sort(key=lambda r: r["source_id"])  # a batch mostly holds one identity: one embedding per batch
-    check_cpu_budget([(GenerateStage, generate_cfg(cfg))])
-    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), GenerateStage,
-                   generate_cfg(cfg))
+    [(cls, gen_cfg)] = plan_pools([(GenerateStage, generate_cfg(cfg))], log=log)
+    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), cls, gen_cfg)
     failures = []
     for batch in ds.select_columns(["pair_id", "source_id", "status", "reason", "error", "target_image"]).iter_batches(
             batch_format="pyarrow", batch_size=None):

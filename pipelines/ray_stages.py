@@ -52,6 +52,42 @@ def add_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg: dict) -> ray.da
                           compute=ray.data.ActorPoolStrategy(size=int(res.concurrency)), **common)
 
 
+def resolve_gpus(stages: list[tuple[type[Stage], dict]], gpus: float) -> list[tuple[type[Stage], dict]]:
+    """Fill the ``resources`` a config leaves null from the cluster: on a cluster with ``gpus``, an
+    actor pool whose model runs on cuda gets the stage's ``gpu_share`` of a GPU per actor and as
+    many actors as its part of the GPUs holds (the GPUs are split evenly between such pools);
+    every other pool, and every pool on a cluster without GPUs, asks for none (a cuda model then
+    falls back to the CPU, as the configs say). Values the config sets are kept."""
+    on_gpu = [i for i, (cls, c) in enumerate(stages)
+              if gpus and cls.stateful and cls(c).enabled and cls(c).device.startswith("cuda")]
+    out = []
+    for i, (cls, c) in enumerate(stages):
+        res = dict(c.get("resources") or {})
+        if i in on_gpu:
+            if res.get("num_gpus") is None:
+                res["num_gpus"] = cls.gpu_share
+            if res.get("concurrency") is None and res["num_gpus"]:
+                res["concurrency"] = max(1, int(gpus / len(on_gpu) / res["num_gpus"] + 1e-9))
+        elif res.get("num_gpus") is None:
+            res["num_gpus"] = 0
+        out.append((cls, {**c, "resources": res}))
+    return out
+
+
+def plan_pools(stages: list[tuple[type[Stage], dict]], *, reads: float = 1.0, extra: float = 0.0,
+               log=print) -> list[tuple[type[Stage], dict]]:
+    """The stages with their pools resolved against the running cluster (``resolve_gpus``),
+    the CPU budget checked, and the pool sizes printed. Jobs add the stages it returns."""
+    resolved = resolve_gpus(stages, ray.cluster_resources().get("GPU", 0.0))
+    check_cpu_budget(resolved, extra, reads)
+    pools = [cls(c) for cls, c in resolved if cls.stateful and cls(c).enabled]
+    if pools:
+        log("actor pools: " + ", ".join(
+            f"{p.cfg.get('name', p.name)} {p.resources.concurrency} x ({p.resources.num_cpus:g} CPU"
+            + (f", {p.resources.num_gpus:g} GPU" if p.resources.num_gpus else "") + ")" for p in pools))
+    return resolved
+
+
 def check_cpu_budget(stages: list[tuple[type[Stage], dict]], extra: float = 0.0, reads: float = 1.0) -> None:
     """Refuse a job whose actor pools leave Ray Data too few CPUs for its read tasks (``reads``
     CPUs each): instead of failing, such a job would wait forever. ``extra``: other fixed asks."""

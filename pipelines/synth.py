@@ -129,15 +129,16 @@ def _plan(table: pa.Table, cfg: dict, prompts: list, selected: pa.Array, done: p
     return PlanActor(cfg, prompts, selected, done)(table)
 
 
-def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: pa.Array) -> None:
+def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: pa.Array, log=print) -> None:
     import ray
 
-    from pipelines.ray_stages import add_stage, check_cpu_budget
+    from pipelines.ray_stages import add_stage, plan_pools
     from pipelines.sink import CurationSink
 
     pcfg = planner_cfg(cfg)
     prompts = load_prompts(pcfg["prompts_file"])  # read once, handed to every planning task
-    check_cpu_budget(chain(cfg), extra=0.25 if needs_model(pcfg) else 0.0)
+    stages = plan_pools([(cls, c) for cls, c in chain(cfg) if cls(c).enabled],
+                        extra=0.25 if needs_model(pcfg) else 0.0, log=log)
     # light CPU requests for the glue: the model pools hold most of a small machine's slots
     ds = ray.data.read_parquet(files, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
     # a few sources per block: each expands into prompts x seeds jobs that carry its image
@@ -148,9 +149,8 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
     else:
         ds = ds.map_batches(_plan, fn_kwargs={"cfg": pcfg, "prompts": prompts, "selected": selected, "done": done},
                             batch_format="pyarrow", batch_size=4, num_cpus=0.25)
-    for cls, c in chain(cfg):
-        if cls(c).enabled:
-            ds = add_stage(ds, cls, c)
+    for cls, c in stages:
+        ds = add_stage(ds, cls, c)
     out = cfg.get("output") or {}
     ds.write_datasink(CurationSink(lay.candidates, lay.rejected, int(out.get("rows_per_file", 256)),
                                    bool(out.get("rejected_images", True)), schema=SPMS_SCHEMA, key="pair_id",
@@ -180,7 +180,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
         init_ray(ray_address, cfg)
         log(f"synth: {len(sources)} identity sources to (re)visit, "
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
-        process(lay, files, cfg, sources, skip)
+        process(lay, files, cfg, sources, skip, log)
         generated = count_unaccounted(
             read_column(_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"], done)
     out_cfg = cfg.get("output") or {}

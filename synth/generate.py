@@ -39,6 +39,7 @@ class GenerateStage(Stage):
     reasons = ("source_no_face",)
     schema = SYNTH_ROW_SCHEMA
     default_resources = {"num_cpus": 1, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
+    gpu_share = 1.0  # FLUX + InfuseNet: a GPU per actor
 
     def __init__(self, cfg=None):
         super().__init__(cfg)

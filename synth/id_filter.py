@@ -19,7 +19,7 @@ from PIL import Image
 from curation.quality import phash_hex
 from curation.records import reject
 from curation.stage import Stage
-from infu_model.faces import head_pose, make_face_analyzer
+from infu_model.faces import analyzer_device, head_pose, make_face_analyzer
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb
 
 
@@ -39,6 +39,11 @@ class IDFilterStage(Stage):
         self.secondary_min_score = float(c.get("secondary_min_score", 0.5))
         self.aesthetic_cfg = c.get("aesthetic") or {}
         self.min_aesthetic = self.aesthetic_cfg.get("min_score")
+
+    @property
+    def device(self) -> str:
+        devices = (analyzer_device(self.cfg.get("faces") or {}), str(self.aesthetic_cfg.get("device", "cpu")))
+        return next((d for d in devices if d.startswith("cuda")), "cpu")
 
     def setup(self) -> None:
         self.faces = make_face_analyzer(self.cfg.get("faces") or {})

@@ -95,6 +95,13 @@ def head_pose(kps: np.ndarray) -> tuple[float, float]:
     return yaw, pitch
 
 
+def analyzer_device(cfg: dict) -> str:
+    """Where the backend named by ``cfg`` runs: dlib always on the CPU, insightface where configured."""
+    if cfg.get("backend", "dlib") == "insightface":
+        return str((cfg.get("insightface") or {}).get("device", "cpu"))
+    return "cpu"
+
+
 def make_face_analyzer(cfg: dict) -> FaceAnalyzer:
     """Build the backend named by ``cfg["backend"]`` with its own sub-config."""
     backend = cfg.get("backend", "dlib")

@@ -1,0 +1,246 @@
+"""`infu run PIPELINE.yaml`: the whole engine as one resumable command.
+
+A pipeline file names the sources, the output root, the FLUX base and, per stage, a
+config file and inline overrides (``set``). Stages run in this order, each optional:
+
+    curate -> caption -> train_stage1 -> synth -> train_stage2 -> eval
+    ROOT/curated  ROOT/captioned  ROOT/train-stage1  ROOT/spms  ROOT/train-stage2  ROOT/eval
+
+(synth comes after stage-1 training so it can generate with the model just trained,
+``model: stage1``, as the paper does; it may name other weights instead). Each stage
+reads the output of the stage before it that produces its kind of input, or ``input``.
+A finished stage leaves ``ROOT/<output>/pipeline_stage.json`` with the fingerprint of
+its config and inputs; a rerun skips it when the fingerprint matches and otherwise runs
+it, which resumes inside the stage as the stage's own command does. Everything is
+checked (stage names, keys, inputs, weights) before any work starts.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipelines.config import fingerprint, load_config, merge
+
+ORDER = ("curate", "caption", "train_stage1", "synth", "train_stage2", "eval")
+OUTPUT = {"curate": "curated", "caption": "captioned", "train_stage1": "train-stage1", "synth": "spms",
+          "train_stage2": "train-stage2", "eval": "eval"}
+DEFAULTS = {"curate": "curate", "caption": "caption", "train_stage1": "stage1", "synth": "synth",
+            "train_stage2": "stage2", "eval": "eval"}
+TOP_KEYS = ("root", "sources", "base", "ray", "progress", "stages")
+STAGE_KEYS = {"curate": ("config", "set"), "caption": ("config", "set", "input"),
+              "train_stage1": ("config", "set", "input"), "synth": ("config", "set", "input", "model"),
+              "train_stage2": ("config", "set", "input", "init"), "eval": ("config", "set", "ids", "model", "label")}
+DONE = "pipeline_stage.json"
+
+
+class PipelineError(ValueError):
+    """The pipeline file cannot run as written (raised before any work starts)."""
+
+
+def unknown_keys(given: dict, allowed, where: str) -> None:
+    for k in given:
+        if k not in allowed:
+            near = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise PipelineError(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
+
+
+def check_overrides(defaults: dict, given: dict, where: str) -> None:
+    """Every key of ``given`` must exist in ``defaults`` (recursively): a typo is an error, not a
+    silently ignored setting. Lists, empty default dicts and a backend's block (a dict with a
+    ``backend`` key: its options depend on the backend chosen) take any keys."""
+    if "backend" in defaults:
+        return
+    unknown_keys(given, list(defaults), where)
+    for k, v in given.items():
+        if isinstance(v, dict) and isinstance(defaults.get(k), dict) and defaults[k]:
+            check_overrides(defaults[k], v, f"{where}.{k}")
+
+
+@dataclass
+class Step:
+    name: str
+    out: Path
+    cfg: dict
+    inputs: dict = field(default_factory=dict)   # what the fingerprint covers besides cfg
+
+
+def plan(spec: dict, source: str = "pipeline") -> list[Step]:
+    """Resolve the pipeline file into steps with full configs, or raise PipelineError."""
+    unknown_keys(spec, TOP_KEYS, source)
+    stages = spec.get("stages") or {}
+    unknown_keys(stages, ORDER, f"{source}: stages")
+    if not stages:
+        raise PipelineError(f"{source}: no stages; give at least one of {', '.join(ORDER)}")
+    if not spec.get("root"):
+        raise PipelineError(f"{source}: root (the output folder) is not set")
+    root = Path(spec["root"]).expanduser()
+    # the Ray session is the pipeline's (one for all stages); progress bars are for the Ray Data jobs
+    common = {"progress": spec["progress"]} if "progress" in spec else {}
+    steps: dict[str, Step] = {}
+    for name in ORDER:
+        if name not in stages:
+            continue
+        st = stages[name] or {}
+        where = f"{source}: stages.{name}"
+        unknown_keys(st, STAGE_KEYS[name], where)
+        defaults = load_config(DEFAULTS[name], st.get("config"))
+        check_overrides(defaults, st.get("set") or {}, f"{where}.set")
+        cfg = merge(defaults, merge({} if name.startswith("train") else common, st.get("set") or {}))
+        steps[name] = Step(name, root / OUTPUT[name], cfg)
+        wire(steps, name, st, spec, where)
+    return list(steps.values())
+
+
+def _upstream(steps: dict, st: dict, where: str, *names: str) -> Path:
+    if st.get("input"):
+        p = Path(st["input"]).expanduser()
+        if not p.exists():
+            raise PipelineError(f"{where}: input {p} does not exist")
+        return p
+    for n in names:
+        if n in steps:
+            return steps[n].out
+    raise PipelineError(f"{where}: no input: add one of the stages {', '.join(names)} or give input: PATH")
+
+
+def _weights(steps: dict, st: dict, key: str, where: str, *trained: str) -> Path:
+    value = st.get(key) or "auto"
+    if value in ("auto", "stage1", "stage2"):
+        names = {"auto": trained, "stage1": ("train_stage1",), "stage2": ("train_stage2",)}[value]
+        for n in names:
+            if n in steps:
+                return steps[n].out / "final"
+        raise PipelineError(f"{where}: {key}: {value} needs the stage {' or '.join(names)} in this pipeline, "
+                            "or give the weights' folder")
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise PipelineError(f"{where}: {key} {p} does not exist")
+    return p
+
+
+def _base(spec: dict, where: str) -> str:
+    base = spec.get("base")
+    if not base or not Path(base).expanduser().exists():
+        raise PipelineError(f"{where}: needs the FLUX base folder: base: PATH at the top of the pipeline file"
+                            + (f" ({base} does not exist)" if base else ""))
+    return str(Path(base).expanduser())
+
+
+def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
+    """Point ``steps[name]`` at its inputs (upstream outputs or given paths) and weights."""
+    s = steps[name]
+    if name == "curate":
+        if not spec.get("sources"):
+            raise PipelineError(f"{where}: needs sources: [KIND=PATH, ...] at the top of the pipeline file")
+        from pipelines.curate import SourceSpec
+
+        try:
+            s.inputs["sources"] = [SourceSpec.parse(x) for x in spec["sources"]]
+        except ValueError as e:
+            raise PipelineError(f"{where}: {e}") from None
+    elif name == "caption":
+        s.inputs["in"] = _upstream(steps, st, where, "curate")
+    elif name == "train_stage1":
+        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where)}, "output": str(s.out),
+                              "data": {"parquet": str(_upstream(steps, st, where, "caption", "curate"))}})
+    elif name == "synth":
+        s.inputs["in"] = _upstream(steps, st, where, "caption", "curate")
+        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where),
+                                        "path": str(_weights(steps, st, "model", where, "train_stage1"))}})
+    elif name == "train_stage2":
+        init = str(_weights(steps, st, "init", where, "train_stage1"))
+        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where), "init": init}, "output": str(s.out),
+                              "data": {"parquet": str(_upstream(steps, st, where, "synth"))}})
+    elif name == "eval":
+        if not st.get("ids") or not Path(st["ids"]).expanduser().is_dir():
+            raise PipelineError(f"{where}: ids: the folder of identity photos is missing ({st.get('ids')})")
+        s.inputs["ids"] = Path(st["ids"]).expanduser()
+        model = _weights(steps, st, "model", where, "train_stage2", "train_stage1")
+        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where), "path": str(model)},
+                              **({"label": st["label"]} if st.get("label") else {})})
+
+
+def done(step: Step) -> bool:
+    f = step.out / DONE
+    return f.is_file() and json.loads(f.read_text()).get("fingerprint") == _fp(step)
+
+
+def _fp(step: Step) -> str:
+    return fingerprint(step.cfg, {k: str(v) if not isinstance(v, list) else [x.__dict__ for x in v]
+                                  for k, v in step.inputs.items()})
+
+
+def execute(step: Step, ray_address: str | None, log) -> dict:
+    """Run one stage through its job, print the job's own summary; returns rows in / out."""
+    from pipelines.summary import format_curate_summary, format_synth_summary
+
+    if step.name == "curate":
+        from pipelines.curate import run_curate
+
+        st = run_curate(step.inputs["sources"], step.out, step.cfg, ray_address=ray_address, log=log)
+        log(format_curate_summary(st, str(step.out)))
+        return {"in": st["inputs"], "out": st["kept"]}
+    if step.name == "caption":
+        from pipelines.caption import run_caption
+
+        st = run_caption(step.inputs["in"], step.out, step.cfg, ray_address=ray_address, log=log)
+        log(f"caption: {st['kept']} of {st['inputs']} rows kept; captions per source {st['captions_per_source']}")
+        return {"in": st["inputs"], "out": st["kept"]}
+    if step.name == "synth":
+        from pipelines.synth import run_synth
+
+        st = run_synth(step.inputs["in"], step.out, step.cfg, ray_address=ray_address, log=log)
+        log(format_synth_summary(st, str(step.out)))
+        return {"in": st["sources_selected"], "out": st["kept"]}
+    if step.name == "eval":
+        from pipelines.eval import run_eval
+
+        st = run_eval(step.inputs["ids"], step.out, step.cfg, ray_address=ray_address, log=log)
+        log((step.out / "summary.md").read_text())
+        return {"in": st["images"], "out": st["images"] - st["no_face"]}
+    from pipelines.train import run_train
+
+    st = run_train(step.cfg, ray_address)
+    log(f"{step.name}: {st['steps']} steps, final loss {st['final_loss']:.4f}, skipped records {st['skipped']}")
+    return {"in": "-", "out": f"{st['steps']} steps"}
+
+
+def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: bool = False, log=print) -> list[dict]:
+    """Check the whole pipeline, then run its stages in order (skipping finished ones)."""
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    if quiet:
+        spec["progress"] = False
+    steps = plan(spec, str(path))
+    from pipelines.ray_runtime import init_ray
+
+    init_ray(ray_address, {"ray": spec.get("ray") or {}, "progress": spec.get("progress", True)})
+    report = []
+    for step in steps:
+        t = time.time()
+        if done(step):
+            rec = json.loads((step.out / DONE).read_text())
+            report.append({**rec["report"], "stage": step.name, "status": "skipped (done)", "seconds": 0.0})
+            log(f"run: {step.name} already done in {step.out}")
+            continue
+        log(f"run: {step.name} -> {step.out}")
+        counts = execute(step, ray_address, log)
+        rec = {"stage": step.name, "status": "ran", **counts, "seconds": round(time.time() - t, 1),
+               "output": str(step.out)}
+        (step.out / DONE).write_text(json.dumps({"fingerprint": _fp(step), "report": rec}, indent=1))
+        report.append(rec)
+    return report
+
+
+def format_run_summary(report: list[dict]) -> str:
+    from pipelines.summary import _table
+
+    rows = [[r["stage"], r["status"], r.get("in", ""), r.get("out", ""), r["seconds"], r.get("output", "")]
+            for r in report]
+    return "\n".join(["", "pipeline summary"] + _table(["stage", "status", "in", "out", "seconds", "output"], rows))
+

@@ -1,0 +1,47 @@
+"""A stage that records which GPU Ray gave its actor, run on an embedded Ray that declares
+GPUs it does not have (``python tests/gpu_probe.py``: prints the log and one JSON line)."""
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from curation.stage import Stage  # noqa: E402
+
+
+class GpuProbe(Stage):
+    name = "probe"
+    gpu_share = 0.5
+
+    def process(self, rows: list[dict]) -> None:
+        import time
+
+        import ray
+
+        time.sleep(0.3)  # long enough that every actor of the pool gets blocks
+
+        for r in rows:
+            r["id_backend"] = json.dumps({"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                                          "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()})
+
+
+def main() -> None:
+    import pyarrow as pa
+    import ray
+
+    from curation.records import ALIVE, ROW_SCHEMA, empty_row
+    from pipelines.ray_stages import add_stage, plan_pools
+
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    rows = [{**empty_row(), "id": str(i), "source": "t", "path": str(i), "frame": -1, "status": ALIVE} for i in range(16)]
+    [(cls, cfg)] = plan_pools([(GpuProbe, {"device": "cuda", "resources": {"num_cpus": 0.25, "batch_size": 1}})],
+                              reads=0.25)
+    ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=ROW_SCHEMA)).repartition(8)
+    ds = add_stage(ds, cls, cfg)
+    seen = [json.loads(r["id_backend"]) for r in ds.select_columns(["id_backend"]).take_all()]
+    print(json.dumps({"resources": cfg["resources"], "seen": seen}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""`infu run`: the pipeline file is checked whole before work starts, wired stage to stage, and a
+rerun skips what is done."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipelines.cli import main
+from pipelines.run import PipelineError, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def example(tmp_path: Path) -> dict:
+    """configs/pipeline.yaml with its paths pointed at folders that exist here."""
+    spec = yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())
+    for d in ("base", "ids"):
+        (tmp_path / d).mkdir()
+    spec.update(root=str(tmp_path / "out"), base=str(tmp_path / "base"))
+    spec["stages"]["eval"]["ids"] = str(tmp_path / "ids")
+    return spec
+
+
+def test_the_documented_pipeline_is_valid_and_wires_each_stage_to_the_one_before(tmp_path):
+    steps = {s.name: s for s in plan(example(tmp_path))}
+    out = tmp_path / "out"
+    assert list(steps) == ["curate", "caption", "train_stage1", "synth", "train_stage2", "eval"]
+    assert steps["caption"].inputs["in"] == out / "curated"
+    assert steps["train_stage1"].cfg["data"]["parquet"] == str(out / "captioned")
+    assert steps["synth"].inputs["in"] == out / "captioned"
+    assert steps["synth"].cfg["model"]["path"] == str(out / "train-stage1" / "final"), "synth with the stage-1 model"
+    assert steps["train_stage2"].cfg["model"]["init"] == str(out / "train-stage1" / "final")
+    assert steps["train_stage2"].cfg["data"]["parquet"] == str(out / "spms")
+    assert steps["eval"].cfg["model"]["path"] == str(out / "train-stage2" / "final")
+    assert steps["train_stage1"].cfg["ray"]["num_workers"] == 8 and steps["train_stage1"].cfg["train"]["lr"] == 2e-5
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s["stages"].update(captoin={}), r"stages: unknown key 'captoin' \(did you mean 'caption'\?\)"),
+    (lambda s: s["stages"]["curate"].update(set={"filters": {"min_sid": 300}}),
+     r"stages.curate.set.filters: unknown key 'min_sid' \(did you mean 'min_side'\?\)"),
+    (lambda s: s.update(rot="x"), r"unknown key 'rot' \(did you mean 'root'\?\)"),
+    (lambda s: s["stages"].pop("curate"), r"stages.caption: no input: add one of the stages curate or give input"),
+    (lambda s: s["stages"].pop("train_stage1"), r"stages.synth: model: stage1 needs the stage train_stage1"),
+    (lambda s: s.update(base="/nowhere/flux"), r"needs the FLUX base folder.*/nowhere/flux does not exist"),
+    (lambda s: s["stages"]["eval"].update(ids="/nowhere/ids"), r"stages.eval: ids: .*/nowhere/ids"),
+    (lambda s: s.update(sources=["no_equals_sign"]), r"stages.curate: .*KIND"),
+])
+def test_mistakes_in_the_pipeline_file_stop_it_before_any_work(tmp_path, edit, message):
+    spec = example(tmp_path)
+    edit(spec)
+    with pytest.raises(PipelineError, match=message):
+        plan(spec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(sample_dir, ray_local, tmp_path):
+    """configs/pipeline-tiny.yaml's curate -> caption on the sample photos (the whole file, training,
+    synth and eval included, is what scripts/demo.sh runs: it takes minutes)."""
+    spec = yaml.safe_load((ROOT / "configs" / "pipeline-tiny.yaml").read_text())
+    stages = {"curate": {"set": {"stages": [{"name": "faces", "backend": "dlib"}]}}, "caption": spec["stages"]["caption"]}
+    spec.update(root=str(tmp_path / "run"), stages=stages, sources=[f"folder:sample={sample_dir}"])
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    first = CliRunner().invoke(main, ["run", str(path), "--quiet"])
+    assert first.exit_code == 0, first.output
+    table = first.output.split("pipeline summary")[1].splitlines()
+    assert [ln.split()[:2] for ln in table[3:]] == [["curate", "ran"], ["caption", "ran"]]
+    curated = json.loads((tmp_path / "run" / "curated" / "stats.json").read_text())
+    captioned = json.loads((tmp_path / "run" / "captioned" / "stats.json").read_text())
+    assert curated["adds_up"] and captioned["inputs"] == curated["kept"] == 6 and captioned["adds_up"]
+    again = CliRunner().invoke(main, ["run", str(path), "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("skipped (done)") == 2
+    spec["stages"]["caption"] = {"set": {"max_chars": 300}}   # a changed stage runs again, the rest stays done
+    path.write_text(yaml.safe_dump(spec))
+    third = CliRunner().invoke(main, ["run", str(path), "--quiet"])
+    assert third.exit_code == 1 and "--overwrite" in third.output, "caption's own guard: same output, new config"
