@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 
 def init_ray(address: str | None, cfg: dict) -> None:
@@ -16,9 +17,10 @@ def init_ray(address: str | None, cfg: dict) -> None:
             import pipelines
             import synth
 
-            # ship our code to the cluster's workers (a no-op cost under `ray job submit --working-dir`)
-            ray.init(address=address, logging_level=logging.WARNING,
-                     runtime_env={"py_modules": [curation, synth, infu_model, pipelines]})
+            # ship our code to the cluster's workers (a no-op cost under `ray job submit --working-dir`);
+            # as folders, not module objects: Ray deep-copies them into the job's runtime env
+            code = [str(Path(m.__file__).parent) for m in (curation, synth, infu_model, pipelines)]
+            ray.init(address=address, logging_level=logging.WARNING, runtime_env={"py_modules": code})
         else:
             r = cfg.get("ray", {})
             ray.init(num_cpus=r.get("num_cpus"), object_store_memory=r.get("object_store_memory"),

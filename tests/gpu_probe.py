@@ -1,5 +1,5 @@
-"""A stage that records which GPU Ray gave its actor, run on an embedded Ray that declares
-GPUs it does not have (``python tests/gpu_probe.py``: prints the log and one JSON line)."""
+"""A stage that records which GPU Ray gave its actor, run against a Ray cluster that declares
+GPUs it does not have (``python tests/gpu_probe.py ADDRESS``: prints the log and one JSON line)."""
 import json
 import os
 import sys
@@ -33,7 +33,7 @@ def main() -> None:
     from curation.records import ALIVE, ROW_SCHEMA, empty_row
     from pipelines.ray_stages import add_stage, plan_pools
 
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address=sys.argv[1], log_to_driver=False)
     rows = [{**empty_row(), "id": str(i), "source": "t", "path": str(i), "frame": -1, "status": ALIVE} for i in range(16)]
     [(cls, cfg)] = plan_pools([(GpuProbe, {"device": "cuda", "resources": {"num_cpus": 0.25, "batch_size": 1}})],
                               reads=0.25)

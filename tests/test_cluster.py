@@ -1,0 +1,94 @@
+"""A real local Ray cluster (`ray start --head`, declaring two GPUs it does not have; stopped by
+pid afterwards): `ray job submit --working-dir .` and `--ray-address` give the same curate output
+as the embedded run, and resolved GPU pools get their GPUs."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+from test_curate import EXPECTED
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
+                             "--port", str(gcs),
+                             "--dashboard-port", str(dash), "--include-dashboard", "true", "--disable-usage-stats",
+                             "--ray-client-server-port", str(free_port()), "--temp-dir", tmp],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            break
+        except OSError:
+            assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
+            time.sleep(1)
+    yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": url, "env": env}
+    # this cluster's processes (its temp dir is in their command lines) and nothing else; a graceful
+    # stop takes half a minute and there is nothing to save
+    for pid in subprocess.run(["pgrep", "-f", tmp], capture_output=True, text=True).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.killpg(head.pid, signal.SIGKILL)
+    head.wait(60)
+
+
+def outcome(out: Path) -> dict:
+    rows = [r for sub in ("kept", "rejected") if (out / sub).exists()
+            for r in pads.dataset(str(out / sub)).to_table(columns=["path", "status", "reason"]).to_pylist()]
+    return {Path(r["path"]).stem: (r["status"], r["reason"]) for r in rows}
+
+
+def test_job_submit_and_ray_address_curate_like_the_embedded_run(ray_head, sample_dir, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stages: []\nprogress: false\n")   # the cheap filters: EXPECTED is the embedded result
+    args = ["curate", "--source", f"folder={sample_dir}", "--config", str(cfg), "--quiet"]
+    job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"], "--working-dir", ".",
+                          "--", "infu", *args, "--out", str(tmp_path / "job")],
+                         cwd=ROOT, env=ray_head["env"], capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0 and "succeeded" in job.stdout + job.stderr, (job.stdout + job.stderr)[-4000:]
+    assert "accounting: every input kept, rejected or quarantined: yes" in job.stdout + job.stderr
+    joined = subprocess.run([str(BIN / "infu"), *args, "--out", str(tmp_path / "joined"),
+                             "--ray-address", ray_head["gcs"]],
+                            cwd=tmp_path, env=ray_head["env"], capture_output=True, text=True, timeout=600)
+    assert joined.returncode == 0, (joined.stdout + joined.stderr)[-4000:]
+    assert outcome(tmp_path / "job") == outcome(tmp_path / "joined") == EXPECTED
+
+
+def test_ray_gives_each_actor_of_a_resolved_pool_its_gpu(ray_head):
+    """A 0.5-GPU pool on two GPUs gets four actors, two per GPU, each seeing its own GPU in
+    CUDA_VISIBLE_DEVICES (what torch and onnxruntime then use)."""
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "gpu_probe.py"), ray_head["gcs"]], capture_output=True,
+                         text=True, timeout=300, env=ray_head["env"], cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "actor pools: probe 4 x (0.25 CPU, 0.5 GPU)" in out.stdout
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    actors = {(s["pid"], tuple(s["gpu_ids"]), s["visible"]) for s in got["seen"]}
+    assert len(got["seen"]) == 16 and len(actors) == 4
+    assert sorted(gpu for _, (gpu,), _ in actors) == ["0", "0", "1", "1"]
+    assert all(visible == gpu for _, (gpu,), visible in actors)
