@@ -38,14 +38,18 @@ def ray_head():
                              "--ray-client-server-port", str(free_port()), "--temp-dir", tmp],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 120
-    while True:
+    deadline = time.time() + 180
+    while True:  # up when the job server takes a job: its agent registers seconds after the dashboard
         try:
             urllib.request.urlopen(f"{url}/api/version", timeout=2)
-            break
+            probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", url, "--", "true"], env=env,
+                                   capture_output=True, text=True, timeout=120)
+            if probe.returncode == 0:
+                break
         except OSError:
-            assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
-            time.sleep(1)
+            pass
+        assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
+        time.sleep(1)
     yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": url, "env": env}
     # this cluster's processes (its temp dir is in their command lines) and nothing else; a graceful
     # stop takes half a minute and there is nothing to save
