@@ -32,10 +32,13 @@ def ray_head():
     tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
     gcs, dash = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # every port its own: the test session's embedded Ray already holds the default agent ports
+    ports = [f"--{p}-port={free_port()}" for p in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
+                                                   "runtime-env-agent", "ray-client-server", "node-manager",
+                                                   "object-manager")]
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
-                             "--port", str(gcs),
-                             "--dashboard-port", str(dash), "--include-dashboard", "true", "--disable-usage-stats",
-                             "--ray-client-server-port", str(free_port()), "--temp-dir", tmp],
+                             "--port", str(gcs), "--dashboard-port", str(dash), "--include-dashboard", "true",
+                             "--disable-usage-stats", *ports, "--temp-dir", tmp],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 180
