@@ -41,28 +41,30 @@ def ray_head():
                              "--disable-usage-stats", *ports, "--temp-dir", tmp],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 180
-    while True:  # up when the job server takes a job: its agent registers seconds after the dashboard
-        try:
-            urllib.request.urlopen(f"{url}/api/version", timeout=2)
-            probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", url, "--", "true"], env=env,
-                                   capture_output=True, text=True, timeout=120)
-            if probe.returncode == 0:
-                break
-        except OSError:
-            pass
-        assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
-        time.sleep(1)
-    yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": url, "env": env}
-    # this cluster's processes (its temp dir is in their command lines) and nothing else; a graceful
-    # stop takes half a minute and there is nothing to save
-    for pid in subprocess.run(["pgrep", "-f", tmp], capture_output=True, text=True).stdout.split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    os.killpg(head.pid, signal.SIGKILL)
-    head.wait(60)
+    try:
+        deadline = time.time() + 180
+        while True:  # up when the job server takes a job: its agent registers seconds after the dashboard
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", url, "--", "true"], env=env,
+                                       capture_output=True, text=True, timeout=120)
+                if probe.returncode == 0:
+                    break
+            except OSError:
+                pass
+            assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
+            time.sleep(1)
+        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": url, "env": env}
+    finally:
+        # this cluster's processes (its temp dir is in their command lines) and nothing else, also when
+        # it failed to start; a graceful stop takes half a minute and there is nothing to save
+        for kill, pid in [(os.kill, int(p)) for p in subprocess.run(["pgrep", "-f", tmp], capture_output=True,
+                                                                      text=True).stdout.split()] + [(os.killpg, head.pid)]:
+            try:
+                kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        head.wait(60)
 
 
 def outcome(out: Path) -> dict:
