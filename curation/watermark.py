@@ -28,6 +28,7 @@ class WatermarkStage(Stage):
         super().__init__(cfg)
         self.backend = self.cfg.get("backend") or ("transformers" if self.cfg.get("model") else "ocr")
         self.threshold = float(self.cfg.get("threshold", 0.5))
+        self.ocr = self.cfg.get("ocr") or {}
         self.model = None
 
     @property
@@ -38,9 +39,8 @@ class WatermarkStage(Stage):
         if self.backend == "ocr":
             from curation.watermark_ocr import OcrReader
 
-            ocr = self.cfg.get("ocr") or {}
-            self.model = OcrReader(int(ocr.get("det_side", 736)), self.cfg.get("device", "cpu"),
-                                   int(ocr.get("threads", 1)), float(ocr.get("min_confidence", 0.5)))
+            self.model = OcrReader(int(self.ocr.get("det_side", 736)), self.device, int(self.ocr.get("threads", 1)),
+                                   float(self.ocr.get("min_confidence", 0.5)))
         elif self.backend == "transformers":
             from curation.classifier import ImageClassifier
 
@@ -61,10 +61,9 @@ class WatermarkStage(Stage):
             return
         from curation.watermark_ocr import judge
 
-        ocr = self.cfg.get("ocr") or {}
         for row, rgb in zip(rows, images):
-            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), vocabulary=ocr.get("vocabulary") or None,
-                            weights=ocr.get("rules"), fuzzy=float(ocr.get("fuzzy", 0.8)))
+            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), vocabulary=self.ocr.get("vocabulary"),
+                            weights=self.ocr.get("rules"), fuzzy=float(self.ocr.get("fuzzy", 0.8)))
             row["watermark_text"] = verdict.describe()
             score_and_threshold([row], [verdict.score], "watermark", self.threshold, "watermark")
 

@@ -79,8 +79,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
                             fn_kwargs={"done": done, "max_chars": cfg.get("max_chars", 400), "names": names})
         for cls, c in pools:
-            if cls(c).enabled:
-                ds = add_stage(ds, cls, c)
+            ds = add_stage(ds, cls, c)
         ds.write_datasink(CurationSink(lay.kept, lay.rejected, int(cfg.get("output", {}).get("rows_per_file", 256)),
                                        True, alive_status="kept"))
     stats = caption_stats(lay, files, reports, time.time() - t0)

@@ -324,8 +324,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
 
         init_ray(ray_address, cfg)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
-        stages = plan_pools([(cls, c) for cls, c in model_stages(cfg) if cls(c).enabled],
-                            reads=QualityStage(quality_cfg(cfg, True)).resources.num_cpus, log=log)
+        stages = plan_pools(model_stages(cfg), reads=QualityStage(quality_cfg(cfg, True)).resources.num_cpus, log=log)
         t = time.time()
         process(lay, files, cfg, stages)
         timings["stages"] = time.time() - t

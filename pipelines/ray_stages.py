@@ -76,11 +76,12 @@ def resolve_gpus(stages: list[tuple[type[Stage], dict]], gpus: float) -> list[tu
 
 def plan_pools(stages: list[tuple[type[Stage], dict]], *, reads: float = 1.0, extra: float = 0.0,
                log=print) -> list[tuple[type[Stage], dict]]:
-    """The stages with their pools resolved against the running cluster (``resolve_gpus``),
+    """The enabled stages with their pools resolved against the running cluster (``resolve_gpus``),
     the CPU budget checked, and the pool sizes printed. Jobs add the stages it returns."""
-    resolved = resolve_gpus(stages, ray.cluster_resources().get("GPU", 0.0))
-    check_cpu_budget(resolved, extra, reads)
-    pools = [cls(c) for cls, c in resolved if cls.stateful and cls(c).enabled]
+    enabled = [(cls, c) for cls, c in stages if cls(c).enabled]
+    resolved = resolve_gpus(enabled, ray.cluster_resources().get("GPU", 0.0))
+    pools = [cls(c) for cls, c in resolved if cls.stateful]
+    check_cpu_budget(pools, extra, reads)
     if pools:
         log("actor pools: " + ", ".join(
             f"{p.cfg.get('name', p.name)} {p.resources.concurrency} x ({p.resources.num_cpus:g} CPU"
@@ -88,11 +89,9 @@ def plan_pools(stages: list[tuple[type[Stage], dict]], *, reads: float = 1.0, ex
     return resolved
 
 
-def check_cpu_budget(stages: list[tuple[type[Stage], dict]], extra: float = 0.0, reads: float = 1.0) -> None:
-    """Refuse a job whose actor pools leave Ray Data too few CPUs for its read tasks (``reads``
+def check_cpu_budget(pools: list[Stage], extra: float = 0.0, reads: float = 1.0) -> None:
+    """Refuse a job whose actor ``pools`` leave Ray Data too few CPUs for its read tasks (``reads``
     CPUs each): instead of failing, such a job would wait forever. ``extra``: other fixed asks."""
-    pools = [cls(c) for cls, c in stages if cls.stateful]
-    pools = [p for p in pools if p.enabled]
     need = extra + sum(p.resources.num_cpus * p.resources.concurrency for p in pools)
     total = ray.cluster_resources().get("CPU", 0.0)
     if need + reads > total:

@@ -137,8 +137,7 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
 
     pcfg = planner_cfg(cfg)
     prompts = load_prompts(pcfg["prompts_file"])  # read once, handed to every planning task
-    stages = plan_pools([(cls, c) for cls, c in chain(cfg) if cls(c).enabled],
-                        extra=0.25 if needs_model(pcfg) else 0.0, log=log)
+    stages = plan_pools(chain(cfg), extra=0.25 if needs_model(pcfg) else 0.0, log=log)
     # light CPU requests for the glue: the model pools hold most of a small machine's slots
     ds = ray.data.read_parquet(files, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
     # a few sources per block: each expands into prompts x seeds jobs that carry its image
