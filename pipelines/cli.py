@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipelines.config import load_config
+from pipelines.logs import job_logs
 
 
 # options every Ray job takes, with one wording
@@ -17,6 +18,22 @@ overwrite_option = click.option("--overwrite", is_flag=True,
                                 help="Delete what the output folder holds and start over (needed when the config "
                                      "or inputs changed).")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def run_job(out_dir, name: str, job, *args, libraries=("transformers", "diffusers"), **kwargs):
+    """``job(*args, log=say, **kwargs)`` with its noise routed to ``out_dir/_work/logs`` and the
+    mistakes a user can make (changed config, missing input, bad value) as one-line errors."""
+    from pipelines.curate import ConfigMismatch
+
+    with job_logs(out_dir, name, libraries):
+        try:
+            return job(*args, log=say, **kwargs)
+        except (ConfigMismatch, FileNotFoundError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,7 +65,7 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
     DIR/kept/*.parquet or DIR/rejected/*.parquet (with its status and reason);
     DIR/stats.json adds them up per source and reason.
     """
-    from pipelines.curate import ConfigMismatch, SourceSpec, run_curate
+    from pipelines.curate import SourceSpec, run_curate
     from pipelines.summary import format_curate_summary
 
     try:
@@ -56,11 +73,8 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     cfg = load_config("curate", config_path, {"progress": False} if quiet else None)
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
-    try:
-        stats = run_curate(specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite, log=log)
-    except (ConfigMismatch, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    stats = run_job(out_dir, "curate", run_curate, specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
+                    libraries=())
     click.echo(format_curate_summary(stats, out_dir))
     if stats["inputs"] == 0:
         click.echo("nothing was curated: no source yielded any image", err=True)
@@ -82,14 +96,9 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
     Every caption keeps its source (dataset, blip2, internvl, ...) so training can mix
     them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
     from pipelines.caption import run_caption
-    from pipelines.curate import ConfigMismatch
 
     cfg = load_config("caption", config_path, {"progress": False} if quiet else None)
-    try:
-        stats = run_caption(in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
-                            log=lambda m: click.echo(m, err=True))
-    except (ConfigMismatch, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    stats = run_job(out_dir, "caption", run_caption, in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
     click.echo(f"\ncaption summary  ({out_dir}, {stats['elapsed_s']} s)")
     click.echo(f"  rows: {stats['inputs']}  kept: {stats['kept']}  quarantined: {stats['quarantined']}  "
                f"without any caption: {stats['rows_without_captions']}")
@@ -125,7 +134,6 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
     stage-1 InfU actor pool (+ LoRAs, face swap, post-processing), then ID-filtered (one face, same
     person, normal pose, aesthetics, no near-duplicates). Every planned pair is kept or rejected with
     its reason."""
-    from pipelines.curate import ConfigMismatch
     from pipelines.summary import format_synth_summary
     from pipelines.synth import run_synth
 
@@ -135,11 +143,7 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
     if quiet:
         over["progress"] = False
     cfg = load_config("synth", config_path, over)
-    try:
-        stats = run_synth(spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
-                          log=lambda m: click.echo(m, err=True))
-    except (ConfigMismatch, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    stats = run_job(out_dir, "synth", run_synth, spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
     click.echo(format_synth_summary(stats, out_dir))
 
 
@@ -168,13 +172,13 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
     user = yaml.safe_load(Path(config_path).read_text()) or {}
     stage = int(user.get("stage", 1))
     cfg = load_config(f"stage{stage}", config_path, {"export_published": export_published})
-    try:
+    def job(log):
         if build_cache:
             cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}
-            click.echo(f"cache: {build(cfg)}")
-        res = run_train(cfg, ray_address)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+            log(f"cache: {build(cfg)}")
+        return run_train(cfg, ray_address, log=log)
+
+    res = run_job(cfg["output"], "train", job)
     click.echo(f"trained {res['steps']} steps, final loss {res['final_loss']:.4f}, skipped records {res['skipped']}; "
                f"weights in {res['output']}/final")
 
@@ -227,10 +231,7 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
                                      ("--out", out_dir)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --compare A B)")
-    try:
-        summary = run_eval(ids_dir, out_dir, cfg, ray_address=ray_address, log=lambda m: click.echo(m, err=True))
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    summary = run_job(out_dir, "eval", run_eval, ids_dir, out_dir, cfg, ray_address=ray_address)
     click.echo((Path(out_dir) / "summary.md").read_text())
     click.echo(f"{summary['images']} images scored ({summary['no_face']} without a face) in {summary['elapsed_s']} s; "
                f"per-image scores: {Path(out_dir) / 'scores.parquet'}")
@@ -246,13 +247,13 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
     under the pipeline's root. The file is checked whole before any work starts; a finished stage is
     skipped when its config and inputs are unchanged, and an interrupted run resumes in the stage it
     stopped in."""
-    from pipelines.curate import ConfigMismatch
-    from pipelines.run import format_run_summary, run_pipeline
+    from pipelines.run import format_run_summary, read_pipeline, run_steps
 
     try:
-        report = run_pipeline(pipeline, ray_address=ray_address, quiet=quiet, log=lambda m: click.echo(m, err=True))
-    except (ConfigMismatch, FileNotFoundError, ValueError) as e:
+        spec, steps = read_pipeline(pipeline, quiet)
+    except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    report = run_job(spec["root"], "run", run_steps, spec, steps, ray_address=ray_address)
     click.echo(format_run_summary(report))
 
 

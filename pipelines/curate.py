@@ -76,6 +76,19 @@ class Layout:
 
 
 # ---------------------------------------------------------------- out dir ----
+def clear(folder: Path, keep: Path) -> None:
+    """Delete what ``folder`` holds except ``keep`` (the running job's own log file lives there)."""
+    for child in folder.iterdir():
+        if child == keep:
+            continue
+        if keep.is_relative_to(child) and child.is_dir() and not child.is_symlink():
+            clear(child, keep)
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool) -> str:
     fp = fingerprint(cfg, [s.__dict__ for s in specs])
     run_file = lay.out / "run.json"
@@ -86,7 +99,7 @@ def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool
                 f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
                 "Use another --out, the same config to resume, or --overwrite to start over.")
     if overwrite and lay.out.exists():
-        shutil.rmtree(lay.out)
+        clear(lay.out, keep=lay.work / "logs")
     lay.out.mkdir(parents=True, exist_ok=True)
     for tmp in lay.out.rglob("*.tmp"):
         tmp.unlink()

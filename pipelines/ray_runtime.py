@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def init_ray(address: str | None, cfg: dict) -> None:
+    """Workers' output stays in Ray's session logs (``pipelines.logs`` links them beside the job's
+    output): errors come back as exceptions and quarantine rows, not as forwarded lines."""
     import ray
     from ray.data import DataContext
 
@@ -20,14 +22,17 @@ def init_ray(address: str | None, cfg: dict) -> None:
             # ship our code to the cluster's workers (a no-op cost under `ray job submit --working-dir`);
             # as folders, not module objects: Ray deep-copies them into the job's runtime env
             code = [str(Path(m.__file__).parent) for m in (curation, synth, infu_model, pipelines)]
-            ray.init(address=address, logging_level=logging.WARNING, runtime_env={"py_modules": code})
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                     runtime_env={"py_modules": code})
         else:
             r = cfg.get("ray", {})
             ray.init(num_cpus=r.get("num_cpus"), object_store_memory=r.get("object_store_memory"),
-                     include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+                     include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
+                     log_to_driver=False)
     ctx = DataContext.get_current()
     # Ray Data reserves a share of the CPUs for each operator; on a small machine that
     # leaves the decode stage one core of two. Off unless the config asks for it.
     ctx.op_resource_reservation_enabled = bool(cfg.get("ray", {}).get("reserve_per_operator", False))
     ctx.enable_progress_bars = bool(cfg.get("progress", True))
+    ctx.use_ray_tqdm = False  # Ray's tqdm draws through the worker-log channel, which we keep off the terminal
     ctx.print_on_execution_start = False

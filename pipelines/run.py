@@ -206,17 +206,25 @@ def execute(step: Step, ray_address: str | None, log) -> dict:
         return {"in": st["images"], "out": st["images"] - st["no_face"]}
     from pipelines.train import run_train
 
-    st = run_train(step.cfg, ray_address)
+    st = run_train(step.cfg, ray_address, log=log)
     log(f"{step.name}: {st['steps']} steps, final loss {st['final_loss']:.4f}, skipped records {st['skipped']}")
     return {"in": "-", "out": f"{st['steps']} steps"}
 
 
-def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: bool = False, log=print) -> list[dict]:
-    """Check the whole pipeline, then run its stages in order (skipping finished ones)."""
+def read_pipeline(path: str | Path, quiet: bool = False) -> tuple[dict, list[Step]]:
+    """The pipeline file, checked whole: its spec and the stages to run (errors before any work)."""
     spec = yaml.safe_load(Path(path).read_text()) or {}
     if quiet:
         spec["progress"] = False
-    steps = plan(spec, str(path))
+    return spec, plan(spec, str(path))
+
+
+def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: bool = False, log=print) -> list[dict]:
+    """Check the whole pipeline, then run its stages in order (skipping finished ones)."""
+    return run_steps(*read_pipeline(path, quiet), ray_address=ray_address, log=log)
+
+
+def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, log=print) -> list[dict]:
     from pipelines.ray_runtime import init_ray
 
     init_ray(ray_address, {"ray": spec.get("ray") or {}, "progress": spec.get("progress", True)})

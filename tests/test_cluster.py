@@ -86,6 +86,7 @@ def test_job_submit_and_ray_address_curate_like_the_embedded_run(ray_head, sampl
                              "--ray-address", ray_head["gcs"]],
                             cwd=tmp_path, env=ray_head["env"], capture_output=True, text=True, timeout=600)
     assert joined.returncode == 0, (joined.stdout + joined.stderr)[-4000:]
+    assert f"logs: {tmp_path / 'joined' / '_work' / 'logs' / 'curate.log'}" in joined.stderr
     assert outcome(tmp_path / "job") == outcome(tmp_path / "joined") == EXPECTED
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 from pipelines.train.loop import train_loop
@@ -34,7 +35,32 @@ def check_cpus(r: dict, loader: str) -> None:
                          f"num_workers, or use data.loader: plan")
 
 
-def run_train(cfg: dict, ray_address: str | None = None) -> dict:
+def log_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def follow(path: Path, max_steps: int, log, stop: threading.Event, history=(), every_s: float = 1.0) -> None:
+    """Report each record rank 0 appends to ``train_log.jsonl`` (the workers' own output stays in
+    their log files), until ``stop``; lines in ``history`` (there before the run) are not news."""
+    seen = set(history)
+    while True:
+        last_look = stop.wait(every_s)
+        for ln in log_lines(path):
+            if ln in seen:
+                continue
+            try:
+                r = json.loads(ln)
+            except json.JSONDecodeError:  # caught mid-write: read it next time
+                continue
+            seen.add(ln)
+            mem = f"  {r['gpu_mem_gib']:.1f} GiB" if r.get("gpu_mem_gib") else ""
+            log(f"train: step {r['step']}/{max_steps}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
+                f"{r['samples_per_s']:.2f} samples/s{mem}")
+        if last_look:
+            return
+
+
+def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
     """Launch ``train_loop`` on every worker (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -54,7 +80,16 @@ def run_train(cfg: dict, ray_address: str | None = None) -> dict:
                                                         use_gpu=bool(r.get("use_gpu", False)),
                                                         resources_per_worker=per_worker),
                            run_config=RunConfig(name="infu-train", storage_path=str(out / "ray")))
-    trainer.fit()
-    recs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    stop = threading.Event()
+    path = out / "train_log.jsonl"
+    reporter = threading.Thread(target=follow, args=(path, int(cfg["train"]["max_steps"]), log, stop, log_lines(path)),
+                                daemon=True)
+    reporter.start()
+    try:
+        trainer.fit()
+    finally:
+        stop.set()
+        reporter.join()
+    recs = [json.loads(ln) for ln in log_lines(path)]
     return {"steps": recs[-1]["step"] if recs else 0, "final_loss": recs[-1]["loss"] if recs else math.nan,
             "skipped": recs[-1]["skipped"] if recs else {}, "output": str(out)}

@@ -1,0 +1,117 @@
+"""A readable terminal: our own lines, progress bars and errors stay on it; library warnings, Ray's
+log lines (its C++ core's included) and worker output go to ``DIR/_work/logs/``."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+# Ray Data's progress report when stderr is not a terminal: progress, so it stays on screen
+PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
+
+
+def _console_handlers():
+    """(logger, handler) for every handler that writes to the console rather than a file."""
+    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger)]
+    return [(lg, h) for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+def _hand_over_library_logging(names) -> None:
+    """transformers and diffusers add their own stderr handler on first use; configure that now and
+    let their records reach the root logger (our log file) instead."""
+    for name in names:
+        try:
+            lib = importlib.import_module(f"{name}.utils.logging")
+        except ImportError:
+            continue
+        lib.disable_default_handler()
+        lib.enable_propagation()
+
+
+def _writes_to_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False  # a captured stream (click's test runner, a notebook): nothing to swap
+
+
+def link_ray_logs(logs: Path) -> str:
+    """``logs/ray`` -> this node's Ray session logs (every worker's stdout/stderr); what to tell the user."""
+    import ray
+
+    try:
+        session = Path(ray._private.worker._global_node.get_logs_dir_path())
+    except AttributeError:  # ray:// client: the logs stay on the cluster
+        return "worker logs: on each Ray node (ray logs / the dashboard)"
+    link = logs / "ray"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(session, target_is_directory=True)
+    return f"worker logs: {link} (this node's Ray session; other nodes: `ray logs` / the dashboard)"
+
+
+@contextlib.contextmanager
+def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffusers")):
+    """Route everything but our own output to ``out_dir/_work/logs/<name>.log`` while the job runs.
+
+    The file takes stderr at the descriptor level (C/C++ code, child processes) and every console
+    logging handler; ``sys.stderr`` stays on the terminal for our lines, progress bars and errors."""
+    logs = Path(out_dir).expanduser() / "_work" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"{name}.log"
+    import ray.data  # noqa: F401  (configures Ray Data's loggers now, so the routing below sees them)
+
+    _hand_over_library_logging(libraries)
+    sink = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+    sink.write(f"\n===== infu {name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  pid {os.getpid()}\n")
+    to_file = logging.StreamHandler(sink)
+    to_file.setLevel(logging.INFO)  # Ray Data's DEBUG chatter has its own file in Ray's session logs
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    moved = _console_handlers()
+    for lg, h in moved:
+        lg.removeHandler(h)
+        lg.addHandler(to_file)
+    root = logging.getLogger()
+    if to_file not in root.handlers:
+        root.addHandler(to_file)
+    logging.captureWarnings(True)
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    old_stderr = sys.stderr
+    if _writes_to_fd2(old_stderr):
+        sys.stderr = open(saved, "w", buffering=1, encoding=old_stderr.encoding, errors="backslashreplace",
+                          closefd=False)
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    on_screen = logging.StreamHandler(sys.stderr)
+    on_screen.setFormatter(logging.Formatter("%(message)s"))
+    progress.addHandler(on_screen)
+    progress_propagate, progress.propagate = progress.propagate, False
+    try:
+        yield path
+    finally:
+        notes = [f"logs: {path} (library warnings, Ray's own lines)"]
+        with contextlib.suppress(Exception):
+            if ray.is_initialized():
+                notes.append(link_ray_logs(logs))
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = old_stderr
+        progress.removeHandler(on_screen)
+        progress.propagate = progress_propagate
+        logging.captureWarnings(False)
+        for lg, h in moved:
+            lg.removeHandler(to_file)
+            lg.addHandler(h)
+        root.removeHandler(to_file)
+        sink.close()
+        for note in notes:
+            print(note, file=sys.stderr, flush=True)
