@@ -31,9 +31,16 @@ def run_job(out_dir, name: str, job, *args, libraries=("transformers", "diffuser
 
     with job_logs(out_dir, name, libraries):
         try:
-            return job(*args, log=say, **kwargs)
+            result = job(*args, log=say, **kwargs)
         except (ConfigMismatch, FileNotFoundError, ValueError) as e:
             raise click.ClickException(str(e)) from None
+    from pipelines.report import write_report
+
+    try:
+        say(f"report: {write_report(out_dir)}")
+    except Exception as e:  # the job's outputs stand; `infu report DIR` retries and shows the full error
+        say(f"report: not written ({type(e).__name__}: {e})")
+    return result
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -255,6 +262,23 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
         raise click.ClickException(str(e)) from None
     report = run_job(spec["root"], "run", run_steps, spec, steps, ray_address=ray_address)
     click.echo(format_run_summary(report))
+
+
+@main.command("report")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+def report_cmd(out_dir) -> None:
+    """Write OUT_DIR/report.html: one self-contained page (no server, no network) of a job's output
+    or of a whole `infu run` root: the curation funnel and sampled rejects per reason with the score
+    that decided them, kept rows by bucket, caption samples, SPMS pairs beside their source photo
+    and acceptance per prompt axis, training curves, the benchmark table and grids, and a header
+    with the commands, versions, time per stage and whether the accounting adds up. Every job
+    writes it when it ends; this command rewrites it."""
+    from pipelines.report import write_report
+
+    try:
+        click.echo(f"wrote {write_report(out_dir)}")
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command("sample-data")

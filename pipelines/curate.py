@@ -263,7 +263,9 @@ def count_unaccounted(expected_ids, written_ids) -> int:
 def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float) -> dict:
     """Counts read back from the output files, checked against the manifest."""
     cols = ["id", "source", "status", "reason"]
-    out = pa.concat_tables([read_column(_files(lay.kept), cols), read_column(_files(lay.rejected), cols)])
+    kept = read_column(_files(lay.kept), cols + ["bucket"])
+    out = pa.concat_tables([kept.drop_columns(["bucket"]), read_column(_files(lay.rejected), cols)])
+    buckets = pc.value_counts(kept["bucket"]).to_pylist()
     manifest_ids = read_column(_files(lay.manifest), ["id"])["id"]
     missing = count_unaccounted(manifest_ids, out["id"])
     by_source: dict[str, dict] = {}
@@ -288,6 +290,7 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
         "adds_up": total["inputs"] == total[KEPT] + total[REJECTED] + total["quarantined"] == len(manifest_ids)
         and missing == 0,
         "by_reason": dict(sorted(by_reason.items())), "by_source": by_source, "stages": stage_reports,
+        "by_bucket": {b["values"]: b["counts"] for b in sorted(buckets, key=lambda b: -b["counts"])},
         "watermark_examples": watermark_examples(lay) if by_reason.get("watermark") else [],
         "elapsed_s": round(elapsed, 2),
     }

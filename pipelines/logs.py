@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
@@ -65,6 +66,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     logs = Path(out_dir).expanduser() / "_work" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{name}.log"
+    started, t0, ok = time.strftime("%Y-%m-%d %H:%M:%S"), time.time(), False
     import ray.data  # noqa: F401  (configures Ray Data's loggers now, so the routing below sees them)
 
     _hand_over_library_logging(libraries)
@@ -96,6 +98,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     progress_propagate, progress.propagate = progress.propagate, False
     try:
         yield path
+        ok = True
     finally:
         notes = [f"logs: {path} (library warnings, Ray's own lines)"]
         with contextlib.suppress(Exception):
@@ -113,5 +116,8 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
             lg.addHandler(h)
         root.removeHandler(to_file)
         sink.close()
+        with open(logs.parent / "runs.jsonl", "a") as f:  # the commands that made this folder, for its report
+            f.write(json.dumps({"argv": ["infu", *sys.argv[1:]], "started": started, "seconds": round(time.time() - t0, 1),
+                                "ended": "ok" if ok else "error"}) + "\n")
         for note in notes:
             print(note, file=sys.stderr, flush=True)

@@ -140,6 +140,11 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     assert "| Method | ID Loss↓ | CLIPScore↑ | PickScore↑ | Copy-paste↓ | No face |" in md and "| tiny |" in md
     assert json.loads((out / "summary.json").read_text())["metrics"] == s["metrics"]
     assert (out / "grids" / "grace.jpg").is_file() and (out / "grids" / "eileen.jpg").is_file()
+    from pipelines.report import write_report
+
+    page = write_report(out).read_text()   # Table 1, per-axis breakdowns, the grids
+    assert f"<td>{s['metrics']['id_loss']:.3f}</td>" in page and "by length" in page
+    assert page.count("data:image/jpeg") == 2
     # resume: nothing is generated again; a scorer without weights is reported, its column left empty
     logs.clear()
     s2 = run_eval(ids_dir, out, eval_cfg(models, bench_file, pickscore={"model": None}), log=logs.append)

@@ -56,15 +56,22 @@ def test_mistakes_in_the_pipeline_file_stop_it_before_any_work(tmp_path, edit, m
     assert not (tmp_path / "out").exists()
 
 
-def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(sample_dir, ray_local, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(sample_dir, ray_local, tmp_path_factory):
     """configs/pipeline-tiny.yaml's curate -> caption on the sample photos (the whole file, training,
     synth and eval included, is what scripts/demo.sh runs: it takes minutes)."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
     spec = yaml.safe_load((ROOT / "configs" / "pipeline-tiny.yaml").read_text())
     stages = {"curate": {"set": {"stages": [{"name": "faces", "backend": "dlib"}]}}, "caption": spec["stages"]["caption"]}
-    spec.update(root=str(tmp_path / "run"), stages=stages, sources=[f"folder:sample={sample_dir}"])
-    path = tmp_path / "p.yaml"
+    spec.update(root=str(tmp / "run"), stages=stages, sources=[f"folder:sample={sample_dir}"])
+    path = tmp / "p.yaml"
     path.write_text(yaml.safe_dump(spec))
     first = CliRunner().invoke(main, ["run", str(path), "--quiet"])
+    return tmp, spec, path, first
+
+
+def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(tiny_run):
+    tmp_path, spec, path, first = tiny_run
     assert first.exit_code == 0, first.output
     table = first.output.split("pipeline summary")[1].splitlines()
     assert [ln.split()[:2] for ln in table[3:]] == [["curate", "ran"], ["caption", "ran"]]
@@ -78,3 +85,44 @@ def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(sample
     path.write_text(yaml.safe_dump(spec))
     third = CliRunner().invoke(main, ["run", str(path), "--quiet"])
     assert third.exit_code == 1 and "--overwrite" in third.output, "caption's own guard: same output, new config"
+
+
+def test_the_report_opens_in_a_browser_without_errors_and_shows_the_counts(tiny_run, tmp_path):
+    """What a person sees: ROOT/report.html in headless Chromium, no console errors, exceptions or
+    failed loads; the funnel it shows adds up to stats.json; one sampled thumbnail per reject."""
+    from browser import CHROMIUM, Page
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium (scripts/test.sh installs Debian's package where it can; apt-get install chromium)")
+    root = tiny_run[0] / "run"
+    stats = json.loads((root / "curated" / "stats.json").read_text())
+    with Page((root / "report.html").resolve().as_uri()) as page:
+        shown = dict(page.evaluate("[...document.querySelectorAll('[data-funnel]')].map(e => [e.dataset.funnel, "
+                                   "+e.textContent])"))
+        thumbs = page.evaluate("document.querySelectorAll('#curate figure img').length")
+        sections = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
+        page.screenshot(tmp_path / "report.png")
+        assert page.errors == []
+    steps = list(shown.values())
+    assert shown["inputs"] == stats["inputs"] and shown["kept"] == stats["kept"]
+    assert steps == sorted(steps, reverse=True) and steps[-2] == steps[-1], "rows only leave; the last stage ends at kept"
+    assert steps[0] - steps[-1] == stats["rejected"] + stats["quarantined"]
+    assert shown["faces"] == shown["quality"] - sum(stats["by_reason"].get(r, 0) for r in ("no_face", "multiple_faces",
+                                                                                             "small_face"))
+    undecodable = stats["by_reason"]["decode_error"]
+    assert thumbs >= stats["rejected"] + stats["quarantined"] - undecodable   # every reject is shown (< 12 per reason)
+    assert sections == ["curate", "caption"]
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_browser_check_catches_console_errors_exceptions_and_failed_loads(tmp_path):
+    """The check above can fail: a page with each kind of error."""
+    from browser import CHROMIUM, Page
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium")
+    bad = tmp_path / "bad.html"
+    bad.write_text('<p>x</p><script>console.error("shown"); missingFunction();</script><img src="gone.png">')
+    with Page(bad.as_uri()) as page:
+        errors = page.errors
+    assert [e.split(":")[0] for e in errors] == ["console.error", "exception", "log"], errors

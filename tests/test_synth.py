@@ -253,6 +253,12 @@ def synth_cfg(tiny, **over):
         "prompts": {"per_source": 2, "seeds_per_prompt": 2}, "output": {"rows_per_file": 3}}, over))
 
 
+def report_text(out):
+    from pipelines.report import write_report
+
+    return write_report(out).read_text()
+
+
 def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_local, tiny, spss_dir, tmp_path):
     from pipelines.synth import run_synth
 
@@ -267,6 +273,9 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
         assert r["captions"] == [{"source": "prompt", "text": r["prompt"]}] and r["model"].endswith(":sim_stage1")
         assert json.loads(r["settings"])["steps"] == 3 and r["source_id_embedding"] and r["id_backend"]
     assert {r["gender_from"] for r in rows} == {"label", None}
+    page = report_text(out)  # each target beside its real source photo; acceptance per prompt axis
+    assert page.count('<div class="pair">') == 8 and page.count("source</figcaption>") == 8
+    assert "Acceptance per prompt axis" in page and "no image" not in page
     # resume: nothing left to do; then lose one output file and only its pairs come back, identical
     assert run_synth(spss_dir, out, synth_cfg(tiny), log=lambda m: None)["written_this_run"] == 0
     victim = sorted((out / "rejected").glob("*.parquet"))[0]

@@ -129,6 +129,10 @@ def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(t
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
     log = [json.loads(ln) for ln in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     assert [r["workers"] for r in log] == [2, 2]
+    from pipelines.report import write_report
+
+    page = write_report(tmp_path / "two").read_text()   # the loss and lr curves, the run's numbers
+    assert page.count("<svg") == 1 and "flow-matching loss" in page and "step-00000002" in page
     assert [r["loss"] for r in log] == pytest.approx(one["losses"][:2], rel=1e-5), "loss averaged over workers"
     resumed = train_loop(_cfg(tiny, spss, tmp_path / "two", 4, **kw))  # the FSDP checkpoint, on one worker
     assert resumed["losses"] == pytest.approx(one["losses"][2:], rel=1e-5)

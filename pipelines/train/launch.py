@@ -7,6 +7,8 @@ import math
 import threading
 from pathlib import Path
 
+import yaml
+
 from pipelines.train.loop import train_loop
 
 
@@ -72,6 +74,8 @@ def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
     check_cpus(r, cfg["data"].get("loader", "ray"))
     cfg = absolute_paths(cfg)
     out = Path(cfg["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     per_worker = {"CPU": float(r.get("cpus_per_worker", 1))}
     if r.get("use_gpu"):
         per_worker["GPU"] = 1

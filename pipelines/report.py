@@ -1,0 +1,449 @@
+"""``infu report DIR``: one self-contained HTML page (``DIR/report.html``) a person can look at.
+
+What each filter threw away and why (sampled thumbnails with the deciding scores), the kept data
+by bucket, captions, synthetic pairs next to their source, the training curves and the benchmark.
+No server, no network: charts are inline SVG from matplotlib, images inline JPEG thumbnails.
+Rows are sampled with Parquet reads of the needed columns only, row group by row group, so a
+report over tens of millions of rows takes seconds (``bench/report.py``).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import random
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+PER_GROUP = 12       # thumbnails per reason / bucket / status
+MAX_FILES = 2000     # output files one sampling pass opens at most (~256 rows each: 0.5 M rows)
+THUMB = 144          # thumbnail's longer side, pixels
+VERSIONS = ("infu-engine", "ray", "torch", "diffusers", "transformers", "pyarrow", "insightface", "nudenet",
+            "rapidocr-onnxruntime")
+STAGE_DIRS = ("curated", "captioned", "train-stage1", "spms", "train-stage2", "eval")
+
+
+# ------------------------------------------------------------------ reading ----
+def parquet_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def count_by(files: list[Path], column: str) -> Counter:
+    """Value counts of one column, one row group at a time (nothing else is read)."""
+    counts = Counter()
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if column not in pf.schema_arrow.names:
+            continue
+        for g in range(pf.num_row_groups):
+            vc = pc.value_counts(pf.read_row_group(g, columns=[column])[column])
+            counts.update(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
+    return counts
+
+
+def sample_by(files: list[Path], key: str, columns: list[str], per_value: int = PER_GROUP, where=None,
+              want: dict | None = None, max_files: int = MAX_FILES) -> dict:
+    """Up to ``per_value`` rows (dicts of ``columns``) for each value of ``key``.
+
+    Files are visited in a fixed shuffled order, so samples spread over the whole output; per file
+    only the key column is read, the other columns only from row groups that supply a sample.
+    It stops when ``want`` ({value: rows there are}) is satisfied, or after ``max_files`` files:
+    then the page says how many files it looked at. ``where(table) -> mask`` narrows the rows."""
+    rows: dict = {}
+    order = random.Random(0).sample(files, len(files))
+    visited = 0
+    for f in order:
+        if want is not None and all(len(rows.get(v, ())) >= min(per_value, n) for v, n in want.items()):
+            break
+        if visited == max_files:
+            break
+        visited += 1
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        if key not in names:
+            continue
+        cols = [c for c in dict.fromkeys([key, *columns]) if c in names]
+        for g in range(pf.num_row_groups):
+            keys = pf.read_row_group(g, columns=[key])[key].to_pylist()
+            mask = where(pf.read_row_group(g, columns=where.columns)) if where else [True] * len(keys)
+            take = []
+            for i, v in enumerate(keys):
+                if mask[i] and len(rows.setdefault(v, [])) + sum(t == v for _, t in take) < per_value:
+                    take.append((i, v))
+            if take:
+                for (_, v), row in zip(take, pf.read_row_group(g, columns=cols).take([i for i, _ in take]).to_pylist()):
+                    rows[v].append(row)
+    return Sample({k: v for k, v in rows.items() if v}, visited, len(files))
+
+
+class Sample(dict):
+    """Sampled rows by key value, and how much of the output was looked at for them."""
+
+    def __init__(self, rows: dict, visited: int, files: int):
+        super().__init__(rows)
+        self.visited, self.files = visited, files
+
+    def note(self) -> str:
+        return "" if self.visited == self.files else f" (samples from {self.visited} of {self.files} files)"
+
+
+class IdIn:
+    """``where`` for ``sample_by``: rows whose ``column`` is one of ``ids``."""
+
+    def __init__(self, column: str, ids):
+        self.columns, self.ids = [column], pa.array(sorted(set(ids)), pa.string())
+
+    def __call__(self, t: pa.Table) -> list[bool]:
+        return pc.is_in(t[self.columns[0]], value_set=self.ids).to_pylist()
+
+
+def images_by_id(files: list[Path], ids, id_col: str = "id", image_col: str = "image") -> dict:
+    if not ids:
+        return {}
+    found = sample_by(files, id_col, [image_col], per_value=1, where=IdIn(id_col, ids), want=dict.fromkeys(ids, 1))
+    return {k: rows[0][image_col] for k, rows in found.items()}
+
+
+# ------------------------------------------------------------------ drawing ----
+def esc(x) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def thumb(data: bytes | None, caption: str = "", size: int = THUMB) -> str:
+    """A figure with the image as an inline JPEG (decoded like the pipeline does: EXIF, CMYK,
+    16-bit), or a grey box saying why there is none."""
+    from curation.decode import DecodeLimits, decode
+
+    from PIL import Image
+
+    body = f'<div class="noimg" style="width:{size}px;height:{size}px">no image</div>'
+    if data:
+        try:
+            d = decode(data, DecodeLimits(analysis_max_side=size))
+            buf = io.BytesIO()
+            Image.fromarray(d.rgb).save(buf, "JPEG", quality=80)
+            body = f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
+        except Exception as e:  # the row is shown anyway, with why its image is not
+            body = f'<div class="noimg" style="width:{size}px;height:{size}px">{esc(type(e).__name__)}</div>'
+    return f'<figure>{body}<figcaption>{caption}</figcaption></figure>'
+
+
+def svg(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def figure(w: float = 7, h: float = 3, ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, and no font files needed
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(w, h))
+
+
+def table(header: list[str], rows: list[list], cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def fmt(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def grid(title: str, figures: list[str]) -> str:
+    return f'<h4>{esc(title)}</h4><div class="grid">{"".join(figures)}</div>' if figures else ""
+
+
+# ---------------------------------------------------------------- sections ----
+def funnel_steps(stats: dict) -> list[tuple[str, int, dict]]:
+    """(stage, rows left after it, its reasons with counts) in the order rows meet the stages:
+    quality, the model stages, then the run-wide dedup."""
+    from curation.quality import QualityStage
+    from curation.registry import stage_class
+
+    by_reason = dict(stats.get("by_reason", {}))
+    order = ["quality"] + [s for s in stats.get("stages", {}) if s not in ("quality", "dedup")] + ["dedup"]
+    left, steps = stats["inputs"], []
+    for name in order:
+        if name == "quality":
+            reasons = QualityStage.reasons
+        elif name == "dedup":
+            reasons = ("duplicate",)
+        else:
+            try:
+                reasons = stage_class(name).reasons
+            except KeyError:
+                reasons = ()
+        mine = {r: by_reason.pop(r) for r in reasons if r in by_reason}
+        left -= sum(mine.values())
+        steps.append((name, left, mine))
+    if by_reason:  # reasons no stage declares (a listing error, a new stage): shown, never hidden
+        left -= sum(by_reason.values())
+        steps.append(("other", left, by_reason))
+    return steps
+
+
+def funnel(stats: dict) -> str:
+    steps = funnel_steps(stats)
+    labels = ["inputs"] + [s for s, _, _ in steps]
+    values = [stats["inputs"]] + [n for _, n, _ in steps]
+    fig, ax = figure(5.5, 0.3 * len(labels) + 0.8)
+    ax.barh(labels[::-1], values[::-1], color="#4c78a8")
+    for y, v in enumerate(values[::-1]):
+        ax.text(v, y, f" {v}", va="center")
+    ax.set_xlabel("rows left")
+    rows = "".join(f'<tr><td>{esc(s)}</td><td class="n" data-funnel="{esc(s)}">{n}</td>'
+                   f'<td>{esc(", ".join(f"{r} {c}" for r, c in mine.items()))}</td></tr>' for s, n, mine in steps)
+    return (f'<div class="row"><div class="chart">{svg(fig)}</div><table class="funnel"><tr><th>after</th><th>rows left</th>'
+            f'<th>removed here</th></tr><tr><td>inputs</td><td class="n" data-funnel="inputs">{stats["inputs"]}</td>'
+            f'<td></td></tr>{rows}<tr><td>kept</td><td class="n" data-funnel="kept">{stats["kept"]}</td><td></td></tr>'
+            f'</table></div>')
+
+
+def evidence(row: dict) -> str:
+    """The score that decided a curation row's fate, per reason."""
+    r = row.get("reason")
+    if r == "blurry":
+        return f"blur {fmt(row.get('blur'), 1)}"
+    if r in ("small_face", "no_face", "multiple_faces"):
+        return f"faces {fmt(row.get('face_count'))}, face ratio {fmt(row.get('face_ratio'))}"
+    if r == "nsfw":
+        return f"nsfw {fmt(row.get('nsfw'))}"
+    if r == "watermark":
+        return f"watermark {fmt(row.get('watermark'))}: {esc(row.get('watermark_text'))}"
+    if r in ("low_resolution", "too_large", "bad_aspect"):
+        return f"{fmt(row.get('width'))}x{fmt(row.get('height'))}" + (f" {esc(row.get('error'))}" if row.get("error") else "")
+    return esc(row.get("error") or "")
+
+
+def curate_section(d: Path, stats: dict) -> str:
+    cols = ["id", "source", "path", "image", "reason", "error", "blur", "face_ratio", "face_count", "nsfw", "watermark",
+            "watermark_text", "width", "height", "duplicate_of"]
+    rejected = sample_by(parquet_files(d / "rejected"), "reason", cols, want=stats.get("by_reason", {}))
+    kept_files = parquet_files(d / "kept")
+    originals = images_by_id(kept_files, [r["duplicate_of"] for r in rejected.get("duplicate", []) if r["duplicate_of"]])
+    parts = [f"<h3>Funnel</h3>{funnel(stats)}", "<h3>Per source</h3>",
+             table(["source", "listed", "inputs", "kept", "rejected", "quarantined"],
+                   [[s, v.get("listed"), v["inputs"], v["kept"], sum(v["rejected"].values()),
+                     sum(v["quarantined"].values())] for s, v in stats.get("by_source", {}).items()]),
+             "<h3>Rejected and quarantined, by reason</h3>"]
+    for reason, n in sorted(stats.get("by_reason", {}).items(), key=lambda kv: -kv[1]):
+        figs = []
+        for row in rejected.get(reason, []):
+            cap = f"<b>{esc(row['source'])}</b> {esc(row['path'])}<br>{evidence(row)}<br><code>{esc(row['id'])}</code>"
+            if reason == "duplicate" and row.get("duplicate_of"):
+                figs.append('<div class="pair">' + thumb(row["image"], cap) +
+                            thumb(originals.get(row["duplicate_of"]), f"kept instead: <code>{esc(row['duplicate_of'])}</code>")
+                            + "</div>")
+            else:
+                figs.append(thumb(row["image"], cap))
+        parts.append(grid(f"{reason}: {n} rows (showing {len(figs)}{rejected.note()})", figs))
+    buckets = stats.get("by_bucket") or count_by(kept_files, "bucket")
+    parts.append("<h3>Kept, by bucket</h3>" + table(["bucket", "rows"], sorted(buckets.items(), key=lambda kv: -kv[1])))
+    kept = sample_by(kept_files, "bucket", ["id", "source", "path", "image"], want=buckets)
+    for bucket, rows in sorted(kept.items()):
+        parts.append(grid(f"bucket {bucket}{kept.note()}",
+                          [thumb(r["image"], f"{esc(r['source'])} {esc(r['path'])}") for r in rows]))
+    return "".join(parts)
+
+
+def caption_section(d: Path, stats: dict) -> str:
+    rows = sample_by(parquet_files(d / "kept"), "status", ["id", "source", "path", "image", "captions"], 2 * PER_GROUP)
+    figs = [thumb(r["image"], "<br>".join(f"<b>{esc(c['source'])}</b>: {esc(c['text'])}" for c in r["captions"] or [])
+                  or "<i>no caption</i>", size=2 * THUMB) for r in rows.get("kept", [])]
+    runs = [[n, "ran" if rep["ran"] else "did not run", rep.get("note", "")] for n, rep in stats.get("stages", {}).items()]
+    return ("<h3>Captions</h3>" + table(["rows", "kept", "quarantined", "without any caption"],
+                                        [[stats["inputs"], stats["kept"], stats["quarantined"],
+                                          stats["rows_without_captions"]]])
+            + table(["source", "captions"], sorted(stats.get("captions_per_source", {}).items()))
+            + table(["captioner", "status", "note"], runs) + grid("caption samples", figs))
+
+
+def synth_section(d: Path, stats: dict) -> str:
+    from synth.prompts import load_prompts
+
+    files = parquet_files(d / "kept") + parquet_files(d / "rejected")
+    cols = ["pair_id", "source_id", "prompt", "target_image", "id_similarity", "yaw", "pitch", "status", "reason"]
+    samples = sample_by(files, "status", cols)
+    run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+    spss = [Path(s["path"]) for s in run.get("sources", [])]
+    spss_files = [f for p in spss for f in (parquet_files(p / "kept") or parquet_files(p))]
+    sources = images_by_id(spss_files, [r["source_id"] for rows in samples.values() for r in rows])
+    parts = ["<h3>Pairs</h3>", table(["planned", "kept", "rejected", "quarantined"],
+                                     [[stats["pairs_planned"], stats["kept"], stats["rejected"], stats["quarantined"]]]),
+             table(["reason", "pairs"], sorted(stats.get("by_reason", {}).items(), key=lambda kv: -kv[1]))]
+    for status, rows in sorted(samples.items()):
+        figs = ['<div class="pair">' + thumb(sources.get(r["source_id"]), "source") + thumb(
+            r["target_image"], f"{esc(r['reason'] or status)}; ID sim {fmt(r['id_similarity'])}, yaw {fmt(r['yaw'], 0)}, "
+                               f"pitch {fmt(r['pitch'], 0)}<br>{esc(r['prompt'])}") + "</div>" for r in rows]
+        parts.append(grid(f"{status} (showing {len(figs)})", figs))
+    cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+    bank = (cfg.get("prompts") or {}).get("file")
+    try:
+        tags = {p.id: p.tags for p in load_prompts(bank)} if bank else {}
+    except (OSError, ValueError):
+        tags = {}
+    if tags:
+        t = pa.concat_tables([pq.read_table(f, columns=["prompt_id", "status"]) for f in files]) if files else None
+        per_axis: dict = {}
+        for pid, status in zip(*(t[c].to_pylist() for c in ("prompt_id", "status"))) if t is not None else ():
+            for axis, value in tags.get(pid, {}).items():
+                n = per_axis.setdefault(axis, {}).setdefault(value, [0, 0])
+                n[0] += 1
+                n[1] += status == "kept"
+        parts.append("<h3>Acceptance per prompt axis</h3>" + "".join(
+            f"<h4>{esc(axis)}</h4>" + table(["value", "pairs", "kept", "rate"],
+                                             [[v, n, k, f"{k / n:.0%}"] for v, (n, k) in sorted(vals.items())])
+            for axis, vals in sorted(per_axis.items())))
+    return "".join(parts)
+
+
+def train_section(d: Path) -> str:
+    recs = [json.loads(ln) for ln in (d / "train_log.jsonl").read_text().splitlines() if ln.strip()]
+    if not recs:
+        return "<p>no training records yet</p>"
+    fig, (a, b) = figure(10, 3, ncols=2)
+    steps = [r["step"] for r in recs]
+    a.plot(steps, [r["loss"] for r in recs])
+    a.set(xlabel="step", ylabel="flow-matching loss")
+    b.plot(steps, [r["lr"] for r in recs], color="#e45756")
+    b.set(xlabel="step", ylabel="learning rate")
+    last = recs[-1]
+    ckpts = sorted(p.name for p in (d / "checkpoints").glob("step-*")) if (d / "checkpoints").is_dir() else []
+    return (f'<h3>Training</h3><div class="chart">{svg(fig)}</div>'
+            + table(["steps", "last loss", "samples/s", "GPU memory (GiB)", "workers", "skipped records"],
+                    [[last["step"], fmt(last["loss"], 4), fmt(last["samples_per_s"], 2), fmt(last.get("gpu_mem_gib"), 1),
+                      last.get("workers"), json.dumps(last.get("skipped", {}))]])
+            + table(["checkpoints", "final weights"], [[", ".join(ckpts), str(d / "final") if (d / "final").is_dir()
+                                                        else "not yet"]]))
+
+
+def eval_section(d: Path) -> str:
+    s = json.loads((d / "summary.json").read_text())
+    m = s["metrics"]
+    parts = ["<h3>Benchmark (paper Table 1)</h3>",
+             table(["method", "ID loss ↓", "CLIPScore ↑", "PickScore ↑", "copy-paste ↓", "no face"],
+                   [[s.get("label"), fmt(m["id_loss"]), fmt(m["clip_score"]), fmt(m["pick_score"]), fmt(m["copy_paste"]),
+                     f"{s['no_face']}/{s['images']}"]])]
+    for axis, vals in sorted(s.get("by_axis", {}).items()):
+        parts.append(f"<h4>by {esc(axis)}</h4>" + table(
+            ["value", "n", "ID loss", "CLIPScore", "PickScore"],
+            [[v, x["n"], fmt(x["id_loss"]), fmt(x["clip_score"]), fmt(x["pick_score"])] for v, x in sorted(vals.items())]))
+    grids = [thumb(p.read_bytes(), esc(p.stem), size=3 * THUMB) for p in sorted((d / "grids").glob("*.jpg"))]
+    return "".join(parts) + grid("grids", grids)
+
+
+def kind(d: Path) -> str | None:
+    stats = d / "stats.json"
+    if stats.is_file():
+        keys = json.loads(stats.read_text())
+        return "curate" if "by_source" in keys else "caption" if "captions_per_source" in keys else \
+            "synth" if "pairs_planned" in keys else None
+    if (d / "train_log.jsonl").is_file():
+        return "train"
+    if (d / "summary.json").is_file():
+        return "eval"
+    return None
+
+
+def section(d: Path) -> tuple[str, str, dict] | None:
+    """(kind, HTML, stats) for one job folder."""
+    k = kind(d)
+    if k is None:
+        return None
+    stats = json.loads((d / "stats.json").read_text()) if (d / "stats.json").is_file() else {}
+    body = {"curate": lambda: curate_section(d, stats), "caption": lambda: caption_section(d, stats),
+            "synth": lambda: synth_section(d, stats), "train": lambda: train_section(d),
+            "eval": lambda: eval_section(d)}[k]()
+    return k, body, stats
+
+
+# -------------------------------------------------------------------- page ----
+CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}h1{margin-bottom:0}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+td.n{text-align:right}.grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;max-width:200px;font-size:11px;overflow-wrap:anywhere}
+figure img{display:block;max-width:100%}.noimg{background:#ddd;display:flex;align-items:center;justify-content:center}
+.pair{display:flex;gap:4px;border:1px solid #eee;padding:4px}.ok{color:#2a7}.bad{color:#c33;font-weight:bold}
+.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}section{border-top:2px solid #4c78a8;margin-top:24px}.chart{flex:0 0 auto}pre{background:#f6f6f6;
+padding:8px;overflow:auto;max-height:400px}code{font-size:10px}"""
+
+
+def versions() -> list[list[str]]:
+    out = []
+    for name in VERSIONS:
+        try:
+            out.append([name, metadata.version(name)])
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def header(root: Path, jobs: list[tuple[Path, str, dict]]) -> str:
+    runs = root / "_work" / "runs.jsonl"
+    cmds = [json.loads(ln) for ln in runs.read_text().splitlines()] if runs.is_file() else []
+    rows = []
+    for d, k, stats in jobs:
+        stage = json.loads((d / "pipeline_stage.json").read_text())["report"] if (d / "pipeline_stage.json").is_file() else {}
+        seconds = stage.get("seconds", stats.get("elapsed_s"))
+        adds = stats.get("adds_up")
+        rows.append(f"<tr><td>{esc(d.name if d != root else k)}</td><td>{esc(k)}</td><td>{fmt(seconds, 1)}</td><td "
+                    f'class="{"ok" if adds else "bad" if adds is False else ""}">'
+                    f'{"yes" if adds else "NO" if adds is False else "n/a"}</td><td>{esc(d)}</td></tr>')
+    parts = ["<table><tr><th>job</th><th>kind</th><th>seconds</th><th>accounting adds up</th><th>folder</th></tr>"
+             + "".join(rows) + "</table>"]
+    if cmds:
+        parts.append(table(["command", "started", "seconds", "ended"],
+                           [[" ".join(c["argv"]), c["started"], fmt(c.get("seconds"), 1), c.get("ended", "running")]
+                            for c in cmds[-10:]]))
+    parts.append(table(["package", "version"], versions()))
+    return (f"<h1>InfU data engine report</h1><p>{esc(root.resolve())} · written {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            f'</p><div class="row">{"".join(parts)}</div>')
+
+
+def config_block(d: Path) -> str:
+    f = d / "config.yaml"
+    return f"<details><summary>resolved config ({esc(f)})</summary><pre>{esc(f.read_text())}</pre></details>" \
+        if f.is_file() else ""
+
+
+def job_folders(root: Path) -> list[Path]:
+    """The folder itself when it is a job's output, else the stage folders of an `infu run` root."""
+    if kind(root):
+        return [root]
+    return [root / s for s in STAGE_DIRS if (root / s).is_dir() and kind(root / s)]
+
+
+def write_report(out_dir: str | Path) -> Path:
+    root = Path(out_dir).expanduser()
+    folders = job_folders(root)
+    if not folders:
+        raise FileNotFoundError(f"{root} holds no job output (stats.json, train_log.jsonl or summary.json), "
+                                f"nor the stage folders of an `infu run` root ({', '.join(STAGE_DIRS)})")
+    jobs, bodies = [], []
+    for d in folders:
+        k, body, stats = section(d)
+        jobs.append((d, k, stats))
+        bodies.append(f'<section id="{esc(k)}"><h2>{esc(k)}: {esc(d.name)}</h2>{config_block(d)}{body}</section>')
+    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>InfU report: {esc(root.name)}</title>'
+            f"<style>{CSS}</style></head><body>{header(root, jobs)}{''.join(bodies)}</body></html>")
+    path = root / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
