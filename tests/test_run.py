@@ -125,4 +125,4 @@ def test_the_browser_check_catches_console_errors_exceptions_and_failed_loads(tm
     bad.write_text('<p>x</p><script>console.error("shown"); missingFunction();</script><img src="gone.png">')
     with Page(bad.as_uri()) as page:
         errors = page.errors
-    assert [e.split(":")[0] for e in errors] == ["console.error", "exception", "log"], errors
+    assert sorted(e.split(":")[0] for e in errors) == ["console.error", "exception", "log"], errors
