@@ -40,8 +40,7 @@ class WatermarkStage(Stage):
             from curation.watermark_ocr import OcrReader
 
             self.model = OcrReader(int(self.ocr.get("det_side", 736)), self.device, int(self.ocr.get("threads", 1)),
-                                   float(self.ocr.get("min_confidence", 0.5)), corners=float(self.ocr.get("corners", 0)),
-                                   corner_size=float(self.ocr.get("corner_size", 0.3)))
+                                   float(self.ocr.get("min_confidence", 0.5)))
         elif self.backend == "transformers":
             from curation.classifier import ImageClassifier
 

@@ -55,18 +55,15 @@ class Verdict:
 class OcrReader:
     """Text regions of an RGB image. The detector sees the image with its short side scaled up to
     ``det_side`` (PP-OCR's own default, 736: smaller text goes unseen), its long side at most
-    ``max_side`` (a 1:50 strip is not blown up to a 36-megapixel canvas). With ``corners`` > 1 the
-    four corners (``corner_size`` of each side) are read again, enlarged that many times: the
-    small signature or URL in a corner is often below what the whole-image pass can see."""
+    ``max_side`` (a 1:50 strip is not blown up to a 36-megapixel canvas)."""
 
     def __init__(self, det_side: int = 736, device: str = "cpu", threads: int = 1, min_confidence: float = 0.5,
-                 max_side: int = 2000, max_regions: int = 200, corners: float = 0.0, corner_size: float = 0.3):
+                 max_side: int = 2000, max_regions: int = 200):
         import onnxruntime
         from rapidocr_onnxruntime import RapidOCR
 
         cuda = str(device).startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         self.det_side, self.max_side = det_side, max_side
-        self.corners, self.corner_size = corners, corner_size
         # no angle classifier: watermarks are not upside down, and rotated boxes are rectified anyway
         self.engine = RapidOCR(det_limit_side_len=max_side, det_limit_type="max", max_side_len=max_side,
                                det_max_candidates=max_regions, use_cls=False, det_use_cuda=cuda, rec_use_cuda=cuda,
@@ -74,33 +71,13 @@ class OcrReader:
 
     def __call__(self, rgb: np.ndarray) -> list[TextRegion]:
         h, w = rgb.shape[:2]
-        regions = self.read(rgb, min(self.det_side / min(h, w), self.max_side / max(h, w)))
-        if self.corners > 1:
-            ch, cw = max(8, round(h * self.corner_size)), max(8, round(w * self.corner_size))
-            for y0 in (0, h - ch):
-                for x0 in (0, w - cw):
-                    for r in self.read(rgb[y0:y0 + ch, x0:x0 + cw], self.corners, (x0, y0)):
-                        if not any(_overlap(r.box, q.box) > 0.3 for q in regions):
-                            regions.append(r)
-        return regions
-
-    def read(self, rgb: np.ndarray, scale: float, offset=(0, 0)) -> list[TextRegion]:
-        """Regions of ``rgb`` seen ``scale`` times enlarged (never reduced), in the caller's pixels."""
-        h, w = rgb.shape[:2]
+        scale = min(self.det_side / min(h, w), self.max_side / max(h, w))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         if scale > 1:
             bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
         found, _ = self.engine(bgr)
         s = max(scale, 1.0)
-        return [TextRegion(np.asarray(box, np.float32) / s + np.float32(offset), str(text), float(conf))
-                for box, text, conf in found or []]
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over the smaller of two regions' bounding boxes."""
-    (ax1, ay1), (ax2, ay2), (bx1, by1), (bx2, by2) = a.min(0), a.max(0), b.min(0), b.max(0)
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    return inter / max(1e-6, min((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1)))
+        return [TextRegion(np.asarray(box, np.float32) / s, str(text), float(conf)) for box, text, conf in found or []]
 
 
 # a web address, also in pieces and misread: "w.annakim", "kimphoto.con"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.config import load_config
+from pipelines.config import ConfigError, load_config
 from pipelines.logs import job_logs
 
 
@@ -18,6 +18,14 @@ overwrite_option = click.option("--overwrite", is_flag=True,
                                 help="Delete what the output folder holds and start over (needed when the config "
                                      "or inputs changed).")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def config(name: str, path, overrides=None) -> dict:
+    """The job's config, a key its defaults do not have being a one-line error."""
+    try:
+        return load_config(name, path, overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def say(message: str) -> None:
@@ -79,7 +87,7 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
         specs = [SourceSpec.parse(s) for s in sources]
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    cfg = load_config("curate", config_path, {"progress": False} if quiet else None)
+    cfg = config("curate", config_path, {"progress": False} if quiet else None)
     stats = run_job(out_dir, "curate", run_curate, specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
                     libraries=())
     click.echo(format_curate_summary(stats, out_dir))
@@ -104,7 +112,7 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
     them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
     from pipelines.caption import run_caption
 
-    cfg = load_config("caption", config_path, {"progress": False} if quiet else None)
+    cfg = config("caption", config_path, {"progress": False} if quiet else None)
     stats = run_job(out_dir, "caption", run_caption, in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
     click.echo(f"\ncaption summary  ({out_dir}, {stats['elapsed_s']} s)")
     click.echo(f"  rows: {stats['inputs']}  kept: {stats['kept']}  quarantined: {stats['quarantined']}  "
@@ -149,7 +157,7 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
         over["prompts"] = {"file": prompts}
     if quiet:
         over["progress"] = False
-    cfg = load_config("synth", config_path, over)
+    cfg = config("synth", config_path, over)
     stats = run_job(out_dir, "synth", run_synth, spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
     click.echo(format_synth_summary(stats, out_dir))
 
@@ -178,7 +186,7 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
 
     user = yaml.safe_load(Path(config_path).read_text()) or {}
     stage = int(user.get("stage", 1))
-    cfg = load_config(f"stage{stage}", config_path, {"export_published": export_published})
+    cfg = config(f"stage{stage}", config_path, {"export_published": export_published})
     def job(log):
         if build_cache:
             cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}
@@ -228,7 +236,7 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
         over["label"] = label
     if quiet:
         over["progress"] = False
-    cfg = load_config("eval", config_path, over)
+    cfg = config("eval", config_path, over)
     if compare_dirs:
         res = compare(*compare_dirs, cfg.get("bootstrap"))
         click.echo(compare_markdown(res, float(cfg["bootstrap"].get("ci", 0.95))))

@@ -6,6 +6,7 @@ The fingerprint covers what changes a job's *output*; ``ray`` settings and every
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -16,12 +17,52 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 _NOT_OUTPUT = {"ray", "resources", "progress"}
 
 
+class ConfigError(ValueError):
+    """A config file names a key that its defaults do not have (raised before any work starts)."""
+
+
 def load_config(name: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Defaults from ``configs/<name>.yaml``, then ``path`` (if given), then ``overrides``."""
+    """Defaults from ``configs/<name>.yaml``, then ``path`` (if given; every key it sets must exist
+    in the defaults), then ``overrides``."""
     cfg = _read(CONFIG_DIR / f"{name}.yaml")
     if path is not None:
-        cfg = merge(cfg, _read(Path(path)))
+        user = _read(Path(path))
+        check_keys(cfg, user, str(path))
+        cfg = merge(cfg, user)
     return merge(cfg, overrides or {})
+
+
+def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
+    for k in given:
+        if k not in allowed:
+            near = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise error(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
+
+
+def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named: bool = False) -> None:
+    """Every key of ``given`` must exist in ``defaults`` (recursively): a typo is an error, not a
+    silently ignored setting. A list of named blocks (``stages: [{name: faces, ...}]``) is checked
+    block by block against the default block of the same name; other lists, empty default dicts
+    and a backend's block (a dict with a ``backend`` key: its options depend on the backend
+    chosen) take any keys; a named block lists every backend's options, so it is checked whole."""
+    if "backend" in defaults and not named:
+        return
+    unknown_keys(given, list(defaults), where, error)
+    for k, v in given.items():
+        d = defaults.get(k)
+        if isinstance(v, dict) and isinstance(d, dict) and d:
+            check_keys(d, v, _inside(where, k), error)
+        elif isinstance(v, list) and isinstance(d, list):
+            by_name = {b["name"]: b for b in d if isinstance(b, dict) and "name" in b}
+            for i, block in enumerate(v):
+                if isinstance(block, dict) and block.get("name") in by_name:
+                    check_keys(by_name[block["name"]], block, _inside(where, f"{k}[{i}] ({block['name']})"), error, True)
+
+
+def _inside(where: str, key: str) -> str:
+    """``file: a.b`` for a key path inside a file."""
+    return f"{where}.{key}" if ":" in where else f"{where}: {key}"
 
 
 def _read(path: Path) -> dict:

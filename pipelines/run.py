@@ -16,7 +16,6 @@ checked (stage names, keys, inputs, weights) before any work starts.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import fingerprint, load_config, merge
+from pipelines.config import ConfigError, check_keys, fingerprint, load_config, merge, unknown_keys
 
 ORDER = ("curate", "caption", "train_stage1", "synth", "train_stage2", "eval")
 OUTPUT = {"curate": "curated", "caption": "captioned", "train_stage1": "train-stage1", "synth": "spms",
@@ -38,28 +37,8 @@ STAGE_KEYS = {"curate": ("config", "set"), "caption": ("config", "set", "input")
 DONE = "pipeline_stage.json"
 
 
-class PipelineError(ValueError):
+class PipelineError(ConfigError):
     """The pipeline file cannot run as written (raised before any work starts)."""
-
-
-def unknown_keys(given: dict, allowed, where: str) -> None:
-    for k in given:
-        if k not in allowed:
-            near = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise PipelineError(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
-
-
-def check_overrides(defaults: dict, given: dict, where: str) -> None:
-    """Every key of ``given`` must exist in ``defaults`` (recursively): a typo is an error, not a
-    silently ignored setting. Lists, empty default dicts and a backend's block (a dict with a
-    ``backend`` key: its options depend on the backend chosen) take any keys."""
-    if "backend" in defaults:
-        return
-    unknown_keys(given, list(defaults), where)
-    for k, v in given.items():
-        if isinstance(v, dict) and isinstance(defaults.get(k), dict) and defaults[k]:
-            check_overrides(defaults[k], v, f"{where}.{k}")
 
 
 @dataclass
@@ -72,9 +51,9 @@ class Step:
 
 def plan(spec: dict, source: str = "pipeline") -> list[Step]:
     """Resolve the pipeline file into steps with full configs, or raise PipelineError."""
-    unknown_keys(spec, TOP_KEYS, source)
+    unknown_keys(spec, TOP_KEYS, source, PipelineError)
     stages = spec.get("stages") or {}
-    unknown_keys(stages, ORDER, f"{source}: stages")
+    unknown_keys(stages, ORDER, f"{source}: stages", PipelineError)
     if not stages:
         raise PipelineError(f"{source}: no stages; give at least one of {', '.join(ORDER)}")
     if not spec.get("root"):
@@ -88,9 +67,9 @@ def plan(spec: dict, source: str = "pipeline") -> list[Step]:
             continue
         st = stages[name] or {}
         where = f"{source}: stages.{name}"
-        unknown_keys(st, STAGE_KEYS[name], where)
+        unknown_keys(st, STAGE_KEYS[name], where, PipelineError)
         defaults = load_config(DEFAULTS[name], st.get("config"))
-        check_overrides(defaults, st.get("set") or {}, f"{where}.set")
+        check_keys(defaults, st.get("set") or {}, f"{where}.set", PipelineError)
         cfg = merge(defaults, merge({} if name.startswith("train") else common, st.get("set") or {}))
         steps[name] = Step(name, root / OUTPUT[name], cfg)
         wire(steps, name, st, spec, where)

@@ -39,3 +39,16 @@ def test_curate_prints_a_summary_and_refuses_a_changed_config(sample_dir, ray_lo
 def test_sample_data_command(tmp_path):
     r = CliRunner().invoke(main, ["sample-data", str(tmp_path / "s")])
     assert r.exit_code == 0 and (tmp_path / "s" / "group" / "t1.jpg").exists()
+
+
+def test_a_typo_in_a_config_file_stops_the_job_before_any_work(tmp_path):
+    """`filters: {min_sid: 300}` used to run to the end with the default and no word said."""
+    cfg = tmp_path / "c.yaml"
+    for text, message in (("filters: {min_sid: 300}\n", "c.yaml: filters: unknown key 'min_sid' (did you mean 'min_side'?)"),
+                          ("stages: [{name: faces, min_face_pxl: 60}]\n",
+                           "c.yaml: stages[0] (faces): unknown key 'min_face_pxl' (did you mean 'min_face_px'?)")):
+        cfg.write_text(text)
+        r = CliRunner().invoke(main, ["curate", "--source", f"folder={tmp_path}", "--out", str(tmp_path / "o"),
+                                      "--config", str(cfg)])
+        assert r.exit_code == 1 and message in r.output, r.output
+        assert not (tmp_path / "o").exists()
