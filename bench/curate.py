@@ -30,7 +30,8 @@ from curation.decode import DecodeLimits, decode, read_file  # noqa: E402
 from curation.quality import QualityStage  # noqa: E402
 from curation.sources import make_source  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.curate import SourceSpec, quality_cfg, run_curate  # noqa: E402
+from pipelines.curate import quality_cfg, run_curate  # noqa: E402
+from pipelines.job import SourceSpec  # noqa: E402
 from pipelines.ray_stages import table_to_rows  # noqa: E402
 
 

@@ -17,11 +17,9 @@ from PIL import Image
 
 from curation.caption_text import clean_caption
 from curation.captioners import BACKENDS, check_folder
-from curation.registry import register
 from curation.stage import Stage
 
 
-@register
 class CaptionStage(Stage):
     name = "caption"
     reasons = ()  # rows are never rejected for their captions

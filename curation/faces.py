@@ -22,12 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from curation.records import analysis_image, reject
-from curation.registry import register
 from curation.stage import Stage
 from infu_model.faces import analyzer_device, head_pose, make_face_analyzer
 
 
-@register
 class FaceStage(Stage):
     name = "faces"
     reasons = ("no_face", "multiple_faces", "small_face")

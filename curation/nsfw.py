@@ -13,14 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from curation.records import analysis_image
-from curation.registry import register
 from curation.stage import Stage, score_and_threshold
 
 DEFAULT_CLASSES = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
                    "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
 
 
-@register
 class NSFWStage(Stage):
     name = "nsfw"
     reasons = ("nsfw",)

@@ -1,26 +1,23 @@
-"""Model-backed curation stages by the name used in ``configs/curate.yaml: stages``."""
+"""The model-backed curation stages by the name ``configs/curate.yaml: stages`` uses.
+
+A plain table of names to ``module:Class``, imported when a config names the stage (the modules
+load model code). Adding a stage is its own file plus one line here."""
 from __future__ import annotations
+
+import importlib
 
 from curation.stage import Stage
 
-STAGES: dict[str, type[Stage]] = {}
-
-
-def register(cls: type[Stage]) -> type[Stage]:
-    STAGES[cls.name] = cls
-    return cls
+STAGES = {
+    "faces": "curation.faces:FaceStage",
+    "nsfw": "curation.nsfw:NSFWStage",
+    "watermark": "curation.watermark:WatermarkStage",
+    "caption": "curation.caption_stage:CaptionStage",
+}
 
 
 def stage_class(name: str) -> type[Stage]:
-    _load_builtin()
     if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; known: {', '.join(sorted(STAGES)) or 'none'}")
-    return STAGES[name]
-
-
-def _load_builtin() -> None:
-    """Import the stage modules so their @register runs (kept lazy: they import models)."""
-    import curation.caption_stage  # noqa: F401
-    import curation.faces  # noqa: F401
-    import curation.nsfw  # noqa: F401
-    import curation.watermark  # noqa: F401
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(sorted(STAGES))}")
+    module, cls = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), cls)

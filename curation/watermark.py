@@ -14,11 +14,9 @@ Backends:
 from __future__ import annotations
 
 from curation.records import analysis_image
-from curation.registry import register
 from curation.stage import Stage, score_and_threshold
 
 
-@register
 class WatermarkStage(Stage):
     name = "watermark"
     reasons = ("watermark",)

@@ -16,16 +16,8 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.curate import Layout, SourceSpec, _files, count_unaccounted, prepare_out, read_column
+from pipelines.job import Layout, SourceSpec, count_unaccounted, input_files, parquet_files, prepare_out, read_column
 from pipelines.ray_stages import table_to_rows
-
-
-def input_files(in_dir: str | Path) -> list[str]:
-    d = Path(in_dir)
-    files = _files(d / "kept") or _files(d)
-    if not files:
-        raise FileNotFoundError(f"no SPSS Parquet under {d} (expected {d}/kept/*.parquet or {d}/*.parquet)")
-    return files
 
 
 def real_names(cfg: dict) -> list[str]:
@@ -56,13 +48,13 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 
     from pipelines.ray_runtime import init_ray
     from pipelines.ray_stages import add_stage, plan_pools
-    from pipelines.sink import CurationSink
+    from pipelines.sink import RowSink
 
     t0 = time.time()
     files = input_files(in_dir)
     lay = Layout(Path(out))
     prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite)
-    done = read_column(_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
+    done = read_column(parquet_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     names = real_names(cfg)
     stages = captioner_cfgs(cfg, names)
@@ -80,7 +72,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
                             fn_kwargs={"done": done, "max_chars": cfg.get("max_chars", 400), "names": names})
         for cls, c in pools:
             ds = add_stage(ds, cls, c)
-        ds.write_datasink(CurationSink(lay.kept, lay.rejected, int(cfg.get("output", {}).get("rows_per_file", 256)),
+        ds.write_datasink(RowSink(lay.kept, lay.rejected, int(cfg["output"]["rows_per_file"]),
                                        True, alive_status="kept"))
     stats = caption_stats(lay, files, reports, time.time() - t0)
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
@@ -89,7 +81,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 
 def caption_stats(lay: Layout, inputs: list[str], reports: dict, elapsed: float) -> dict:
     cols = ["id", "status", "reason", "captions", "caption_drops"]
-    tables = [read_column(_files(d), cols) for d in (lay.kept, lay.rejected) if _files(d)]
+    tables = [read_column(parquet_files(d), cols) for d in (lay.kept, lay.rejected) if parquet_files(d)]
     out = pa.concat_tables(tables, promote_options="permissive") if tables else SPSS_SCHEMA.empty_table().select(cols)
     in_ids = read_column(inputs, ["id"])["id"]
     missing = count_unaccounted(in_ids, out["id"])

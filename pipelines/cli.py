@@ -35,7 +35,7 @@ def say(message: str) -> None:
 def run_job(out_dir, name: str, job, *args, libraries=("transformers", "diffusers"), **kwargs):
     """``job(*args, log=say, **kwargs)`` with its noise routed to ``out_dir/_work/logs`` and the
     mistakes a user can make (changed config, missing input, bad value) as one-line errors."""
-    from pipelines.curate import ConfigMismatch
+    from pipelines.job import ConfigMismatch
 
     with job_logs(out_dir, name, libraries):
         try:
@@ -80,7 +80,8 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
     DIR/kept/*.parquet or DIR/rejected/*.parquet (with its status and reason);
     DIR/stats.json adds them up per source and reason.
     """
-    from pipelines.curate import SourceSpec, run_curate
+    from pipelines.curate import run_curate
+    from pipelines.job import SourceSpec
     from pipelines.summary import format_curate_summary
 
     try:

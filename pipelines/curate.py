@@ -17,99 +17,23 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import yaml
 
-from curation.dedup import find_duplicates
 from curation.quality import QualityStage
-from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED, SPSS_SCHEMA
+from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
 from curation.registry import stage_class
 from curation.sources import SourceError, make_source
-from pipelines.config import fingerprint, merge
-from pipelines.sink import conform, content_name, drop_images, set_status, write_atomic
+from pipelines.config import merge
+from pipelines.job import (Layout, SourceSpec, count_unaccounted, dedup_and_finalize, parquet_files, prepare_out,
+                           read_column)
+from pipelines.sink import write_atomic
 
 
-class ConfigMismatch(Exception):
-    """The output directory holds a run with another config or other sources."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    kind: str
-    label: str
-    path: str
-
-    @classmethod
-    def parse(cls, text: str) -> "SourceSpec":
-        """``KIND=PATH`` or ``KIND:LABEL=PATH`` (a label lets one kind appear twice)."""
-        if "=" not in text:
-            raise ValueError(f"--source {text!r}: expected KIND=PATH")
-        name, path = text.split("=", 1)
-        kind, _, label = name.partition(":")
-        return cls(kind.strip().lower(), (label or kind).strip(), path.strip())
-
-
-@dataclass
-class Layout:
-    out: Path
-
-    @property
-    def kept(self): return self.out / "kept"
-    @property
-    def rejected(self): return self.out / "rejected"
-    @property
-    def work(self): return self.out / "_work"
-    @property
-    def manifest(self): return self.work / "manifest"
-    @property
-    def todo(self): return self.work / "todo"
-    @property
-    def candidates(self): return self.work / "candidates"
-    @property
-    def dedup(self): return self.work / "dedup.parquet"
-
-
-# ---------------------------------------------------------------- out dir ----
-def clear(folder: Path, keep: Path) -> None:
-    """Delete what ``folder`` holds except ``keep`` (the running job's own log file lives there)."""
-    for child in folder.iterdir():
-        if child == keep:
-            continue
-        if keep.is_relative_to(child) and child.is_dir() and not child.is_symlink():
-            clear(child, keep)
-        elif child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
-def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool) -> str:
-    fp = fingerprint(cfg, [s.__dict__ for s in specs])
-    run_file = lay.out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text()).get("fingerprint")
-        if old != fp and not overwrite:
-            raise ConfigMismatch(
-                f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
-                "Use another --out, the same config to resume, or --overwrite to start over.")
-    if overwrite and lay.out.exists():
-        clear(lay.out, keep=lay.work / "logs")
-    lay.out.mkdir(parents=True, exist_ok=True)
-    for tmp in lay.out.rglob("*.tmp"):
-        tmp.unlink()
-    run_file.write_text(json.dumps({"fingerprint": fp, "sources": [s.__dict__ for s in specs]}, indent=1))
-    (lay.out / "config.yaml").write_text(yaml.safe_dump(
-        {"sources_given": [s.__dict__ for s in specs], **cfg}, sort_keys=False))
-    return fp
-
-
-# ---------------------------------------------------------------- listing ----
 def source_cfg(cfg: dict, kind: str) -> dict:
     s = cfg.get("sources", {})
     return merge(s.get("default", {}) or {}, s.get(kind, {}) or {})
@@ -157,20 +81,10 @@ def write_manifest(lay: Layout, cfg: dict, specs: list[SourceSpec], log=print) -
 
 
 # ------------------------------------------------------------------ resume ---
-def _files(*dirs: Path) -> list[str]:
-    return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
-
-
-def read_column(files: list[str], columns: list[str]) -> pa.Table:
-    if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pads.dataset(files, format="parquet").to_table(columns=columns)
-
-
 def make_todo(lay: Layout) -> tuple[list[str], int]:
     """Manifest shards restricted to ids not yet in any output file."""
-    manifest = _files(lay.manifest)
-    done = read_column(_files(lay.candidates, lay.kept, lay.rejected), ["id"])["id"]
+    manifest = parquet_files(lay.manifest)
+    done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["id"])["id"]
     if len(done) == 0:
         return manifest, sum(pq.ParquetFile(f).metadata.num_rows for f in manifest)
     shutil.rmtree(lay.todo, ignore_errors=True)
@@ -205,7 +119,7 @@ def process(lay: Layout, files: list[str], cfg: dict, stages: list[tuple[type, d
     import ray
 
     from pipelines.ray_stages import add_stage
-    from pipelines.sink import CurationSink
+    from pipelines.sink import RowSink
 
     qcfg = quality_cfg(cfg, keep_analysis=bool(stages))
     ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
@@ -217,56 +131,17 @@ def process(lay: Layout, files: list[str], cfg: dict, stages: list[tuple[type, d
     for cls, scfg in stages:
         ds = add_stage(ds, cls, scfg)
     out = cfg.get("output", {})
-    ds.write_datasink(CurationSink(lay.candidates, lay.rejected, int(out.get("rows_per_file", 1000)),
+    ds.write_datasink(RowSink(lay.candidates, lay.rejected, int(out["rows_per_file"]),
                                    bool(out.get("rejected_images", True))))
-
-
-def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, schema: pa.Schema = SPSS_SCHEMA,
-                       key: str = "id", rank: str = "blur", image: str = "image") -> None:
-    """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
-
-    Among near duplicates the largest image wins, then the higher ``rank`` column, then the smaller ``key``.
-    """
-    files = _files(lay.candidates)
-    if not lay.dedup.exists():
-        cols = read_column(files, [key, "phash", "width", "height", rank]).rename_columns(
-            ["id", "phash", "width", "height", "blur"])
-        if not dedup.get("enabled", True):
-            cols = cols.slice(0, 0)
-        dups = find_duplicates(cols, int(dedup.get("max_distance", 4)), int(dedup.get("blocks", 8)))
-        write_atomic(dups, lay.dedup)
-    dups = pq.read_table(lay.dedup)
-    dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
-    for f in files:
-        kept_path = lay.kept / Path(f).name
-        if not kept_path.exists():
-            t = pq.read_table(f)
-            is_dup = pc.is_in(t[key], value_set=dups["id"])
-            rej = t.filter(is_dup)
-            if rej.num_rows:
-                rej = set_status(rej, REJECTED, "duplicate")
-                rej = rej.set_column(rej.schema.get_field_index("duplicate_of"), "duplicate_of",
-                                     pa.array([dup_of[i] for i in rej[key].to_pylist()], pa.string()))
-                if not rejected_images:
-                    rej = drop_images(rej, image)
-                write_atomic(conform(rej, schema), lay.rejected / content_name(rej, "dup", key))
-            keep = set_status(t.filter(pc.invert(is_dup)), KEPT)
-            write_atomic(conform(keep, schema), kept_path)
-        Path(f).unlink()
-
-
-def count_unaccounted(expected_ids, written_ids) -> int:
-    """How many expected ids appear in no output file."""
-    return int(pc.sum(pc.invert(pc.is_in(expected_ids, value_set=written_ids))).as_py() or 0)
 
 
 def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float) -> dict:
     """Counts read back from the output files, checked against the manifest."""
     cols = ["id", "source", "status", "reason"]
-    kept = read_column(_files(lay.kept), cols + ["bucket"])
-    out = pa.concat_tables([kept.drop_columns(["bucket"]), read_column(_files(lay.rejected), cols)])
+    kept = read_column(parquet_files(lay.kept), cols + ["bucket"])
+    out = pa.concat_tables([kept.drop_columns(["bucket"]), read_column(parquet_files(lay.rejected), cols)])
     buckets = pc.value_counts(kept["bucket"]).to_pylist()
-    manifest_ids = read_column(_files(lay.manifest), ["id"])["id"]
+    manifest_ids = read_column(parquet_files(lay.manifest), ["id"])["id"]
     missing = count_unaccounted(manifest_ids, out["id"])
     by_source: dict[str, dict] = {}
     by_reason: dict[str, int] = {}
@@ -298,7 +173,7 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
 
 def watermark_examples(lay: Layout, n: int = 5) -> list[dict]:
     """A few rows rejected as watermarked, with what the detector read on them."""
-    ds = pads.dataset(_files(lay.rejected), format="parquet")
+    ds = pads.dataset(parquet_files(lay.rejected), format="parquet")
     return ds.head(n, columns=["source", "path", "watermark", "watermark_text"],
                    filter=pc.field("reason") == "watermark").to_pylist()
 

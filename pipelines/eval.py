@@ -101,7 +101,7 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
 
     from pipelines.ray_runtime import init_ray
     from pipelines.ray_stages import add_stage, plan_pools
-    from pipelines.synth import generate_cfg
+    from synth.generate import generate_cfg
     from synth.generate import GenerateStage
     from synth.records import SYNTH_ROW_SCHEMA
 
@@ -250,7 +250,7 @@ def grids(table: pa.Table, out: Path, g: dict) -> None:
 
 
 def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
-    from pipelines.synth import check_cfg
+    from synth.generate import check_cfg
 
     t0 = time.time()
     check_cfg(cfg)

@@ -117,7 +117,7 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
     if name == "curate":
         if not spec.get("sources"):
             raise PipelineError(f"{where}: needs sources: [KIND=PATH, ...] at the top of the pipeline file")
-        from pipelines.curate import SourceSpec
+        from pipelines.job import SourceSpec
 
         try:
             s.inputs["sources"] = [SourceSpec.parse(x) for x in spec["sources"]]

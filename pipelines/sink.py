@@ -1,4 +1,4 @@
-"""Where curation rows land: every row in exactly one Parquet file.
+"""Where every row job (curate, caption, synth) writes: every row in exactly one Parquet file.
 
 Files are written to a temporary name and renamed, so a crash never leaves a
 half-written file; the name is a hash of the ids inside, so a retried write
@@ -53,8 +53,9 @@ def drop_images(table: pa.Table, column: str = "image") -> pa.Table:
     return table.set_column(table.schema.get_field_index(column), column, pa.nulls(table.num_rows, pa.binary()))
 
 
-class CurationSink(Datasink):
-    """Alive rows -> ``candidates_dir`` (dedup decides later); the rest -> ``rejected_dir``."""
+class RowSink(Datasink):
+    """A row job's output: alive rows -> ``candidates_dir`` (dedup decides later, or kept/ when no
+    dedup follows); the rest -> ``rejected_dir``. SPSS rows by default, SPMS pairs for synth."""
 
     def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool,
                  alive_status: str = ALIVE, schema: pa.Schema = SPSS_SCHEMA, key: str = "id", image: str = "image"):

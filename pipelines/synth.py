@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
-from pipelines.caption import input_files
 from pipelines.config import packaged_path
-from pipelines.curate import Layout, SourceSpec, _files, count_unaccounted, dedup_and_finalize, prepare_out, read_column
+from pipelines.job import (Layout, SourceSpec, count_unaccounted, dedup_and_finalize, input_files, parquet_files,
+                           prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
-from synth.generate import GenerateStage
+from synth.generate import GenerateStage, check_cfg, generate_cfg
 from synth.id_filter import IDFilterStage
 from synth.plan import Planner, needs_model
 from synth.prompts import load_prompts
@@ -39,27 +39,10 @@ def planner_cfg(cfg: dict) -> dict:
             "seeds_per_prompt": p.get("seeds_per_prompt", 1), "seed": cfg.get("seed", 0), "gender": cfg.get("gender")}
 
 
-def generate_cfg(cfg: dict) -> dict:
-    m = cfg["model"]
-    return {**cfg["generation"], "base": m["base"], "model": m["path"], "variant": m.get("variant", "aes_stage2"),
-            "dtype": m.get("dtype", "bfloat16"), "device": m.get("device", "cuda"), "faces": m.get("faces") or None,
-            "text_encoders": m.get("text_encoders", "gpu"), "offload": m.get("offload", "none"),
-            "compile": m.get("compile", False), "int8": m.get("int8", False), "loras": cfg.get("loras") or []}
-
-
 def chain(cfg: dict) -> list[tuple[type, dict]]:
     """Every model stage in order, each with its config."""
     return [(GenerateStage, generate_cfg(cfg)), (FaceSwapStage, cfg.get("face_swap") or {}),
             (PostprocessStage, cfg.get("postprocess") or {}), (IDFilterStage, cfg.get("id_filter") or {})]
-
-
-def check_cfg(cfg: dict) -> None:
-    m = cfg["model"]
-    for key, flag in (("base", "--base"), ("path", "--model")):
-        if not m.get(key):
-            raise ValueError(f"model.{key} is not set: give {flag} or set it in the config")
-        if not Path(m[key]).expanduser().exists():
-            raise FileNotFoundError(f"model.{key} not found: {m[key]}")
 
 
 # -------------------------------------------------------------- selection ---
@@ -133,7 +116,7 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
     import ray
 
     from pipelines.ray_stages import add_stage, plan_pools
-    from pipelines.sink import CurationSink
+    from pipelines.sink import RowSink
 
     pcfg = planner_cfg(cfg)
     prompts = load_prompts(pcfg["prompts_file"])  # read once, handed to every planning task
@@ -151,7 +134,7 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
     for cls, c in stages:
         ds = add_stage(ds, cls, c)
     out = cfg.get("output") or {}
-    ds.write_datasink(CurationSink(lay.candidates, lay.rejected, int(out.get("rows_per_file", 256)),
+    ds.write_datasink(RowSink(lay.candidates, lay.rejected, int(out["rows_per_file"]),
                                    bool(out.get("rejected_images", True)), schema=SPMS_SCHEMA, key="pair_id",
                                    image="target_image"), ray_remote_args={"num_cpus": 0.25})
 
@@ -168,7 +151,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     prepare_out(lay, cfg, specs, overwrite)
     selected = select_sources(files, cfg.get("select") or {}, int(cfg.get("seed", 0)))
     expected = expected_pairs(files, selected, cfg)
-    done = read_column(_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"].combine_chunks()
+    done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"].combine_chunks()
     sources, skip, todo = pending_work(selected, expected, done)
     generated = 0
     if len(sources) and todo != 0:
@@ -181,7 +164,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
         process(lay, files, cfg, sources, skip, log)
         generated = count_unaccounted(
-            read_column(_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"], done)
+            read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"], done)
     out_cfg = cfg.get("output") or {}
     dedup_and_finalize(lay, cfg.get("dedup") or {}, bool(out_cfg.get("rejected_images", True)), SPMS_SCHEMA,
                        key="pair_id", rank="id_similarity", image="target_image")
@@ -195,7 +178,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg: dict, elapsed: float) -> dict:
     cols = ["pair_id", "source_id", "status", "reason", "gender_from", "id_similarity", "id_distance"]
     schema = pa.schema([SPMS_SCHEMA.field(c) for c in cols])  # also types an empty read
-    out = pa.concat_tables([read_column(_files(d), cols).cast(schema) for d in (lay.kept, lay.rejected)])
+    out = pa.concat_tables([read_column(parquet_files(d), cols).cast(schema) for d in (lay.kept, lay.rejected)])
     status, reasons = out["status"].to_pylist(), out["reason"].to_pylist()
     by_reason: dict[str, int] = {}
     for s, r in zip(status, reasons):

@@ -116,3 +116,22 @@ class GenerateStage(Stage):
                    loras=[{"path": p, "weight": w} for p, w in self.loras], face_swap="none",
                    captions=[{"source": "prompt", "text": row["prompt"]}],
                    source_id_embedding=emb[0].tolist(), id_backend=self.pipe.faces.name)
+
+
+def generate_cfg(cfg: dict) -> dict:
+    """The generation stage's settings from a synth or eval job config (its model and generation blocks)."""
+    m = cfg["model"]
+    return {**cfg["generation"], "base": m["base"], "model": m["path"], "variant": m.get("variant", "aes_stage2"),
+            "dtype": m.get("dtype", "bfloat16"), "device": m.get("device", "cuda"), "faces": m.get("faces") or None,
+            "text_encoders": m.get("text_encoders", "gpu"), "offload": m.get("offload", "none"),
+            "compile": m.get("compile", False), "int8": m.get("int8", False), "loras": cfg.get("loras") or []}
+
+
+def check_cfg(cfg: dict) -> None:
+    """The job config names a FLUX base and InfU weights that exist (checked before any work)."""
+    m = cfg["model"]
+    for key, flag in (("base", "--base"), ("path", "--model")):
+        if not m.get(key):
+            raise ValueError(f"model.{key} is not set: give {flag} or set it in the config")
+        if not Path(m[key]).expanduser().exists():
+            raise FileNotFoundError(f"model.{key} not found: {m[key]}")

@@ -13,7 +13,8 @@ import yaml
 
 from curation import samples
 from pipelines.config import load_config, merge
-from pipelines.curate import ConfigMismatch, SourceSpec, run_curate
+from pipelines.curate import run_curate
+from pipelines.job import ConfigMismatch, SourceSpec
 from pipelines.summary import format_curate_summary
 from replicas import BUILDERS
 

@@ -31,7 +31,7 @@ def test_noise_goes_to_the_log_file_and_our_lines_stay_on_screen(tmp_path):
 
 
 def test_overwrite_clears_the_output_but_not_the_running_jobs_log(tmp_path):
-    from pipelines.curate import clear
+    from pipelines.job import clear
 
     for f in ("kept/a.parquet", "_work/manifest/m.parquet", "_work/logs/curate.log", "stats.json"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)

@@ -285,7 +285,7 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
     assert again["written_this_run"] == len(lost) and again["adds_up"] and again["pairs"] == 8
     back = pa.concat_tables([pq.read_table(f) for f in (out / "rejected").glob("*.parquet")]).to_pylist()
     assert {r["pair_id"]: r["target_image"] for r in back if r["pair_id"] in lost} == lost
-    from pipelines.curate import ConfigMismatch
+    from pipelines.job import ConfigMismatch
 
     with pytest.raises(ConfigMismatch):  # a changed config on the same output is refused before any work
         run_synth(spss_dir, out, synth_cfg(tiny, generation={"steps": 4}), log=lambda m: None)
@@ -360,7 +360,7 @@ def test_aesthetic_head_scores_and_filters(tmp_path):
 
 def test_generation_rejects_faceless_sources_and_quarantines_corrupt_ones(tiny):
     from curation.stage import run_stage
-    from pipelines.synth import generate_cfg
+    from synth.generate import generate_cfg
     from synth.generate import GenerateStage
 
     good = spss_row(samples.grace_hopper(), "g.png")
