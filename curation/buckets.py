@@ -32,8 +32,3 @@ def assign_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tu
 
 def bucket_name(bucket: tuple[int, int]) -> str:
     return f"{bucket[0]}x{bucket[1]}"
-
-
-def parse_bucket(name: str) -> tuple[int, int]:
-    w, h = name.split("x")
-    return int(w), int(h)

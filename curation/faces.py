@@ -23,7 +23,7 @@ import numpy as np
 
 from curation.records import analysis_image, reject
 from curation.stage import Stage
-from infu_model.faces import analyzer_device, head_pose, make_face_analyzer
+from infu_model.faces import analyzer_device, head_pose, main_face, make_face_analyzer
 
 
 class FaceStage(Stage):
@@ -62,12 +62,10 @@ class FaceStage(Stage):
         rgb = analysis_image(row)
         scale = row["width"] / rgb.shape[1]  # analysis -> original pixels
         faces = [f for f in self.analyzer.detect(rgb) if f.det_score >= self.min_det_score]
-        if not faces:
+        main, others = main_face(faces, self.secondary_min_score)
+        if main is None:
             row["face_count"] = 0
             return reject(row, "no_face")
-        clear = [f for f in faces if f.det_score >= self.secondary_min_score]
-        main = clear[0] if clear else faces[0]  # the largest clear face; a weak one only if none is clear
-        others = [f for f in clear if f is not main]
         row["face_count"] = 1 + len(others)
         big = main.scaled(scale)
         row["bbox"] = big.bbox.astype(np.float32).tolist()

@@ -85,6 +85,10 @@ def score_and_threshold(rows: list[dict], scores, field: str, threshold: float, 
             reject(row, reason)
 
 
+class UndeclaredReason(RuntimeError):
+    """A stage rejected a row for a reason missing from its ``reasons``: a bug in the stage."""
+
+
 def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
     """Apply ``stage`` to the alive rows of a batch; one bad row never sinks the batch.
 
@@ -105,4 +109,8 @@ def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
                 stage.process([row])
             except Exception as e:  # noqa: BLE001 - the row is quarantined with the error
                 quarantine(row, f"{stage.name}_error", e)
+    undeclared = {r["reason"] for r in live if not alive(r)} - {*stage.reasons, f"{stage.name}_error"}
+    if undeclared:  # a stage's reasons are its contract with the stats and the report
+        raise UndeclaredReason(f"stage {stage.name!r} gave reasons {sorted(undeclared)} it does not declare "
+                               f"(reasons = {stage.reasons})")
     return rows

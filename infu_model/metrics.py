@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def cosine(a, b) -> np.ndarray:
-    """Row-wise cosine of two (N, D) arrays (or one vector against each row)."""
-    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+from infu_model.faces import cosine
 
 
 def id_loss(generated, reference) -> np.ndarray:

@@ -109,7 +109,7 @@ def input_files(in_dir: str | Path) -> list[str]:
     d = Path(in_dir)
     files = parquet_files(d / "kept") or parquet_files(d)
     if not files:
-        raise FileNotFoundError(f"no SPSS Parquet under {d} (expected {d}/kept/*.parquet or {d}/*.parquet)")
+        raise FileNotFoundError(f"no Parquet under {d} (expected {d}/kept/*.parquet or {d}/*.parquet)")
     return files
 
 

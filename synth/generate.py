@@ -18,6 +18,7 @@ from PIL import Image
 
 from curation.records import quarantine, reject
 from curation.stage import Stage
+from infu_model.faces import stored_embedding
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
 
 
@@ -78,9 +79,10 @@ class GenerateStage(Stage):
     def embedding(self, row: dict) -> torch.Tensor:
         from infu_model.pipeline import NoFaceError
 
-        emb, dim = row["_source_embedding"], self.pipe.image_proj.config.embedding_dim
-        if emb is not None and row["_source_backend"] == self.pipe.faces.name and len(emb) == dim:
-            return torch.tensor(emb, dtype=torch.float32)[None]
+        stored = stored_embedding(row["_source_embedding"], row["_source_backend"], self.pipe.faces,
+                                  self.pipe.image_proj.config.embedding_dim)
+        if stored is not None:
+            return torch.from_numpy(stored)[None]
         if row["_source_image"] is None:
             raise NoFaceError("the source record has no image")
         return self.pipe.id_embedding(Image.fromarray(decode_rgb(row["_source_image"])))

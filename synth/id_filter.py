@@ -19,7 +19,7 @@ from PIL import Image
 from curation.quality import phash_hex
 from curation.records import reject
 from curation.stage import Stage
-from infu_model.faces import analyzer_device, head_pose, make_face_analyzer
+from infu_model.faces import analyzer_device, cosine, head_pose, main_face, make_face_analyzer, stored_embedding
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb
 
 
@@ -67,8 +67,9 @@ class IDFilterStage(Stage):
 
     def source_embedding(self, row: dict) -> np.ndarray | None:
         """The SPSS record's embedding when this backend made it; else the source image's largest face."""
-        if row["_source_embedding"] is not None and row["_source_backend"] == self.faces.name:
-            return np.asarray(row["_source_embedding"], np.float32)
+        stored = stored_embedding(row["_source_embedding"], row["_source_backend"], self.faces)
+        if stored is not None:
+            return stored
         rgb = decode_rgb(row["_source_image"])
         faces = self.faces.detect(rgb)
         return self.faces.embed(rgb, faces[0]) if faces else None
@@ -76,23 +77,21 @@ class IDFilterStage(Stage):
     def _one(self, row: dict, source: np.ndarray | None) -> None:
         rgb = decode_rgb(row["target_image"])
         row["phash"] = phash_hex(rgb)
-        faces = self.faces.detect(rgb)
-        clear = [f for f in faces if f.det_score >= self.secondary_min_score]
-        row["face_count"] = len(clear) if clear else len(faces[:1])
-        if not faces:
+        main, others = main_face(self.faces.detect(rgb), self.secondary_min_score)
+        row["face_count"] = 1 + len(others) if main is not None else 0
+        if main is None:
             return reject(row, "no_face")
-        main = clear[0] if clear else faces[0]
         row["target_bbox"] = main.bbox.astype(np.float32).tolist()
         row["target_kps"] = main.kps.astype(np.float32).tolist()
         row["target_det_score"] = float(main.det_score)
         row["yaw"], row["pitch"] = head_pose(main.kps)
-        if any(f is not main and f.area >= self.secondary_ratio * main.area for f in clear):
+        if any(f.area >= self.secondary_ratio * main.area for f in others):
             return reject(row, "multiple_faces")
         row["id_filter_backend"] = self.faces.name
         if source is None:
             return reject(row, "source_no_face")
         emb = self.faces.embed(rgb, main)
-        row["id_similarity"] = float(emb @ source / (np.linalg.norm(emb) * np.linalg.norm(source) + 1e-12))
+        row["id_similarity"] = float(cosine(emb, source)[0])
         row["id_distance"] = float(np.linalg.norm(emb - source))
         if self.aesthetic is not None:
             row["aesthetic"] = float(self.aesthetic([Image.fromarray(rgb)])[0])

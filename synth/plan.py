@@ -20,8 +20,6 @@ def needs_model(cfg: dict) -> bool:
 
 
 class Planner:
-    reasons = ("no_fitting_prompts",)
-
     def __init__(self, cfg: dict, prompts: list[Prompt] | None = None):
         """``prompts``: the bank already loaded (else read from ``cfg["prompts_file"]``)."""
         self.cfg = cfg

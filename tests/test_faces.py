@@ -234,3 +234,25 @@ def test_transformers_nsfw_backend(tmp_path):
     rows = [row_of(samples.astronaut(), "a")]
     run_stage(NSFWStage({"backend": "transformers", "model": str(tmp_path / "nsfw"), "threshold": 0.0}), rows)
     assert rows[0]["reason"] == "nsfw" and 0 < rows[0]["nsfw"] < 1
+
+
+def test_a_stage_that_rejects_for_an_undeclared_reason_is_a_bug_not_a_new_reason():
+    """A stage's `reasons` are what the stats and the report's funnel count: an undeclared one
+    fails the batch loudly; declared reasons and the stage's own `<name>_error` pass."""
+    from curation.records import reject
+    from curation.stage import Stage, UndeclaredReason
+
+    class Picky(Stage):
+        name, reasons, stateful = "picky", ("too_red",), False
+
+        def process(self, rows):
+            for r in rows:
+                if r["path"] == "boom":
+                    raise ValueError("cannot read")
+                reject(r, r["path"])
+
+    rows = [{**empty_row(), "id": p, "path": p, "status": ALIVE} for p in ("too_red", "boom")]
+    run_stage(Picky(), rows)
+    assert [(r["status"], r["reason"]) for r in rows] == [("rejected", "too_red"), ("quarantined", "picky_error")]
+    with pytest.raises(UndeclaredReason, match="too_blue"):
+        run_stage(Picky(), [{**empty_row(), "id": "b", "path": "too_blue", "status": ALIVE}])

@@ -26,9 +26,6 @@ class Source:
     """One dataset on disk. Subclasses implement ``items``."""
 
     kind: ClassVar[str] = ""
-    has_identity: ClassVar[bool] = False
-    has_text: ClassVar[bool] = False
-    is_video: ClassVar[bool] = False
 
     def __init__(self, label: str, root: str | os.PathLike, cfg: dict | None = None):
         self.label = label

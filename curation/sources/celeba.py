@@ -66,8 +66,6 @@ def _join(xs: list[str]) -> str:
 
 class CelebASource(Source):
     kind = "celeba"
-    has_identity = True
-    has_text = True
 
     def items(self):
         images = self._image_dir()

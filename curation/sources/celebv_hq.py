@@ -14,7 +14,6 @@ from curation.sources.base import VIDEO_EXTS, Source
 
 class CelebVHQSource(Source):
     kind = "celebv_hq"
-    is_video = True
 
     def items(self):
         for rel in self.walk_files(exts=VIDEO_EXTS):

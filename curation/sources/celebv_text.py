@@ -17,8 +17,6 @@ from curation.sources.base import VIDEO_EXTS, Source
 
 class CelebVTextSource(Source):
     kind = "celebv_text"
-    is_video = True
-    has_text = True
 
     def items(self):
         texts = self.root / self.cfg.get("texts_dir", "texts")

@@ -23,7 +23,6 @@ _TEXT_COLS = ("caption", "text", "prompt", "description", "dense_caption")
 
 class CosmicManHQSource(Source):
     kind = "cosmicmanhq"
-    has_text = True
 
     def items(self):
         labels = self.root / self.cfg.get("labels_dir", "label")

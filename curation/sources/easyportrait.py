@@ -17,7 +17,6 @@ from curation.sources.base import Source
 
 class EasyPortraitSource(Source):
     kind = "easyportrait"
-    has_identity = True
 
     def items(self):
         users = self._users()

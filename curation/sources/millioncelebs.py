@@ -14,7 +14,6 @@ from curation.sources.base import Source
 
 class MillionCelebsSource(Source):
     kind = "millioncelebs"
-    has_identity = True
 
     def items(self):
         for rel_dir, files in self.walk():

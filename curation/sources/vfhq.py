@@ -24,8 +24,6 @@ def vfhq_identity(clip_dir: str) -> str | None:
 
 class VFHQSource(Source):
     kind = "vfhq"
-    has_identity = True
-    is_video = True
 
     def items(self):
         for rel_dir, files in self.walk():

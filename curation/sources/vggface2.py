@@ -18,7 +18,6 @@ _GENDER = {"f": "female", "m": "male"}
 
 class VGGFace2Source(Source):
     kind = "vggface2"
-    has_identity = True
 
     def items(self):
         genders = self._genders()

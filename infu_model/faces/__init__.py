@@ -56,12 +56,33 @@ class FaceAnalyzer:
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         raise NotImplementedError
 
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
-        """Higher is more alike: cosine, or minus the euclidean distance."""
-        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        if self.metric == "cosine":
-            return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-        return -float(np.linalg.norm(a - b))
+
+
+def main_face(faces: list[Face], min_score: float) -> tuple[Face | None, list[Face]]:
+    """The photo's main face and the other clear faces beside it.
+
+    ``faces`` come largest first. The main face is the largest clear one (detection score at
+    least ``min_score``), or the largest weak one when none is clear; the others are the other
+    clear faces. ``1 + len(others)`` is the face count curation and the ID filter record."""
+    if not faces:
+        return None, []
+    clear = [f for f in faces if f.det_score >= min_score]
+    main = clear[0] if clear else faces[0]
+    return main, [f for f in clear if f is not main]
+
+
+def cosine(a, b) -> np.ndarray:
+    """Row-wise cosine of two (N, D) arrays (or one vector against each row)."""
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def stored_embedding(embedding, backend: str | None, analyzer: FaceAnalyzer, dim: int | None = None):
+    """A record's identity embedding when ``analyzer`` made it (same backend, and ``dim`` when
+    given), as float32; None when it must be computed again from the image."""
+    if embedding is None or backend != analyzer.name or (dim is not None and len(embedding) != dim):
+        return None
+    return np.asarray(embedding, np.float32)
 
 
 def largest_first(faces: list[Face]) -> list[Face]:

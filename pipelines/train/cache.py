@@ -26,7 +26,8 @@ import torch
 from infu_model.control import black_control
 from infu_model.train_data import Skip, bucket_size, prepare
 from infu_model.training import FlowBatch, check_train_dtype, freeze
-from pipelines.train.loaders import parquet_files, training_columns
+from pipelines.job import input_files
+from pipelines.train.loaders import training_columns
 
 SHARED = "_shared"
 
@@ -208,7 +209,7 @@ def build_cache(cfg: dict, batch: int = 8) -> dict:
                 out[text_key(c) + ".prompt"], out[text_key(c) + ".pooled"] = p, q
         return out
 
-    for f in parquet_files(data["parquet"]):
+    for f in input_files(data["parquet"]):
         shard, stem = root / f"{Path(f).stem}.safetensors", Path(f).stem
         table = pq.read_table(f, columns=[c for c in columns if c in pq.read_schema(f).names])
         sizes.update(bucket_size(b or "", data.get("max_side"), mult) for b in table["bucket"].to_pylist())

@@ -26,14 +26,6 @@ import pyarrow.parquet as pq
 from infu_model.train_data import bucket_batches
 
 
-def parquet_files(path: str | Path) -> list[str]:
-    p = Path(path)
-    files = sorted(str(f) for f in (p / "kept").glob("*.parquet")) or sorted(str(f) for f in p.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no training Parquet under {p}")
-    return files
-
-
 def training_columns(data: dict) -> list[str]:
     """The columns a training row needs (``data:`` names the image, keypoint, embedding and id columns)."""
     return [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",

@@ -28,7 +28,8 @@ from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, f
                                  sample_t)
 from pipelines.train.cache import encode, load_base, open_cache
 from pipelines.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from pipelines.train.loaders import make_loader, parquet_files, training_columns
+from pipelines.job import input_files
+from pipelines.train.loaders import make_loader, training_columns
 from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_optimizer, wrap
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Trainer:
         """This worker's micro-batches from where the run stands (``step`` x its share per step)."""
         data, t = self.cfg["data"], self.cfg["train"]
         seed, skip = (self.seed + self.step, 0) if fresh_stream else (self.seed, self.step * self.share)
-        return make_loader(data.get("loader", "ray"), parquet_files(data["parquet"]), training_columns(data),
+        return make_loader(data.get("loader", "ray"), input_files(data["parquet"]), training_columns(data),
                            int(t["micro_batch_size"]), seed, self.w.rank, self.w.world, skip=skip,
                            per_step=self.per_step, shuffle_buffer=int(data.get("shuffle_buffer", 1000)))
 
