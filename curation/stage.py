@@ -29,8 +29,12 @@ class Resources:
 
     @classmethod
     def from_config(cls, cfg: dict | None, **defaults) -> "Resources":
-        """``null`` in the config leaves the default (pipelines/ray_stages.py resolves GPU pools first)."""
-        given = {k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__ and v is not None}
+        """``null`` in the config leaves the default (pipelines/ray_stages.py resolves GPU pools first);
+        a key that is not a resource is an error, not a setting silently dropped."""
+        unknown = sorted(set(cfg or {}) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"resources: unknown key(s) {unknown}; allowed: {', '.join(cls.__dataclass_fields__)}")
+        given = {k: v for k, v in (cfg or {}).items() if v is not None}
         return cls(**{**defaults, **given})
 
 

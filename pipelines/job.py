@@ -40,27 +40,17 @@ class SourceSpec:
         return cls(kind.strip().lower(), (label or kind).strip(), path.strip())
 
 
-@dataclass
 class Layout:
-    out: Path
+    """Where a row job keeps what under its output folder ``out``: kept/ and rejected/ (the
+    output), _work/ (resume state: manifest, todo, candidates and the dedup decisions)."""
 
-    @property
-    def kept(self): return self.out / "kept"
-    @property
-    def rejected(self): return self.out / "rejected"
-    @property
-    def work(self): return self.out / "_work"
-    @property
-    def manifest(self): return self.work / "manifest"
-    @property
-    def todo(self): return self.work / "todo"
-    @property
-    def candidates(self): return self.work / "candidates"
-    @property
-    def dedup(self): return self.work / "dedup.parquet"
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.kept, self.rejected, self.work = self.out / "kept", self.out / "rejected", self.out / "_work"
+        self.manifest, self.todo, self.candidates = (self.work / d for d in ("manifest", "todo", "candidates"))
+        self.dedup = self.work / "dedup.parquet"
 
 
-# ---------------------------------------------------------------- out dir ----
 def clear(folder: Path, keep: Path) -> None:
     """Delete what ``folder`` holds except ``keep`` (the running job's own log file lives there)."""
     for child in folder.iterdir():

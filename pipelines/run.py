@@ -16,6 +16,7 @@ checked (stage names, keys, inputs, weights) before any work starts.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.config import ConfigError, check_keys, fingerprint, load_config, merge, unknown_keys
+from pipelines.summary import format_curate_summary, format_synth_summary
 
 ORDER = ("curate", "caption", "train_stage1", "synth", "train_stage2", "eval")
 OUTPUT = {"curate": "curated", "caption": "captioned", "train_stage1": "train-stage1", "synth": "spms",
@@ -155,39 +157,34 @@ def _fp(step: Step) -> str:
                                   for k, v in step.inputs.items()})
 
 
+# stage: (its job, the input it takes, the summary it prints, its rows in and out)
+JOBS = {
+    "curate": ("pipelines.curate:run_curate", "sources", lambda st, out: format_curate_summary(st, str(out)),
+               lambda st: (st["inputs"], st["kept"])),
+    "caption": ("pipelines.caption:run_caption", "in", lambda st, out: f"caption: {st['kept']} of {st['inputs']} rows "
+                f"kept; captions per source {st['captions_per_source']}", lambda st: (st["inputs"], st["kept"])),
+    "synth": ("pipelines.synth:run_synth", "in", lambda st, out: format_synth_summary(st, str(out)),
+              lambda st: (st["sources_selected"], st["kept"])),
+    "eval": ("pipelines.eval:run_eval", "ids", lambda st, out: (out / "summary.md").read_text(),
+             lambda st: (st["images"], st["images"] - st["no_face"])),
+}
+
+
 def execute(step: Step, ray_address: str | None, log) -> dict:
     """Run one stage through its job, print the job's own summary; returns rows in / out."""
-    from pipelines.summary import format_curate_summary, format_synth_summary
+    if step.name.startswith("train"):
+        from pipelines.train import run_train
 
-    if step.name == "curate":
-        from pipelines.curate import run_curate
-
-        st = run_curate(step.inputs["sources"], step.out, step.cfg, ray_address=ray_address, log=log)
-        log(format_curate_summary(st, str(step.out)))
-        return {"in": st["inputs"], "out": st["kept"]}
-    if step.name == "caption":
-        from pipelines.caption import run_caption
-
-        st = run_caption(step.inputs["in"], step.out, step.cfg, ray_address=ray_address, log=log)
-        log(f"caption: {st['kept']} of {st['inputs']} rows kept; captions per source {st['captions_per_source']}")
-        return {"in": st["inputs"], "out": st["kept"]}
-    if step.name == "synth":
-        from pipelines.synth import run_synth
-
-        st = run_synth(step.inputs["in"], step.out, step.cfg, ray_address=ray_address, log=log)
-        log(format_synth_summary(st, str(step.out)))
-        return {"in": st["sources_selected"], "out": st["kept"]}
-    if step.name == "eval":
-        from pipelines.eval import run_eval
-
-        st = run_eval(step.inputs["ids"], step.out, step.cfg, ray_address=ray_address, log=log)
-        log((step.out / "summary.md").read_text())
-        return {"in": st["images"], "out": st["images"] - st["no_face"]}
-    from pipelines.train import run_train
-
-    st = run_train(step.cfg, ray_address, log=log)
-    log(f"{step.name}: {st['steps']} steps, final loss {st['final_loss']:.4f}, skipped records {st['skipped']}")
-    return {"in": "-", "out": f"{st['steps']} steps"}
+        st = run_train(step.cfg, ray_address, log=log)
+        log(f"{step.name}: {st['steps']} steps, final loss {st['final_loss']:.4f}, skipped records {st['skipped']}")
+        return {"in": "-", "out": f"{st['steps']} steps"}
+    job, key, summary, counts = JOBS[step.name]
+    module, name = job.split(":")
+    st = getattr(importlib.import_module(module), name)(step.inputs[key], step.out, step.cfg, ray_address=ray_address,
+                                                        log=log)
+    log(summary(st, step.out))
+    rows_in, rows_out = counts(st)
+    return {"in": rows_in, "out": rows_out}
 
 
 def read_pipeline(path: str | Path, quiet: bool = False) -> tuple[dict, list[Step]]:

@@ -1,6 +1,8 @@
 """Actor pools follow the cluster: GPU shares where a stage's model runs on cuda, none elsewhere
 (Ray assigning those GPUs to the actors: tests/test_cluster.py)."""
 
+import pytest
+
 from curation.caption_stage import CaptionStage
 from curation.faces import FaceStage
 from curation.nsfw import NSFWStage
@@ -32,3 +34,10 @@ def test_pools_on_cuda_share_the_cluster_gpus_and_the_rest_ask_for_none():
     fixed = [(GenerateStage, {**GEN, "resources": {**AUTO, "num_gpus": 2, "concurrency": 3}})]
     assert pools(fixed, 8) == {"generate": (2, 3)}, "what the config sets is kept"
     assert pools([(FaceStage, {"backend": "dlib", "resources": AUTO})], 4) == {"faces": (0, 1)}, "dlib runs on the CPU"
+
+
+def test_a_resources_key_that_is_not_a_resource_is_an_error():
+    from curation.stage import Resources
+
+    with pytest.raises(ValueError, match=r"\['num_gpu'\]; allowed: num_cpus, num_gpus"):
+        Resources.from_config({"num_gpu": 1, "batch_size": 4})
