@@ -42,7 +42,8 @@ def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
 
 def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named: bool = False) -> None:
     """Every key of ``given`` must exist in ``defaults`` (recursively): a typo is an error, not a
-    silently ignored setting. A list of named blocks (``stages: [{name: faces, ...}]``) is checked
+    silently ignored setting; and its value must be of the default's kind (a number, text, true or
+    false, a mapping, a list; a null default takes anything). A list of named blocks (``stages: [{name: faces, ...}]``) is checked
     block by block against the default block of the same name; other lists, empty default dicts
     and a backend's block (a dict with a ``backend`` key: its options depend on the backend
     chosen) take any keys; a named block lists every backend's options, so it is checked whole."""
@@ -51,6 +52,10 @@ def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named
     unknown_keys(given, list(defaults), where, error)
     for k, v in given.items():
         d = defaults.get(k)
+        kind = _kind(d)
+        if kind and v is not None and _kind(v) != kind:
+            raise error(f"{_inside(where, k)}: expected {kind} like the default {d!r}, got {v!r}"
+                        + (" (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) and _number(v) else ""))
         if isinstance(v, dict) and isinstance(d, dict) and d:
             check_keys(d, v, _inside(where, k), error)
         elif isinstance(v, list) and isinstance(d, list):
@@ -58,6 +63,23 @@ def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named
             for i, block in enumerate(v):
                 if isinstance(block, dict) and block.get("name") in by_name:
                     check_keys(by_name[block["name"]], block, _inside(where, f"{k}[{i}] ({block['name']})"), error, True)
+
+
+def _kind(x) -> str | None:
+    """What a default's value is, for the type check (None: anything goes, e.g. a null default)."""
+    if isinstance(x, bool):
+        return "true or false"
+    if isinstance(x, (int, float)):
+        return "a number"
+    return {str: "text", dict: "a mapping", list: "a list"}.get(type(x))
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _inside(where: str, key: str) -> str:

@@ -1,6 +1,7 @@
 """The `infu` command line: help, usage errors, the summary a user reads."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
@@ -52,3 +53,15 @@ def test_a_typo_in_a_config_file_stops_the_job_before_any_work(tmp_path):
                                       "--config", str(cfg)])
         assert r.exit_code == 1 and message in r.output, r.output
         assert not (tmp_path / "o").exists()
+
+
+def test_a_value_of_the_wrong_kind_is_an_error_naming_the_key(tmp_path):
+    from pipelines.config import ConfigError, load_config
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("stage: 1\ntrain: {lr: 1e-4}\n")   # YAML 1.1 reads 1e-4 (no dot) as text
+    with pytest.raises(ConfigError, match=r"t.yaml: train.lr: expected a number like the default 2e-05, got '1e-4' "
+                                          r"\(YAML reads 1e-4 as text: write 1.0e-4\)"):
+        load_config("stage1", cfg)
+    cfg.write_text("filters: {min_side: 300.5}\nprogress: yes\nstages: []\n")   # numbers and true/false as meant
+    assert load_config("curate", cfg)["filters"]["min_side"] == 300.5
