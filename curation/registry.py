@@ -21,3 +21,15 @@ def stage_class(name: str) -> type[Stage]:
         raise KeyError(f"unknown stage {name!r}; known: {', '.join(sorted(STAGES))}")
     module, cls = STAGES[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def stage_reasons(name: str) -> tuple[str, ...]:
+    """What a curate stage may reject for: the model stages', and the two every run has
+    (``quality``, the cheap filters, and ``dedup``, the run-wide near-duplicate pass)."""
+    if name == "quality":
+        from curation.quality import QualityStage
+
+        return QualityStage.reasons
+    if name == "dedup":
+        return ("duplicate",)
+    return stage_class(name).reasons

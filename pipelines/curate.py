@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from curation.quality import QualityStage
 from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
-from curation.registry import stage_class
+from curation.registry import stage_class, stage_reasons
 from curation.sources import SourceError, make_source
 from pipelines.config import merge
 from pipelines.job import (Layout, SourceSpec, count_unaccounted, dedup_and_finalize, parquet_files, prepare_out,
@@ -144,7 +144,8 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
     manifest_ids = read_column(parquet_files(lay.manifest), ["id"])["id"]
     missing = count_unaccounted(manifest_ids, out["id"])
     by_source: dict[str, dict] = {}
-    by_reason: dict[str, int] = {}
+    # every reason a stage that ran may give, counted or not: "nsfw 0" says the filter ran and found none
+    by_reason = {r: 0 for name, rep in stage_reports.items() if rep.get("ran") for r in stage_reasons(name)}
     for src, status, reason, n in zip(*_count(out).values()):
         s = by_source.setdefault(src, {"inputs": 0, KEPT: 0, REJECTED: {}, "quarantined": {}})
         s["inputs"] += n

@@ -174,22 +174,16 @@ def grid(title: str, figures: list[str]) -> str:
 def funnel_steps(stats: dict) -> list[tuple[str, int, dict]]:
     """(stage, rows left after it, its reasons with counts) in the order rows meet the stages:
     quality, the model stages, then the run-wide dedup."""
-    from curation.quality import QualityStage
-    from curation.registry import stage_class
+    from curation.registry import stage_reasons
 
     by_reason = dict(stats.get("by_reason", {}))
     order = ["quality"] + [s for s in stats.get("stages", {}) if s not in ("quality", "dedup")] + ["dedup"]
     left, steps = stats["inputs"], []
     for name in order:
-        if name == "quality":
-            reasons = QualityStage.reasons
-        elif name == "dedup":
-            reasons = ("duplicate",)
-        else:
-            try:
-                reasons = stage_class(name).reasons
-            except KeyError:
-                reasons = ()
+        try:
+            reasons = stage_reasons(name)
+        except KeyError:  # a stage this version does not know
+            reasons = ()
         mine = {r: by_reason.pop(r) for r in reasons if r in by_reason}
         left -= sum(mine.values())
         steps.append((name, left, mine))
