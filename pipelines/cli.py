@@ -187,6 +187,7 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
     user = yaml.safe_load(Path(config_path).read_text()) or {}
     stage = int(user.get("stage", 1))
     cfg = config(f"stage{stage}", config_path, {"export_published": export_published})
+
     def job(log):
         if build_cache:
             cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}

@@ -18,7 +18,8 @@ _NOT_OUTPUT = {"ray", "resources", "progress"}
 
 
 class ConfigError(ValueError):
-    """A config file names a key that its defaults do not have (raised before any work starts)."""
+    """A config file names a key its defaults do not have, or gives a value of another kind than the
+    default's (raised before any work starts)."""
 
 
 def load_config(name: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -43,10 +44,11 @@ def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
 def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named: bool = False) -> None:
     """Every key of ``given`` must exist in ``defaults`` (recursively): a typo is an error, not a
     silently ignored setting; and its value must be of the default's kind (a number, text, true or
-    false, a mapping, a list; a null default takes anything). A list of named blocks (``stages: [{name: faces, ...}]``) is checked
-    block by block against the default block of the same name; other lists, empty default dicts
-    and a backend's block (a dict with a ``backend`` key: its options depend on the backend
-    chosen) take any keys; a named block lists every backend's options, so it is checked whole."""
+    false, a mapping, a list; a null default takes anything). A list of named blocks (``stages:
+    [{name: faces, ...}]``) is checked block by block against the default block of the same name;
+    other lists, empty default dicts and a backend's block (a dict with a ``backend`` key: its
+    options depend on the backend chosen) take any keys; a named block lists every backend's
+    options, so it is checked whole."""
     if "backend" in defaults and not named:
         return
     unknown_keys(given, list(defaults), where, error)

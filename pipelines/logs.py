@@ -71,7 +71,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
 
     _hand_over_library_logging(libraries)
     sink = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
-    sink.write(f"\n===== infu {name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  pid {os.getpid()}\n")
+    sink.write(f"\n===== infu {name}  {started}  pid {os.getpid()}\n")
     to_file = logging.StreamHandler(sink)
     to_file.setLevel(logging.INFO)  # Ray Data's DEBUG chatter has its own file in Ray's session logs
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -23,6 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from pipelines.job import parquet_files
+
 PER_GROUP = 12       # thumbnails per reason / bucket / status
 MAX_FILES = 2000     # output files one sampling pass opens at most (~256 rows each: 0.5 M rows)
 THUMB = 144          # thumbnail's longer side, pixels
@@ -32,11 +34,7 @@ STAGE_DIRS = ("curated", "captioned", "train-stage1", "spms", "train-stage2", "e
 
 
 # ------------------------------------------------------------------ reading ----
-def parquet_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-
-
-def count_by(files: list[Path], column: str) -> Counter:
+def count_by(files: list[str], column: str) -> Counter:
     """Value counts of one column, one row group at a time (nothing else is read)."""
     counts = Counter()
     for f in files:
@@ -49,7 +47,7 @@ def count_by(files: list[Path], column: str) -> Counter:
     return counts
 
 
-def sample_by(files: list[Path], key: str, columns: list[str], per_value: int = PER_GROUP, where=None,
+def sample_by(files: list[str], key: str, columns: list[str], per_value: int = PER_GROUP, where=None,
               want: dict | None = None, max_files: int = MAX_FILES) -> dict:
     """Up to ``per_value`` rows (dicts of ``columns``) for each value of ``key``.
 
@@ -58,10 +56,11 @@ def sample_by(files: list[Path], key: str, columns: list[str], per_value: int = 
     It stops when ``want`` ({value: rows there are}) is satisfied, or after ``max_files`` files:
     then the page says how many files it looked at. ``where(table) -> mask`` narrows the rows."""
     rows: dict = {}
+    have = Counter()  # rows taken per value
     order = random.Random(0).sample(files, len(files))
     visited = 0
     for f in order:
-        if want is not None and all(len(rows.get(v, ())) >= min(per_value, n) for v, n in want.items()):
+        if want is not None and all(have[v] >= min(per_value, n) for v, n in want.items()):
             break
         if visited == max_files:
             break
@@ -71,17 +70,19 @@ def sample_by(files: list[Path], key: str, columns: list[str], per_value: int = 
         if key not in names:
             continue
         cols = [c for c in dict.fromkeys([key, *columns]) if c in names]
+        probe = list(dict.fromkeys([key, *(where.columns if where else ())]))  # one read for the key and filter
         for g in range(pf.num_row_groups):
-            keys = pf.read_row_group(g, columns=[key])[key].to_pylist()
-            mask = where(pf.read_row_group(g, columns=where.columns)) if where else [True] * len(keys)
+            t = pf.read_row_group(g, columns=probe)
+            mask = where(t) if where else [True] * t.num_rows
             take = []
-            for i, v in enumerate(keys):
-                if mask[i] and len(rows.setdefault(v, [])) + sum(t == v for _, t in take) < per_value:
+            for i, v in enumerate(t[key].to_pylist()):
+                if mask[i] and have[v] < per_value:
+                    have[v] += 1
                     take.append((i, v))
             if take:
                 for (_, v), row in zip(take, pf.read_row_group(g, columns=cols).take([i for i, _ in take]).to_pylist()):
-                    rows[v].append(row)
-    return Sample({k: v for k, v in rows.items() if v}, visited, len(files))
+                    rows.setdefault(v, []).append(row)
+    return Sample(rows, visited, len(files))
 
 
 class Sample(dict):
@@ -105,7 +106,7 @@ class IdIn:
         return pc.is_in(t[self.columns[0]], value_set=self.ids).to_pylist()
 
 
-def images_by_id(files: list[Path], ids, id_col: str = "id", image_col: str = "image") -> dict:
+def images_by_id(files: list[str], ids, id_col: str = "id", image_col: str = "image") -> dict:
     if not ids:
         return {}
     found = sample_by(files, id_col, [image_col], per_value=1, where=IdIn(id_col, ids), want=dict.fromkeys(ids, 1))
@@ -272,7 +273,7 @@ def caption_section(d: Path, stats: dict) -> str:
 def synth_section(d: Path, stats: dict) -> str:
     from synth.prompts import load_prompts
 
-    files = parquet_files(d / "kept") + parquet_files(d / "rejected")
+    files = parquet_files(d / "kept", d / "rejected")
     cols = ["pair_id", "source_id", "prompt", "target_image", "id_similarity", "yaw", "pitch", "status", "reason"]
     samples = sample_by(files, "status", cols)
     run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
@@ -356,16 +357,13 @@ def kind(d: Path) -> str | None:
     return None
 
 
-def section(d: Path) -> tuple[str, str, dict] | None:
-    """(kind, HTML, stats) for one job folder."""
-    k = kind(d)
-    if k is None:
-        return None
+def section(d: Path, k: str) -> tuple[str, dict]:
+    """(HTML, stats) for one job folder of kind ``k``."""
     stats = json.loads((d / "stats.json").read_text()) if (d / "stats.json").is_file() else {}
     body = {"curate": lambda: curate_section(d, stats), "caption": lambda: caption_section(d, stats),
             "synth": lambda: synth_section(d, stats), "train": lambda: train_section(d),
             "eval": lambda: eval_section(d)}[k]()
-    return k, body, stats
+    return body, stats
 
 
 # -------------------------------------------------------------------- page ----
@@ -416,11 +414,12 @@ def config_block(d: Path) -> str:
         if f.is_file() else ""
 
 
-def job_folders(root: Path) -> list[Path]:
-    """The folder itself when it is a job's output, else the stage folders of an `infu run` root."""
-    if kind(root):
-        return [root]
-    return [root / s for s in STAGE_DIRS if (root / s).is_dir() and kind(root / s)]
+def job_folders(root: Path) -> list[tuple[Path, str]]:
+    """(folder, kind): the folder itself when it is a job's output, else the stage folders of an
+    `infu run` root."""
+    if k := kind(root):
+        return [(root, k)]
+    return [(root / s, k) for s in STAGE_DIRS if (root / s).is_dir() and (k := kind(root / s))]
 
 
 def write_report(out_dir: str | Path) -> Path:
@@ -430,8 +429,8 @@ def write_report(out_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{root} holds no job output (stats.json, train_log.jsonl or summary.json), "
                                 f"nor the stage folders of an `infu run` root ({', '.join(STAGE_DIRS)})")
     jobs, bodies = [], []
-    for d in folders:
-        k, body, stats = section(d)
+    for d, k in folders:
+        body, stats = section(d, k)
         jobs.append((d, k, stats))
         bodies.append(f'<section id="{esc(k)}"><h2>{esc(k)}: {esc(d.name)}</h2>{config_block(d)}{body}</section>')
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>InfU report: {esc(root.name)}</title>'
