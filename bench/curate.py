@@ -30,7 +30,7 @@ from curation.decode import DecodeLimits, decode, read_file  # noqa: E402
 from curation.quality import QualityStage  # noqa: E402
 from curation.sources import make_source  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.curate import quality_cfg, run_curate  # noqa: E402
+from pipelines.curate import run_curate  # noqa: E402
 from pipelines.job import SourceSpec  # noqa: E402
 from pipelines.ray_stages import table_to_rows  # noqa: E402
 
@@ -102,7 +102,7 @@ def plain_loop(folder: Path, cfg: dict) -> float:
 
     t = time.perf_counter()
     rows = rows_of(folder)
-    stage = QualityStage(quality_cfg(cfg, keep_analysis=False))
+    stage = QualityStage(QualityStage.block(cfg))
     for i in range(0, len(rows), 32):
         stage.process(rows[i:i + 32])
     ok = [r for r in rows if r["status"] == "pending"]

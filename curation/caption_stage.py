@@ -12,12 +12,33 @@ from __future__ import annotations
 
 import inspect
 import io
+from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 
 from curation.caption_text import clean_caption
 from curation.captioners import BACKENDS, check_folder
+from curation.options import ConfigError, between, named_block, packaged
 from curation.stage import Stage
+
+SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    backend: Literal[tuple(BACKENDS)]
+    model: str | None                            # local folder; null: the captioner does not run
+    device: str
+    dtype: Literal["bfloat16", "float16", "float32"] | None
+    max_new_tokens: int = between(1)
+    generate_batch: int | None = between(1)      # images per generate() call (null: the Ray batch)
+    max_chars: int = between(1)                  # from the job's top level
+    names: tuple[str, ...] = ()                  # real names to replace (the job's names_file)
+    prompt: str | None = None                    # blip2: its text prefix
+    num_beams: int | None = between(1, default=None)   # blip2
+    instruction: str | None = None               # chat backends
+    max_tiles: int | None = between(1, default=None)   # internvl
 
 
 class CaptionStage(Stage):
@@ -25,41 +46,57 @@ class CaptionStage(Stage):
     reasons = ()  # rows are never rejected for their captions
     default_resources = {"num_cpus": 0.5, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
     gpu_share = 0.5  # a VLM of a few billion parameters: two per GPU
+    Options = CaptionOptions
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        self.source = self.cfg.get("name", "caption")
-        self.backend = self.cfg.get("backend", self.source)
-        self.max_chars = int(self.cfg.get("max_chars", 400))
-        self.names = frozenset(self.cfg.get("names") or ())
+        self.source, self.backend = self.cfg["name"], self.opts.backend
+        self.max_chars, self.names = self.opts.max_chars, frozenset(self.opts.names)
         # images per generate() call; a Ray batch (resources.batch_size) may hold several, which
         # spreads Ray's per-task cost over more rows without changing what the model sees
-        self.generate_batch = int(self.cfg.get("generate_batch") or self.resources.batch_size)
+        self.generate_batch = self.opts.generate_batch or self.resources.batch_size
+        self.kwargs = self.backend_kwargs()
         self.model = None
+
+    @classmethod
+    def defaults(cls, cfg: dict) -> dict:
+        """configs/caption.yaml's captioner of this backend; a backend without one there (chat_vlm,
+        internvl2) takes what the chat backends share from the internvl block."""
+        c = packaged("caption")
+        backend = cfg.get("backend") or cfg.get("name")
+        block = named_block(c["captioners"], "backend", backend)
+        if not block:
+            block = {k: v for k, v in named_block(c["captioners"], "backend", "internvl").items() if k in SHARED}
+        return {"name": backend, "backend": backend, **block, "max_chars": c["max_chars"], "names": []}
 
     @property
     def enabled(self) -> bool:
-        return bool(self.cfg.get("model"))
+        return bool(self.opts.model)
 
     def report(self) -> dict:
         if not self.enabled:
             return {"ran": False, "note": f"no local {self.backend} model configured (model: path); "
                                           "dataset captions kept, no text invented"}
-        return {"ran": True, "backend": self.backend, "model": self.cfg["model"]}
+        return {"ran": True, "backend": self.backend, "model": self.opts.model}
 
     def check(self) -> None:
         """Cheap checks of the backend and the model folder (no weights read), run before the job starts."""
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown caption backend {self.backend!r}; known: {', '.join(BACKENDS)}")
-        check_folder(self.backend, self.cfg["model"])
+        check_folder(self.backend, self.opts.model)
+
+    def backend_kwargs(self) -> dict:
+        """The options this backend's constructor takes (prompt, instruction, num_beams, ...); one it
+        does not take is a config error, not a setting silently dropped."""
+        accepted = set(inspect.signature(BACKENDS[self.backend].__init__).parameters) - {"self", "model"}
+        given = {k: v for k, v in vars(self.opts).items() if v is not None}
+        wrong = sorted(set(given) - accepted - {"backend", "model", "max_chars", "names", "generate_batch"})
+        if wrong:
+            raise ConfigError(f"captioner {self.source!r}: {', '.join(wrong)} not used by the {self.backend} backend "
+                              f"(it takes {', '.join(sorted(accepted))})")
+        return {k: v for k, v in given.items() if k in accepted}
 
     def setup(self) -> None:
         self.check()
-        cls = BACKENDS[self.backend]
-        # each backend takes the config keys its constructor names (prompt, instruction, num_beams, ...)
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
-        kw = {k: v for k, v in self.cfg.items() if k in accepted and v is not None}
-        self.model = cls(self.cfg["model"], **kw)
+        self.model = BACKENDS[self.backend](self.opts.model, **self.kwargs)
 
     def process(self, rows: list[dict]) -> None:
         for i in range(0, len(rows), self.generate_batch):

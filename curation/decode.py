@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageFile
 
+from curation.options import between
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # never accept a truncated file silently
 
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
@@ -41,9 +43,9 @@ class TooLarge(Exception):
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    max_file_bytes: int = 64 << 20
-    max_pixels: int = 100_000_000
-    analysis_max_side: int = 1024
+    max_file_bytes: int = between(1, default=64 << 20)
+    max_pixels: int = between(1, default=100_000_000)
+    analysis_max_side: int = between(64, default=1024)
 
 
 @dataclass

@@ -19,17 +19,54 @@ rows get ``id_embedding`` + ``id_backend`` of that face (the largest clear one).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
+from curation.options import between
 from curation.records import analysis_image, reject
 from curation.stage import Stage
 from infu_model.faces import analyzer_device, head_pose, main_face, make_face_analyzer
+
+
+@dataclass(frozen=True)
+class DlibOptions:
+    detector: Literal["hog", "cnn"]
+    det_side: int = between(64)
+    fallback_upsample: int = between(0, 2)
+    adjust_threshold: float = between(-1, 3)
+
+
+@dataclass(frozen=True)
+class InsightFaceOptions:
+    root: str
+    pack: str
+    arcface: str
+    det_sizes: tuple[int, ...] = between(64)
+    det_thresh: float = between(0, 1)
+    device: str
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    backend: Literal["dlib", "insightface"]
+    dlib: DlibOptions
+    insightface: InsightFaceOptions
+    min_det_score: float
+    secondary_face_ratio: float = between(0, 1)
+    secondary_min_score: float = between(-1, 3)
+    min_face_px: float = between(0)
+    min_face_ratio: float = between(0, 1)
+    embed: bool
 
 
 class FaceStage(Stage):
     name = "faces"
     reasons = ("no_face", "multiple_faces", "small_face")
     default_resources = {"num_cpus": 0.5, "batch_size": 16, "concurrency": 1}
+    Options = FaceOptions
+    defaults_in = ("curate", "stages")
 
     @property
     def device(self) -> str:
@@ -37,22 +74,15 @@ class FaceStage(Stage):
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        c = self.cfg
-        self.min_det_score = float(c.get("min_det_score", 0.0))
-        self.secondary_ratio = float(c.get("secondary_face_ratio", 0.1))
-        self.secondary_min_score = float(c.get("secondary_min_score", 0.5))
-        self.min_face_px = float(c.get("min_face_px", 80))
-        self.min_face_ratio = float(c.get("min_face_ratio", 0.005))
-        self.embed = bool(c.get("embed", True))
         self.analyzer = None
 
     def setup(self) -> None:
         # the detector must find every face the multiple_faces rule counts
-        dlib_cfg = {"recall_ratio": self.secondary_ratio ** 0.5, **(self.cfg.get("dlib") or {})}
+        dlib_cfg = {"recall_ratio": self.opts.secondary_face_ratio ** 0.5, **self.cfg["dlib"]}
         self.analyzer = make_face_analyzer({**self.cfg, "dlib": dlib_cfg})
 
     def report(self) -> dict:
-        return {"ran": True, "backend": self.cfg.get("backend", "dlib")}
+        return {"ran": True, "backend": self.opts.backend}
 
     def process(self, rows: list[dict]) -> None:
         for row in rows:
@@ -61,8 +91,8 @@ class FaceStage(Stage):
     def _one(self, row: dict) -> None:
         rgb = analysis_image(row)
         scale = row["width"] / rgb.shape[1]  # analysis -> original pixels
-        faces = [f for f in self.analyzer.detect(rgb) if f.det_score >= self.min_det_score]
-        main, others = main_face(faces, self.secondary_min_score)
+        faces = [f for f in self.analyzer.detect(rgb) if f.det_score >= self.opts.min_det_score]
+        main, others = main_face(faces, self.opts.secondary_min_score)
         if main is None:
             row["face_count"] = 0
             return reject(row, "no_face")
@@ -73,10 +103,10 @@ class FaceStage(Stage):
         row["det_score"] = float(main.det_score)
         row["face_ratio"] = float(big.area / (row["width"] * row["height"]))
         row["yaw"], row["pitch"] = head_pose(main.kps)
-        if any(f.area >= self.secondary_ratio * main.area for f in others):
+        if any(f.area >= self.opts.secondary_face_ratio * main.area for f in others):
             return reject(row, "multiple_faces")
-        if big.short_side < self.min_face_px or row["face_ratio"] < self.min_face_ratio:
+        if big.short_side < self.opts.min_face_px or row["face_ratio"] < self.opts.min_face_ratio:
             return reject(row, "small_face")
-        if self.embed:
+        if self.opts.embed:
             row["id_embedding"] = self.analyzer.embed(rgb, main).astype(np.float32).tolist()
             row["id_backend"] = self.analyzer.name

@@ -12,23 +12,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+from typing import Literal
+
+from curation.options import between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
 
-DEFAULT_CLASSES = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
-                   "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
+
+@dataclass(frozen=True)
+class NSFWOptions:
+    backend: Literal["nudenet", "transformers"]
+    threshold: float = between(0, 1)
+    classes: tuple[str, ...]  # nudenet's labels that count
+    model: str | None         # transformers: local folder
+    label: str                # transformers: the label that means NSFW
 
 
 class NSFWStage(Stage):
     name = "nsfw"
     reasons = ("nsfw",)
     default_resources = {"num_cpus": 0.25, "batch_size": 16, "concurrency": 1}
+    Options = NSFWOptions
+    defaults_in = ("curate", "stages")
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        self.backend = self.cfg.get("backend", "nudenet")
-        self.threshold = float(self.cfg.get("threshold", 0.5))
-        self.classes = set(self.cfg.get("classes") or DEFAULT_CLASSES)
+        self.backend, self.threshold, self.classes = self.opts.backend, self.opts.threshold, set(self.opts.classes)
         self.model = None
 
     def setup(self) -> None:
@@ -36,12 +46,10 @@ class NSFWStage(Stage):
             from nudenet import NudeDetector
 
             self.model = NudeDetector()
-        elif self.backend == "transformers":
+        else:
             from curation.classifier import ImageClassifier
 
             self.model = ImageClassifier.from_stage_config(self.cfg, "nsfw")
-        else:
-            raise ValueError(f"unknown nsfw backend {self.backend!r} (nudenet or transformers)")
 
     def report(self) -> dict:
         return {"ran": True, "backend": self.backend, "threshold": self.threshold}

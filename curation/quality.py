@@ -16,6 +16,7 @@ near-duplicate decision across the whole run happens later (curation/dedup.py).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import cv2
 import imagehash
@@ -25,6 +26,7 @@ from PIL import Image
 from curation.buckets import assign_bucket, bucket_name
 from curation.decode import (DecodeError, DecodeLimits, Decoded, TooLarge, decode,
                              encode_png, read_file, read_video_frames)
+from curation.options import ConfigError, between, packaged
 from curation.records import quarantine, reject
 from curation.stage import Stage
 
@@ -48,24 +50,52 @@ def phash_hex(rgb: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(rgb)))
 
 
+@dataclass(frozen=True)
+class FilterOptions:
+    min_side: int = between(1)
+    aspect: tuple[float, float] = between(0.01, 100)
+    min_blur: float = between(0)
+    blur_reference_side: int = between(16)
+
+    def __post_init__(self):
+        if self.aspect[0] > self.aspect[1]:
+            raise ConfigError(f"filters.aspect: {list(self.aspect)} has its lower bound above its upper one")
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    decode: DecodeLimits
+    filters: FilterOptions
+    buckets: tuple[tuple[int, int], ...] = between(64)
+    keep_analysis: bool = False   # pass the analysis image on to the model stages (set by the job)
+
+
 class QualityStage(Stage):
     name = "quality"
     reasons = ("decode_error", "too_large", "low_resolution", "bad_aspect", "blurry")
     stateful = False  # no model: plain Ray tasks scale with the cluster
     default_resources = {"num_cpus": 1, "batch_size": 32}
+    Options = QualityOptions
 
     def __init__(self, cfg: dict | None = None):
         super().__init__(cfg)
+        self.limits, f = self.opts.decode, self.opts.filters
+        self.min_side, (self.min_aspect, self.max_aspect) = f.min_side, f.aspect
+        self.min_blur, self.blur_side = f.min_blur, f.blur_reference_side
+        self.buckets, self.keep_analysis = list(self.opts.buckets), self.opts.keep_analysis
+
+    def setup(self) -> None:
         cv2.setNumThreads(1)  # parallelism comes from Ray's processes, not OpenCV's threads
-        c = self.cfg
-        self.limits = DecodeLimits(**c.get("decode", {}))
-        f = c.get("filters", {})
-        self.min_side = int(f.get("min_side", 256))
-        self.min_aspect, self.max_aspect = (float(x) for x in f.get("aspect", (0.5, 2.0)))
-        self.min_blur = float(f.get("min_blur", 0.0))
-        self.blur_side = int(f.get("blur_reference_side", 512))
-        self.buckets = [tuple(b) for b in c.get("buckets") or [(1024, 1024)]]
-        self.keep_analysis = bool(c.get("keep_analysis", False))
+
+    @staticmethod
+    def block(cfg: dict, keep_analysis: bool = False) -> dict:
+        """The stage's config from a curate job config: ``quality`` with ``decode``, ``filters``, ``buckets``."""
+        return {**cfg["quality"], "decode": cfg["decode"], "filters": cfg["filters"], "buckets": cfg["buckets"],
+                "keep_analysis": keep_analysis}
+
+    @classmethod
+    def defaults(cls, cfg: dict) -> dict:
+        return cls.block(packaged("curate"))
 
     def process(self, rows: list[dict]) -> None:
         frames = self._read_frames([r for r in rows if r["_media"] == "video"])

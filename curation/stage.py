@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
+from curation.options import merge, named_block, packaged, parse
 from curation.records import ROW_SCHEMA, alive, quarantine, reject
 
 
@@ -47,11 +48,28 @@ class Stage:
     default_resources: ClassVar[dict] = {}
     schema: ClassVar[pa.Schema] = ROW_SCHEMA   # the rows it reads and writes (SPMS stages have their own)
     gpu_share: ClassVar[float] = 0.25          # of a GPU per actor when its model runs on cuda (small models share)
+    Options: ClassVar[type | None] = None      # its typed options (a dataclass, curation/options.py)
+    defaults_in: ClassVar[tuple[str, str]] = ()  # (config, key) holding its defaults; a list: the block of its name
 
     def __init__(self, cfg: dict | None = None):
-        self.cfg = dict(cfg or {})
+        """``cfg`` is laid over the stage's packaged defaults, then checked against ``Options``
+        (``self.opts``); an unknown key, a wrong kind or an out-of-range value raises ConfigError."""
+        given = dict(cfg or {})
+        self.cfg = merge(self.defaults(given), given)
         self.resources = Resources.from_config(self.cfg.get("resources"), **self.default_resources)
+        if self.Options is not None:
+            own = {k: v for k, v in self.cfg.items() if k not in ("name", "resources")}
+            self.opts = parse(self.Options, own, f"{' '.join(self.defaults_in) or 'stage'} ({self.name})")
         self._ready = False
+
+    @classmethod
+    def defaults(cls, cfg: dict) -> dict:
+        """The stage's block in the packaged YAML (``defaults_in``): the one place its default values live."""
+        if not cls.defaults_in:
+            return {}
+        config, key = cls.defaults_in
+        block = packaged(config).get(key)
+        return named_block(block, "name", cls.name) if isinstance(block, list) else dict(block or {})
 
     @property
     def enabled(self) -> bool:

@@ -13,20 +13,35 @@ Backends:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+from curation.options import between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
+from curation.watermark_ocr import OcrOptions
+
+
+@dataclass(frozen=True)
+class WatermarkOptions:
+    backend: Literal["ocr", "transformers", "none"]
+    threshold: float = between(0, 1)
+    device: str
+    ocr: OcrOptions
+    model: str | None   # transformers: local image-classifier folder
+    label: str          # transformers: the label that means "has a watermark"
 
 
 class WatermarkStage(Stage):
     name = "watermark"
     reasons = ("watermark",)
     default_resources = {"num_cpus": 0.25, "batch_size": 16, "concurrency": 1}
+    Options = WatermarkOptions
+    defaults_in = ("curate", "stages")
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        self.backend = self.cfg.get("backend") or ("transformers" if self.cfg.get("model") else "ocr")
-        self.threshold = float(self.cfg.get("threshold", 0.5))
-        self.ocr = self.cfg.get("ocr") or {}
+        self.backend, self.threshold, self.ocr = self.opts.backend, self.opts.threshold, self.opts.ocr
         self.model = None
 
     @property
@@ -37,20 +52,17 @@ class WatermarkStage(Stage):
         if self.backend == "ocr":
             from curation.watermark_ocr import OcrReader
 
-            self.model = OcrReader(int(self.ocr.get("det_side", 736)), self.device, int(self.ocr.get("threads", 1)),
-                                   float(self.ocr.get("min_confidence", 0.5)))
-        elif self.backend == "transformers":
+            self.model = OcrReader(self.ocr.det_side, self.device, self.ocr.threads, self.ocr.min_confidence)
+        else:
             from curation.classifier import ImageClassifier
 
             self.model = ImageClassifier.from_stage_config(self.cfg, "watermark")
-        else:
-            raise ValueError(f"unknown watermark backend {self.backend!r} (ocr, transformers or none)")
 
     def report(self) -> dict:
         if not self.enabled:
             return {"ran": False, "note": "backend: none (stages: watermark); the watermark column stays null"}
         return {"ran": True, "backend": self.backend, "threshold": self.threshold,
-                **({"model": self.cfg.get("model")} if self.backend == "transformers" else {})}
+                **({"model": self.opts.model} if self.backend == "transformers" else {})}
 
     def process(self, rows: list[dict]) -> None:
         images = [analysis_image(r) for r in rows]
@@ -60,8 +72,7 @@ class WatermarkStage(Stage):
         from curation.watermark_ocr import judge
 
         for row, rgb in zip(rows, images):
-            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), vocabulary=self.ocr.get("vocabulary"),
-                            weights=self.ocr.get("rules"), fuzzy=float(self.ocr.get("fuzzy", 0.8)))
+            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), self.ocr)
             row["watermark_text"] = verdict.describe()
             score_and_threshold([row], [verdict.score], "watermark", self.threshold, "watermark")
 

@@ -28,11 +28,26 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DEFAULT_VOCABULARY = (
-    "©", "copyright", "all rights reserved", "www.", "http", ".com", ".net", ".org", "shutterstock", "gettyimages",
-    "getty images", "alamy", "istock", "dreamstime", "123rf", "depositphotos", "adobe stock", "bigstock", "stockphoto",
-    "pond5", "preview", "sample", "watermark", "photography")
-DEFAULT_WEIGHTS = {"vocabulary": 1.0, "over_face": 0.9, "over_centre": 0.4, "repeated": 0.9, "translucent": 0.6}
+from curation.options import between
+
+
+@dataclass(frozen=True)
+class RuleWeights:
+    vocabulary: float = between(0, 1)
+    over_face: float = between(0, 1)
+    over_centre: float = between(0, 1)
+    repeated: float = between(0, 1)
+    translucent: float = between(0, 1)
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    det_side: int = between(32, 4096)
+    min_confidence: float = between(0, 1)
+    threads: int = between(1)
+    fuzzy: float = between(0, 1)
+    rules: RuleWeights
+    vocabulary: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -144,11 +159,10 @@ def translucency(gray: np.ndarray, box: np.ndarray) -> float:
     return uniform * faint
 
 
-def judge(regions: list[TextRegion], rgb: np.ndarray, face_box=None, *, vocabulary=None,
-          weights: dict | None = None, fuzzy: float = 0.8) -> Verdict:
-    """Score the regions read on ``rgb`` (``face_box``: x1, y1, x2, y2 in the same pixels, or None)."""
-    w = {**DEFAULT_WEIGHTS, **(weights or {})}
-    vocabulary = vocabulary or DEFAULT_VOCABULARY
+def judge(regions: list[TextRegion], rgb: np.ndarray, face_box, opts: OcrOptions) -> Verdict:
+    """Score the regions read on ``rgb`` (``face_box``: x1, y1, x2, y2 in the same pixels, or None)
+    by the rules and vocabulary of ``opts``."""
+    w = vars(opts.rules)
     h, wd = rgb.shape[:2]
     centre = (0.45 * wd, 0.45 * h, 0.55 * wd, 0.55 * h)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if w["translucent"] > 0 else None
@@ -161,7 +175,7 @@ def judge(regions: list[TextRegion], rgb: np.ndarray, face_box=None, *, vocabula
             best[rule] = (score, text)
 
     for i, r in enumerate(regions):
-        term = vocabulary_hit(r.text, vocabulary, fuzzy)
+        term = vocabulary_hit(r.text, opts.vocabulary, opts.fuzzy)
         if term:
             note("vocabulary", r.confidence, f"{r.text!r} ({term})")
         if face_box is not None and _crosses(r.box, face_box):

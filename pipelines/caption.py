@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.job import Layout, SourceSpec, count_unaccounted, input_files, parquet_files, prepare_out, read_column
+from pipelines.job import Layout, SourceSpec, check_stages, count_unaccounted, input_files, parquet_files, prepare_out, read_column
 from pipelines.ray_stages import table_to_rows
 
 
@@ -28,7 +28,7 @@ def real_names(cfg: dict) -> list[str]:
 
 
 def captioner_cfgs(cfg: dict, names: list[str]) -> list[dict]:
-    return [{**c, "max_chars": cfg.get("max_chars", 400), "names": names} for c in cfg.get("captioners") or []]
+    return [{**c, "max_chars": cfg["max_chars"], "names": names} for c in cfg.get("captioners") or []]
 
 
 def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) -> pa.Table:
@@ -52,16 +52,17 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 
     t0 = time.time()
     files = input_files(in_dir)
+    names = real_names(cfg)
+    stages = captioner_cfgs(cfg, names)
+    captioners = check_stages([(CaptionStage, c) for c in stages])
+    for s in captioners:  # a wrong folder fails here, before Ray starts or a row is read
+        if s.enabled:
+            s.check()
+    reports = {s.source: s.report() for s in captioners}
     lay = Layout(Path(out))
     prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite)
     done = read_column(parquet_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
-    names = real_names(cfg)
-    stages = captioner_cfgs(cfg, names)
-    reports = {c.get("name", "caption"): CaptionStage(c).report() for c in stages}
-    for c in stages:  # a wrong folder fails here, before Ray starts or a row is read
-        if CaptionStage(c).enabled:
-            CaptionStage(c).check()
     if total - len(done) > 0:
         init_ray(ray_address, cfg)
         pools = plan_pools([(CaptionStage, c) for c in stages], log=log)
@@ -69,7 +70,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
         ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
         # a light CPU request for the cleaning glue leaves the captioners' slots free
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
-                            fn_kwargs={"done": done, "max_chars": cfg.get("max_chars", 400), "names": names})
+                            fn_kwargs={"done": done, "max_chars": cfg["max_chars"], "names": names})
         for cls, c in pools:
             ds = add_stage(ds, cls, c)
         ds.write_datasink(RowSink(lay.kept, lay.rejected, int(cfg["output"]["rows_per_file"]),

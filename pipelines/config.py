@@ -5,40 +5,25 @@ The fingerprint covers what changes a job's *output*; ``ray`` settings and every
 """
 from __future__ import annotations
 
-import copy
-import difflib
 import hashlib
 import json
 from pathlib import Path
 
-import yaml
+from curation.options import (  # noqa: F401 - ConfigError, merge: the jobs' config API
+    CONFIG_DIR, ConfigError, is_number, merge, packaged, read_yaml, unknown_keys)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 _NOT_OUTPUT = {"ray", "resources", "progress"}
-
-
-class ConfigError(ValueError):
-    """A config file names a key its defaults do not have, or gives a value of another kind than the
-    default's (raised before any work starts)."""
 
 
 def load_config(name: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults from ``configs/<name>.yaml``, then ``path`` (if given; every key it sets must exist
     in the defaults), then ``overrides``."""
-    cfg = _read(CONFIG_DIR / f"{name}.yaml")
+    cfg = packaged(name)
     if path is not None:
-        user = _read(Path(path))
+        user = read_yaml(Path(path))
         check_keys(cfg, user, str(path))
         cfg = merge(cfg, user)
     return merge(cfg, overrides or {})
-
-
-def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
-    for k in given:
-        if k not in allowed:
-            near = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise error(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
 
 
 def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named: bool = False) -> None:
@@ -57,7 +42,7 @@ def check_keys(defaults: dict, given: dict, where: str, error=ConfigError, named
         kind = _kind(d)
         if kind and v is not None and _kind(v) != kind:
             raise error(f"{_inside(where, k)}: expected {kind} like the default {d!r}, got {v!r}"
-                        + (" (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) and _number(v) else ""))
+                        + (" (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) and is_number(v) else ""))
         if isinstance(v, dict) and isinstance(d, dict) and d:
             check_keys(d, v, _inside(where, k), error)
         elif isinstance(v, list) and isinstance(d, list):
@@ -76,33 +61,9 @@ def _kind(x) -> str | None:
     return {str: "text", dict: "a mapping", list: "a list"}.get(type(x))
 
 
-def _number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _inside(where: str, key: str) -> str:
     """``file: a.b`` for a key path inside a file."""
     return f"{where}.{key}" if ":" in where else f"{where}: {key}"
-
-
-def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
-    return data
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def _strip(obj):

@@ -29,7 +29,7 @@ from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
 from curation.registry import stage_class, stage_reasons
 from curation.sources import SourceError, make_source
 from pipelines.config import merge
-from pipelines.job import (Layout, SourceSpec, count_unaccounted, dedup_and_finalize, parquet_files, prepare_out,
+from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, dedup_and_finalize, parquet_files, prepare_out,
                            read_column)
 from pipelines.sink import write_atomic
 
@@ -109,11 +109,6 @@ def model_stages(cfg: dict) -> list[tuple[type, dict]]:
     return out
 
 
-def quality_cfg(cfg: dict, keep_analysis: bool) -> dict:
-    return {**cfg.get("quality", {}), "decode": cfg.get("decode", {}), "filters": cfg.get("filters", {}),
-            "buckets": cfg.get("buckets"), "keep_analysis": keep_analysis}
-
-
 def process(lay: Layout, files: list[str], cfg: dict, stages: list[tuple[type, dict]]) -> None:
     """Decode and filter the listed rows: the quality tasks, then ``stages`` (enabled, pools resolved)."""
     import ray
@@ -121,7 +116,7 @@ def process(lay: Layout, files: list[str], cfg: dict, stages: list[tuple[type, d
     from pipelines.ray_stages import add_stage
     from pipelines.sink import RowSink
 
-    qcfg = quality_cfg(cfg, keep_analysis=bool(stages))
+    qcfg = QualityStage.block(cfg, keep_analysis=bool(stages))
     ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with
     # the decode stage, run it on one core. A streaming split into batch-sized blocks
@@ -202,6 +197,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a source is given twice: {labels}; use KIND:LABEL=PATH to name them apart")
+    check_stages([(QualityStage, QualityStage.block(cfg)), *model_stages(cfg)])
     lay = Layout(Path(out))
     timings = {}
     prepare_out(lay, cfg, specs, overwrite)
@@ -216,7 +212,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
 
         init_ray(ray_address, cfg)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
-        stages = plan_pools(model_stages(cfg), reads=QualityStage(quality_cfg(cfg, True)).resources.num_cpus, log=log)
+        stages = plan_pools(model_stages(cfg), reads=QualityStage(QualityStage.block(cfg, True)).resources.num_cpus, log=log)
         t = time.time()
         process(lay, files, cfg, stages)
         timings["stages"] = time.time() - t

@@ -250,9 +250,11 @@ def grids(table: pa.Table, out: Path, g: dict) -> None:
 
 
 def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
-    from synth.generate import check_cfg
+    from pipelines.job import check_stages
+    from synth.generate import GenerateStage, check_cfg, generate_cfg
 
     t0 = time.time()
+    check_stages([(GenerateStage, generate_cfg(cfg))])
     check_cfg(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

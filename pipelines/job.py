@@ -84,6 +84,12 @@ def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool
     return fp
 
 
+def check_stages(stages: list[tuple[type, dict]]) -> list:
+    """Each stage built once in the driver, so its options are checked (ConfigError naming the key)
+    before any output is touched or Ray starts."""
+    return [cls(c) for cls, c in stages]
+
+
 def parquet_files(*dirs: Path) -> list[str]:
     """The Parquet files directly in ``dirs``, sorted."""
     return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))

@@ -27,28 +27,31 @@ def apply_stage(table: pa.Table, stage: Stage) -> pa.Table:
 
 
 class StageActor:
-    """Callable class for ``map_batches``: builds and sets up the stage once."""
+    """Callable class for ``map_batches``: sets up the stage (loads its model) once."""
 
-    def __init__(self, stage_cls: type[Stage], cfg: dict):
-        self.stage = stage_cls(cfg)
+    def __init__(self, stage: Stage):
+        self.stage = stage
         self.stage.ensure_setup()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return apply_stage(table, self.stage)
 
 
-def _stateless(table: pa.Table, stage_cls: type[Stage], cfg: dict) -> pa.Table:
-    return apply_stage(table, stage_cls(cfg))
+def _stateless(table: pa.Table, stage: Stage) -> pa.Table:
+    return apply_stage(table, stage)
 
 
 def add_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg: dict) -> ray.data.Dataset:
-    res = stage_cls(cfg).resources
+    # built here, in the driver, with its options checked against the packaged defaults; the workers
+    # get the built stage (they need neither configs/ nor a second check)
+    stage = stage_cls(cfg)
+    res = stage.resources
     common = dict(batch_format="pyarrow", batch_size=int(res.batch_size), num_cpus=res.num_cpus)
     if res.num_gpus:
         common["num_gpus"] = res.num_gpus
     if not stage_cls.stateful:
-        return ds.map_batches(_stateless, fn_kwargs={"stage_cls": stage_cls, "cfg": cfg}, **common)
-    return ds.map_batches(StageActor, fn_constructor_args=(stage_cls, cfg),
+        return ds.map_batches(_stateless, fn_kwargs={"stage": stage}, **common)
+    return ds.map_batches(StageActor, fn_constructor_args=(stage,),
                           compute=ray.data.ActorPoolStrategy(size=int(res.concurrency)), **common)
 
 

@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
 from pipelines.config import packaged_path
-from pipelines.job import (Layout, SourceSpec, count_unaccounted, dedup_and_finalize, input_files, parquet_files,
-                           prepare_out, read_column)
+from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, dedup_and_finalize, input_files,
+                           parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
 from synth.generate import GenerateStage, check_cfg, generate_cfg
 from synth.id_filter import IDFilterStage
@@ -142,6 +142,7 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
 def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overwrite: bool = False,
               log=print) -> dict:
     t0 = time.time()
+    check_stages(chain(cfg))
     check_cfg(cfg)
     files = input_files(spss_dir)
     lay = Layout(Path(out))
@@ -180,7 +181,11 @@ def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg:
     schema = pa.schema([SPMS_SCHEMA.field(c) for c in cols])  # also types an empty read
     out = pa.concat_tables([read_column(parquet_files(d), cols).cast(schema) for d in (lay.kept, lay.rejected)])
     status, reasons = out["status"].to_pylist(), out["reason"].to_pylist()
-    by_reason: dict[str, int] = {}
+    stages = [cls(c) for cls, c in chain(cfg)]
+    # every reason a stage that ran may give, counted or not: "extreme_pose 0" says the check ran
+    by_reason = {r: 0 for st in stages if st.enabled for r in st.reasons}
+    if cfg["dedup"]["enabled"]:
+        by_reason["duplicate"] = 0
     for s, r in zip(status, reasons):
         if s != KEPT:
             by_reason[r] = by_reason.get(r, 0) + 1
@@ -197,7 +202,7 @@ def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg:
         and (expected is None or out.num_rows == len(expected)),
         "by_reason": dict(sorted(by_reason.items())), "gender_from_pairs": _counts(out["gender_from"]),
         "kept_id_similarity": _summary(kept["id_similarity"]), "kept_id_distance": _summary(kept["id_distance"]),
-        "stages": {cls.name: cls(c).report() for cls, c in chain(cfg)}, "elapsed_s": round(elapsed, 2),
+        "stages": {st.name: st.report() for st in stages}, "elapsed_s": round(elapsed, 2),
     }
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -76,6 +78,14 @@ def make_face_swapper(cfg: dict | None) -> FaceSwapper | None:
     raise ValueError(f"unknown face-swap backend {backend!r} (none or inswapper)")
 
 
+@dataclass(frozen=True)
+class FaceSwapOptions:
+    backend: Literal["none", "inswapper"]
+    model: str           # inswapper_128.onnx
+    recognition: str     # the ArcFace whose embeddings inswapper takes
+    faces: dict          # finds the target face (infu_model.faces.make_face_analyzer checks it)
+
+
 class FaceSwapStage(Stage):
     """Swap the source identity onto each target's largest face (targets without a face pass unchanged;
     the ID filter rejects them)."""
@@ -83,17 +93,19 @@ class FaceSwapStage(Stage):
     name = "face_swap"
     schema = SYNTH_ROW_SCHEMA
     default_resources = {"num_cpus": 0.5, "batch_size": 8, "concurrency": 1}
+    Options = FaceSwapOptions
+    defaults_in = ("synth", "face_swap")
 
     @property
     def enabled(self) -> bool:
-        return self.cfg.get("backend", "none") not in (None, "none")
+        return self.opts.backend != "none"
 
     def setup(self) -> None:
         self.swapper = make_face_swapper(self.cfg)
-        self.faces = make_face_analyzer(self.cfg.get("faces") or {})
+        self.faces = make_face_analyzer(self.opts.faces)
 
     def report(self) -> dict:
-        return {"ran": self.enabled, "backend": self.cfg.get("backend", "none")}
+        return {"ran": self.enabled, "backend": self.opts.backend}
 
     def process(self, rows: list[dict]) -> None:
         sources: dict[str, np.ndarray] = {}

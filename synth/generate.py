@@ -9,30 +9,64 @@ A seed fully determines its image, so a resumed run regenerates the same target.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
+from curation.options import between, packaged
 from curation.records import quarantine, reject
 from curation.stage import Stage
 from infu_model.faces import stored_embedding
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
 
 
-def lora_list(cfg: dict) -> list[tuple[str, float]]:
-    return [(str(Path(x["path"]).expanduser()), float(x.get("weight", 1.0))) for x in cfg.get("loras") or []]
+@dataclass(frozen=True)
+class LoraOptions:
+    path: str
+    weight: float = between(-10, 10, default=1.0)
 
 
-def settings_of(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class InfuseNetOptions:
+    scale: float = between(0)
+    start: float = between(0, 1)
+    end: float = between(0, 1)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """A synth or eval job's ``generation`` block with its ``model`` block and ``loras`` (generate_cfg)."""
+    width: int = between(16, 4096)
+    height: int = between(16, 4096)
+    steps: int = between(1)
+    guidance: float = between(0)
+    infusenet: InfuseNetOptions
+    control: Literal["none", "source"]
+    image_format: Literal["png", "jpeg", "webp"]
+    images_per_call: int = between(1)
+    base: str | None
+    model: str | None
+    variant: str
+    dtype: Literal["bfloat16", "float16", "float32"]
+    device: str
+    faces: dict | None
+    text_encoders: Literal["gpu", "offload"]
+    offload: Literal["none", "model", "low_vram", "sequential"]
+    compile: bool
+    int8: bool
+    loras: tuple[LoraOptions, ...]
+
+
+def settings_of(o: GenerateOptions) -> dict:
     """What decides a target besides prompt and seed (stored with every pair)."""
-    inf = cfg.get("infusenet") or {}
-    return {"width": int(cfg["width"]), "height": int(cfg["height"]), "steps": int(cfg["steps"]),
-            "guidance": float(cfg["guidance"]), "infusenet_scale": float(inf.get("scale", 1.0)),
-            "infusenet_start": float(inf.get("start", 0.0)), "infusenet_end": float(inf.get("end", 1.0)),
-            "control": cfg.get("control", "none"), "dtype": cfg.get("dtype", "bfloat16")}
+    return {"width": o.width, "height": o.height, "steps": o.steps, "guidance": o.guidance,
+            "infusenet_scale": o.infusenet.scale, "infusenet_start": o.infusenet.start,
+            "infusenet_end": o.infusenet.end, "control": o.control, "dtype": o.dtype}
 
 
 class GenerateStage(Stage):
@@ -41,13 +75,18 @@ class GenerateStage(Stage):
     schema = SYNTH_ROW_SCHEMA
     default_resources = {"num_cpus": 1, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
     gpu_share = 1.0  # FLUX + InfuseNet: a GPU per actor
+    Options = GenerateOptions
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        self.settings = settings_of(self.cfg)
-        self.loras = lora_list(self.cfg)
-        self.model_name = f"{self.cfg.get('model')}:{self.cfg.get('variant', 'aes_stage2')}"
+        self.settings = settings_of(self.opts)
+        self.loras = [(str(Path(x.path).expanduser()), x.weight) for x in self.opts.loras]
+        self.model_name = f"{self.opts.model}:{self.opts.variant}"
         self.pipe = None
+
+    @classmethod
+    def defaults(cls, cfg: dict) -> dict:
+        return generate_cfg(packaged("synth"))
 
     def setup(self) -> None:
         import logging
@@ -57,11 +96,9 @@ class GenerateStage(Stage):
         # CLIP only gives FLUX the pooled prompt; truncating long prompts there is by design, and
         # diffusers would say so for every batch of a long run
         logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
-        c = self.cfg
-        self.pipe = load_pipeline(c["base"], c["model"], c.get("variant", "aes_stage2"), c.get("dtype", "bfloat16"),
-                                  c.get("device", "cuda"), c.get("faces"), self.loras,
-                                  text_encoders=c.get("text_encoders", "gpu"), offload=c.get("offload", "none"),
-                                  int8=bool(c.get("int8")), compile=bool(c.get("compile")))
+        o = self.opts
+        self.pipe = load_pipeline(o.base, o.model, o.variant, o.dtype, o.device, o.faces, self.loras,
+                                  text_encoders=o.text_encoders, offload=o.offload, int8=o.int8, compile=o.compile)
 
     def report(self) -> dict:
         return {"ran": True, "model": self.model_name, "loras": len(self.loras), **self.settings}
@@ -96,7 +133,7 @@ class GenerateStage(Stage):
             for r in rows:
                 reject(r, "source_no_face")
             return
-        s, per_call = self.settings, max(1, int(self.cfg.get("images_per_call", 4)))
+        s, per_call = self.settings, self.opts.images_per_call
         control = None
         if s["control"] == "source":
             control = Image.fromarray(decode_rgb(rows[0]["_source_image"]))
@@ -112,7 +149,7 @@ class GenerateStage(Stage):
                 self._fill(r, (np.clip(img, 0, 1) * 255).round().astype(np.uint8), emb)
 
     def _fill(self, row: dict, rgb: np.ndarray, emb: torch.Tensor) -> None:
-        fmt = self.cfg.get("image_format", "png")
+        fmt = self.opts.image_format
         row.update(target_image=encode(rgb, fmt), image_format=fmt, height=rgb.shape[0], width=rgb.shape[1],
                    bucket=f"{rgb.shape[1]}x{rgb.shape[0]}", model=self.model_name, settings=json.dumps(self.settings),
                    loras=[{"path": p, "weight": w} for p, w in self.loras], face_swap="none",
@@ -123,10 +160,9 @@ class GenerateStage(Stage):
 def generate_cfg(cfg: dict) -> dict:
     """The generation stage's settings from a synth or eval job config (its model and generation blocks)."""
     m = cfg["model"]
-    return {**cfg["generation"], "base": m["base"], "model": m["path"], "variant": m.get("variant", "aes_stage2"),
-            "dtype": m.get("dtype", "bfloat16"), "device": m.get("device", "cuda"), "faces": m.get("faces") or None,
-            "text_encoders": m.get("text_encoders", "gpu"), "offload": m.get("offload", "none"),
-            "compile": m.get("compile", False), "int8": m.get("int8", False), "loras": cfg.get("loras") or []}
+    return {**cfg["generation"], "base": m.get("base"), "model": m.get("path"), "faces": m["faces"] or None,
+            "loras": cfg["loras"], **{k: m[k] for k in ("variant", "dtype", "device", "text_encoders", "offload",
+                                                        "compile", "int8")}}
 
 
 def check_cfg(cfg: dict) -> None:

@@ -13,14 +13,37 @@ Near-duplicate targets are decided after the run (pHash, like curation's dedup).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
 from curation.quality import phash_hex
+from curation.options import between
 from curation.records import reject
 from curation.stage import Stage
 from infu_model.faces import analyzer_device, cosine, head_pose, main_face, make_face_analyzer, stored_embedding
 from synth.records import SYNTH_ROW_SCHEMA, decode_rgb
+
+
+@dataclass(frozen=True)
+class AestheticOptions:
+    clip: str | None         # local CLIP ViT-L/14 folder; null: no aesthetic filter
+    head: str | None         # the LAION head's safetensors
+    min_score: float | None = between(0, 10)
+    device: str
+
+
+@dataclass(frozen=True)
+class IDFilterOptions:
+    faces: dict              # the face backend's block (infu_model.faces.make_face_analyzer checks it)
+    min_cosine: float = between(-1, 1)
+    max_distance: float = between(0)
+    max_abs_yaw: float = between(0, 180)
+    max_abs_pitch: float = between(0, 180)
+    secondary_face_ratio: float = between(0, 1)
+    secondary_min_score: float = between(-1, 3)
+    aesthetic: AestheticOptions
 
 
 class IDFilterStage(Stage):
@@ -28,35 +51,34 @@ class IDFilterStage(Stage):
     reasons = ("no_face", "multiple_faces", "source_no_face", "low_id_similarity", "extreme_pose", "low_aesthetic")
     schema = SYNTH_ROW_SCHEMA
     default_resources = {"num_cpus": 0.5, "batch_size": 8, "concurrency": 1}
+    Options = IDFilterOptions
+    defaults_in = ("synth", "id_filter")
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        c = self.cfg
-        self.min_cosine = float(c.get("min_cosine", 0.5))
-        self.max_distance = float(c.get("max_distance", 0.5))
-        self.max_yaw, self.max_pitch = float(c.get("max_abs_yaw", 45)), float(c.get("max_abs_pitch", 30))
-        self.secondary_ratio = float(c.get("secondary_face_ratio", 0.1))
-        self.secondary_min_score = float(c.get("secondary_min_score", 0.5))
-        self.aesthetic_cfg = c.get("aesthetic") or {}
-        self.min_aesthetic = self.aesthetic_cfg.get("min_score")
+        o = self.opts
+        self.min_cosine, self.max_distance, self.max_yaw, self.max_pitch = (o.min_cosine, o.max_distance,
+                                                                            o.max_abs_yaw, o.max_abs_pitch)
+        self.secondary_ratio, self.secondary_min_score = o.secondary_face_ratio, o.secondary_min_score
+        self.aesthetic_opts, self.min_aesthetic = o.aesthetic, o.aesthetic.min_score
 
     @property
     def device(self) -> str:
-        devices = (analyzer_device(self.cfg.get("faces") or {}), str(self.aesthetic_cfg.get("device", "cpu")))
+        devices = (analyzer_device(self.opts.faces), self.aesthetic_opts.device)
         return next((d for d in devices if d.startswith("cuda")), "cpu")
 
     def setup(self) -> None:
-        self.faces = make_face_analyzer(self.cfg.get("faces") or {})
+        self.faces = make_face_analyzer(self.opts.faces)
         self.aesthetic = None
-        if self.aesthetic_cfg.get("clip"):
+        a = self.aesthetic_opts
+        if a.clip:
             from infu_model.scoring import AestheticScorer
 
-            self.aesthetic = AestheticScorer(self.aesthetic_cfg["clip"], self.aesthetic_cfg["head"],
-                                             self.aesthetic_cfg.get("device", "cpu"))
+            self.aesthetic = AestheticScorer(a.clip, a.head, a.device)
 
     def report(self) -> dict:
-        return {"ran": True, "backend": (self.cfg.get("faces") or {}).get("backend", "dlib"),
-                "aesthetic": "ran" if self.aesthetic_cfg.get("clip") else "not configured"}
+        return {"ran": True, "backend": self.opts.faces.get("backend", "dlib"),
+                "aesthetic": "ran" if self.aesthetic_opts.clip else "not configured"}
 
     def process(self, rows: list[dict]) -> None:
         sources: dict[str, np.ndarray | None] = {}
@@ -99,7 +121,7 @@ class IDFilterStage(Stage):
             return reject(row, "low_id_similarity")
         if abs(row["yaw"]) > self.max_yaw or abs(row["pitch"]) > self.max_pitch:
             return reject(row, "extreme_pose")
-        if self.min_aesthetic is not None and row["aesthetic"] is not None and row["aesthetic"] < float(self.min_aesthetic):
+        if self.min_aesthetic is not None and row["aesthetic"] is not None and row["aesthetic"] < self.min_aesthetic:
             return reject(row, "low_aesthetic")
 
     def same_person(self, row: dict) -> bool:

@@ -7,6 +7,7 @@ imported once per actor.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -21,21 +22,29 @@ def load_hook(spec: str):
     return getattr(importlib.import_module(module), attr)
 
 
+@dataclass(frozen=True)
+class PostprocessOptions:
+    hook: str | None     # "package.module:function" taking (PIL image, row, **args) -> PIL image
+    args: dict
+
+
 class PostprocessStage(Stage):
     name = "postprocess"
     schema = SYNTH_ROW_SCHEMA
     default_resources = {"num_cpus": 0.25, "batch_size": 8, "concurrency": 1}
+    Options = PostprocessOptions
+    defaults_in = ("synth", "postprocess")
 
     @property
     def enabled(self) -> bool:
-        return bool(self.cfg.get("hook"))
+        return bool(self.opts.hook)
 
     def setup(self) -> None:
-        self.hook = load_hook(self.cfg["hook"])
-        self.args = dict(self.cfg.get("args") or {})
+        self.hook = load_hook(self.opts.hook)
+        self.args = dict(self.opts.args)
 
     def report(self) -> dict:
-        return {"ran": self.enabled, "hook": self.cfg.get("hook")}
+        return {"ran": self.enabled, "hook": self.opts.hook}
 
     def process(self, rows: list[dict]) -> None:
         for row in rows:

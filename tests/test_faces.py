@@ -164,9 +164,9 @@ def test_watermark_stage_none_reports_not_run():
                                        ("HOTEL", None), ("BOSTON", None), ("Main St", None), ("Stockholm", None),
                                        ("COMMODORE HOPPER", None), ("SUMMER", None)])
 def test_watermark_vocabulary_reads_misread_and_partial_marks_only(text, term):
-    from curation.watermark_ocr import DEFAULT_VOCABULARY, vocabulary_hit
+    from curation.watermark_ocr import vocabulary_hit
 
-    assert vocabulary_hit(text, DEFAULT_VOCABULARY) == term
+    assert vocabulary_hit(text, WatermarkStage().ocr.vocabulary) == term
 
 
 def test_watermark_rules_score_placement_and_repeats():
@@ -174,16 +174,16 @@ def test_watermark_rules_score_placement_and_repeats():
 
     flat = np.full((1000, 800, 3), 120, np.uint8)   # no strokes to measure: the translucency rule stays 0
     box = lambda x, y: np.array([[x, y], [x + 120, y], [x + 120, y + 30], [x, y + 30]], np.float32)  # noqa: E731
-    face = (300, 100, 500, 350)
-    far = judge([TextRegion(box(20, 900), "HOTEL", 0.95)], flat, face)
+    face, opts = (300, 100, 500, 350), WatermarkStage().ocr
+    far = judge([TextRegion(box(20, 900), "HOTEL", 0.95)], flat, face, opts)
     assert far.score == 0 and far.rule is None, "scene text away from the face and centre is not a watermark"
-    on_face = judge([TextRegion(box(350, 200), "Kim", 0.9)], flat, face)
+    on_face = judge([TextRegion(box(350, 200), "Kim", 0.9)], flat, face, opts)
     assert on_face.rule == "over_face" and on_face.score >= 0.5 and "Kim" in on_face.describe()
-    centre = judge([TextRegion(box(340, 480), "NYC", 0.95)], flat, face)
+    centre = judge([TextRegion(box(340, 480), "NYC", 0.95)], flat, face, opts)
     assert centre.rule == "over_centre" and centre.score < 0.5, "a print over the centre alone is not enough"
-    tiled = judge([TextRegion(box(20 + 200 * i, 800), "annak", 0.9) for i in range(3)], flat, face)
+    tiled = judge([TextRegion(box(20 + 200 * i, 800), "annak", 0.9) for i in range(3)], flat, face, opts)
     assert tiled.rule == "repeated" and tiled.score >= 0.5 and "x3" in tiled.text
-    both = judge([TextRegion(box(340, 480), "NYC", 0.95), TextRegion(box(20, 800), "NYC", 0.95)], flat, face)
+    both = judge([TextRegion(box(340, 480), "NYC", 0.95), TextRegion(box(20, 800), "NYC", 0.95)], flat, face, opts)
     assert both.score > max(centre.score, 0.5 * 0.9 * 0.95), "evidence from two rules adds up"
 
 
@@ -218,15 +218,15 @@ def test_ocr_watermark_stage_survives_tiny_and_odd_images(shape):
 
 def test_watermark_classifier_from_a_local_folder(tmp_path):
     _tiny_classifier(tmp_path / "wm", ["clean", "watermark"])
-    stage = WatermarkStage({"model": str(tmp_path / "wm"), "threshold": 1.01})
+    stage = WatermarkStage({"backend": "transformers", "model": str(tmp_path / "wm"), "threshold": 1.0})
     rows = [row_of(samples.watermarked(samples.grace_hopper()), "w"), row_of(samples.astronaut(), "a")]
     run_stage(stage, rows)
     assert all(0.0 <= r["watermark"] <= 1.0 and r["status"] == ALIVE for r in rows)
     assert stage.report()["ran"] is True
     with pytest.raises(ValueError, match="not one of the model's labels"):
-        WatermarkStage({"model": str(tmp_path / "wm"), "label": "logo"}).setup()
+        WatermarkStage({"backend": "transformers", "model": str(tmp_path / "wm"), "label": "logo"}).setup()
     with pytest.raises(FileNotFoundError, match="missing_model"):
-        WatermarkStage({"model": str(tmp_path / "missing_model")}).setup()
+        WatermarkStage({"backend": "transformers", "model": str(tmp_path / "missing_model")}).setup()
 
 
 def test_transformers_nsfw_backend(tmp_path):

@@ -268,6 +268,9 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
     assert stats["adds_up"] and stats["sources_unaccounted"] == 0
     rows = pa.concat_tables([pq.read_table(f) for f in sorted((out / "rejected").glob("*.parquet"))]).to_pylist()
     assert len(rows) == 8 and {r["reason"] for r in rows} <= {"no_face", "low_id_similarity", "extreme_pose"}
+    assert sum(stats["by_reason"].values()) == 8 and {"source_no_face", "multiple_faces", "low_id_similarity",
+                                                       "extreme_pose", "duplicate"} <= set(stats["by_reason"]), \
+        "every reason a stage that ran may give is listed, zero counts included"
     for r in rows:  # the tiny random model draws no face; every target is still there, with its settings
         assert decode_rgb(r["target_image"]).shape == (64, 64, 3)
         assert r["captions"] == [{"source": "prompt", "text": r["prompt"]}] and r["model"].endswith(":sim_stage1")

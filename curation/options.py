@@ -1,0 +1,139 @@
+"""Typed stage options: each stage declares what its config block may hold, once.
+
+A stage's ``Options`` is a frozen dataclass. A field's type gives the kind (``float``, ``int``,
+``bool``, ``str``, ``Literal[...]`` choices, ``X | None``, ``tuple[X, ...]``, a nested options
+dataclass, ``dict`` for free-form blocks) and ``between(lo, hi)`` its range. The values
+themselves live in one place, the packaged YAML (``configs/*.yaml``: documented, the paper's
+values): a stage reads its block there and lays the given config over it (``Stage.__init__``).
+``parse`` refuses an unknown key (with a did-you-mean), a wrong kind, a value outside its range
+or choices, naming the key path, before any work starts.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config names a key its stage or job does not have, or gives a value of the wrong kind or
+    out of range (raised before any work starts)."""
+
+
+def between(lo: float | None = None, hi: float | None = None, default=dataclasses.MISSING):
+    """A field whose value (or each value, for a tuple) must lie in ``[lo, hi]``."""
+    return dataclasses.field(default=default, metadata={"range": (lo, hi)})
+
+
+def parse(cls, data: dict, where: str):
+    """``data`` as an instance of the options dataclass ``cls``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown_keys(data, list(fields), where)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: {name} is missing")
+            continue
+        values[name] = _value(hints[name], data[name], f"{where}.{name}", f.metadata.get("range"))
+    return cls(**values)
+
+
+def _value(tp, v, where: str, bounds):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        return _value(tp, v, where, bounds)
+    if origin is typing.Literal:
+        if v not in args:
+            raise ConfigError(f"{where}: {v!r} is not one of {', '.join(map(repr, args))}")
+        return v
+    if origin is tuple:
+        fixed = not (len(args) == 2 and args[1] is Ellipsis)
+        if not isinstance(v, (list, tuple)) or (fixed and len(v) != len(args)):
+            raise ConfigError(f"{where}: expected a list" + (f" of {len(args)} values" if fixed else "") + f", got {v!r}")
+        kinds = args if fixed else [args[0]] * len(v)
+        return tuple(_value(k, x, f"{where}[{i}]", bounds) for i, (k, x) in enumerate(zip(kinds, v)))
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, v, where)
+    if tp is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {v!r}")
+        return v
+    return _scalar(tp, v, where, bounds)
+
+
+def _scalar(tp, v, where: str, bounds):
+    ok = {bool: isinstance(v, bool), str: isinstance(v, str),
+          int: isinstance(v, int) and not isinstance(v, bool),
+          float: isinstance(v, (int, float)) and not isinstance(v, bool)}[tp]
+    if not ok:
+        hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if tp is float and isinstance(v, str) and is_number(v) else ""
+        raise ConfigError(f"{where}: expected {_KIND[tp]}, got {v!r}{hint}")
+    lo, hi = bounds or (None, None)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        span = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+        raise ConfigError(f"{where}: {v!r} is out of range {span}")
+    return float(v) if tp is float else v
+
+
+_KIND = {bool: "true or false", str: "text", int: "a whole number", float: "a number"}
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
+    for k in given:
+        if k not in allowed:
+            near = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise error(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return data
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def packaged(name: str) -> dict:
+    """The packaged defaults ``configs/<name>.yaml`` (read once per process)."""
+    if name not in _PACKAGED:
+        _PACKAGED[name] = read_yaml(CONFIG_DIR / f"{name}.yaml")
+    return copy.deepcopy(_PACKAGED[name])
+
+
+_PACKAGED: dict[str, dict] = {}
+
+
+def named_block(blocks: list, key: str, value: str) -> dict:
+    """The block of a list like ``stages:`` whose ``key`` is ``value`` ({} when none is)."""
+    return next((dict(b) for b in blocks or [] if isinstance(b, dict) and b.get(key) == value), {})
