@@ -6,7 +6,7 @@ Runs the curate config's face stage (for the face box) then its watermark stage,
 does, one row at a time on one thread, and prints precision and recall (overall, by placement, by
 opacity), the false positives, and images/s per core of both stages.
 
-    python bench/watermark.py [--threshold 0.5] [--show-misses]
+    python bench/watermark.py [--threshold 0.5] [--show-misses] [--shift 5]
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threshold", type=float, default=None, help="override the config's threshold")
     ap.add_argument("--show-misses", action="store_true", help="print every missed mark")
+    ap.add_argument("--shift", type=int, default=0,
+                    help="deal fonts, sizes, opacities, placements to the marks another way (a set not tuned on)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     stages = {s["name"]: s for s in load_config("curate")["stages"]}
@@ -39,7 +41,7 @@ def main() -> None:
     faces, wm = FaceStage(stages["faces"]), WatermarkStage(wm_cfg)
     faces.ensure_setup()
     wm.ensure_setup()
-    items = watermark_set()
+    items = watermark_set(args.shift)
     t_face = t_wm = 0.0
     for it in items:
         rgb = np.asarray(it["image"])

@@ -69,11 +69,11 @@ class Verdict:
 
 class OcrReader:
     """Text regions of an RGB image. The detector sees the image with its short side scaled up to
-    ``det_side`` (PP-OCR's own default, 736: smaller text goes unseen), its long side at most
+    ``det_side`` (configs/curate.yaml: 896; PP-OCR's own 736 misses small marks), its long side at most
     ``max_side`` (a 1:50 strip is not blown up to a 36-megapixel canvas)."""
 
-    def __init__(self, det_side: int = 736, device: str = "cpu", threads: int = 1, min_confidence: float = 0.5,
-                 max_side: int = 2000, max_regions: int = 200):
+    def __init__(self, det_side: int, device: str, threads: int, min_confidence: float, max_side: int = 2000,
+                 max_regions: int = 200):
         import onnxruntime
         from rapidocr_onnxruntime import RapidOCR
 
@@ -96,6 +96,9 @@ class OcrReader:
 
 
 # a web address, also in pieces and misread: "w.annakim", "kimphoto.con"
+# a photographer's credit: "© Jane Doe 2023", also with the © misread or lost ("C Jane Doe 2023",
+# "Jane Doe 2023"); title-case names only, so signs and prints in capitals ("CLASS OF 2023") stay out
+CREDIT = re.compile(r"^\W*(?:[cC©]\s|\([cC]\)\s?)?(?:[A-Z][a-z]+\.?\s){2,3}(?:19[5-9]\d|20[0-3]\d)\W*$")
 URL = re.compile(r"(?:^|[^a-z])w{1,3}\.[a-z]|[a-z0-9]{2,}\.(?:com|con|net|org|co|de|uk|fr|jp|cn|ru)(?:$|[^a-z])")
 
 
@@ -111,11 +114,13 @@ def vocabulary_hit(text: str, terms, fuzzy: float = 0.8) -> str | None:
     t = _normal(text)
     if URL.search(t):
         return "web address"
+    if CREDIT.match(text.strip()):
+        return "name and year"
     for term in terms:
         n = _normal(term)
         if not n:
             continue
-        if n in t or (len(t) >= 6 and t in n):
+        if n in t or (len(t) >= 6 and t in n) or _digit_term_near(n, t):
             return term
         if len(n) >= 7 and len(t) >= 5:
             size = min(len(n), len(t))  # compare the shorter whole with windows of the longer
@@ -124,6 +129,17 @@ def vocabulary_hit(text: str, terms, fuzzy: float = 0.8) -> str | None:
                    for i in range(len(long_) - size + 1)):
                 return term
     return None
+
+
+def _digit_term_near(n: str, t: str) -> bool:
+    """A term with a digit ("123rf", "pond5") is distinctive enough to match misread by one letter
+    ("123ri") or missing an end ("23rf"), as long as what is read still holds a digit."""
+    if len(n) < 5 or not any(c.isdigit() for c in n):
+        return False
+    pieces = [p for p in (n[1:], n[:-1]) if any(c.isdigit() for c in p)]
+    if any(p in t for p in pieces):
+        return True
+    return any(sum(a != b for a, b in zip(n, t[i:i + len(n)])) <= 1 for i in range(len(t) - len(n) + 1))
 
 
 def _crosses(box: np.ndarray, rect) -> bool:

@@ -162,7 +162,10 @@ def test_watermark_stage_none_reports_not_run():
                                        ("eamstime.cor", "dreamstime"), ("© John Smith", "©"), ("www.annakim", "web address"),
                                        ("w.ann", "web address"), ("kimphoto.con", "web address"), ("Dr. Kim", None),
                                        ("HOTEL", None), ("BOSTON", None), ("Main St", None), ("Stockholm", None),
-                                       ("COMMODORE HOPPER", None), ("SUMMER", None)])
+                                       ("COMMODORE HOPPER", None), ("SUMMER", None), ("23RF", "123rf"),
+                                       ("123RI", "123rf"), ("123 Main St", None), ("TEAM 7", None), ("Pond", None),
+                                       ("C John Smith 2023", "name and year"), (" Anna Kim 2019", "name and year"),
+                                       ("CLASS OF 2023", None), ("Since 1998", None), ("Route 2023", None)])
 def test_watermark_vocabulary_reads_misread_and_partial_marks_only(text, term):
     from curation.watermark_ocr import vocabulary_hit
 
