@@ -96,3 +96,18 @@ def test_the_curate_job_refuses_a_bad_stage_option_before_touching_its_output(tm
     with pytest.raises(ConfigError, match=r"min_face_px: -10 is out of range 0\.\.inf"):
         run_curate([SourceSpec("folder", "photos", str(tmp_path))], tmp_path / "out", cfg)
     assert not (tmp_path / "out").exists(), "no output folder, no Ray: the check comes first"
+
+
+def test_training_options_are_checked_before_ray_starts():
+    from pipelines.config import load_config, merge
+    from pipelines.train.loop import check_train
+
+    cfg = load_config("stage1")
+    check_train(cfg)  # the paper's values pass
+    check_train(load_config("stage2"))
+    with pytest.raises(ConfigError, match=r"train\.lr: -0\.1 is out of range 0\.\.1"):
+        check_train(merge(cfg, {"train": {"lr": -0.1}}))
+    with pytest.raises(ConfigError, match=r"train\.optimizer: 'adam' is not one of 'adamw', 'adamw_8bit'"):
+        check_train(merge(cfg, {"train": {"optimizer": "adam"}}))
+    with pytest.raises(ValueError, match=r"global_batch_size 512 must be micro_batch_size 1 x a multiple of the 3"):
+        check_train(merge(cfg, {"ray": {"num_workers": 3}}))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.train.loop import train_loop
+from pipelines.train.loop import check_train, train_loop
 
 
 def absolute_paths(cfg: dict) -> dict:
@@ -69,6 +69,7 @@ def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
 
     from pipelines.ray_runtime import init_ray
 
+    check_train(cfg)
     init_ray(ray_address, {"ray": {}, "progress": False})
     r = cfg["ray"]
     check_cpus(r, cfg["data"].get("loader", "ray"))

@@ -16,9 +16,13 @@ import os
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+
+from curation.options import between, parse
 
 from infu_model.infusenet import build_infusenet
 from infu_model.pipeline import export_published, load_infu_weights
@@ -35,6 +39,31 @@ from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_o
 log = logging.getLogger(__name__)
 CHECKPOINTING = {False: (), None: (), "none": (), True: ("infusenet",), "infusenet": ("infusenet",),
                  "all": ("infusenet", "base")}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The ``train:`` block of configs/stage1.yaml and stage2.yaml (values there only)."""
+    lr: float = between(0, 1)
+    global_batch_size: int = between(1)
+    micro_batch_size: int = between(1)
+    max_steps: int = between(1)
+    warmup_steps: int = between(0)
+    grad_clip: float = between(0)
+    weight_decay: float = between(0, 1)
+    logit_mean: float
+    logit_std: float = between(0)
+    guidance_scale: float = between(0)
+    optimizer: Literal["adamw", "adamw_8bit"]
+    checkpoint_every: int = between(1)
+    keep_checkpoints: int = between(1)
+    log_every: int = between(1)
+
+
+def check_train(cfg: dict) -> None:
+    """The training block's kinds and ranges and the batch arithmetic, checked before Ray starts."""
+    t = parse(TrainOptions, cfg["train"], "train")
+    batch_shape(vars(t), int(cfg["ray"]["num_workers"]))
 
 
 def batch_shape(t: dict, world: int) -> tuple[int, int]:
@@ -70,7 +99,7 @@ class Trainer:
         self.w = w = Workers.current(bool(cfg["ray"].get("use_gpu")))
         self.out, self.seed = Path(cfg["output"]), int(cfg.get("seed", 0))
         self.per_step, self.share = batch_shape(t, w.world)
-        fsdp, optimizer = bool(cfg["ray"].get("fsdp", True)) and w.world > 1, t.get("optimizer", "adamw")
+        fsdp, optimizer = bool(cfg["ray"].get("fsdp", True)) and w.world > 1, t["optimizer"]
         if fsdp and optimizer == "adamw_8bit":
             raise ValueError("train.optimizer adamw_8bit does not shard: use it with ray.fsdp: false (FSDP already "
                              "divides the optimizer states by the number of GPUs)")
@@ -89,7 +118,7 @@ class Trainer:
             enable_gradient_checkpointing(net if part == "infusenet" else self.base.transformer)
         self.model = wrap(InfUTrainable(net, proj).train(), w, fsdp, self.base.transformer.dtype)
         self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], optimizer, float(t["lr"]),
-                                  float(t.get("weight_decay", 0.01)))
+                                  float(t["weight_decay"]))
         from diffusers.optimization import get_scheduler
 
         self.sched = get_scheduler("constant_with_warmup", self.opt, num_warmup_steps=int(t["warmup_steps"]))
@@ -164,7 +193,7 @@ class Trainer:
     # ----------------------------------------------------------------- a run --
     def run(self) -> dict:
         t = self.cfg["train"]
-        max_steps, every, log_every = int(t["max_steps"]), int(t["checkpoint_every"]), max(1, int(t.get("log_every", 1)))
+        max_steps, every, log_every = int(t["max_steps"]), int(t["checkpoint_every"]), int(t["log_every"])
         log_path = self.out / "train_log.jsonl"
         if self.w.rank == 0:
             log_path.parent.mkdir(parents=True, exist_ok=True)
