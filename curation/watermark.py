@@ -52,7 +52,8 @@ class WatermarkStage(Stage):
         if self.backend == "ocr":
             from curation.watermark_ocr import OcrReader
 
-            self.model = OcrReader(self.ocr.det_side, self.device, self.ocr.threads, self.ocr.min_confidence)
+            self.model = OcrReader(self.ocr.det_side, self.device, self.ocr.threads, self.ocr.min_confidence,
+                                   self.ocr.equalize)
         else:
             from curation.classifier import ImageClassifier
 

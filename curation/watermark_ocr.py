@@ -45,6 +45,7 @@ class OcrOptions:
     det_side: int = between(32, 4096)
     min_confidence: float = between(0, 1)
     threads: int = between(1)
+    equalize: bool
     fuzzy: float = between(0, 1)
     rules: RuleWeights
     vocabulary: tuple[str, ...]
@@ -72,13 +73,15 @@ class OcrReader:
     ``det_side`` (configs/curate.yaml: 896; PP-OCR's own 736 misses small marks), its long side at most
     ``max_side`` (a 1:50 strip is not blown up to a 36-megapixel canvas)."""
 
-    def __init__(self, det_side: int, device: str, threads: int, min_confidence: float, max_side: int = 2000,
-                 max_regions: int = 200):
+    def __init__(self, det_side: int, device: str, threads: int, min_confidence: float, equalize: bool,
+                 max_side: int = 2000, max_regions: int = 200):
         import onnxruntime
         from rapidocr_onnxruntime import RapidOCR
 
         cuda = str(device).startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         self.det_side, self.max_side = det_side, max_side
+        # local contrast equalised on lightness: a faint overlay gains contrast, a photo's own text barely changes
+        self.clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)) if equalize else None
         # no angle classifier: watermarks are not upside down, and rotated boxes are rectified anyway
         self.engine = RapidOCR(det_limit_side_len=max_side, det_limit_type="max", max_side_len=max_side,
                                det_max_candidates=max_regions, use_cls=False, det_use_cuda=cuda, rec_use_cuda=cuda,
@@ -88,6 +91,10 @@ class OcrReader:
         h, w = rgb.shape[:2]
         scale = min(self.det_side / min(h, w), self.max_side / max(h, w))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        if self.clahe is not None:
+            lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+            lab[:, :, 0] = self.clahe.apply(lab[:, :, 0])
+            bgr = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
         if scale > 1:
             bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
         found, _ = self.engine(bgr)
@@ -95,10 +102,10 @@ class OcrReader:
         return [TextRegion(np.asarray(box, np.float32) / s, str(text), float(conf)) for box, text, conf in found or []]
 
 
-# a web address, also in pieces and misread: "w.annakim", "kimphoto.con"
 # a photographer's credit: "© Jane Doe 2023", also with the © misread or lost ("C Jane Doe 2023",
 # "Jane Doe 2023"); title-case names only, so signs and prints in capitals ("CLASS OF 2023") stay out
 CREDIT = re.compile(r"^\W*(?:[cC©]\s|\([cC]\)\s?)?(?:[A-Z][a-z]+\.?\s){2,3}(?:19[5-9]\d|20[0-3]\d)\W*$")
+# a web address, also in pieces and misread: "w.annakim", "kimphoto.con"
 URL = re.compile(r"(?:^|[^a-z])w{1,3}\.[a-z]|[a-z0-9]{2,}\.(?:com|con|net|org|co|de|uk|fr|jp|cn|ru)(?:$|[^a-z])")
 
 
