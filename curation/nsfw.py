@@ -10,10 +10,10 @@ Backends:
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from curation.options import between
 from curation.records import analysis_image

@@ -77,13 +77,6 @@ class QualityStage(Stage):
     default_resources = {"num_cpus": 1, "batch_size": 32}
     Options = QualityOptions
 
-    def __init__(self, cfg: dict | None = None):
-        super().__init__(cfg)
-        self.limits, f = self.opts.decode, self.opts.filters
-        self.min_side, (self.min_aspect, self.max_aspect) = f.min_side, f.aspect
-        self.min_blur, self.blur_side = f.min_blur, f.blur_reference_side
-        self.buckets, self.keep_analysis = list(self.opts.buckets), self.opts.keep_analysis
-
     def setup(self) -> None:
         cv2.setNumThreads(1)  # parallelism comes from Ray's processes, not OpenCV's threads
 
@@ -133,32 +126,33 @@ class QualityStage(Stage):
             row["image"], row["image_format"] = encode_png(got), "png"
             dec = self._from_array(got)
         else:
-            data = read_file(row["_uri"], self.limits)
+            data = read_file(row["_uri"], self.opts.decode)
             row["image"] = data
-            dec = decode(data, self.limits)
+            dec = decode(data, self.opts.decode)
             row["image_format"] = dec.format
         self._measure(row, dec)
 
     def _from_array(self, rgb: np.ndarray) -> Decoded:
         h, w = rgb.shape[:2]
-        if h * w > self.limits.max_pixels:
-            raise TooLarge(f"{w}x{h} frame over {self.limits.max_pixels} pixels")
-        s = self.limits.analysis_max_side / max(h, w)
+        if h * w > self.opts.decode.max_pixels:
+            raise TooLarge(f"{w}x{h} frame over {self.opts.decode.max_pixels} pixels")
+        s = self.opts.decode.analysis_max_side / max(h, w)
         small = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else rgb
         return Decoded(np.ascontiguousarray(small), w, h, "png")
 
     def _measure(self, row: dict, dec: Decoded) -> None:
         row["width"], row["height"] = dec.width, dec.height
-        row["blur"] = blur_score(dec.rgb, self.blur_side)
+        f = self.opts.filters
+        row["blur"] = blur_score(dec.rgb, f.blur_reference_side)
         row["phash"] = phash_hex(dec.rgb)
         aspect = dec.width / dec.height
-        if min(dec.width, dec.height) < self.min_side:
+        if min(dec.width, dec.height) < f.min_side:
             return reject(row, "low_resolution")
-        if not self.min_aspect <= aspect <= self.max_aspect:
+        if not f.aspect[0] <= aspect <= f.aspect[1]:
             return reject(row, "bad_aspect")
-        if row["blur"] < self.min_blur:
+        if row["blur"] < f.min_blur:
             return reject(row, "blurry")
-        row["bucket"] = bucket_name(assign_bucket(dec.width, dec.height, self.buckets))
-        if self.keep_analysis:
+        row["bucket"] = bucket_name(assign_bucket(dec.width, dec.height, self.opts.buckets))
+        if self.opts.keep_analysis:
             row["_analysis"] = dec.rgb.tobytes()
             row["_analysis_h"], row["_analysis_w"] = dec.rgb.shape[:2]

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.job import Layout, SourceSpec, check_stages, count_unaccounted, input_files, parquet_files, prepare_out, read_column
+from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, input_files, parquet_files,
+                           prepare_out, read_column)
 from pipelines.ray_stages import table_to_rows
 
 

@@ -29,8 +29,8 @@ from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
 from curation.registry import stage_class, stage_reasons
 from curation.sources import SourceError, make_source
 from pipelines.config import merge
-from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, dedup_and_finalize, parquet_files, prepare_out,
-                           read_column)
+from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, dedup_and_finalize, parquet_files,
+                           prepare_out, read_column)
 from pipelines.sink import write_atomic
 
 
@@ -197,7 +197,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a source is given twice: {labels}; use KIND:LABEL=PATH to name them apart")
-    check_stages([(QualityStage, QualityStage.block(cfg)), *model_stages(cfg)])
+    quality, *_ = check_stages([(QualityStage, QualityStage.block(cfg)), *model_stages(cfg)])
     lay = Layout(Path(out))
     timings = {}
     prepare_out(lay, cfg, specs, overwrite)
@@ -212,7 +212,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
 
         init_ray(ray_address, cfg)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
-        stages = plan_pools(model_stages(cfg), reads=QualityStage(QualityStage.block(cfg, True)).resources.num_cpus, log=log)
+        stages = plan_pools(model_stages(cfg), reads=quality.resources.num_cpus, log=log)
         t = time.time()
         process(lay, files, cfg, stages)
         timings["stages"] = time.time() - t

@@ -54,23 +54,15 @@ class IDFilterStage(Stage):
     Options = IDFilterOptions
     defaults_in = ("synth", "id_filter")
 
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        o = self.opts
-        self.min_cosine, self.max_distance, self.max_yaw, self.max_pitch = (o.min_cosine, o.max_distance,
-                                                                            o.max_abs_yaw, o.max_abs_pitch)
-        self.secondary_ratio, self.secondary_min_score = o.secondary_face_ratio, o.secondary_min_score
-        self.aesthetic_opts, self.min_aesthetic = o.aesthetic, o.aesthetic.min_score
-
     @property
     def device(self) -> str:
-        devices = (analyzer_device(self.opts.faces), self.aesthetic_opts.device)
+        devices = (analyzer_device(self.opts.faces), self.opts.aesthetic.device)
         return next((d for d in devices if d.startswith("cuda")), "cpu")
 
     def setup(self) -> None:
         self.faces = make_face_analyzer(self.opts.faces)
         self.aesthetic = None
-        a = self.aesthetic_opts
+        a = self.opts.aesthetic
         if a.clip:
             from infu_model.scoring import AestheticScorer
 
@@ -78,7 +70,7 @@ class IDFilterStage(Stage):
 
     def report(self) -> dict:
         return {"ran": True, "backend": self.opts.faces.get("backend", "dlib"),
-                "aesthetic": "ran" if self.aesthetic_opts.clip else "not configured"}
+                "aesthetic": "ran" if self.opts.aesthetic.clip else "not configured"}
 
     def process(self, rows: list[dict]) -> None:
         sources: dict[str, np.ndarray | None] = {}
@@ -99,7 +91,7 @@ class IDFilterStage(Stage):
     def _one(self, row: dict, source: np.ndarray | None) -> None:
         rgb = decode_rgb(row["target_image"])
         row["phash"] = phash_hex(rgb)
-        main, others = main_face(self.faces.detect(rgb), self.secondary_min_score)
+        main, others = main_face(self.faces.detect(rgb), self.opts.secondary_min_score)
         row["face_count"] = 1 + len(others) if main is not None else 0
         if main is None:
             return reject(row, "no_face")
@@ -107,7 +99,7 @@ class IDFilterStage(Stage):
         row["target_kps"] = main.kps.astype(np.float32).tolist()
         row["target_det_score"] = float(main.det_score)
         row["yaw"], row["pitch"] = head_pose(main.kps)
-        if any(f.area >= self.secondary_ratio * main.area for f in others):
+        if any(f.area >= self.opts.secondary_face_ratio * main.area for f in others):
             return reject(row, "multiple_faces")
         row["id_filter_backend"] = self.faces.name
         if source is None:
@@ -119,12 +111,13 @@ class IDFilterStage(Stage):
             row["aesthetic"] = float(self.aesthetic([Image.fromarray(rgb)])[0])
         if not self.same_person(row):
             return reject(row, "low_id_similarity")
-        if abs(row["yaw"]) > self.max_yaw or abs(row["pitch"]) > self.max_pitch:
+        if abs(row["yaw"]) > self.opts.max_abs_yaw or abs(row["pitch"]) > self.opts.max_abs_pitch:
             return reject(row, "extreme_pose")
-        if self.min_aesthetic is not None and row["aesthetic"] is not None and row["aesthetic"] < self.min_aesthetic:
+        low = self.opts.aesthetic.min_score
+        if low is not None and row["aesthetic"] is not None and row["aesthetic"] < low:
             return reject(row, "low_aesthetic")
 
     def same_person(self, row: dict) -> bool:
         if self.faces.metric == "cosine":
-            return row["id_similarity"] >= self.min_cosine
-        return row["id_distance"] <= self.max_distance
+            return row["id_similarity"] >= self.opts.min_cosine
+        return row["id_distance"] <= self.opts.max_distance

@@ -23,7 +23,6 @@ from typing import Literal
 import torch
 
 from curation.options import between, parse
-
 from infu_model.infusenet import build_infusenet
 from infu_model.pipeline import export_published, load_infu_weights
 from infu_model.projection import ProjectionNetwork
