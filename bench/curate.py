@@ -26,9 +26,9 @@ import psutil  # noqa: E402  (ships with ray)
 
 from curation import samples  # noqa: E402
 from curation.dedup import find_duplicates  # noqa: E402
-from curation.decode import DecodeLimits, decode, read_file  # noqa: E402
 from curation.quality import QualityStage  # noqa: E402
 from curation.sources import make_source  # noqa: E402
+from infu_model.images import LIMITS, decode, read_file  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.curate import run_curate  # noqa: E402
 from pipelines.job import SourceSpec  # noqa: E402
@@ -89,11 +89,10 @@ def rows_of(folder: Path) -> list[dict]:
 
 
 def decode_only(folder: Path) -> float:
-    lim = DecodeLimits()
     files = sorted(folder.iterdir())
     t = time.perf_counter()
     for f in files:
-        decode(read_file(str(f), lim), lim)
+        decode(read_file(f), LIMITS, max_side=1024)  # what the quality stage asks for by default
     return len(files) / (time.perf_counter() - t)
 
 

@@ -11,16 +11,14 @@ the stage does not run and says so; it never invents text.
 from __future__ import annotations
 
 import inspect
-import io
 from dataclasses import dataclass
 from typing import Literal
-
-from PIL import Image
 
 from curation.caption_text import clean_caption
 from curation.captioners import BACKENDS, check_folder
 from curation.options import ConfigError, between, named_block, packaged
 from curation.stage import Stage
+from infu_model.images import rgb_image
 
 SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
 
@@ -103,7 +101,7 @@ class CaptionStage(Stage):
             self._caption(rows[i:i + self.generate_batch])
 
     def _caption(self, rows: list[dict]) -> None:
-        images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]
+        images = [rgb_image(r["image"]) for r in rows]  # the pixels curation judged and training sees
         raw = self.model(images)
         # BLIP-2's prefix is part of its caption; chat models may echo their instruction
         echo = None if self.backend == "blip2" else getattr(self.model, "instruction", None)

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from curation.buckets import assign_bucket, bucket_name
-from curation.decode import (DecodeError, DecodeLimits, Decoded, TooLarge, decode,
-                             encode_png, read_file, read_video_frames)
+from curation.video import encode_png, read_video_frames
+from infu_model.images import DecodeError, Decoded, Limits, TooLarge, decode, read_file
 from curation.options import ConfigError, between, packaged
 from curation.records import quarantine, reject
 from curation.stage import Stage
@@ -48,6 +48,18 @@ def phash_hex(rgb: np.ndarray) -> str:
         s = 256 / max(h, w)
         rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     return str(imagehash.phash(Image.fromarray(rgb)))
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The ``decode:`` block: the decoder's limits and the size the filters look at."""
+    max_file_bytes: int = between(1)
+    max_pixels: int = between(1)
+    analysis_max_side: int = between(64)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_file_bytes, self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -126,9 +138,9 @@ class QualityStage(Stage):
             row["image"], row["image_format"] = encode_png(got), "png"
             dec = self._from_array(got)
         else:
-            data = read_file(row["_uri"], self.opts.decode)
+            data = read_file(row["_uri"], self.opts.decode.limits)
             row["image"] = data
-            dec = decode(data, self.opts.decode)
+            dec = decode(data, self.opts.decode.limits, self.opts.decode.analysis_max_side)
             row["image_format"] = dec.format
         self._measure(row, dec)
 

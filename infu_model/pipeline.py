@@ -35,6 +35,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_tim
 from PIL import Image
 
 from infu_model.control import black_control, draw_kps, fit_on_white
+from infu_model.images import upright
 from infu_model.faces import FaceAnalyzer, make_face_analyzer
 from infu_model.infusenet import in_window, infusenet_residuals
 from infu_model.projection import ProjectionNetwork
@@ -164,8 +165,9 @@ class InfUPipeline(FluxPipeline):
         return self._faces
 
     def id_embedding(self, id_image: Image.Image) -> torch.Tensor:
-        """The largest face's identity embedding, as the projection network expects it."""
-        rgb = np.asarray(id_image.convert("RGB"))
+        """The largest face's identity embedding, as the projection network expects it. An image
+        opened by the caller is made upright RGB as the decoder does (EXIF, 16-bit, CMYK)."""
+        rgb = np.asarray(upright(id_image))
         faces = self.faces.detect(rgb)
         if not faces:
             raise NoFaceError("no face found in the ID image")
@@ -178,7 +180,7 @@ class InfUPipeline(FluxPipeline):
     def control_image(self, control: Image.Image | None, width: int, height: int) -> Image.Image:
         if control is None:
             return black_control((width, height))
-        canvas = fit_on_white(control, (width, height))
+        canvas = fit_on_white(upright(control), (width, height))
         faces = self.faces.detect(np.asarray(canvas))
         if not faces:
             raise NoFaceError("no face found in the control image")

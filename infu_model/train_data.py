@@ -12,7 +12,6 @@ sample gets the same draws whichever worker trains it and however many there are
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 from collections import defaultdict
 from typing import Iterable, Iterator
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from infu_model.control import black_control, draw_kps
+from infu_model.images import DecodeError, TooLarge, rgb_image
 
 
 def sample_caption(captions: list[dict] | None, weights: dict[str, float], dropout: float, rng: random.Random) -> str:
@@ -64,10 +64,10 @@ def cover_crop(size: tuple[int, int], target: tuple[int, int]) -> tuple[float, t
 
 
 def to_bucket(img: Image.Image, target: tuple[int, int], kps=None):
-    """The image resized to cover ``target`` and centre-cropped; keypoints moved the same way."""
+    """The (decoded, upright RGB) image resized to cover ``target`` and centre-cropped; keypoints
+    moved the same way."""
     s, (ox, oy) = cover_crop(img.size, target)
-    resized = img.convert("RGB").resize((max(1, round(img.width * s)), max(1, round(img.height * s))),
-                                        Image.Resampling.LANCZOS)
+    resized = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.Resampling.LANCZOS)
     out = resized.crop((ox, oy, ox + target[0], oy + target[1]))
     if kps is None:
         return out, None
@@ -111,10 +111,13 @@ def prepare(row: dict, data: dict, emb_dim: int, size, rng: random.Random) -> di
         raise Skip("embedding_dim")
     if data.get("embedding_backend") and row.get("id_backend") not in (None, data["embedding_backend"]):
         raise Skip("embedding_backend")
-    try:
-        img = Image.open(io.BytesIO(row[data["image_column"]]))
-        img.load()
-    except Exception:  # noqa: BLE001 - any undecodable bytes are a skip reason, not a crash
+    if row.get(data["image_column"]) is None:
+        raise Skip("missing_image")
+    try:  # the one decoder: upright (EXIF), 16-bit scaled, CMYK via ICC, as curation saw it
+        img = rgb_image(row[data["image_column"]])
+    except TooLarge:
+        raise Skip("too_large") from None
+    except DecodeError:
         raise Skip("decode_error") from None
     img, kps = to_bucket(img, size, row.get(data["kps_column"]))
     control = control_for(size, kps, float(data["black_control_prob"]), rng)

@@ -83,8 +83,7 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 
 def caption_stats(lay: Layout, inputs: list[str], reports: dict, elapsed: float) -> dict:
     cols = ["id", "status", "reason", "captions", "caption_drops"]
-    tables = [read_column(files, cols) for d in (lay.kept, lay.rejected) if (files := parquet_files(d))]
-    out = pa.concat_tables(tables, promote_options="permissive") if tables else SPSS_SCHEMA.empty_table().select(cols)
+    out = read_column(parquet_files(lay.kept, lay.rejected), cols)
     in_ids = read_column(inputs, ["id"])["id"]
     missing = count_unaccounted(in_ids, out["id"])
     per_source, drops, without = {}, {}, 0

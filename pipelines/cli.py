@@ -372,19 +372,23 @@ def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, 
              end, loras, face_backend, insightface_root, arcface, dtype, device, text_encoders, offload, low_vram,
              compile_, int8, out_path) -> None:
     """Generate a photo of the person in --id-image following --prompt (InfU v1.0)."""
-    from PIL import Image
-
+    from infu_model.images import DecodeError, TooLarge, open_rgb
     from infu_model.pipeline import NoFaceError, load_pipeline
 
     faces = {"insightface": {"root": insightface_root, "arcface": arcface}}
     if face_backend != "auto":
         faces["backend"] = face_backend
+    try:  # the photos first: a file that is not an image is found before the model loads
+        id_photo = open_rgb(id_image)
+        control_photo = open_rgb(control_image) if control_image else None
+    except (DecodeError, TooLarge) as e:
+        raise click.ClickException(f"{e} (not a usable image)") from None
     try:
         if low_vram:
             offload, text_encoders = "low_vram", "offload"
         pipe = load_pipeline(base, infu, variant, dtype, device, faces, [_lora(x) for x in loras],
                              text_encoders=text_encoders, offload=offload, int8=int8, compile=compile_)
-        image = pipe(Image.open(id_image), prompt, control_image=Image.open(control_image) if control_image else None,
+        image = pipe(id_photo, prompt, control_image=control_photo,
                      width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                      infusenet_conditioning_scale=scale, infusenet_guidance_start=start, infusenet_guidance_end=end)[0]
     except (FileNotFoundError, NoFaceError, ValueError, ImportError) as e:

@@ -136,7 +136,7 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
     kept = read_column(parquet_files(lay.kept), cols + ["bucket"])
     out = pa.concat_tables([kept.drop_columns(["bucket"]), read_column(parquet_files(lay.rejected), cols)])
     buckets = pc.value_counts(kept["bucket"]).to_pylist()
-    manifest_ids = read_column(parquet_files(lay.manifest), ["id"])["id"]
+    manifest_ids = read_column(parquet_files(lay.manifest), ["id"], MANIFEST_SCHEMA)["id"]
     missing = count_unaccounted(manifest_ids, out["id"])
     by_source: dict[str, dict] = {}
     # every reason a stage that ran may give, counted or not: "nsfw 0" says the filter ran and found none

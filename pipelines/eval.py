@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
 from pipelines.config import packaged_path
 from synth.prompts import fitting, load_prompts, normalise_gender
@@ -152,7 +153,7 @@ class Scorers:
                 self.reports[name] = {"ran": False, "note": str(e)}
 
     def embedding(self, image: Image.Image) -> np.ndarray | None:
-        rgb = np.asarray(image.convert("RGB"))
+        rgb = np.asarray(image)
         faces = self.faces.detect(rgb)
         return self.faces.embed(rgb, faces[0]) if faces else None
 
@@ -173,14 +174,14 @@ def score(items: list[dict], identities: list[Identity], cfg: dict, out: Path) -
     sc = Scorers(cfg)
     refs, held = {}, {}
     for ident in identities:
-        refs[ident.name] = sc.embedding(Image.open(ident.reference))
-        held[ident.name] = [e for e in (sc.embedding(Image.open(p)) for p in ident.held_out) if e is not None]
+        refs[ident.name] = sc.embedding(open_rgb(ident.reference))
+        held[ident.name] = [e for e in (sc.embedding(open_rgb(p)) for p in ident.held_out) if e is not None]
     sc.reports["id_loss"]["references_without_face"] = sorted(n for n, e in refs.items() if e is None)
     rows = [dict(it) for it in items if (out / it["image"]).is_file()]
     batch = int(cfg.get("score_batch", 16))
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
-        images = [Image.open(out / r["image"]).convert("RGB") for r in chunk]  # decoded once for every scorer
+        images = [open_rgb(out / r["image"]) for r in chunk]  # decoded once for every scorer
         for r, im in zip(chunk, images):
             sc.face_scores(r, sc.embedding(im), refs[r["identity"]], held[r["identity"]])
         for name in ("clip_score", "pick_score"):
@@ -243,7 +244,7 @@ def grids(table: pa.Table, out: Path, g: dict) -> None:
         rows_n = -(-len(paths) // cols)
         sheet = Image.new("RGB", (thumb * min(cols, len(paths)), thumb * rows_n), "white")
         for k, p in enumerate(paths):
-            im = Image.open(out / p).convert("RGB")
+            im = open_rgb(out / p)
             im.thumbnail((thumb, thumb))
             sheet.paste(im, ((k % cols) * thumb, (k // cols) * thumb))
         sheet.save(out / "grids" / f"{ident}.jpg", quality=90)

@@ -95,10 +95,13 @@ def parquet_files(*dirs: Path) -> list[str]:
     return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
 
 
-def read_column(files: list[str], columns: list[str]) -> pa.Table:
+def read_column(files: list[str], columns: list[str], schema: pa.Schema = SPSS_SCHEMA) -> pa.Table:
+    """``columns`` of ``files``, typed (and nullable) as ``schema`` names them whether or not any file
+    holds a row: reads of kept/, rejected/ and an empty folder always concatenate."""
+    want = pa.schema([schema.field(c).with_nullable(True) for c in columns])
     if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pads.dataset(files, format="parquet").to_table(columns=columns)
+        return want.empty_table()
+    return pads.dataset(files, format="parquet").to_table(columns=columns).cast(want)
 
 
 def input_files(in_dir: str | Path) -> list[str]:
@@ -117,7 +120,7 @@ def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, s
     """
     files = parquet_files(lay.candidates)
     if not lay.dedup.exists():
-        cols = read_column(files, [key, "phash", "width", "height", rank]).rename_columns(
+        cols = read_column(files, [key, "phash", "width", "height", rank], schema).rename_columns(
             ["id", "phash", "width", "height", "blur"])
         if not dedup.get("enabled", True):
             cols = cols.slice(0, 0)

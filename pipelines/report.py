@@ -121,14 +121,14 @@ def esc(x) -> str:
 def thumb(data: bytes | None, caption: str = "", size: int = THUMB) -> str:
     """A figure with the image as an inline JPEG (decoded like the pipeline does: EXIF, CMYK,
     16-bit), or a grey box saying why there is none."""
-    from curation.decode import DecodeLimits, decode
-
     from PIL import Image
+
+    from infu_model.images import decode
 
     body = f'<div class="noimg" style="width:{size}px;height:{size}px">no image</div>'
     if data:
         try:
-            d = decode(data, DecodeLimits(analysis_max_side=size))
+            d = decode(data, max_side=size)
             buf = io.BytesIO()
             Image.fromarray(d.rgb).save(buf, "JPEG", quality=80)
             body = f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'

@@ -152,7 +152,8 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     prepare_out(lay, cfg, specs, overwrite)
     selected = select_sources(files, cfg.get("select") or {}, int(cfg.get("seed", 0)))
     expected = expected_pairs(files, selected, cfg)
-    done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"].combine_chunks()
+    done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"]
+    done = done.combine_chunks()
     sources, skip, todo = pending_work(selected, expected, done)
     generated = 0
     if len(sources) and todo != 0:
@@ -165,7 +166,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
         process(lay, files, cfg, sources, skip, log)
         generated = count_unaccounted(
-            read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"])["pair_id"], done)
+            read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"], done)
     out_cfg = cfg.get("output") or {}
     dedup_and_finalize(lay, cfg.get("dedup") or {}, bool(out_cfg.get("rejected_images", True)), SPMS_SCHEMA,
                        key="pair_id", rank="id_similarity", image="target_image")
@@ -178,8 +179,7 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 # ------------------------------------------------------------------ stats ---
 def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg: dict, elapsed: float) -> dict:
     cols = ["pair_id", "source_id", "status", "reason", "gender_from", "id_similarity", "id_distance"]
-    schema = pa.schema([SPMS_SCHEMA.field(c) for c in cols])  # also types an empty read
-    out = pa.concat_tables([read_column(parquet_files(d), cols).cast(schema) for d in (lay.kept, lay.rejected)])
+    out = read_column(parquet_files(lay.kept, lay.rejected), cols, SPMS_SCHEMA)
     status, reasons = out["status"].to_pylist(), out["reason"].to_pylist()
     stages = [cls(c) for cls, c in chain(cfg)]
     # every reason a stage that ran may give, counted or not: "extreme_pose 0" says the check ran

@@ -19,8 +19,9 @@ from typing import Literal
 import numpy as np
 
 from curation.stage import Stage
+from infu_model import images
 from infu_model.faces import make_face_analyzer
-from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
+from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
 class FaceSwapper:
@@ -112,12 +113,12 @@ class FaceSwapStage(Stage):
         for row in rows:
             if row["_source_kps"] is None:
                 continue
-            target = decode_rgb(row["target_image"])
+            target = images.decode(row["target_image"]).rgb
             faces = self.faces.detect(target)
             if not faces:
                 continue
             if row["source_id"] not in sources:
-                sources[row["source_id"]] = self.swapper.source_embedding(decode_rgb(row["_source_image"]),
+                sources[row["source_id"]] = self.swapper.source_embedding(images.decode(row["_source_image"]).rgb,
                                                                           row["_source_kps"])
             swapped = self.swapper.swap(target, faces[0].kps, sources[row["source_id"]])
             row["target_image"] = encode(swapped, row["image_format"] or "png")

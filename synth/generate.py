@@ -21,8 +21,9 @@ from PIL import Image
 from curation.options import between, packaged
 from curation.records import quarantine, reject
 from curation.stage import Stage
+from infu_model import images
 from infu_model.faces import stored_embedding
-from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
+from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class GenerateStage(Stage):
             return torch.from_numpy(stored)[None]
         if row["_source_image"] is None:
             raise NoFaceError("the source record has no image")
-        return self.pipe.id_embedding(Image.fromarray(decode_rgb(row["_source_image"])))
+        return self.pipe.id_embedding(images.rgb_image(row["_source_image"]))
 
     def _source(self, rows: list[dict]) -> None:
         from infu_model.pipeline import NoFaceError
@@ -136,16 +137,16 @@ class GenerateStage(Stage):
         s, per_call = self.settings, self.opts.images_per_call
         control = None
         if s["control"] == "source":
-            control = Image.fromarray(decode_rgb(rows[0]["_source_image"]))
+            control = images.rgb_image(rows[0]["_source_image"])
         for i in range(0, len(rows), per_call):
             chunk = rows[i:i + per_call]
-            images = self.pipe(prompt=[r["prompt"] for r in chunk], seed=[int(r["seed"]) for r in chunk],
-                               id_embedding=emb, control_image=control, width=s["width"], height=s["height"],
-                               num_inference_steps=s["steps"], guidance_scale=s["guidance"],
-                               infusenet_conditioning_scale=s["infusenet_scale"],
-                               infusenet_guidance_start=s["infusenet_start"], infusenet_guidance_end=s["infusenet_end"],
-                               output_type="np", progress=False)
-            for r, img in zip(chunk, images):
+            out = self.pipe(prompt=[r["prompt"] for r in chunk], seed=[int(r["seed"]) for r in chunk],
+                            id_embedding=emb, control_image=control, width=s["width"], height=s["height"],
+                            num_inference_steps=s["steps"], guidance_scale=s["guidance"],
+                            infusenet_conditioning_scale=s["infusenet_scale"],
+                            infusenet_guidance_start=s["infusenet_start"], infusenet_guidance_end=s["infusenet_end"],
+                            output_type="np", progress=False)
+            for r, img in zip(chunk, out):
                 self._fill(r, (np.clip(img, 0, 1) * 255).round().astype(np.uint8), emb)
 
     def _fill(self, row: dict, rgb: np.ndarray, emb: torch.Tensor) -> None:

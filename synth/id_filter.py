@@ -22,8 +22,9 @@ from curation.quality import phash_hex
 from curation.options import between
 from curation.records import reject
 from curation.stage import Stage
+from infu_model import images
 from infu_model.faces import analyzer_device, cosine, head_pose, main_face, make_face_analyzer, stored_embedding
-from synth.records import SYNTH_ROW_SCHEMA, decode_rgb
+from synth.records import SYNTH_ROW_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,12 @@ class IDFilterStage(Stage):
         stored = stored_embedding(row["_source_embedding"], row["_source_backend"], self.faces)
         if stored is not None:
             return stored
-        rgb = decode_rgb(row["_source_image"])
+        rgb = images.decode(row["_source_image"]).rgb
         faces = self.faces.detect(rgb)
         return self.faces.embed(rgb, faces[0]) if faces else None
 
     def _one(self, row: dict, source: np.ndarray | None) -> None:
-        rgb = decode_rgb(row["target_image"])
+        rgb = images.decode(row["target_image"]).rgb
         row["phash"] = phash_hex(rgb)
         main, others = main_face(self.faces.detect(rgb), self.opts.secondary_min_score)
         row["face_count"] = 1 + len(others) if main is not None else 0

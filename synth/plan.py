@@ -9,9 +9,10 @@ as one rejected row (``no_fitting_prompts``), so it is still accounted for.
 from __future__ import annotations
 
 from curation.records import ALIVE, quarantine, reject
+from infu_model import images
 from synth.gender import make_gender_classifier, resolve_gender
 from synth.prompts import Prompt, choose, load_prompts
-from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, derived_seed, pair_id
+from synth.records import SYNTH_ROW_SCHEMA, derived_seed, pair_id
 
 
 def needs_model(cfg: dict) -> bool:
@@ -45,7 +46,7 @@ class Planner:
                     _source_image=src.get("image"), _source_kps=src.get("kps"), _source_bbox=src.get("bbox"),
                     _source_embedding=src.get("id_embedding"), _source_backend=src.get("id_backend"))
         try:
-            gender, origin = resolve_gender(src.get("gender"), self.classifier, lambda: decode_rgb(src["image"]),
+            gender, origin = resolve_gender(src.get("gender"), self.classifier, lambda: images.decode(src["image"]).rgb,
                                             src.get("bbox"))
         except Exception as e:  # noqa: BLE001 - one unreadable source is one quarantined row
             row = {**base, "pair_id": pair_id(src["id"], "-", -1)}

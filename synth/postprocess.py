@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from curation.stage import Stage
-from synth.records import SYNTH_ROW_SCHEMA, decode_rgb, encode
+from infu_model import images
+from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
 def load_hook(spec: str):
@@ -48,7 +49,7 @@ class PostprocessStage(Stage):
 
     def process(self, rows: list[dict]) -> None:
         for row in rows:
-            out = self.hook(Image.fromarray(decode_rgb(row["target_image"])), row, **self.args)
+            out = self.hook(images.rgb_image(row["target_image"]), row, **self.args)
             row["target_image"] = encode(out, row["image_format"] or "png")
             row["width"], row["height"] = out.size
             row["bucket"] = f"{out.width}x{out.height}"

@@ -86,14 +86,3 @@ def encode(rgb, fmt: str = "png") -> bytes:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format=fmt.upper().replace("JPG", "JPEG"), **({} if fmt == "png" else {"quality": 95}))
     return buf.getvalue()
-
-
-def decode_rgb(data: bytes):
-    """Encoded bytes -> HxWx3 uint8 RGB array (EXIF-oriented)."""
-    import io
-
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))

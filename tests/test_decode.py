@@ -1,4 +1,4 @@
-"""Safe decode on real photos and the bad-file zoo derived from them."""
+"""The one decoder (infu_model/images.py) on real photos and the bad-file zoo derived from them."""
 import io
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from curation import samples
-from curation.decode import DecodeError, DecodeLimits, TooLarge, decode, to_rgb8
+from infu_model.images import DecodeError, Limits, TooLarge, decode, to_rgb8
 
-LIM = DecodeLimits()
+LIM = Limits()
 
 
 def _mean_abs(a, b):
@@ -36,7 +36,7 @@ def test_non_images_are_decode_errors(data):
 
 def test_bomb_is_refused_from_the_header():
     with pytest.raises(TooLarge):
-        decode(samples.bomb_png(12000), DecodeLimits(max_pixels=50_000_000))  # under Pillow's own limit
+        decode(samples.bomb_png(12000), Limits(max_pixels=50_000_000))  # under Pillow's own limit
     with pytest.raises(TooLarge):
         decode(samples.bomb_png(20000), LIM)  # over Pillow's limit too
 
@@ -80,7 +80,7 @@ def test_exif_orientation_is_applied():
 
 def test_large_jpeg_is_decoded_reduced_with_its_full_size_reported():
     big = samples.group().resize((4000, 2770))
-    d = decode(samples.jpeg_bytes(big), DecodeLimits(analysis_max_side=1000))
+    d = decode(samples.jpeg_bytes(big), LIM, max_side=1000)
     assert (d.width, d.height) == (4000, 2770)
     assert max(d.rgb.shape[:2]) == 1000
 

@@ -148,7 +148,8 @@ def test_infusenet_and_projection_are_components_that_save_and_load_with_the_pip
     assert '"infusenet"' in index and '"image_proj"' in index
     whole = InfUPipeline.from_pretrained(tmp_path / "whole")
     assert whole.infu_meta.get("face_backend") == "dlib"
-    assert np.array_equal(whole(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW))
+    # the same tensors; the images agree to float rounding (CPU kernels may reduce in another order)
+    assert np.allclose(whole(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="without InfU weights"):
         InfUPipeline.from_pretrained(tiny["base"])
 

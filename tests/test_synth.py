@@ -14,12 +14,17 @@ import pytest
 from curation import samples
 from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
 from infu_model.faces import make_face_analyzer
+from infu_model.images import decode
 from pipelines.config import load_config
 from synth.prompts import PromptBankError, load_prompts
-from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, decode_rgb, encode
+from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, encode
 import tiny_onnx
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def pixels(data: bytes):
+    return decode(data).rgb
 
 
 def spss_row(img, path: str, gender=None, identity=None) -> dict:
@@ -210,7 +215,7 @@ def test_inswapper_aligns_maps_the_embedding_and_pastes_back_under_a_mask(tmp_pa
     assert row["face_swap"] == "inswapper_128"
     feed = sw.swapper.session.feeds[0]
     # embedding mapping: the source's normalised ArcFace embedding through emap, normalised again
-    emb = sw.source_embedding(decode_rgb(source["image"]), source["kps"])
+    emb = sw.source_embedding(pixels(source["image"]), source["kps"])
     assert np.isclose(np.linalg.norm(emb), 1.0, atol=1e-5)
     latent = emb[None] @ emap
     np.testing.assert_allclose(feed[sw.swapper.input_names[1]], latent / np.linalg.norm(latent), rtol=1e-4, atol=1e-6)
@@ -221,7 +226,7 @@ def test_inswapper_aligns_maps_the_embedding_and_pastes_back_under_a_mask(tmp_pa
     np.testing.assert_allclose(feed[sw.swapper.input_names[0]][0], crop[:, :, ::-1].transpose(2, 0, 1) / 255.0,
                                atol=1e-6)
     # paste-back: the face changed, the picture far from it did not
-    out = decode_rgb(row["target_image"]).astype(int)
+    out = pixels(row["target_image"]).astype(int)
     x1, y1, x2, y2 = kps[:, 0].min(), kps[:, 1].min(), kps[:, 0].max(), kps[:, 1].max()
     face = out[int(y1):int(y2), int(x1):int(x2)] - rgb[int(y1):int(y2), int(x1):int(x2)]
     assert np.abs(face).mean() > 5
@@ -272,7 +277,7 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
                                                        "extreme_pose", "duplicate"} <= set(stats["by_reason"]), \
         "every reason a stage that ran may give is listed, zero counts included"
     for r in rows:  # the tiny random model draws no face; every target is still there, with its settings
-        assert decode_rgb(r["target_image"]).shape == (64, 64, 3)
+        assert pixels(r["target_image"]).shape == (64, 64, 3)
         assert r["captions"] == [{"source": "prompt", "text": r["prompt"]}] and r["model"].endswith(":sim_stage1")
         assert json.loads(r["settings"])["steps"] == 3 and r["source_id_embedding"] and r["id_backend"]
     assert {r["gender_from"] for r in rows} == {"label", None}
@@ -324,7 +329,7 @@ def test_postprocess_hook_runs_on_every_target():
     img = samples.astronaut().resize((64, 48))
     row = _pair(source, img)
     run_stage(PostprocessStage({"hook": "test_synth:mirror_hook", "args": {"border": 2}}), [row])
-    out = decode_rgb(row["target_image"])
+    out = pixels(row["target_image"])
     assert out.shape == (52, 68, 3) and (row["width"], row["height"], row["bucket"]) == (68, 52, "68x52")
     np.testing.assert_array_equal(out[2:-2, 2:-2], np.asarray(img)[:, ::-1])
     with pytest.raises(ValueError, match="package.module:function"):
@@ -374,7 +379,7 @@ def test_generation_rejects_faceless_sources_and_quarantines_corrupt_ones(tiny):
     stage = GenerateStage(generate_cfg(synth_cfg(tiny)))
     run_stage(stage, rows)
     by = {r["source_id"]: r for r in rows}
-    assert by[good["id"]]["status"] == ALIVE and decode_rgb(by[good["id"]]["target_image"]).shape == (64, 64, 3)
+    assert by[good["id"]]["status"] == ALIVE and pixels(by[good["id"]]["target_image"]).shape == (64, 64, 3)
     assert (by["cat"]["status"], by["cat"]["reason"]) == ("rejected", "source_no_face")
     assert (by["broken"]["status"], by["broken"]["reason"]) == ("quarantined", "generate_error")
     assert by["broken"]["error"]

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from curation.decode import DecodeError, even_indices, video_frame_count
+from curation.video import even_indices, video_frame_count
+from infu_model.images import DecodeError
 from curation.records import ALIVE, QUARANTINED, stable_id
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from curation.decode import even_indices
+from curation.video import even_indices
 from curation.sources.base import Source
 
 

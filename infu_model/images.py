@@ -1,16 +1,19 @@
-"""Safe decoding for analysis. The original bytes are never touched; we only
-look at them.
+"""The one decoder: stored bytes -> upright 8-bit RGB. Every stage that turns an image file or a
+stored ``image`` column into pixels (curation's filters, captioners, training, synthesis, eval,
+the report, ``infu generate``) comes through here, so all of them see the same picture.
 
 Guards, in the order they apply:
-- file size over ``max_file_bytes`` -> ``too_large`` (the bytes are not even read);
-- header pixel count over ``max_pixels`` -> ``too_large`` (decompression bomb;
-  checked before any pixel is decoded);
-- anything Pillow cannot decode *completely* -> ``DecodeError``: truncated files
-  raise, because ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
+- file size over ``max_file_bytes`` -> ``TooLarge`` (a file on disk is not even read);
+- header pixel count over ``max_pixels`` -> ``TooLarge`` (decompression bomb; checked before
+  any pixel is decoded);
+- anything Pillow cannot decode *completely* -> ``DecodeError``: truncated files raise,
+  because ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
 
-What comes out is an 8-bit RGB array, EXIF orientation applied, at most
-``analysis_max_side`` on its long side. JPEGs are decoded straight at a reduced
-DCT scale (``Image.draft``), which is 2-6x cheaper than a full decode + resize.
+What comes out is EXIF-oriented (a phone's sideways JPEG comes out upright, the orientation
+curation measured keypoints in), with 16-bit greyscale scaled to 8 bits (not clipped to white),
+CMYK through its ICC profile, transparency on white. ``max_side`` asks for a smaller picture:
+JPEGs then decode straight at a reduced DCT scale (``Image.draft``), 2-6x cheaper than a full
+decode and resize.
 """
 from __future__ import annotations
 
@@ -22,8 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageFile
 
-from curation.options import between
-
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # never accept a truncated file silently
 
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
@@ -34,29 +35,33 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 
 class DecodeError(Exception):
-    """The file is not a complete, decodable image."""
+    """The bytes are not a complete, decodable image."""
 
 
 class TooLarge(Exception):
-    """The file or its pixel count is over the configured limit."""
+    """The file or its pixel count is over the limit."""
 
 
 @dataclass(frozen=True)
-class DecodeLimits:
-    max_file_bytes: int = between(1, default=64 << 20)
-    max_pixels: int = between(1, default=100_000_000)
-    analysis_max_side: int = between(64, default=1024)
+class Limits:
+    """What one image may cost before a pixel is decoded (curation sets them in ``decode:``)."""
+    max_file_bytes: int = 64 << 20
+    max_pixels: int = 100_000_000
+
+
+LIMITS = Limits()
 
 
 @dataclass
 class Decoded:
-    rgb: np.ndarray      # HxWx3 uint8, reduced for analysis
+    rgb: np.ndarray      # HxWx3 uint8, upright, at most ``max_side`` on its long side when asked
     width: int           # full size after EXIF orientation
     height: int
     format: str          # jpeg, png, webp, ...
 
 
-def read_file(path: str, limits: DecodeLimits) -> bytes:
+def read_file(path: str | os.PathLike, limits: Limits = LIMITS) -> bytes:
+    """A file's bytes, refused (TooLarge) before reading when it is over ``max_file_bytes``."""
     size = os.path.getsize(path)
     if size > limits.max_file_bytes:
         raise TooLarge(f"file is {size} bytes, limit {limits.max_file_bytes}")
@@ -64,8 +69,10 @@ def read_file(path: str, limits: DecodeLimits) -> bytes:
         return f.read()
 
 
-def decode(data: bytes, limits: DecodeLimits) -> Decoded:
-    """Decode ``data`` for analysis; raise DecodeError or TooLarge."""
+def decode(data: bytes, limits: Limits = LIMITS, max_side: int | None = None) -> Decoded:
+    """Decode ``data`` to upright RGB (at most ``max_side`` on its long side); raise DecodeError or TooLarge."""
+    if len(data) > limits.max_file_bytes:
+        raise TooLarge(f"image is {len(data)} bytes, limit {limits.max_file_bytes}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -83,7 +90,7 @@ def decode(data: bytes, limits: DecodeLimits) -> Decoded:
             raise DecodeError(f"empty image {w}x{h}")
         fmt = (im.format or "unknown").lower()
         orientation = _orientation(im)
-        scale = limits.analysis_max_side / max(w, h)
+        scale = max_side / max(w, h) if max_side else 1.0
         if scale < 1 and fmt == "jpeg":
             im.draft(None, (max(1, int(w * scale)), max(1, int(h * scale))))
         try:
@@ -95,10 +102,30 @@ def decode(data: bytes, limits: DecodeLimits) -> Decoded:
     rgb = to_rgb8(im)
     if orientation in _TRANSPOSE:
         rgb = rgb.transpose(_TRANSPOSE[orientation])
-    if max(rgb.size) > limits.analysis_max_side:
-        rgb.thumbnail((limits.analysis_max_side, limits.analysis_max_side), Image.Resampling.BILINEAR)
+    if max_side and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     full_w, full_h = (h, w) if orientation in _SWAPS_AXES else (w, h)
     return Decoded(np.asarray(rgb, dtype=np.uint8), full_w, full_h, fmt)
+
+
+def rgb_image(data: bytes, limits: Limits = LIMITS) -> Image.Image:
+    """Stored bytes as a full-size upright RGB PIL image."""
+    return Image.fromarray(decode(data, limits).rgb)
+
+
+def open_rgb(path: str | os.PathLike, limits: Limits = LIMITS) -> Image.Image:
+    """An image file as a full-size upright RGB PIL image; errors name the file."""
+    try:
+        return rgb_image(read_file(path, limits), limits)
+    except (DecodeError, TooLarge) as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """An image someone already opened, as the decoder would give it: EXIF-oriented 8-bit RGB."""
+    orientation = _orientation(im)
+    rgb = to_rgb8(im)
+    return rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb
 
 
 def _orientation(im: Image.Image) -> int:
@@ -137,69 +164,3 @@ def to_rgb8(im: Image.Image) -> Image.Image:
         except Exception:  # unusable profile: fall back to the plain formula
             pass
     return im if mode == "RGB" else im.convert("RGB")
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Lossless bytes for pixels that had no file of their own (video frames)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-    if not ok:
-        raise DecodeError("could not encode frame as PNG")
-    return buf.tobytes()
-
-
-def read_video_frames(path: str, indices: list[int]) -> dict[int, np.ndarray]:
-    """RGB frames at ``indices`` (sorted reads, one pass). Missing ones are absent."""
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise DecodeError("video could not be opened")
-    out: dict[int, np.ndarray] = {}
-    try:
-        wanted = sorted(set(indices))
-        pos = 0
-        for idx in wanted:
-            if idx - pos > 32:  # far ahead: let the demuxer seek instead of decoding every frame
-                cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
-                pos = idx
-            while pos < idx:
-                if not cap.grab():
-                    return out
-                pos += 1
-            ok, frame = cap.read()
-            pos += 1
-            if not ok or frame is None:
-                return out
-            out[idx] = np.ascontiguousarray(frame[:, :, ::-1])
-    finally:
-        cap.release()
-    return out
-
-
-def video_frame_count(path: str) -> int:
-    """Frames in a clip, from the container header, or by counting when it has none."""
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise DecodeError("video could not be opened")
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if n <= 0:
-            n = 0
-            while cap.grab():
-                n += 1
-        return n
-    finally:
-        cap.release()
-
-
-def even_indices(n: int, k: int) -> list[int]:
-    """k frame indices spread evenly over n frames (all of them when n <= k)."""
-    if n <= 0 or k <= 0:
-        return []
-    if n <= k:
-        return list(range(n))
-    return [int(round(i * (n - 1) / (k - 1))) for i in range(k)] if k > 1 else [n // 2]
