@@ -108,12 +108,22 @@ def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
             raise error(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; a malformed one is a ConfigError naming the file and line."""
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, not {type(data).__name__}")
     return data
 
 

@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, input_files, parquet_files,
-                           prepare_out, read_column)
+from pipelines.job import (Layout, SourceSpec, check_inputs, check_stages, count_unaccounted, input_files,
+                           parquet_files, prepare_out, read_column)
 from pipelines.ray_stages import table_to_rows
 
 
@@ -25,7 +25,10 @@ def real_names(cfg: dict) -> list[str]:
     """The names in ``names_file`` (one per line), always replaced by "a person"."""
     if not cfg.get("names_file"):
         return []
-    return [ln.strip() for ln in Path(cfg["names_file"]).expanduser().read_text().splitlines() if ln.strip()]
+    path = Path(cfg["names_file"]).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"names_file not found: {path}")
+    return [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
 
 
 def captioner_cfgs(cfg: dict, names: list[str]) -> list[dict]:
@@ -44,6 +47,19 @@ def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) 
     return to_table(rows)
 
 
+def check_caption(in_dir, cfg: dict) -> list[CaptionStage]:
+    """Everything a caption run can be refused for, before it touches its output: input Parquet
+    with rows and the columns captioning reads, the names file, each captioner's options and model
+    folder (a wrong folder fails here, before Ray starts or a row is read)."""
+    if not check_inputs(input_files(in_dir), ["id", "image"], "infu caption"):
+        raise ValueError(f"nothing to caption: the Parquet in {in_dir} holds no rows")
+    captioners = check_stages([(CaptionStage, c) for c in captioner_cfgs(cfg, real_names(cfg))])
+    for s in captioners:
+        if s.enabled:
+            s.check()
+    return captioners
+
+
 def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     import ray
 
@@ -52,16 +68,12 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
     from pipelines.sink import RowSink
 
     t0 = time.time()
-    files = input_files(in_dir)
-    names = real_names(cfg)
+    captioners = check_caption(in_dir, cfg)
+    files, names = input_files(in_dir), real_names(cfg)
     stages = captioner_cfgs(cfg, names)
-    captioners = check_stages([(CaptionStage, c) for c in stages])
-    for s in captioners:  # a wrong folder fails here, before Ray starts or a row is read
-        if s.enabled:
-            s.check()
     reports = {s.source: s.report() for s in captioners}
     lay = Layout(Path(out))
-    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite)
+    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite, "caption")
     done = read_column(parquet_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     if total - len(done) > 0:

@@ -1,7 +1,6 @@
 """`infu`: one command per stage of the InfU data engine."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -37,15 +36,32 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def run_job(out_dir, name: str, job, *args, libraries=("transformers", "diffusers"), **kwargs):
-    """``job(*args, log=say, **kwargs)`` with its noise routed to ``out_dir/_work/logs`` and the
-    mistakes a user can make (changed config, missing input, bad value) as one-line errors."""
-    from pipelines.job import ConfigMismatch
+def one_line_errors():
+    """The mistakes a user can make (a changed config, a missing or unusable input, a bad value, an
+    output folder that is not the job's), which end as one line instead of a traceback."""
+    from infu_model.images import DecodeError, TooLarge
+    from pipelines.job import ConfigMismatch, OutputRefused
 
+    return ConfigMismatch, OutputRefused, FileNotFoundError, ValueError, DecodeError, TooLarge
+
+
+def run_job(out_dir, name: str, job, *args, check=None, libraries=("transformers", "diffusers"), **kwargs):
+    """``check()`` (everything the job can be refused for), then the output folder claimed for
+    ``name`` (pipelines.job.claim_output), then ``job(*args, log=say, **kwargs)`` with its noise
+    routed to ``out_dir/_work/logs``: a refused job leaves no folder and no log behind."""
+    from pipelines.job import claim_output
+
+    errors = one_line_errors()
+    try:
+        if check is not None:
+            check()
+        claim_output(out_dir, name)
+    except errors as e:
+        raise click.ClickException(str(e)) from None
     with job_logs(out_dir, name, libraries):
         try:
             result = job(*args, log=say, **kwargs)
-        except (ConfigMismatch, FileNotFoundError, ValueError) as e:
+        except errors as e:
             raise click.ClickException(str(e)) from None
     from pipelines.report import write_report
 
@@ -83,7 +99,7 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
     DIR/kept/*.parquet or DIR/rejected/*.parquet (with its status and reason);
     DIR/stats.json adds them up per source and reason.
     """
-    from pipelines.curate import run_curate
+    from pipelines.curate import check_curate, run_curate
     from pipelines.job import SourceSpec
     from pipelines.summary import format_curate_summary
 
@@ -93,11 +109,8 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
         raise click.UsageError(str(e)) from None
     cfg = config("curate", config_path, {"progress": False} if quiet else None)
     stats = run_job(out_dir, "curate", run_curate, specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
-                    libraries=())
+                    check=lambda: check_curate(specs, cfg), libraries=())
     click.echo(format_curate_summary(stats, out_dir))
-    if stats["inputs"] == 0:
-        click.echo("nothing was curated: no source yielded any image", err=True)
-        sys.exit(1)
 
 
 @main.command()
@@ -112,10 +125,11 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
 
     Every caption keeps its source (dataset, blip2, internvl, ...) so training can mix
     them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
-    from pipelines.caption import run_caption
+    from pipelines.caption import check_caption, run_caption
 
     cfg = config("caption", config_path, {"progress": False} if quiet else None)
-    stats = run_job(out_dir, "caption", run_caption, in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
+    stats = run_job(out_dir, "caption", run_caption, in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
+                    check=lambda: check_caption(in_dir, cfg))
     click.echo(f"\ncaption summary  ({out_dir}, {stats['elapsed_s']} s)")
     click.echo(f"  rows: {stats['inputs']}  kept: {stats['kept']}  quarantined: {stats['quarantined']}  "
                f"without any caption: {stats['rows_without_captions']}")
@@ -150,7 +164,7 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
     person, normal pose, aesthetics, no near-duplicates). Every planned pair is kept or rejected with
     its reason."""
     from pipelines.summary import format_synth_summary
-    from pipelines.synth import run_synth
+    from pipelines.synth import check_synth, run_synth
 
     over = {"model": {k: v for k, v in (("path", model), ("base", base)) if v}}
     if prompts:
@@ -158,7 +172,8 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
     if quiet:
         over["progress"] = False
     cfg = config("synth", config_path, over)
-    stats = run_job(out_dir, "synth", run_synth, spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
+    stats = run_job(out_dir, "synth", run_synth, spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
+                    check=lambda: check_synth(spss_dir, cfg))
     click.echo(format_synth_summary(stats, out_dir))
 
 
@@ -179,22 +194,26 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
     default (ray.fsdp); model.dtype, model.gradient_checkpointing and train.optimizer set
     precision and memory. Rerunning the same command resumes from the latest checkpoint in
     the output folder; OUT/final loads directly in `infu generate --infu OUT/final`."""
-    import yaml
-
+    from pipelines.config import read_yaml
     from pipelines.train import build_cache as build
-    from pipelines.train import run_train
+    from pipelines.train import check_training, run_train
 
-    user = yaml.safe_load(Path(config_path).read_text()) or {}
-    stage = int(user.get("stage", 1))
+    try:
+        stage = read_yaml(Path(config_path)).get("stage", 1)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    if stage not in (1, 2):
+        raise click.ClickException(f"{config_path}: stage: {stage!r} is not 1 (pretraining) or 2 (SFT)")
     cfg = config(f"stage{stage}", config_path, {"export_published": export_published})
+    if build_cache:
+        cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}
 
     def job(log):
         if build_cache:
-            cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}
             log(f"cache: {build(cfg)}")
         return run_train(cfg, ray_address, log=log)
 
-    res = run_job(cfg["output"], "train", job)
+    res = run_job(cfg["output"], "train", job, check=lambda: check_training(cfg))
     click.echo(f"trained {res['steps']} steps, final loss {res['final_loss']:.4f}, skipped records {res['skipped']}; "
                f"weights in {res['output']}/final")
 
@@ -226,7 +245,7 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
     copy-paste index; or compare two results with --compare A B.
 
     Scorers whose weights are not configured are reported as not run, never guessed."""
-    from pipelines.eval import compare, compare_markdown, run_eval
+    from pipelines.eval import check_eval, compare, compare_markdown, run_eval
 
     over = {"model": {k: v for k, v in (("path", model), ("base", base), ("variant", variant)) if v}}
     if benchmark:
@@ -239,7 +258,10 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
         over["progress"] = False
     cfg = config("eval", config_path, over)
     if compare_dirs:
-        res = compare(*compare_dirs, cfg.get("bootstrap"))
+        try:
+            res = compare(*compare_dirs, cfg.get("bootstrap"))
+        except FileNotFoundError as e:
+            raise click.ClickException(str(e)) from None
         click.echo(compare_markdown(res, float(cfg["bootstrap"].get("ci", 0.95))))
         return
     missing = [name for name, v in (("--model", model or cfg["model"].get("path")),
@@ -247,7 +269,8 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
                                      ("--out", out_dir)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --compare A B)")
-    summary = run_job(out_dir, "eval", run_eval, ids_dir, out_dir, cfg, ray_address=ray_address)
+    summary = run_job(out_dir, "eval", run_eval, ids_dir, out_dir, cfg, ray_address=ray_address,
+                      check=lambda: check_eval(ids_dir, cfg))
     click.echo((Path(out_dir) / "summary.md").read_text())
     click.echo(f"{summary['images']} images scored ({summary['no_face']} without a face) in {summary['elapsed_s']} s; "
                f"per-image scores: {Path(out_dir) / 'scores.parquet'}")

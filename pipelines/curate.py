@@ -191,16 +191,32 @@ def stage_reports(cfg: dict) -> dict:
     return rep
 
 
-def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_address: str | None = None,
-               overwrite: bool = False, log=print) -> dict:
-    t0 = time.time()
+def check_curate(specs: list[SourceSpec], cfg: dict) -> QualityStage:
+    """Everything a curate run can be refused for, before it touches its output: the stages'
+    options, source names, a source path that is not a folder, and no image in any source.
+    Returns the built quality stage."""
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a source is given twice: {labels}; use KIND:LABEL=PATH to name them apart")
     quality, *_ = check_stages([(QualityStage, QualityStage.block(cfg)), *model_stages(cfg)])
+    sources = []
+    for spec in specs:
+        src = make_source(spec.kind, spec.label, spec.path, source_cfg(cfg, spec.kind))
+        src.check()
+        sources.append(src)
+    if not any(next(iter(src.items()), None) for src in sources):
+        raise ValueError("nothing to curate: no source holds an image ("
+                         + ", ".join(f"{s.kind}={s.root}" for s in sources) + ")")
+    return quality
+
+
+def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_address: str | None = None,
+               overwrite: bool = False, log=print) -> dict:
+    t0 = time.time()
+    quality = check_curate(specs, cfg)
     lay = Layout(Path(out))
     timings = {}
-    prepare_out(lay, cfg, specs, overwrite)
+    prepare_out(lay, cfg, specs, overwrite, "curate")
     facts = write_manifest(lay, cfg, specs, log)
     files, left = make_todo(lay)
     timings["listing"] = time.time() - t0

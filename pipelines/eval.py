@@ -27,7 +27,7 @@ from PIL import Image
 
 from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
-from pipelines.config import packaged_path
+from pipelines.config import ConfigError, packaged_path, read_yaml, unknown_keys
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
 
@@ -58,14 +58,11 @@ def load_identities(ids_dir: str | Path) -> list[Identity]:
     root = Path(ids_dir).expanduser()
     manifest = root / "ids.yaml"
     if manifest.is_file():
-        out = []
-        for e in (yaml.safe_load(manifest.read_text()) or {}).get("identities", []):
-            ident = Identity(str(e["name"]), root / e["reference"], normalise_gender(e.get("gender")),
-                             [root / h for h in e.get("held_out") or []])
+        out = [_listed(e, root, f"{manifest}: identities[{i}]") for i, e in enumerate(_entries(manifest))]
+        for ident in out:
             for p in [ident.reference, *ident.held_out]:
                 if not p.is_file():
                     raise FileNotFoundError(f"{manifest}: {ident.name}: photo not found: {p}")
-            out.append(ident)
     else:
         out = [Identity(p.stem, p) for p in _photos(root)]
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -81,6 +78,41 @@ def load_identities(ids_dir: str | Path) -> list[Identity]:
     return out
 
 
+def _entries(manifest: Path) -> list:
+    entries = read_yaml(manifest, "identity list").get("identities")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{manifest}: identities: expected a list of {{name, gender, reference, held_out}}")
+    return entries
+
+
+def _listed(e, root: Path, where: str) -> Identity:
+    """One ``ids.yaml`` entry as an Identity (photo paths relative to the list's folder)."""
+    if not isinstance(e, dict) or not e.get("name") or not e.get("reference"):
+        raise ConfigError(f"{where}: needs at least name and reference, got {e!r}")
+    unknown_keys(e, ("name", "gender", "reference", "held_out"), where)
+    held = e.get("held_out") or []
+    if not isinstance(held, list):
+        raise ConfigError(f"{where}.held_out: expected a list of photo paths, got {held!r}")
+    return Identity(file_name(e["name"], f"{where}.name"), root / str(e["reference"]), normalise_gender(e.get("gender")),
+                    [root / str(h) for h in held])
+
+
+def file_name(value, where: str) -> str:
+    """``value`` as one path component of the output (identity names and prompt ids name its files):
+    a name that would lead out of the output folder is refused."""
+    text = str(value)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
+        raise ConfigError(f"{where}: {text!r} cannot name a file (no /, \\, or dot-only names)")
+    return text
+
+
+def check_photos(identities: list[Identity]) -> None:
+    """Every identity photo decodes (an error names the file, before any model loads)."""
+    for ident in identities:
+        for p in [ident.reference, *ident.held_out]:
+            open_rgb(p)
+
+
 def plan_items(identities: list[Identity], prompts, cfg: dict) -> list[dict]:
     """Every (identity, fitting prompt, seed); seeds depend on the prompt only, so models pair up."""
     items = []
@@ -90,7 +122,7 @@ def plan_items(identities: list[Identity], prompts, cfg: dict) -> list[dict]:
                 seed = derived_seed(cfg.get("seed", 42), p.id, j)
                 items.append({"identity": ident.name, "gender": ident.gender, "prompt_id": p.id, "prompt": p.text,
                               "seed": seed, "tags": json.dumps(p.tags, sort_keys=True),
-                              "image": f"images/{ident.name}/{p.id}_{seed}.png"})
+                              "image": f"images/{ident.name}/{file_name(p.id, 'prompt id')}_{seed}.png"})
     return items
 
 
@@ -202,7 +234,8 @@ def _mean(values) -> float | None:
 def summarise(table: pa.Table, reports: dict, planned: int, failures: list[dict], label: str) -> dict:
     rows = table.to_pylist()
     s = {"label": label, "planned": planned, "images": len(rows), "missing": planned - len(rows),
-         "no_face": sum(not r["face_found"] for r in rows), "generation_failures": failures, "scorers": reports,
+         "no_face": sum(not r["face_found"] for r in rows), "generation_failures": failures,
+         "adds_up": planned == len(rows) + len(failures), "scorers": reports,
          "metrics": {m: _mean(r[m] for r in rows) for m, _, _ in METRICS},
          "counts": {m: sum(r[m] is not None for r in rows) for m, _, _ in METRICS}}
     axes: dict[str, dict[str, dict]] = {}
@@ -250,17 +283,30 @@ def grids(table: pa.Table, out: Path, g: dict) -> None:
         sheet.save(out / "grids" / f"{ident}.jpg", quality=90)
 
 
-def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
+def check_eval(ids_dir, cfg: dict) -> tuple[list[Identity], list[dict]]:
+    """Everything an eval run can be refused for, before it touches its output or loads a model:
+    the generation options, the model folders, the identities and their photos, the benchmark.
+    Returns the identities and the planned items."""
     from pipelines.job import check_stages
     from synth.generate import GenerateStage, check_cfg, generate_cfg
 
-    t0 = time.time()
     check_stages([(GenerateStage, generate_cfg(cfg))])
     check_cfg(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     identities = load_identities(ids_dir)
+    check_photos(identities)
     items = plan_items(identities, load_prompts(packaged_path(cfg["benchmark"])), cfg)
+    if not items:
+        raise ValueError(f"no benchmark prompt fits the identities in {ids_dir} (genders: "
+                         f"{sorted({str(i.gender) for i in identities})})")
+    return identities, items
+
+
+def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
+    from pipelines.job import claim_output
+
+    t0 = time.time()
+    identities, items = check_eval(ids_dir, cfg)
+    out = claim_output(out, "eval")
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     failures = generate(items, identities, cfg, out, ray_address, log)
     table, reports = score(items, identities, cfg, out)
@@ -279,6 +325,9 @@ KEYS = ["identity", "prompt_id", "seed"]
 def compare(a_dir, b_dir, boot: dict | None = None) -> dict:
     """B against A on the items both scored: per metric the means, B - A and its bootstrap CI."""
     boot = boot or {}
+    for d in (a_dir, b_dir):
+        if not (Path(d) / "scores.parquet").is_file():
+            raise FileNotFoundError(f"{d} holds no scores.parquet: not an `infu eval` output")
     a, b = (pq.read_table(Path(d) / "scores.parquet").to_pylist() for d in (a_dir, b_dir))
     b_by = {tuple(r[k] for k in KEYS): r for r in b}
     pairs = [(r, b_by[tuple(r[k] for k in KEYS)]) for r in a if tuple(r[k] for k in KEYS) in b_by]

@@ -51,34 +51,101 @@ class Layout:
         self.dedup = self.work / "dedup.parquet"
 
 
-def clear(folder: Path, keep: Path) -> None:
-    """Delete what ``folder`` holds except ``keep`` (the running job's own log file lives there)."""
-    for child in folder.iterdir():
-        if child == keep:
-            continue
-        if keep.is_relative_to(child) and child.is_dir() and not child.is_symlink():
-            clear(child, keep)
-        elif child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
+class OutputRefused(Exception):
+    """The output folder is not the job's to write in (a user's folder, another job's output)."""
+
+
+MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
+ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
+OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
+    "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
+    "train": ("checkpoints", "final", "published", "cache", "ray", "train_log.jsonl", "train_log.csv",
+              "loss_curve.png", "config.yaml", "report.html", "_work", "pipeline_stage.json"),
+    "eval": ("images", "grids", "scores.parquet", "summary.json", "summary.md", "config.yaml", "report.html",
+             "_work", "pipeline_stage.json"),
+    "run": ("curated", "captioned", "train-stage1", "spms", "train-stage2", "eval", "_work", "report.html"),
+}
+
+
+def owner(folder: Path) -> str | None:
+    """The kind of job whose output ``folder`` is (its run.json says), or None. Row jobs' folders
+    from before run.json named its job count as the asking job's (``legacy``)."""
+    try:
+        mark = json.loads((Path(folder) / MARK).read_text())
+    except (OSError, ValueError):
+        return None
+    return mark.get("job", "legacy") if isinstance(mark, dict) else None
+
+
+def claim_output(out: str | Path, job: str) -> Path:
+    """Make ``out`` the output folder of a ``job`` run, or refuse with one line: a job writes only
+    into a missing or empty folder or one holding its own earlier output (its run.json), never
+    among a user's files or into another job's output."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputRefused(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        found = owner(out)
+        if found is None:
+            raise OutputRefused(f"{out} is not empty and holds no earlier `infu {job}` output ({MARK}): refusing to "
+                                "write into it (nothing was changed); give a new or empty folder")
+        if found not in (job, "legacy") or (found == "legacy" and OWNED[job] is not ROW_JOB):
+            raise OutputRefused(f"{out} holds the output of `infu {found}`, not of `infu {job}`: refusing to write "
+                                "into it (nothing was changed); give another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        mark = out / MARK
+        old = json.loads(mark.read_text()) if owner(out) else {}
+        write_json(mark, {**old, "job": job})
+    except OSError as e:
+        raise OutputRefused(f"cannot write the output folder {out}: {e.strerror or e}") from None
+    return out
+
+
+def write_json(path: Path, obj) -> None:
+    """``obj`` as JSON, written whole under a temporary name and renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def clear(folder: Path, job: str, keep: Path) -> None:
+    """Delete what a ``job`` wrote in ``folder`` (its ``OWNED`` entries), except ``keep`` (the
+    running job's log file lives there). A file the job did not write stays."""
+    for name in OWNED[job]:
+        _remove(folder / name, keep)
+
+
+def _remove(path: Path, keep: Path) -> None:
+    if path == keep or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink():
+        if keep.is_relative_to(path):
+            for child in path.iterdir():
+                _remove(child, keep)
         else:
-            child.unlink()
+            shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
-def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool) -> str:
+def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool, job: str) -> str:
+    """Claim ``lay.out`` for ``job`` and check it holds no run of another config (``--overwrite``:
+    clear that run first); partial files of a killed run are removed from the job's own folders."""
+    claim_output(lay.out, job)
     fp = fingerprint(cfg, [s.__dict__ for s in specs])
-    run_file = lay.out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text()).get("fingerprint")
-        if old != fp and not overwrite:
-            raise ConfigMismatch(
-                f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
-                "Use another --out, the same config to resume, or --overwrite to start over.")
-    if overwrite and lay.out.exists():
-        clear(lay.out, keep=lay.work / "logs")
-    lay.out.mkdir(parents=True, exist_ok=True)
-    for tmp in lay.out.rglob("*.tmp"):
-        tmp.unlink()
-    run_file.write_text(json.dumps({"fingerprint": fp, "sources": [s.__dict__ for s in specs]}, indent=1))
+    run_file = lay.out / MARK
+    old = json.loads(run_file.read_text()).get("fingerprint")
+    if old is not None and old != fp and not overwrite:
+        raise ConfigMismatch(
+            f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
+            "Use another --out, the same config to resume, or --overwrite to start over.")
+    if overwrite:
+        clear(lay.out, job, keep=lay.work / "logs")
+    for own in (lay.kept, lay.rejected, lay.work):
+        for tmp in own.rglob("*.tmp") if own.is_dir() else ():
+            tmp.unlink()
+    write_json(run_file, {"job": job, "fingerprint": fp, "sources": [s.__dict__ for s in specs]})
     (lay.out / "config.yaml").write_text(yaml.safe_dump(
         {"sources_given": [s.__dict__ for s in specs], **cfg}, sort_keys=False))
     return fp
@@ -110,6 +177,25 @@ def input_files(in_dir: str | Path) -> list[str]:
     if not files:
         raise FileNotFoundError(f"no Parquet under {d} (expected {d}/kept/*.parquet or {d}/*.parquet)")
     return files
+
+
+def check_inputs(files: list[str], needed: list[str], what: str) -> int:
+    """The rows in ``files``, each file checked to be Parquet holding the columns ``needed``
+    (footers only, read in parallel); else a one-line error naming the file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def rows(f: str) -> int:
+        try:
+            meta = pq.read_metadata(f)
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        missing = [c for c in needed if c not in meta.schema.to_arrow_schema().names]
+        if missing:
+            raise ValueError(f"{f}: lacks the column(s) {', '.join(missing)} that {what} reads")
+        return meta.num_rows
+
+    with ThreadPoolExecutor(16) as pool:
+        return sum(pool.map(rows, files))
 
 
 def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, schema: pa.Schema = SPSS_SCHEMA,

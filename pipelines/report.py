@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.job import parquet_files
+from pipelines.job import owner, parquet_files
 
 PER_GROUP = 12       # thumbnails per reason / bucket / status
 MAX_FILES = 2000     # output files one sampling pass opens at most (~256 rows each: 0.5 M rows)
@@ -344,17 +344,17 @@ def eval_section(d: Path) -> str:
     return "".join(parts) + grid("grids", grids)
 
 
+RESULT = {"curate": "stats.json", "caption": "stats.json", "synth": "stats.json", "train": "train_log.jsonl",
+          "eval": "summary.json"}  # what a job's folder holds once it has something to show
+
+
 def kind(d: Path) -> str | None:
-    stats = d / "stats.json"
-    if stats.is_file():
-        keys = json.loads(stats.read_text())
-        return "curate" if "by_source" in keys else "caption" if "captions_per_source" in keys else \
-            "synth" if "pairs_planned" in keys else None
-    if (d / "train_log.jsonl").is_file():
-        return "train"
-    if (d / "summary.json").is_file():
-        return "eval"
-    return None
+    """The kind of job whose output ``d`` is (its run.json says), when it has something to show."""
+    k = owner(d)
+    if k == "legacy" and (d / "stats.json").is_file():  # a row job's folder from before run.json named its job
+        keys = json.loads((d / "stats.json").read_text())
+        k = "curate" if "by_source" in keys else "caption" if "captions_per_source" in keys else "synth"
+    return k if k in RESULT and (d / RESULT[k]).is_file() else None
 
 
 def section(d: Path, k: str) -> tuple[str, dict]:
@@ -419,6 +419,8 @@ def job_folders(root: Path) -> list[tuple[Path, str]]:
     `infu run` root."""
     if k := kind(root):
         return [(root, k)]
+    if owner(root) != "run":  # report.html goes only into a job's own folder
+        return []
     return [(root / s, k) for s in STAGE_DIRS if (root / s).is_dir() and (k := kind(root / s))]
 
 
@@ -426,8 +428,8 @@ def write_report(out_dir: str | Path) -> Path:
     root = Path(out_dir).expanduser()
     folders = job_folders(root)
     if not folders:
-        raise FileNotFoundError(f"{root} holds no job output (stats.json, train_log.jsonl or summary.json), "
-                                f"nor the stage folders of an `infu run` root ({', '.join(STAGE_DIRS)})")
+        raise FileNotFoundError(f"{root} holds no finished job output (a run.json with stats.json, train_log.jsonl "
+                                f"or summary.json), nor the stage folders of an `infu run` root: nothing to report")
     jobs, bodies = [], []
     for d, k in folders:
         body, stats = section(d, k)

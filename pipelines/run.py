@@ -22,9 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from pipelines.config import ConfigError, check_keys, fingerprint, load_config, merge, unknown_keys
+from pipelines.config import ConfigError, check_keys, fingerprint, load_config, merge, read_yaml, unknown_keys
 from pipelines.summary import format_curate_summary, format_synth_summary
 
 ORDER = ("curate", "caption", "train_stage1", "synth", "train_stage2", "eval")
@@ -55,7 +53,11 @@ def plan(spec: dict, source: str = "pipeline") -> list[Step]:
     """Resolve the pipeline file into steps with full configs, or raise PipelineError."""
     unknown_keys(spec, TOP_KEYS, source, PipelineError)
     stages = spec.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise PipelineError(f"{source}: stages: expected a mapping of stage names to their settings")
     unknown_keys(stages, ORDER, f"{source}: stages", PipelineError)
+    if not isinstance(spec.get("sources") or [], list):
+        raise PipelineError(f"{source}: sources: expected a list of KIND=PATH")
     if not stages:
         raise PipelineError(f"{source}: no stages; give at least one of {', '.join(ORDER)}")
     if not spec.get("root"):
@@ -69,8 +71,12 @@ def plan(spec: dict, source: str = "pipeline") -> list[Step]:
             continue
         st = stages[name] or {}
         where = f"{source}: stages.{name}"
+        if not isinstance(st, dict):
+            raise PipelineError(f"{where}: expected a mapping (config, set, ...), got {st!r}")
         unknown_keys(st, STAGE_KEYS[name], where, PipelineError)
         defaults = load_config(DEFAULTS[name], st.get("config"))
+        if not isinstance(st.get("set") or {}, dict):
+            raise PipelineError(f"{where}.set: expected a mapping of config keys to values")
         check_keys(defaults, st.get("set") or {}, f"{where}.set", PipelineError)
         cfg = merge(defaults, merge({} if name.startswith("train") else common, st.get("set") or {}))
         steps[name] = Step(name, root / OUTPUT[name], cfg)
@@ -189,7 +195,7 @@ def execute(step: Step, ray_address: str | None, log) -> dict:
 
 def read_pipeline(path: str | Path, quiet: bool = False) -> tuple[dict, list[Step]]:
     """The pipeline file, checked whole: its spec and the stages to run (errors before any work)."""
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    spec = read_yaml(Path(path), "pipeline file")
     if quiet:
         spec["progress"] = False
     return spec, plan(spec, str(path))
@@ -201,8 +207,10 @@ def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: boo
 
 
 def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, log=print) -> list[dict]:
+    from pipelines.job import claim_output
     from pipelines.ray_runtime import init_ray
 
+    claim_output(spec["root"], "run")
     init_ray(ray_address, {"ray": spec.get("ray") or {}, "progress": spec.get("progress", True)})
     report = []
     for step in steps:

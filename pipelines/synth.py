@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
 from pipelines.config import packaged_path
-from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, dedup_and_finalize, input_files,
-                           parquet_files, prepare_out, read_column)
+from pipelines.job import (Layout, SourceSpec, check_inputs, check_stages, count_unaccounted, dedup_and_finalize,
+                           input_files, parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
 from synth.generate import GenerateStage, check_cfg, generate_cfg
 from synth.id_filter import IDFilterStage
@@ -139,17 +139,26 @@ def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: 
                                    image="target_image"), ray_remote_args={"num_cpus": 0.25})
 
 
+def check_synth(spss_dir, cfg: dict) -> None:
+    """Everything a synth run can be refused for, before it touches its output: the stages' options,
+    the model settings, the prompt bank, and SPSS Parquet with rows and the columns synthesis reads."""
+    check_stages(chain(cfg))
+    check_cfg(cfg)
+    load_prompts(planner_cfg(cfg)["prompts_file"])
+    if not check_inputs(input_files(spss_dir), SOURCE_COLUMNS, "infu synth"):
+        raise ValueError(f"no identity sources: the Parquet in {spss_dir} holds no rows")
+
+
 def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overwrite: bool = False,
               log=print) -> dict:
     t0 = time.time()
-    check_stages(chain(cfg))
-    check_cfg(cfg)
+    check_synth(spss_dir, cfg)
     files = input_files(spss_dir)
     lay = Layout(Path(out))
     specs = [SourceSpec("spss", "input", str(Path(spss_dir).resolve())),
              SourceSpec("model", "model", str(Path(cfg["model"]["path"]).expanduser().resolve())),
              SourceSpec("prompts", "prompts", str(packaged_path(cfg["prompts"]["file"]).resolve()))]
-    prepare_out(lay, cfg, specs, overwrite)
+    prepare_out(lay, cfg, specs, overwrite, "synth")
     selected = select_sources(files, cfg.get("select") or {}, int(cfg.get("seed", 0)))
     expected = expected_pairs(files, selected, cfg)
     done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"]

@@ -38,16 +38,39 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PromptBankError(f"{path}: not a UTF-8 text file") from None
     if path.suffix in (".yaml", ".yml"):
-        entries = (yaml.safe_load(text) or {}).get("prompts", [])
+        entries = _yaml_entries(text, path)
     elif path.suffix == ".jsonl":
-        entries = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        entries = [_json_line(ln, i, path) for i, ln in enumerate(text.splitlines()) if ln.strip()]
     else:
         entries = [_text_line(ln) for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     prompts = [_entry(e, i, path) for i, e in enumerate(entries)]
     check_bank(prompts, path)
     return prompts
+
+
+def _yaml_entries(text: str, path: Path) -> list:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise PromptBankError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
+                              f"({getattr(e, 'problem', None) or e})") from None
+    entries = (data or {}).get("prompts", []) if isinstance(data, dict) or data is None else None
+    if not isinstance(entries, list):
+        raise PromptBankError(f"{path}: expected 'prompts: [{{id, text, gender, tags}}, ...]' at the top level")
+    return entries
+
+
+def _json_line(line: str, i: int, path: Path) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise PromptBankError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
 
 
 def _text_line(line: str) -> dict:

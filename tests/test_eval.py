@@ -107,9 +107,10 @@ def eval_cfg(models, bench_file, **over):
 
 def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, models, ids_dir, bench_file, tmp_path):
     from pipelines.eval import run_eval
+    from pipelines.job import claim_output
 
-    out = tmp_path / "res"
-    # two items already "generated": real photos of grace, so the face metrics meet real faces
+    out = claim_output(tmp_path / "res", "eval")
+    # an interrupted earlier run "generated" two items: real photos of grace, so the face metrics meet real faces
     for name, img in (("w1", samples.small_face_canvas(samples.grace_hopper(), canvas=600, size=380)),
                       ("a1", samples.astronaut())):
         seed = [it for it in _items(models, ids_dir, bench_file) if it["prompt_id"] == name][0]["seed"]

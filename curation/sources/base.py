@@ -19,7 +19,7 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 
 
-class SourceError(Exception):
+class SourceError(ValueError):
     """The source as a whole cannot be read (missing root, wrong layout)."""
 
 

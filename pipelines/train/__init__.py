@@ -9,8 +9,8 @@
 - ``launch``: Ray Train's ``TorchTrainer`` around the loop.
 """
 from pipelines.train.cache import build_cache
-from pipelines.train.launch import run_train
+from pipelines.train.launch import check_training, run_train
 from pipelines.train.loaders import batch_plan, stream_batches
 from pipelines.train.loop import Trainer, train_loop
 
-__all__ = ["Trainer", "batch_plan", "build_cache", "run_train", "stream_batches", "train_loop"]
+__all__ = ["Trainer", "batch_plan", "build_cache", "check_training", "run_train", "stream_batches", "train_loop"]

@@ -3,9 +3,13 @@
 - ``infusenet/``, ``image_proj/``, ``infu.json``: the full trainable weights in our native
   layout (``InfUPipeline`` and ``infu generate --infu`` load it; so does a resumed run on
   any number of workers);
-- ``optimizer.pt``: the full optimizer state (FQN keys, gathered from FSDP shards);
-- ``trainer_state.pt``: step, number of workers, LR scheduler, skipped-row counts;
-- ``rank-R.pt``: each worker's RNG states and its own skipped counts.
+- ``optimizer.pt``: the full optimizer state (FQN keys, gathered from FSDP shards), read back
+  with ``torch.load(weights_only=True)``: tensors and plain values only;
+- ``trainer_state.json``: step, number of workers, LR scheduler, skipped-row counts;
+- ``rank-R.json``: each worker's RNG states and its own skipped counts.
+
+Nothing a resume reads can run code: checkpoints sit on storage every worker shares, and a
+pickle planted there would otherwise run on all of them.
 
 Every worker writes into ``step-N.tmp/``, worker 0 renames it to ``step-N`` once all of it
 is written: a run killed at any point (kill -9 included) leaves the latest checkpoint whole
@@ -14,6 +18,7 @@ or absent, never half-written; leftovers of a killed save are ignored and remove
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -59,16 +64,27 @@ def save_weights(modules: dict, d: Path, meta: dict) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    """This process's RNG states as JSON values."""
+    version, internal, gauss = random.getstate()
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss],
+            "numpy": {"key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+            "torch": torch.get_rng_state().tolist(),
+            "cuda": [t.tolist() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", np.asarray(n["key"], np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(t, dtype=torch.uint8) for t in state["cuda"]])
+
+
+def _json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj))
 
 
 def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta: dict, workers: Workers,
@@ -82,14 +98,14 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     workers.barrier()
-    torch.save({"rng": rng_state(), "skipped": skipped}, tmp / f"rank-{workers.rank}.pt")
+    _json(tmp / f"rank-{workers.rank}.json", {"rng": rng_state(), "skipped": skipped})
     weights, optimizer = full_state(model, opt, workers)
     total = workers.sum_counts(skipped)
     if workers.rank == 0:
         save_weights(plain_modules(weights, configs), tmp, {**meta, "step": step})
         torch.save(optimizer, tmp / "optimizer.pt")
-        torch.save({"step": step, "world": workers.world, "scheduler": sched.state_dict(), "skipped": total},
-                   tmp / "trainer_state.pt")
+        _json(tmp / "trainer_state.json",
+              {"step": step, "world": workers.world, "scheduler": sched.state_dict(), "skipped": total})
     workers.barrier()  # every worker's file is in before the checkpoint becomes visible
     if workers.rank == 0:
         tmp.rename(d)
@@ -98,16 +114,33 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
     workers.barrier()
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint holds something a resume will not read: it could run code."""
+
+
 def load_trainer_state(ckpt: Path, workers: Workers) -> dict:
     """The checkpoint's step, scheduler and this worker's skipped counts; RNG states are restored
     when the number of workers is the one that saved it (a different number starts each worker
     with its own fresh RNG: nothing in the objective draws from them)."""
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-    mine = ckpt / f"rank-{workers.rank}.pt"
+    if not (ckpt / "trainer_state.json").is_file():
+        raise UnsafeCheckpoint(f"{ckpt} has no trainer_state.json (a checkpoint from before pickles were refused?): "
+                               "it is not read, since unpickling can run code; start from its weights with model.init")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    mine = ckpt / f"rank-{workers.rank}.json"
     if state["world"] == workers.world and mine.is_file():
-        own = torch.load(mine, weights_only=False)
+        own = json.loads(mine.read_text())
         set_rng_state(own["rng"])
         state["skipped"] = own["skipped"]
     elif workers.rank != 0:
         state["skipped"] = {}
     return state
+
+
+def load_optimizer_state(ckpt: Path) -> dict:
+    """The full optimizer state: tensors and plain values only (``weights_only``: a pickled object that
+    would run code on loading is refused, not run)."""
+    try:
+        return torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(f"{ckpt / 'optimizer.pt'} holds more than tensors and plain values; not read "
+                               f"(it could run code): {str(e).splitlines()[0]}") from None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.job import check_inputs, claim_output, input_files
+from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
 from pipelines.train.loop import check_train, train_loop
 
 
@@ -62,6 +64,29 @@ def follow(path: Path, max_steps: int, log, stop: threading.Event, history=(), e
             return
 
 
+def check_training(cfg: dict) -> None:
+    """Everything a training run can be refused for, before it touches its output or starts Ray:
+    the options, the model folders, and training data that can form its batches (Parquet with
+    the columns training reads, and in some bucket at least one micro-batch of rows per worker
+    and epoch: else the loaders would cycle through epochs forever)."""
+    check_train(cfg)
+    m, data, r = cfg["model"], cfg["data"], cfg["ray"]
+    for key in ("base", "init"):
+        if key == "base" and not m.get("base"):
+            raise ValueError("model.base: the FLUX base folder is required")
+        if m.get(key) and not Path(m[key]).expanduser().exists():
+            raise FileNotFoundError(f"model.{key} not found: {m[key]}")
+    if not data.get("parquet"):
+        raise ValueError("data.parquet: the training data folder is required")
+    files = input_files(data["parquet"])
+    check_inputs(files, [data["image_column"], data["embedding_column"], "bucket"], "infu train")
+    per_epoch = epoch_batches(bucket_counts(files), int(cfg["train"]["micro_batch_size"]), data["parquet"])
+    workers = int(r["num_workers"])
+    if data.get("loader", "ray") == "ray" and per_epoch < workers:
+        raise NotEnoughData(f"{data['parquet']} forms {per_epoch} micro-batch(es) per epoch, fewer than the {workers} "
+                            "workers of the ray loader each need: use fewer workers or data.loader: plan")
+
+
 def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
     """Launch ``train_loop`` on every worker (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``)."""
     from ray.train import RunConfig, ScalingConfig
@@ -69,13 +94,13 @@ def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
 
     from pipelines.ray_runtime import init_ray
 
-    check_train(cfg)
+    check_training(cfg)
+    claim_output(cfg["output"], "train")
     init_ray(ray_address, {"ray": {}, "progress": False})
     r = cfg["ray"]
     check_cpus(r, cfg["data"].get("loader", "ray"))
     cfg = absolute_paths(cfg)
     out = Path(cfg["output"])
-    out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     per_worker = {"CPU": float(r.get("cpus_per_worker", 1))}
     if r.get("use_gpu"):

@@ -18,7 +18,7 @@ encoder cache is sharded by it).
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,6 +30,30 @@ def training_columns(data: dict) -> list[str]:
     """The columns a training row needs (``data:`` names the image, keypoint, embedding and id columns)."""
     return [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
             data.get("id_column", "id"), "id_backend"]
+
+
+class NotEnoughData(ValueError):
+    """The training data cannot form the batches a run needs: training would wait forever."""
+
+
+def bucket_counts(files: list[str]) -> Counter:
+    """Rows per aspect-ratio bucket (only the bucket column is read)."""
+    counts = Counter()
+    for f in files:
+        counts.update(b or "" for b in pq.read_table(f, columns=["bucket"])["bucket"].to_pylist())
+    return counts
+
+
+def epoch_batches(counts: Counter, micro: int, where: str) -> int:
+    """Micro-batches one epoch holds (a micro-batch is ``micro`` rows of one bucket); data that holds
+    none is refused with its buckets named, instead of cycling through epochs forever."""
+    n = sum(c // micro for c in counts.values())
+    if n == 0:
+        buckets = ", ".join(f"{b or '(no bucket)'}: {c}" for b, c in counts.most_common(8))
+        raise NotEnoughData(f"{where} holds {sum(counts.values())} rows, and no bucket holds micro_batch_size={micro} "
+                            f"of them, so no training batch can form" + (f" (rows per bucket: {buckets})" if counts
+                                                                          else ""))
+    return n
 
 
 def row_index(files: list[str]) -> list[tuple[int, int, str]]:
@@ -56,6 +80,7 @@ def batch_plan(files: list[str], columns: list[str], micro: int, seed: int, rank
         raise ValueError(f"{per_step} micro-batches per step cannot be shared by {world} workers")
     share = per_step // world
     index, reader = row_index(files), RowReader(files, columns)
+    epoch_batches(Counter(b for _, _, b in index), micro, "the training data")  # else the loop below never yields
     epoch, k, mine = 0, 0, 0
     while True:
         refs = ({"ref": (f, r), "bucket": b} for f, r, b in (index[i] for i in epoch_order(len(index), seed, epoch)))
@@ -89,10 +114,15 @@ def stream_batches(files: list[str], columns: list[str], micro: int, seed: int, 
         if len(order) < world:  # fewer files than workers: deal rows instead
             rows = (r for i, r in enumerate(rows) if i % world == rank)
         rows = ({**r, "bucket": r["bucket"] or "", "_file": Path(r.pop("path")).stem} for r in rows)
+        formed = 0
         for batch in bucket_batches(rows, micro, drop_last=True):
-            k += 1
+            k, formed = k + 1, formed + 1
             if k > skip:
                 yield batch
+        if not formed:  # this worker's share of an epoch formed no batch: the next would not either
+            raise NotEnoughData(f"worker {rank} of {world}: its share of the data ({len(mine)} of {len(files)} files) "
+                                f"formed no micro-batch of {micro} rows of one bucket in epoch {epoch}; use fewer "
+                                "workers or data.loader: plan")
         epoch += 1
 
 

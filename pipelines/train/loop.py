@@ -30,9 +30,9 @@ from infu_model.train_data import Skip, bucket_size, prepare, sample_rngs, stand
 from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, flow_matching_loss, make_optimizer,
                                  sample_t)
 from pipelines.train.cache import encode, load_base, open_cache
-from pipelines.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from pipelines.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state, save_checkpoint
 from pipelines.job import input_files
-from pipelines.train.loaders import make_loader, training_columns
+from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches, make_loader, training_columns
 from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_optimizer, wrap
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,16 @@ class TrainOptions:
 
 
 def check_train(cfg: dict) -> None:
-    """The training block's kinds and ranges and the batch arithmetic, checked before Ray starts."""
+    """The training block's kinds and ranges, the batch arithmetic and the memory options that
+    exclude each other, checked before Ray starts."""
     t = parse(TrainOptions, cfg["train"], "train")
     batch_shape(vars(t), int(cfg["ray"]["num_workers"]))
+    if t.optimizer == "adamw_8bit" and cfg["ray"].get("fsdp", True) and int(cfg["ray"]["num_workers"]) > 1:
+        raise ValueError("train.optimizer adamw_8bit does not shard: use it with ray.fsdp: false (FSDP already "
+                         "divides the optimizer states by the number of GPUs)")
+    if CHECKPOINTING.get(cfg["model"].get("gradient_checkpointing", "none")) is None:
+        raise ValueError(f"model.gradient_checkpointing must be none, infusenet or all, not "
+                         f"{cfg['model'].get('gradient_checkpointing')!r}")
 
 
 def batch_shape(t: dict, world: int) -> tuple[int, int]:
@@ -98,14 +105,13 @@ class Trainer:
         self.w = w = Workers.current(bool(cfg["ray"].get("use_gpu")))
         self.out, self.seed = Path(cfg["output"]), int(cfg.get("seed", 0))
         self.per_step, self.share = batch_shape(t, w.world)
+        check_train({**cfg, "ray": {**cfg["ray"], "num_workers": w.world}})
         fsdp, optimizer = bool(cfg["ray"].get("fsdp", True)) and w.world > 1, t["optimizer"]
-        if fsdp and optimizer == "adamw_8bit":
-            raise ValueError("train.optimizer adamw_8bit does not shard: use it with ray.fsdp: false (FSDP already "
-                             "divides the optimizer states by the number of GPUs)")
-        checkpointed = CHECKPOINTING.get(m.get("gradient_checkpointing", "none"))
-        if checkpointed is None:
-            raise ValueError(f"model.gradient_checkpointing must be none, infusenet or all, not "
-                             f"{m.get('gradient_checkpointing')!r}")
+        checkpointed = CHECKPOINTING[m.get("gradient_checkpointing", "none")]
+        files = input_files(cfg["data"]["parquet"])
+        # steps that hold a whole epoch: that many steps without one usable row means none is usable
+        self.epoch_steps = -(-epoch_batches(bucket_counts(files), int(t["micro_batch_size"]), cfg["data"]["parquet"])
+                             // self.per_step)
         self.cache = open_cache(cfg, self.out)
         # with a cache the text encoders stay on the CPU: the cache holds their outputs
         self.base = load_base(cfg, w.device, "cpu" if self.cache.root else None)
@@ -121,7 +127,7 @@ class Trainer:
         from diffusers.optimization import get_scheduler
 
         self.sched = get_scheduler("constant_with_warmup", self.opt, num_warmup_steps=int(t["warmup_steps"]))
-        self.step, self.skipped, self.losses = 0, Counter(), []
+        self.step, self.skipped, self.losses, self.idle = 0, Counter(), [], 0
         self.id_column, self.mult = cfg["data"].get("id_column", "id"), self.base.vae_scale_factor * 2
         self.loader = self.data_loader(fresh_stream=self.resume(ckpt) if ckpt is not None else False)
 
@@ -130,8 +136,7 @@ class Trainer:
         wrapping); True when the ray loader cannot continue its stream (another number of workers)."""
         state = load_trainer_state(ckpt, self.w)
         whole = self.w.rank == 0 or not is_sharded(self.model)
-        load_optimizer(self.model, self.opt, torch.load(ckpt / "optimizer.pt", weights_only=False) if whole else None,
-                       self.w)
+        load_optimizer(self.model, self.opt, load_optimizer_state(ckpt) if whole else None, self.w)
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.skipped = state["step"], Counter(state["skipped"])
         if state["world"] != self.w.world and self.cfg["data"].get("loader", "ray") == "ray":
@@ -186,6 +191,10 @@ class Trainer:
         self.step += 1
         loss_sum, n = self.w.sum([float(total), float(used)])
         self.losses.append(loss_sum / self.w.world)
+        self.idle = 0 if n else self.idle + 1
+        if self.idle >= self.epoch_steps:  # every worker sees the same n: all stop together
+            raise NotEnoughData(f"not one usable training row in {self.idle} steps, a whole epoch of "
+                                f"{self.cfg['data']['parquet']}: skipped {self.w.sum_counts(self.skipped)}")
         return {"step": self.step, "loss": loss_sum / self.w.world, "grad_norm": norm, "lr": self.sched.get_last_lr()[0],
                 "samples": int(n), "seconds": time.perf_counter() - start}
 
@@ -244,7 +253,8 @@ def finish(out: Path, export: bool) -> None:
     last = latest_checkpoint(out)
     final = out / "final"
     shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(last, final, copy_function=_link, ignore=shutil.ignore_patterns("*.pt"))
+    shutil.copytree(last, final, copy_function=_link,
+                    ignore=shutil.ignore_patterns("*.pt", "rank-*.json", "trainer_state.json"))
     if export:
         net, proj, _ = load_infu_weights(final)
         export_published(net, proj, out / "published")
