@@ -14,8 +14,9 @@ ray_address_option = click.option(
     "--ray-address", default=None, metavar="ADDR",
     help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting an embedded one.")
 overwrite_option = click.option("--overwrite", is_flag=True,
-                                help="Delete what the output folder holds and start over (needed when the config "
-                                     "or inputs changed).")
+                                help="Delete this job's earlier output in the folder (only what it wrote) and start "
+                                     "over (needed when the config or inputs changed). A folder that is not this "
+                                     "job's output is refused either way.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 
 

@@ -83,7 +83,7 @@ def claim_output(out: str | Path, job: str) -> Path:
     among a user's files or into another job's output."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
-        raise OutputRefused(f"--out {out} is a file, not a folder")
+        raise OutputRefused(f"{out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
         found = owner(out)
         if found is None:
@@ -174,6 +174,8 @@ def read_column(files: list[str], columns: list[str], schema: pa.Schema = SPSS_S
 def input_files(in_dir: str | Path) -> list[str]:
     d = Path(in_dir)
     files = parquet_files(d / "kept") or parquet_files(d)
+    if not files and owner(d):
+        raise ValueError(f"{d} kept no rows (its stats.json says why): there is nothing to read")
     if not files:
         raise FileNotFoundError(f"no Parquet under {d} (expected {d}/kept/*.parquet or {d}/*.parquet)")
     return files

@@ -125,10 +125,12 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
     if name == "curate":
         if not spec.get("sources"):
             raise PipelineError(f"{where}: needs sources: [KIND=PATH, ...] at the top of the pipeline file")
+        from pipelines.curate import check_curate
         from pipelines.job import SourceSpec
 
         try:
             s.inputs["sources"] = [SourceSpec.parse(x) for x in spec["sources"]]
+            check_curate(s.inputs["sources"], s.cfg)  # a wrong path or no image stops the pipeline before any work
         except ValueError as e:
             raise PipelineError(f"{where}: {e}") from None
     elif name == "caption":

@@ -20,7 +20,10 @@ def load_hook(spec: str):
     module, sep, attr = spec.partition(":")
     if not sep:
         raise ValueError(f"postprocess hook {spec!r}: expected 'package.module:function'")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"postprocess hook {spec!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class PostprocessStage(Stage):
     default_resources = {"num_cpus": 0.25, "batch_size": 8, "concurrency": 1}
     Options = PostprocessOptions
     defaults_in = ("synth", "postprocess")
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        if self.enabled:  # a hook that does not import is refused in the driver, before any pair is planned
+            load_hook(self.opts.hook)
 
     @property
     def enabled(self) -> bool:

@@ -14,11 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def example(tmp_path: Path) -> dict:
-    """configs/pipeline.yaml with its paths pointed at folders that exist here."""
+    """configs/pipeline.yaml with its paths pointed at folders that exist here (its sources at replicas
+    of those datasets' layouts: the file is checked down to the sources holding images)."""
+    from replicas import BUILDERS
+
     spec = yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())
     for d in ("base", "ids"):
         (tmp_path / d).mkdir()
-    spec.update(root=str(tmp_path / "out"), base=str(tmp_path / "base"))
+    kinds = [src.split("=")[0] for src in spec["sources"]]
+    for kind in kinds:
+        BUILDERS[kind](tmp_path / kind)
+    spec.update(root=str(tmp_path / "out"), base=str(tmp_path / "base"),
+                sources=[f"{kind}={tmp_path / kind}" for kind in kinds])
     spec["stages"]["eval"]["ids"] = str(tmp_path / "ids")
     return spec
 
@@ -47,6 +54,7 @@ def test_the_documented_pipeline_is_valid_and_wires_each_stage_to_the_one_before
     (lambda s: s.update(base="/nowhere/flux"), r"needs the FLUX base folder.*/nowhere/flux does not exist"),
     (lambda s: s["stages"]["eval"].update(ids="/nowhere/ids"), r"stages.eval: ids: .*/nowhere/ids"),
     (lambda s: s.update(sources=["no_equals_sign"]), r"stages.curate: .*KIND"),
+    (lambda s: s.update(sources=["ffhq=/nowhere/ffhq"]), r"stages.curate: ffhq: path does not exist: /nowhere/ffhq"),
 ])
 def test_mistakes_in_the_pipeline_file_stop_it_before_any_work(tmp_path, edit, message):
     spec = example(tmp_path)

@@ -270,7 +270,7 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
     out = tmp_path / "spms"
     stats = run_synth(spss_dir, out, synth_cfg(tiny), log=lambda m: None)
     assert stats["pairs_planned"] == 8 and stats["pairs"] == 8 and stats["written_this_run"] == 8
-    assert stats["adds_up"] and stats["sources_unaccounted"] == 0
+    assert stats["adds_up"] and stats["sources_unaccounted"] == 0 and stats["kept"] == 0, "all rejected adds up"
     rows = pa.concat_tables([pq.read_table(f) for f in sorted((out / "rejected").glob("*.parquet"))]).to_pylist()
     assert len(rows) == 8 and {r["reason"] for r in rows} <= {"no_face", "low_id_similarity", "extreme_pose"}
     assert sum(stats["by_reason"].values()) == 8 and {"source_no_face", "multiple_faces", "low_id_similarity",

@@ -56,12 +56,28 @@ class Source:
             "status": ALIVE, "reason": None, "error": None,
         }
 
+    def inside(self, rel: str) -> str | None:
+        """A path a dataset's metadata names, relative to the root (a leading ``/`` means the root)
+        and normalised, when it stays inside the root; None when it climbs out with ``..``."""
+        norm = os.path.normpath(str(rel).replace("\\", "/").lstrip("/"))
+        return None if norm in (".", "..") or norm.startswith("../") else norm
+
     def walk(self, top: Path | None = None, exts=IMAGE_EXTS) -> Iterator[tuple[str, list[str]]]:
-        """Yield (relative dir, sorted file names with a wanted extension), depth first."""
+        """Yield (relative dir, sorted file names with a wanted extension), depth first. Symlinked
+        directories are followed, each real directory once: a link loop ends instead of running forever."""
         top = top or self.root
-        stack = [top]
+        stack, seen = [top], set()
         while stack:
             d = stack.pop()
+            try:
+                real = os.stat(d)
+            except OSError as e:
+                self.errors.append(f"cannot list {d}: {e.strerror or e}")
+                continue
+            if (real.st_dev, real.st_ino) in seen:
+                self.errors.append(f"skipped {d}: a directory already listed (symlink loop or second link)")
+                continue
+            seen.add((real.st_dev, real.st_ino))
             try:
                 with os.scandir(d) as it:
                     entries = sorted(it, key=lambda e: e.name)

@@ -8,7 +8,8 @@ Column names are auto-detected from common spellings (``img_path``,
 ``image_path``, ``path``, ``file_name`` / ``caption``, ``text``, ``prompt``) or
 set in the config (``path_column``, ``caption_column``). Annotations are read in
 record batches, never whole. A row whose image is missing becomes a
-quarantined ``missing_file`` row.
+quarantined ``missing_file`` row; one whose path leads outside the dataset root (absolute, or
+climbing out with ``..``) an ``outside_root`` row, and the file is never read.
 """
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ class CosmicManHQSource(Source):
             for rel, text in zip(d[pcol], d[tcol] if tcol else [None] * batch.num_rows):
                 if not rel:
                     continue
-                rel = str(rel).lstrip("/")
-                row = self.row(rel, captions=[str(text).strip()] if text else None)
-                if not (self.root / rel).is_file():
-                    row.update(status=QUARANTINED, reason="missing_file", error=f"not found: {self.root / rel}")
+                safe = self.inside(rel)
+                row = self.row(safe or str(rel), captions=[str(text).strip()] if text else None)
+                if safe is None:
+                    row.update(_uri=None, status=QUARANTINED, reason="outside_root",
+                               error=f"path {rel!r} leads outside the dataset root {self.root}: not read")
+                elif not (self.root / safe).is_file():
+                    row.update(status=QUARANTINED, reason="missing_file", error=f"not found: {self.root / safe}")
                 yield row

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.job import check_inputs, claim_output, input_files
+from pipelines.train.checkpoint import UnsafeCheckpoint
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
 from pipelines.train.loop import check_train, train_loop
 
@@ -117,6 +118,12 @@ def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
     reporter.start()
     try:
         trainer.fit()
+    except Exception as e:  # a worker refusing the data or a checkpoint is a one-line error, not a crash
+        refused = [f for f in (getattr(e, "worker_failures", None) or {}).values()
+                   if isinstance(f, (NotEnoughData, UnsafeCheckpoint))]
+        if refused:
+            raise refused[0] from None
+        raise
     finally:
         stop.set()
         reporter.join()
