@@ -113,9 +113,10 @@ def main() -> None:
     device, dtype = ("cuda", torch.bfloat16) if full else ("cpu", torch.float32)
     w, h = (args.width or (864 if full else 256)), (args.height or (1152 if full else 256))
     pipe = build(full, device, dtype)
+    pipe.set_progress_bar_config(disable=True)
     emb = torch.randn(1, pipe.image_proj.config.embedding_dim, generator=torch.Generator().manual_seed(1))
     call = dict(prompt="a portrait photo of a person in a red coat, film grain", width=w, height=h, seed=7,
-                id_embedding=emb, output_type="np", progress=False)
+                id_embedding=emb, output_type="np")
     gpu = device == "cuda"
 
     def run(fn, steps):
@@ -140,8 +141,8 @@ def main() -> None:
     steps = {
         "flux": lambda **k: flux(prompt=call["prompt"], width=w, height=h, output_type="np", max_sequence_length=512,
                                  generator=torch.Generator().manual_seed(7), **k).images,
-        "eager": lambda **k: pipe(**call, **k),
-        "window": lambda **k: pipe(**call, infusenet_guidance_end=0.5, **k),
+        "eager": lambda **k: pipe(**call, **k).images,
+        "window": lambda **k: pipe(**call, infusenet_guidance_end=0.5, **k).images,
     }
     # each mode builds on the state the previous one left (memory modes are set once per pipeline)
     setups = {"text_offload": lambda: pipe.set_memory(device, text_encoders="offload"),

@@ -26,12 +26,14 @@ base transformer's blocks. Beyond the published pipeline:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import FluxControlNetModel, FluxPipeline, FluxTransformer2DModel
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from diffusers.utils import BaseOutput
 from PIL import Image
 
 from infu_model.control import black_control, draw_kps, fit_on_white
@@ -47,6 +49,14 @@ OFFLOAD = ("none", "model", "low_vram", "sequential")
 
 class NoFaceError(ValueError):
     """The ID image (or a given control photo) has no detectable face."""
+
+
+@dataclass
+class InfUPipelineOutput(BaseOutput):
+    """What ``InfUPipeline`` returns: ``images``, PIL images, an ``(N, H, W, 3)`` array, a tensor, or
+    packed latents (``output_type``)."""
+
+    images: list[Image.Image] | np.ndarray | torch.Tensor
 
 
 def load_infu_weights(infu_path: str | Path, variant: str = "aes_stage2", torch_dtype=None):
@@ -200,42 +210,115 @@ class InfUPipeline(FluxPipeline):
         return self._pack_latents(lat, b, c, h, w)
 
     # ---------------------------------------------------------------- __call__ --
-    @torch.no_grad()
-    def __call__(self, id_image: Image.Image | None = None, prompt: str | list[str] = "", control_image=None,
-                 width: int = 864, height: int = 1152, num_inference_steps: int = 30, guidance_scale: float = 3.5,
-                 seed: int | list[int] = 0, infusenet_conditioning_scale: float = 1.0,
-                 infusenet_guidance_start: float = 0.0, infusenet_guidance_end: float = 1.0,
-                 id_embedding: torch.Tensor | None = None, max_sequence_length: int = 512,
-                 skip_outside_window: bool = True, output_type: str = "pil", progress: bool = True):
-        """Generate one image per (prompt, seed) pair: ``prompt`` and ``seed`` may be lists
-        of equal length, or one of them a single value repeated."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        seeds = [seed] if isinstance(seed, int) else list(seed)
-        if len(prompts) == 1 and len(seeds) > 1:
-            prompts = prompts * len(seeds)
-        if len(seeds) == 1 and len(prompts) > 1:
-            seeds = seeds * len(prompts)
-        if len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    def check_inputs(self, id_image, id_embedding, prompt, prompt_embeds, pooled_prompt_embeds, width: int,
+                     height: int, num_images_per_prompt: int, seed, generator, latents, infusenet_guidance_start: float,
+                     infusenet_guidance_end: float, output_type: str, callback_on_step_end_tensor_inputs,
+                     max_sequence_length: int) -> int:
+        """Every argument checked before any model runs (one ValueError naming it); returns the batch size."""
+        if id_image is None and id_embedding is None:
+            raise ValueError("give id_image (a photo of the person) or a precomputed id_embedding")
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("give either prompt or prompt_embeds (with pooled_prompt_embeds), not both or neither")
+        if prompt_embeds is not None and pooled_prompt_embeds is None:
+            raise ValueError("prompt_embeds need pooled_prompt_embeds (the CLIP pooled embedding) too")
         mult = self.vae_scale_factor * 2
         if width % mult or height % mult:
             raise ValueError(f"width and height must be multiples of {mult}, got {width}x{height}")
-        device, dtype, batch = self._execution_device, self.transformer.dtype, len(prompts)
-        generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be at least 1, got {num_images_per_prompt}")
+        if not 0.0 <= infusenet_guidance_start <= infusenet_guidance_end <= 1.0:
+            raise ValueError(f"the InfuseNet window must satisfy 0 <= start <= end <= 1, got "
+                             f"[{infusenet_guidance_start}, {infusenet_guidance_end}]")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be pil, np, pt or latent, not {output_type!r}")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not among "
+                             f"{self._callback_tensor_inputs}")
+        if max_sequence_length > 512:
+            raise ValueError(f"max_sequence_length must be at most 512, got {max_sequence_length}")
+        n = (len(prompt) if isinstance(prompt, list) else 1) if prompt is not None else prompt_embeds.shape[0]
+        seeds = len(seed) if isinstance(seed, (list, tuple)) and generator is None else 1
+        if seeds > 1 and n == 1 and num_images_per_prompt == 1:  # one prompt, several seeds: the prompt repeats
+            n = seeds
+        batch = n * num_images_per_prompt
+        for name, value in (("seed", seed), ("generator", generator)):
+            if isinstance(value, (list, tuple)) and len(value) not in (1, batch):
+                raise ValueError(f"{len(value)} {name}s for {batch} images ({n} prompts x {num_images_per_prompt})")
+        if latents is not None and latents.shape[0] != batch:
+            raise ValueError(f"latents hold {latents.shape[0]} images, the call makes {batch}")
+        return batch
+
+    @torch.no_grad()
+    def __call__(self, id_image: Image.Image | None = None, prompt: str | list[str] | None = None,
+                 control_image: Image.Image | None = None, prompt_2: str | list[str] | None = None,
+                 width: int = 864, height: int = 1152, num_inference_steps: int = 30, sigmas: list[float] | None = None,
+                 guidance_scale: float = 3.5, num_images_per_prompt: int = 1, seed: int | list[int] = 0,
+                 generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None, pooled_prompt_embeds: torch.Tensor | None = None,
+                 id_embedding: torch.Tensor | None = None, infusenet_conditioning_scale: float = 1.0,
+                 infusenet_guidance_start: float = 0.0, infusenet_guidance_end: float = 1.0,
+                 output_type: str = "pil", return_dict: bool = True, joint_attention_kwargs: dict | None = None,
+                 callback_on_step_end=None, callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+                 max_sequence_length: int = 512, skip_outside_window: bool = True):
+        """Generate images of the person in ``id_image`` following ``prompt``, called like diffusers'
+        ``FluxPipeline``, with InfU's own arguments (the defaults are InfU v1.0's).
+
+        - ``id_image``: a photo of the person (its largest face gives the identity), or ``id_embedding``
+          (``[1, D]``, e.g. stored by curation) instead;
+        - ``prompt`` (str or list) / ``prompt_2`` (T5's, default the same), or ``prompt_embeds`` with
+          ``pooled_prompt_embeds`` (from ``encode_prompt``) instead;
+        - ``control_image``: a photo whose face position the output follows (its five keypoints are
+          drawn on black); none: free placement (an all-black control, as InfU does);
+        - ``num_images_per_prompt`` images for each prompt; randomness: ``seed`` (InfU's: one CPU
+          ``torch.Generator`` per image, so a batch equals its single calls; an int gives the images
+          of a prompt ``seed, seed + 1, ...``; a list gives one seed per image), or diffusers'
+          ``generator`` (one, or one per image; it wins over ``seed``); ``latents`` (packed, as
+          ``prepare_latents`` makes them) skip the first draw, and the control image's VAE noise is
+          drawn from the generators as always (pass the generator that drew the latents to reproduce);
+        - ``infusenet_conditioning_scale`` and the window ``[infusenet_guidance_start,
+          infusenet_guidance_end]`` (fractions of the steps) in which InfuseNet's residuals are added;
+          steps outside it skip InfuseNet (``skip_outside_window=False`` computes and zeroes them, as
+          the official pipeline does: the same image);
+        - ``sigmas`` (default InfU's linear schedule), ``guidance_scale`` (the base's embedded guidance),
+          ``joint_attention_kwargs`` (e.g. ``{"scale": s}`` for LoRAs), ``max_sequence_length``;
+        - ``callback_on_step_end(pipe, i, t, tensors)`` after each step with the tensors named in
+          ``callback_on_step_end_tensor_inputs`` (``latents``, ``prompt_embeds``); it may return
+          replacements; ``pipe._interrupt = True`` stops the loop;
+        - ``output_type``: ``pil``, ``np``, ``pt`` or ``latent`` (packed latents); ``return_dict``:
+          an ``InfUPipelineOutput`` (``.images``) or a tuple ``(images,)``.
+        """
+        batch = self.check_inputs(id_image, id_embedding, prompt, prompt_embeds, pooled_prompt_embeds, width, height,
+                                  num_images_per_prompt, seed, generator, latents, infusenet_guidance_start,
+                                  infusenet_guidance_end, output_type, callback_on_step_end_tensor_inputs,
+                                  max_sequence_length)
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if prompts is not None and len(prompts) == 1 and batch > num_images_per_prompt:
+            prompts = prompts * (batch // num_images_per_prompt)  # one prompt, several seeds
+        per_prompt = num_images_per_prompt if prompt_embeds is None else 1  # given embeddings are repeated below
+        generators = self._generators(seed, generator, batch, num_images_per_prompt)
+        device, dtype = self._execution_device, self.transformer.dtype
+        self._guidance_scale, self._joint_attention_kwargs, self._interrupt = guidance_scale, joint_attention_kwargs, False
+        lora_scale = (joint_attention_kwargs or {}).get("scale")
 
         # once per call: prompt embeddings, ID tokens, latents, control latent
-        prompt_embeds, pooled, text_ids = self.encode_prompt(prompt=prompts, prompt_2=None, device=device,
-                                                             max_sequence_length=max_sequence_length)
+        prompt_embeds, pooled, text_ids = self.encode_prompt(
+            prompt=prompts, prompt_2=prompt_2, device=device, num_images_per_prompt=per_prompt,
+            prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+            max_sequence_length=max_sequence_length, lora_scale=lora_scale)
+        if prompt_embeds.shape[0] != batch:  # given embeddings: each row for its images
+            reps = batch // prompt_embeds.shape[0]
+            prompt_embeds, pooled = prompt_embeds.repeat_interleave(reps, 0), pooled.repeat_interleave(reps, 0)
         latents, img_ids = self.prepare_latents(batch, self.transformer.config.in_channels // 4, height, width,
-                                                prompt_embeds.dtype, device, generator if batch > 1 else generator[0])
+                                                prompt_embeds.dtype, device,
+                                                generators if len(generators) > 1 else generators[0], latents)
         if id_embedding is None:
-            if id_image is None:
-                raise ValueError("give id_image (or a precomputed id_embedding)")
             id_embedding = self.id_embedding(id_image)
         id_tokens = self.image_proj(id_embedding.to(device)).to(dtype).expand(batch, -1, -1)
-        control = self.encode_control(self.control_image(control_image, width, height), generator, device, dtype)
+        control = self.encode_control(self.control_image(control_image, width, height),
+                                      generators * (batch if len(generators) == 1 else 1), device, dtype)
 
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps) if sigmas is None else sigmas
         mu = calculate_shift(latents.shape[1], self.scheduler.config.get("base_image_seq_len", 256),
                              self.scheduler.config.get("max_image_seq_len", 4096),
                              self.scheduler.config.get("base_shift", 0.5), self.scheduler.config.get("max_shift", 1.15))
@@ -245,10 +328,12 @@ class InfUPipeline(FluxPipeline):
                     if self.transformer.config.guidance_embeds else None)
         infu_guidance = torch.ones([batch], device=device, dtype=torch.float32)
         self.scheduler.set_begin_index(0)
-        n = len(timesteps)
-        self.set_progress_bar_config(disable=not progress)
+        n = self._num_timesteps = len(timesteps)
         with self.progress_bar(total=n) as bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
                 timestep = t.expand(batch).to(latents.dtype) / 1000
                 keep = in_window(i, n, infusenet_guidance_start, infusenet_guidance_end)
                 double = single = None
@@ -261,17 +346,36 @@ class InfUPipeline(FluxPipeline):
                 noise = self.transformer(
                     hidden_states=latents, timestep=timestep, guidance=guidance, pooled_projections=pooled,
                     encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids,
-                    controlnet_block_samples=double, controlnet_single_block_samples=single, return_dict=False)[0]
+                    controlnet_block_samples=double, controlnet_single_block_samples=single,
+                    joint_attention_kwargs=joint_attention_kwargs, return_dict=False)[0]
                 latents = self.scheduler.step(noise, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    named = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    given = callback_on_step_end(self, i, t, {k: named[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = (given or {}).get("latents", latents)
+                    prompt_embeds = (given or {}).get("prompt_embeds", prompt_embeds)
                 bar.update()
+        self._current_timestep = None
         if output_type == "latent":
-            self.maybe_free_model_hooks()
-            return latents
-        latents = self._unpack_latents(latents, height, width, self.vae_scale_factor)
-        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
-        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+            image = latents
+        else:
+            latents = self._unpack_latents(latents, height, width, self.vae_scale_factor)
+            latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+            image = self.image_processor.postprocess(self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0],
+                                                     output_type=output_type)
         self.maybe_free_model_hooks()  # offloading: everything back to the CPU
-        return self.image_processor.postprocess(image, output_type=output_type)
+        return InfUPipelineOutput(images=image) if return_dict else (image,)
+
+    @staticmethod
+    def _generators(seed, generator, batch: int, per_prompt: int) -> list[torch.Generator]:
+        """The call's generators: the caller's, or one CPU generator per image from ``seed``."""
+        if generator is not None:
+            return list(generator) if isinstance(generator, (list, tuple)) else [generator]
+        if isinstance(seed, (list, tuple)):
+            seeds = list(seed) * (batch if len(seed) == 1 else 1)
+        else:
+            seeds = [int(seed) + j for _ in range(batch // per_prompt) for j in range(per_prompt)]
+        return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
     # ------------------------------------------------------------------ extras --
     def load_loras(self, loras: list[tuple[str, float]]) -> None:

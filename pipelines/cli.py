@@ -414,7 +414,8 @@ def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, 
                              text_encoders=text_encoders, offload=offload, int8=int8, compile=compile_)
         image = pipe(id_photo, prompt, control_image=control_photo,
                      width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
-                     infusenet_conditioning_scale=scale, infusenet_guidance_start=start, infusenet_guidance_end=end)[0]
+                     infusenet_conditioning_scale=scale, infusenet_guidance_start=start,
+                     infusenet_guidance_end=end).images[0]
     except (FileNotFoundError, NoFaceError, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

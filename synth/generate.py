@@ -100,6 +100,7 @@ class GenerateStage(Stage):
         o = self.opts
         self.pipe = load_pipeline(o.base, o.model, o.variant, o.dtype, o.device, o.faces, self.loras,
                                   text_encoders=o.text_encoders, offload=o.offload, int8=o.int8, compile=o.compile)
+        self.pipe.set_progress_bar_config(disable=True)  # the job's own progress is per row, not per step
 
     def report(self) -> dict:
         return {"ran": True, "model": self.model_name, "loras": len(self.loras), **self.settings}
@@ -145,7 +146,7 @@ class GenerateStage(Stage):
                             num_inference_steps=s["steps"], guidance_scale=s["guidance"],
                             infusenet_conditioning_scale=s["infusenet_scale"],
                             infusenet_guidance_start=s["infusenet_start"], infusenet_guidance_end=s["infusenet_end"],
-                            output_type="np", progress=False)
+                            output_type="np").images
             for r, img in zip(chunk, out):
                 self._fill(r, (np.clip(img, 0, 1) * 255).round().astype(np.uint8), emb)
 

@@ -14,7 +14,7 @@ from infu_model.tiny import make_tiny, tiny_infu
 from pipelines.cli import main
 
 KW = dict(prompt="a portrait photo", width=64, height=64, num_inference_steps=4, seed=7, output_type="np",
-          progress=False, max_sequence_length=32)
+          max_sequence_length=32)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,9 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(tiny):
-    return InfUPipeline.from_pretrained(tiny["base"], tiny["infu"], variant="aes_stage2")
+    pipe = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"], variant="aes_stage2")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 PUBLISHED_KEYS = {"latents", "proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias", "norm_out.weight",
@@ -90,40 +92,78 @@ def test_scale_zero_reproduces_flux_pipeline(pipe, tiny):
     flux = FluxPipeline.from_pretrained(tiny["base"])
     ref = flux(prompt=KW["prompt"], width=64, height=64, num_inference_steps=4, max_sequence_length=32,
                generator=torch.Generator("cpu").manual_seed(7), output_type="np").images
-    out = pipe(samples.astronaut(), infusenet_conditioning_scale=0.0, **KW)
+    out = pipe(samples.astronaut(), infusenet_conditioning_scale=0.0, **KW).images
     assert np.array_equal(out, ref)
-    assert not np.array_equal(pipe(samples.astronaut(), **KW), ref), "InfuseNet changes the image"
+    assert not np.array_equal(pipe(samples.astronaut(), **KW).images, ref), "InfuseNet changes the image"
 
 
 def test_skipping_steps_outside_the_window_equals_computing_and_zeroing(pipe):
     window = dict(infusenet_guidance_start=0.25, infusenet_guidance_end=0.75)
-    skipped = pipe(samples.astronaut(), **window, **KW)
-    computed = pipe(samples.astronaut(), skip_outside_window=False, **window, **KW)
+    skipped = pipe(samples.astronaut(), **window, **KW).images
+    computed = pipe(samples.astronaut(), skip_outside_window=False, **window, **KW).images
     assert np.array_equal(skipped, computed)
-    assert np.abs(skipped - pipe(samples.astronaut(), **KW)).mean() > 1e-3
+    assert np.abs(skipped - pipe(samples.astronaut(), **KW).images).mean() > 1e-3
 
 
 def test_identity_and_seed_change_the_output_same_seed_reproduces(pipe):
-    a = pipe(samples.astronaut(), **KW)
-    assert np.array_equal(a, pipe(samples.astronaut(), **KW))
-    assert np.abs(a - pipe(samples.grace_hopper(), **KW)).mean() > 5e-4
-    assert np.abs(a - pipe(samples.astronaut(), **{**KW, "seed": 8})).mean() > 1e-2
+    a = pipe(samples.astronaut(), **KW).images
+    assert np.array_equal(a, pipe(samples.astronaut(), **KW).images)
+    assert np.abs(a - pipe(samples.grace_hopper(), **KW).images).mean() > 5e-4
+    assert np.abs(a - pipe(samples.astronaut(), **{**KW, "seed": 8}).images).mean() > 1e-2
 
 
 def test_batch_of_prompts_and_seeds_equals_single_calls(pipe):
-    both = pipe(samples.astronaut(), **{**KW, "prompt": ["a portrait photo", "a photo"], "seed": [7, 9]})
-    one = pipe(samples.astronaut(), **{**KW, "prompt": "a photo", "seed": 9})
+    both = pipe(samples.astronaut(), **{**KW, "prompt": ["a portrait photo", "a photo"], "seed": [7, 9]}).images
+    one = pipe(samples.astronaut(), **{**KW, "prompt": "a photo", "seed": 9}).images
     assert both.shape[0] == 2 and np.allclose(both[1], one[0], atol=2e-5)
 
 
+def test_called_like_a_diffusers_pipeline_with_the_same_image(pipe):
+    """generator, latents, prompt_embeds, num_images_per_prompt, callback_on_step_end, return_dict:
+    each gives the image of the InfU-style call it stands for."""
+    ref = pipe(samples.astronaut(), **KW).images
+    emb = pipe.id_embedding(samples.astronaut())
+    call = {k: v for k, v in KW.items() if k not in ("seed", "prompt")}
+    same = {"generator": pipe(prompt=KW["prompt"], id_embedding=emb, generator=torch.Generator().manual_seed(7), **call),
+            "id_embedding": pipe(prompt=KW["prompt"], id_embedding=emb, seed=7, **call)}
+    g = torch.Generator().manual_seed(7)  # the latents drawn first, the control's VAE noise after them
+    lat, _ = pipe.prepare_latents(1, pipe.transformer.config.in_channels // 4, 64, 64, torch.float32, "cpu", g)
+    same["latents"] = pipe(samples.astronaut(), KW["prompt"], latents=lat, generator=g, **call)
+    pe, pooled, _ = pipe.encode_prompt(KW["prompt"], None, device="cpu", max_sequence_length=32)
+    same["prompt_embeds"] = pipe(samples.astronaut(), prompt_embeds=pe, pooled_prompt_embeds=pooled, seed=7, **call)
+    for name, out in same.items():  # to float rounding: CPU kernels may reduce in another order for other memory
+        assert np.allclose(out.images, ref, rtol=0, atol=1e-6), name
+    (images,) = pipe(samples.astronaut(), return_dict=False, **KW)
+    assert np.array_equal(images, ref)
+    two = pipe(samples.astronaut(), num_images_per_prompt=2, **KW).images
+    eight = pipe(samples.astronaut(), **{**KW, "seed": 8}).images
+    assert two.shape[0] == 2 and np.allclose(two[0], ref[0], atol=2e-5) and np.allclose(two[1], eight[0], atol=2e-5)
+    seen = []
+
+    def stop_after_two(p, i, t, tensors):
+        seen.append((i, tuple(tensors)))
+        p._interrupt = i == 1
+        return {"latents": tensors["latents"]}
+
+    cut = pipe(samples.astronaut(), callback_on_step_end=stop_after_two, **KW).images
+    assert seen == [(0, ("latents",)), (1, ("latents",))] and not np.array_equal(cut, ref)
+    for bad, match in (({"prompt_embeds": pe, "pooled_prompt_embeds": pooled}, "either prompt or prompt_embeds"),
+                       ({"width": 66}, "multiples of"), ({"infusenet_guidance_start": 0.8,
+                                                             "infusenet_guidance_end": 0.2}, "start <= end"),
+                       ({"callback_on_step_end_tensor_inputs": ["noise"]}, "noise"),
+                       ({"seed": [1, 2, 3], "num_images_per_prompt": 2}, "3 seeds for 2 images")):
+        with pytest.raises(ValueError, match=match):
+            pipe(samples.astronaut(), **{**KW, **bad})
+
+
 def test_control_image_and_no_face_errors(pipe):
-    base = pipe(samples.astronaut(), **{**KW, "width": 128, "height": 128})
-    ctrl = pipe(samples.astronaut(), control_image=samples.grace_hopper(), **{**KW, "width": 128, "height": 128})
+    base = pipe(samples.astronaut(), **{**KW, "width": 128, "height": 128}).images
+    ctrl = pipe(samples.astronaut(), control_image=samples.grace_hopper(), **{**KW, "width": 128, "height": 128}).images
     assert np.abs(base - ctrl).mean() > 1e-3
     with pytest.raises(NoFaceError, match="ID image"):
-        pipe(samples.cat(), **KW)
+        pipe(samples.cat(), **KW).images
     with pytest.raises(NoFaceError, match="control image"):
-        pipe(samples.astronaut(), control_image=samples.cat(), **KW)
+        pipe(samples.astronaut(), control_image=samples.cat(), **KW).images
 
 
 def test_published_layout_and_native_checkpoint_load_the_same_model(pipe, tiny, tmp_path):
@@ -134,11 +174,12 @@ def test_published_layout_and_native_checkpoint_load_the_same_model(pipe, tiny, 
     for part in ("infusenet", "image_proj"):
         a, b = getattr(native, part).state_dict(), getattr(pipe, part).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert np.allclose(native(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW), rtol=0, atol=1e-6)
+    assert np.allclose(native(samples.astronaut(), **KW).images, pipe(samples.astronaut(), **KW).images,
+                       rtol=0, atol=1e-6)
     shards = list((tiny["infu"] / "aes_stage2" / "InfuseNetModel").glob("*.safetensors"))
     assert len(shards) > 1, "the tiny release is sharded like the real one"
     other = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"], variant="sim_stage1")
-    assert not np.array_equal(other(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW))
+    assert not np.array_equal(other(samples.astronaut(), **KW).images, pipe(samples.astronaut(), **KW).images)
 
 
 def test_infusenet_and_projection_are_components_that_save_and_load_with_the_pipeline(pipe, tiny, tmp_path):
@@ -149,7 +190,8 @@ def test_infusenet_and_projection_are_components_that_save_and_load_with_the_pip
     whole = InfUPipeline.from_pretrained(tmp_path / "whole")
     assert whole.infu_meta.get("face_backend") == "dlib"
     # the same tensors; the images agree to float rounding (CPU kernels may reduce in another order)
-    assert np.allclose(whole(samples.astronaut(), **KW), pipe(samples.astronaut(), **KW), rtol=0, atol=1e-6)
+    assert np.allclose(whole(samples.astronaut(), **KW).images, pipe(samples.astronaut(), **KW).images,
+                       rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="without InfU weights"):
         InfUPipeline.from_pretrained(tiny["base"])
 
@@ -158,13 +200,13 @@ def test_memory_modes_give_the_same_image(tiny):
     """T5 streamed block by block for the prompt, every model group-offloaded: what runs on the CPU here
     (diffusers' model and sequential offload need an accelerator)."""
     plain = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"])
-    ref = plain(samples.astronaut(), **KW)
+    ref = plain(samples.astronaut(), **KW).images
     streamed = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"]).set_memory("cpu", text_encoders="offload")
     hooked = [hasattr(b, "_diffusers_hook") for b in streamed.text_encoder_2.encoder.block]
     assert hooked and all(hooked), "T5 moves block by block, never as one group"
-    assert np.array_equal(streamed(samples.astronaut(), **KW), ref)
+    assert np.array_equal(streamed(samples.astronaut(), **KW).images, ref)
     grouped = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"]).set_memory("cpu", offload="low_vram")
-    assert np.array_equal(grouped(samples.astronaut(), **KW), ref)
+    assert np.array_equal(grouped(samples.astronaut(), **KW).images, ref)
     with pytest.raises(ValueError, match="offload must be one of"):
         plain.set_memory("cpu", offload="disk")
 
@@ -173,10 +215,10 @@ def test_compiled_blocks_give_the_eager_image_within_float_rounding(tiny):
     """Every FLUX block captured whole by dynamo (fullgraph) with fused QKV; the inductor code it
     generates is timed on a GPU by bench/infer.py (compiling it here would cost a minute)."""
     eager = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"])
-    ref = eager(samples.astronaut(), **KW)
+    ref = eager(samples.astronaut(), **KW).images
     fast = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"]).compile_blocks(backend="aot_eager")
     assert fast.transformer.transformer_blocks[0].attn.fused_projections
-    out = fast(samples.astronaut(), **KW)
+    out = fast(samples.astronaut(), **KW).images
     assert np.abs(out - ref).max() < 1e-4, np.abs(out - ref).max()
 
 
@@ -190,7 +232,7 @@ def test_mismatched_weights_are_clear_errors(pipe, tiny, tmp_path):
     _, p512 = tiny_infu(pipe.transformer, embedding_dim=512)
     p = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"]).attach_infu(net, p512, {"backend": "dlib"})
     with pytest.raises(ValueError, match="128-d embeddings but these InfU weights expect 512-d"):
-        p(samples.astronaut(), **KW)
+        p(samples.astronaut(), **KW).images
 
 
 def test_generate_command(tiny, tmp_path):
@@ -214,13 +256,13 @@ def test_lora_stack_on_the_base(pipe, tiny, tmp_path):
     donor.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
                                              init_lora_weights=False))
     FluxPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(donor.transformer))
-    plain = pipe(samples.astronaut(), **KW)
+    plain = pipe(samples.astronaut(), **KW).images
     p = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"])
     p.load_loras([(str(tmp_path / "lora"), 0.8)])
-    with_lora = p(samples.astronaut(), **KW)
+    with_lora = p(samples.astronaut(), **KW).images
     assert np.abs(with_lora - plain).mean() > 5e-5
     p.set_adapters(["lora0"], adapter_weights=[0.0])
-    assert np.allclose(p(samples.astronaut(), **KW), plain, atol=1e-5)
+    assert np.allclose(p(samples.astronaut(), **KW).images, plain, atol=1e-5)
 
 
 def test_int8_names_its_extra_when_optimum_quanto_is_missing(pipe, monkeypatch):

@@ -114,7 +114,7 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
     assert (tmp_path / "full" / "loss_curve.png").exists() and (tmp_path / "full" / "train_log.csv").exists()
     pipe = InfUPipeline.from_pretrained(tiny["base"], tmp_path / "full" / "final", face_analyzer={"backend": "dlib"})
     img = pipe(samples.astronaut(), prompt="a portrait", width=32, height=32, num_inference_steps=2, output_type="np",
-               progress=False, max_sequence_length=16)
+               max_sequence_length=16).images
     assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
 
 
