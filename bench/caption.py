@@ -51,14 +51,13 @@ def spss(d: Path, n: int) -> Path:
     return d
 
 
-def plain_loop(src: Path, out: Path, stage_cfg: dict, batch: int) -> float:
+def plain_loop(src: Path, out: Path, stage: CaptionStage, batch: int) -> float:
     t = time.perf_counter()
-    stage = CaptionStage(stage_cfg)
     stage.setup()
     rows = table_to_rows(pq.read_table(src / "kept" / "part-0.parquet"))
     for r in rows:
         r["status"] = ALIVE
-        clean_dataset_captions(r)
+        clean_dataset_captions(r, stage.opts.max_chars)
     for i in range(0, len(rows), batch):
         stage.process(rows[i:i + batch])
     for r in rows:
@@ -77,19 +76,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="infu_bench_caption_"))
     model = MAKERS[args.model](work / args.model)
     src = spss(work / "in", args.rows)
-    cfg = load_config("caption", overrides={"progress": False})
-    base = next(c for c in cfg["captioners"] if c["backend"] == args.model)
-    cfg["captioners"] = [{**base, "model": str(model), "max_new_tokens": 20,
-                          "generate_batch": args.batch,
-                          "resources": {"num_cpus": 0.5, "batch_size": args.ray_batch, "concurrency": 1}}]
+    cfg = load_config("caption", overrides={"progress": False, "captioners": [
+        {"backend": args.model, "model": str(model), "max_new_tokens": 20, "generate_batch": args.batch,
+         "resources": {"num_cpus": 0.5, "batch_size": args.ray_batch, "concurrency": 1}}]})
     from pipelines.ray_runtime import init_ray
 
-    init_ray(None, cfg)
+    init_ray(None, cfg.ray, cfg.progress)
     run_caption(spss(work / "warm", args.batch), work / "warm_out", cfg, log=lambda m: None)  # start workers
     import torch
 
     torch.set_num_threads(1)
-    loop = plain_loop(src, work / "loop.parquet", cfg["captioners"][0], args.batch)
+    loop = plain_loop(src, work / "loop.parquet", cfg.stages()[0], args.batch)
     times = {}
     for n, d in ((args.rows // 4, spss(work / "small", args.rows // 4)), (args.rows, src)):
         t = time.perf_counter()

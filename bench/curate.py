@@ -26,7 +26,6 @@ import psutil  # noqa: E402  (ships with ray)
 
 from curation import samples  # noqa: E402
 from curation.dedup import find_duplicates  # noqa: E402
-from curation.quality import QualityStage  # noqa: E402
 from curation.sources import make_source  # noqa: E402
 from infu_model.images import LIMITS, decode, read_file  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -96,12 +95,12 @@ def decode_only(folder: Path) -> float:
     return len(files) / (time.perf_counter() - t)
 
 
-def plain_loop(folder: Path, cfg: dict) -> float:
+def plain_loop(folder: Path, cfg) -> float:
     import pyarrow as pa
 
     t = time.perf_counter()
     rows = rows_of(folder)
-    stage = QualityStage(QualityStage.block(cfg))
+    stage = cfg.quality_stage()
     for i in range(0, len(rows), 32):
         stage.process(rows[i:i + 32])
     ok = [r for r in rows if r["status"] == "pending"]
@@ -109,7 +108,7 @@ def plain_loop(folder: Path, cfg: dict) -> float:
     return len(rows) / (time.perf_counter() - t)
 
 
-def pipeline(folder: Path, out: Path, cfg: dict) -> tuple[float, int]:
+def pipeline(folder: Path, out: Path, cfg) -> tuple[float, int]:
     with PeakMemory() as mem:
         t = time.perf_counter()
         stats = run_curate([SourceSpec("folder", "bench", str(folder))], out, cfg, overwrite=True, log=lambda m: None)
@@ -131,7 +130,7 @@ def main() -> None:
     from pipelines.ray_runtime import init_ray
 
     t = time.perf_counter()
-    init_ray(None, cfg)
+    init_ray(None, cfg.ray, cfg.progress)
     print(f"embedded Ray start: {time.perf_counter() - t:.1f} s (once per run, not in the figures below)")
     first = make_images(work, args.sizes[0])
     pipeline(first, work / "warmup", cfg)  # start the worker processes once

@@ -18,7 +18,6 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from curation import samples  # noqa: E402
-from curation.faces import FaceStage  # noqa: E402
 from curation.records import ALIVE, empty_row  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 
@@ -57,8 +56,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     cv2.setNumThreads(1)  # per core
-    cfg = next(s for s in load_config("curate")["stages"] if s["name"] == "faces")
-    stage = FaceStage(cfg)
+    stage = next(s for s in load_config("curate").stages if s.name == "faces")
     stage.setup()
     haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     fx = fixtures()

@@ -61,11 +61,12 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--micro", type=int, default=4)
     args = ap.parse_args()
+    from pipelines.job import RayOptions
     from pipelines.ray_runtime import init_ray
     from pipelines.train import batch_plan, stream_batches
 
     files = write(Path(tempfile.mkdtemp(prefix="infu_bench_loader_")), args.rows, args.files)
-    init_ray(None, {"ray": {"num_cpus": 2}, "progress": False})
+    init_ray(None, RayOptions(num_cpus=2, object_store_memory=None, reserve_per_operator=False))
     ray_rate = epoch(stream_batches, files, args.rows, args.micro)
     plan_rate = epoch(batch_plan, files, args.rows, args.micro)
     print(f"{args.rows} rows in {args.files} files, micro-batch {args.micro}, 2 cores")

@@ -43,18 +43,16 @@ def spss(d: Path, n: int) -> Path:
     return d
 
 
-def plain_loop(src: Path, out: Path, cfg: dict, batch: int) -> tuple[float, int]:
+def plain_loop(src: Path, out: Path, cfg, batch: int) -> tuple[float, int]:
     from curation.stage import run_stage
     from pipelines.sink import conform
-    from pipelines.synth import chain, planner_cfg
-    from synth.plan import Planner
     from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA
 
     t = time.perf_counter()
-    stages = [cls(c) for cls, c in chain(cfg) if cls(c).enabled]
+    stages = [s for s in cfg.chain() if s.enabled]
     for s in stages:
         s.ensure_setup()
-    jobs = Planner(planner_cfg(cfg)).expand(pq.read_table(src / "kept" / "part-0.parquet").to_pylist())
+    jobs = cfg.planner().expand(pq.read_table(src / "kept" / "part-0.parquet").to_pylist())
     for i in range(0, len(jobs), batch):
         for s in stages:
             run_stage(s, jobs[i:i + batch])
@@ -64,14 +62,14 @@ def plain_loop(src: Path, out: Path, cfg: dict, batch: int) -> tuple[float, int]
 
 def cpu_mode(args) -> None:
     from infu_model.tiny import make_tiny
-    from pipelines.config import load_config, merge
+    from pipelines.config import load_config
     from pipelines.ray_runtime import init_ray
     from pipelines.synth import run_synth
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="infu_bench_synth_"))
     tiny = make_tiny(work / "tiny")
-    cfg = merge(load_config("synth"), {
+    cfg = load_config("synth", overrides={
         "progress": False, "ray": {"num_cpus": 2},
         "model": {"base": str(tiny["base"]), "path": str(tiny["infu"]), "dtype": "float32"},
         "generation": {"width": args.side, "height": args.side, "steps": args.steps, "images_per_call": 4,
@@ -79,7 +77,7 @@ def cpu_mode(args) -> None:
         "prompts": {"per_source": 4, "seeds_per_prompt": 1}})
     small, big = spss(work / "in_small", args.sources // 2), spss(work / "in_big", args.sources)
     loop_rate, n = plain_loop(big, work / "loop.parquet", cfg, args.batch)
-    init_ray(None, cfg)
+    init_ray(None, cfg.ray, cfg.progress)
     times = {}
     for name, src in (("small", small), ("big", big)):
         t = time.perf_counter()

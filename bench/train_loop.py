@@ -27,7 +27,7 @@ from curation import samples  # noqa: E402
 from curation.records import SPSS_SCHEMA, empty_row, stable_id  # noqa: E402
 from infu_model.pipeline import load_infu_weights  # noqa: E402
 from infu_model.tiny import make_tiny  # noqa: E402
-from pipelines.config import load_config, merge  # noqa: E402
+from pipelines.config import load_config  # noqa: E402
 from pipelines.train import train_loop  # noqa: E402
 
 OPTIONS = ["adamw:none", "adamw:infusenet", "adamw:all", "adamw_8bit:infusenet"]
@@ -64,7 +64,7 @@ def main() -> int:
     ok = True
     for k, option in enumerate(args.options):
         opt = dict(zip(("optimizer", "gradient_checkpointing"), option.split(":")))
-        cfg = merge(load_config("stage1"), {
+        cfg = load_config("stage1", overrides={
             "model": {"base": str(tiny["base"]), "embedding_dim": 128, "dtype": "bfloat16",
                       "gradient_checkpointing": opt["gradient_checkpointing"]},
             "data": {"parquet": str(data), "loader": "plan", "max_side": args.side, "max_sequence_length": 32},
@@ -74,7 +74,7 @@ def main() -> int:
         label = f"{opt['optimizer']}, checkpointing {opt['gradient_checkpointing']}"
         try:
             start = time.perf_counter()
-            first = train_loop(merge(cfg, {"train": {"max_steps": args.steps // 2}}))
+            first = train_loop(cfg.updated({"train": {"max_steps": args.steps // 2}}))
             rest = train_loop(cfg)  # resumes from the checkpoint just written
             seconds = (time.perf_counter() - start) / args.steps
             net, proj, _ = load_infu_weights(work / f"run{k}" / "final")

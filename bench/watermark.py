@@ -20,10 +20,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from curation.faces import FaceStage  # noqa: E402
 from curation.samples import watermark_set  # noqa: E402
 from curation.stage import run_stage  # noqa: E402
-from curation.watermark import WatermarkStage  # noqa: E402
 from faces import row  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 
@@ -36,9 +34,8 @@ def main() -> None:
                     help="deal fonts, sizes, opacities, placements to the marks another way (a set not tuned on)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
-    stages = {s["name"]: s for s in load_config("curate")["stages"]}
-    wm_cfg = {**stages["watermark"], **({"threshold": args.threshold} if args.threshold is not None else {})}
-    faces, wm = FaceStage(stages["faces"]), WatermarkStage(wm_cfg)
+    over = {"threshold": args.threshold} if args.threshold is not None else {}
+    faces, _, wm = load_config("curate", overrides={"stages": ["faces", "nsfw", {"name": "watermark", **over}]}).stages
     faces.ensure_setup()
     wm.ensure_setup()
     items = watermark_set(args.shift)

@@ -16,12 +16,9 @@ from typing import Literal
 
 from curation.caption_text import clean_caption
 from curation.captioners import BACKENDS, check_folder
-from curation.options import ConfigError, between, named_block, packaged
+from curation.options import ConfigError, between
 from curation.stage import Stage
 from infu_model.images import rgb_image
-
-SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
-
 
 @dataclass(frozen=True)
 class CaptionOptions:
@@ -31,8 +28,8 @@ class CaptionOptions:
     dtype: Literal["bfloat16", "float16", "float32"] | None
     max_new_tokens: int = between(1)
     generate_batch: int | None = between(1)      # images per generate() call (null: the Ray batch)
-    max_chars: int = between(1)                  # from the job's top level
-    names: tuple[str, ...] = ()                  # real names to replace (the job's names_file)
+    max_chars: int | None = between(1, default=None)   # set by the job (its max_chars)
+    names: tuple[str, ...] = ()                  # set by the job: real names to replace (its names_file)
     prompt: str | None = None                    # blip2: its text prefix
     num_beams: int | None = between(1, default=None)   # blip2
     instruction: str | None = None               # chat backends
@@ -40,32 +37,25 @@ class CaptionOptions:
 
 
 class CaptionStage(Stage):
+    """Its ``label`` (the block's ``name``: blip2, internvl, ...; else its backend) is the ``source`` of its
+    captions."""
+
     name = "caption"
     reasons = ()  # rows are never rejected for their captions
-    default_resources = {"num_cpus": 0.5, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
+
+    @property
+    def label(self) -> str:
+        return self._label or self.opts.backend
     gpu_share = 0.5  # a VLM of a few billion parameters: two per GPU
     Options = CaptionOptions
 
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        self.source, self.backend = self.cfg["name"], self.opts.backend
-        self.max_chars, self.names = self.opts.max_chars, frozenset(self.opts.names)
+    def __init__(self, opts, resources, label=None):
+        super().__init__(opts, resources, label)
+        self.names = frozenset(self.opts.names)
         # images per generate() call; a Ray batch (resources.batch_size) may hold several, which
         # spreads Ray's per-task cost over more rows without changing what the model sees
         self.generate_batch = self.opts.generate_batch or self.resources.batch_size
         self.kwargs = self.backend_kwargs()
-        self.model = None
-
-    @classmethod
-    def defaults(cls, cfg: dict) -> dict:
-        """configs/caption.yaml's captioner of this backend; a backend without one there (chat_vlm,
-        internvl2) takes what the chat backends share from the internvl block."""
-        c = packaged("caption")
-        backend = cfg.get("backend") or cfg.get("name")
-        block = named_block(c["captioners"], "backend", backend)
-        if not block:
-            block = {k: v for k, v in named_block(c["captioners"], "backend", "internvl").items() if k in SHARED}
-        return {"name": backend, "backend": backend, **block, "max_chars": c["max_chars"], "names": []}
 
     @property
     def enabled(self) -> bool:
@@ -73,28 +63,28 @@ class CaptionStage(Stage):
 
     def report(self) -> dict:
         if not self.enabled:
-            return {"ran": False, "note": f"no local {self.backend} model configured (model: path); "
+            return {"ran": False, "note": f"no local {self.opts.backend} model configured (model: path); "
                                           "dataset captions kept, no text invented"}
-        return {"ran": True, "backend": self.backend, "model": self.opts.model}
+        return {"ran": True, "backend": self.opts.backend, "model": self.opts.model}
 
     def check(self) -> None:
         """Cheap checks of the backend and the model folder (no weights read), run before the job starts."""
-        check_folder(self.backend, self.opts.model)
+        check_folder(self.opts.backend, self.opts.model)
 
     def backend_kwargs(self) -> dict:
         """The options this backend's constructor takes (prompt, instruction, num_beams, ...); one it
         does not take is a config error, not a setting silently dropped."""
-        accepted = set(inspect.signature(BACKENDS[self.backend].__init__).parameters) - {"self", "model"}
+        accepted = set(inspect.signature(BACKENDS[self.opts.backend].__init__).parameters) - {"self", "model"}
         given = {k: v for k, v in vars(self.opts).items() if v is not None}
         wrong = sorted(set(given) - accepted - {"backend", "model", "max_chars", "names", "generate_batch"})
         if wrong:
-            raise ConfigError(f"captioner {self.source!r}: {', '.join(wrong)} not used by the {self.backend} backend "
+            raise ConfigError(f"captioner {self.label!r}: {', '.join(wrong)} not used by the {self.opts.backend} backend "
                               f"(it takes {', '.join(sorted(accepted))})")
         return {k: v for k, v in given.items() if k in accepted}
 
     def setup(self) -> None:
         self.check()
-        self.model = BACKENDS[self.backend](self.opts.model, **self.kwargs)
+        self.model = BACKENDS[self.opts.backend](self.opts.model, **self.kwargs)
 
     def process(self, rows: list[dict]) -> None:
         for i in range(0, len(rows), self.generate_batch):
@@ -104,16 +94,16 @@ class CaptionStage(Stage):
         images = [rgb_image(r["image"]) for r in rows]  # the pixels curation judged and training sees
         raw = self.model(images)
         # BLIP-2's prefix is part of its caption; chat models may echo their instruction
-        echo = None if self.backend == "blip2" else getattr(self.model, "instruction", None)
+        echo = None if self.opts.backend == "blip2" else getattr(self.model, "instruction", None)
         for row, text in zip(rows, raw):
-            clean, reason = clean_caption(text, echo, self.max_chars, self.names)
+            clean, reason = clean_caption(text, echo, self.opts.max_chars, self.names)
             if clean is None:
-                row["caption_drops"] = list(row.get("caption_drops") or []) + [{"source": self.source, "reason": reason}]
+                row["caption_drops"] = list(row.get("caption_drops") or []) + [{"source": self.label, "reason": reason}]
             else:
-                row["captions"] = list(row.get("captions") or []) + [{"source": self.source, "text": clean}]
+                row["captions"] = list(row.get("captions") or []) + [{"source": self.label, "text": clean}]
 
 
-def clean_dataset_captions(row: dict, max_chars: int = 400, names=frozenset()) -> None:
+def clean_dataset_captions(row: dict, max_chars: int, names=frozenset()) -> None:
     """Hygiene for the captions a dataset brought (CelebV-Text, CosmicManHQ, sidecars)."""
     kept, drops = [], list(row.get("caption_drops") or [])
     for c in row.get("captions") or []:

@@ -32,11 +32,6 @@ class ImageClassifier:
         self.index = matches[0]
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
 
-    @classmethod
-    def from_stage_config(cls, cfg: dict, default_label: str) -> "ImageClassifier":
-        """Build from a stage's config: ``model``, ``label``, ``device``, ``dtype``."""
-        return cls(cfg["model"], cfg.get("label", default_label), cfg.get("device", "cpu"), cfg.get("dtype", "float32"))
-
     def scores(self, images: list[np.ndarray]) -> list[float]:
         """Probability of the configured label for each RGB image."""
         with self.torch.no_grad():

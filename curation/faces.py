@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from curation.options import between
+from curation.options import between, plain
 from curation.records import analysis_image, reject
 from curation.stage import Stage
 from infu_model.faces import analyzer_device, head_pose, main_face, make_face_analyzer
@@ -64,22 +64,21 @@ class FaceOptions:
 class FaceStage(Stage):
     name = "faces"
     reasons = ("no_face", "multiple_faces", "small_face")
-    default_resources = {"num_cpus": 0.5, "batch_size": 16, "concurrency": 1}
     Options = FaceOptions
-    defaults_in = ("curate", "stages")
 
     @property
     def device(self) -> str:
-        return analyzer_device(self.cfg)
+        return analyzer_device(self.analyzer_cfg())
 
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        self.analyzer = None
+    def analyzer_cfg(self) -> dict:
+        """The face backend's block, as infu_model.faces takes it."""
+        o = self.opts
+        # the detector must find every face the multiple_faces rule counts
+        return {"backend": o.backend, "dlib": {"recall_ratio": o.secondary_face_ratio ** 0.5, **plain(o.dlib)},
+                "insightface": plain(o.insightface)}
 
     def setup(self) -> None:
-        # the detector must find every face the multiple_faces rule counts
-        dlib_cfg = {"recall_ratio": self.opts.secondary_face_ratio ** 0.5, **self.cfg["dlib"]}
-        self.analyzer = make_face_analyzer({**self.cfg, "dlib": dlib_cfg})
+        self.analyzer = make_face_analyzer(self.analyzer_cfg())
 
     def report(self) -> dict:
         return {"ran": True, "backend": self.opts.backend}

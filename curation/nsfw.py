@@ -32,38 +32,31 @@ class NSFWOptions:
 class NSFWStage(Stage):
     name = "nsfw"
     reasons = ("nsfw",)
-    default_resources = {"num_cpus": 0.25, "batch_size": 16, "concurrency": 1}
     Options = NSFWOptions
-    defaults_in = ("curate", "stages")
-
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        self.backend, self.threshold, self.classes = self.opts.backend, self.opts.threshold, set(self.opts.classes)
-        self.model = None
 
     def setup(self) -> None:
-        if self.backend == "nudenet":
+        if self.opts.backend == "nudenet":
             from nudenet import NudeDetector
 
             self.model = NudeDetector()
         else:
             from curation.classifier import ImageClassifier
 
-            self.model = ImageClassifier.from_stage_config(self.cfg, "nsfw")
+            self.model = ImageClassifier(self.opts.model, self.opts.label, self.device)
 
     def report(self) -> dict:
-        return {"ran": True, "backend": self.backend, "threshold": self.threshold}
+        return {"ran": True, "backend": self.opts.backend, "threshold": self.opts.threshold}
 
     def score(self, rgb: np.ndarray) -> float:
         """nudenet reads BGR through an RGBA->BGR conversion, so it is handed RGBA."""
         rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
-        hits = [d["score"] for d in self.model.detect(rgba) if d["class"] in self.classes]
+        hits = [d["score"] for d in self.model.detect(rgba) if d["class"] in self.opts.classes]
         return float(max(hits, default=0.0))
 
     def process(self, rows: list[dict]) -> None:
         images = [analysis_image(r) for r in rows]
-        if self.backend == "transformers":
+        if self.opts.backend == "transformers":
             scores = self.model.scores(images)
         else:
             scores = [self.score(im) for im in images]
-        score_and_threshold(rows, scores, "nsfw", self.threshold, "nsfw")
+        score_and_threshold(rows, scores, "nsfw", self.opts.threshold, "nsfw")

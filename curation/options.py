@@ -45,8 +45,13 @@ def parse(cls, data: dict, where: str):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{where}: {name} is missing")
             continue
-        values[name] = _value(hints[name], data[name], f"{where}.{name}", f.metadata.get("range"))
+        values[name] = _value(hints[name], data[name], inside(where, name), f.metadata.get("range"))
     return cls(**values)
+
+
+def inside(where: str, key: str) -> str:
+    """``file: a.b`` for a key path inside a file (``where`` without a colon is the file or block)."""
+    return f"{where}.{key}" if ": " in where else f"{where}: {key}"
 
 
 def _value(tp, v, where: str, bounds):
@@ -66,6 +71,8 @@ def _value(tp, v, where: str, bounds):
             raise ConfigError(f"{where}: expected a list" + (f" of {len(args)} values" if fixed else "") + f", got {v!r}")
         kinds = args if fixed else [args[0]] * len(v)
         return tuple(_value(k, x, f"{where}[{i}]", bounds) for i, (k, x) in enumerate(zip(kinds, v)))
+    if hasattr(tp, "from_block"):  # a stage: its options block parsed, then built (once, here)
+        return tp.from_block(v, where)
     if dataclasses.is_dataclass(tp):
         return parse(tp, v, where)
     if tp is dict:
@@ -86,7 +93,7 @@ def _scalar(tp, v, where: str, bounds):
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         span = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
         raise ConfigError(f"{where}: {v!r} is out of range {span}")
-    return float(v) if tp is float else v
+    return v  # as written (an int where a float is asked is kept): plain() gives back the user's values
 
 
 _KIND = {bool: "true or false", str: "text", int: "a whole number", float: "a number"}
@@ -125,6 +132,20 @@ def read_yaml(path: Path, what: str = "config file") -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, not {type(data).__name__}")
     return data
+
+
+def plain(obj):
+    """A typed config (or any value inside one) as plain YAML values: dataclasses as mappings,
+    tuples as lists, a built stage as its block."""
+    if hasattr(obj, "block"):
+        return obj.block()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
 
 
 def merge(base: dict, over: dict) -> dict:

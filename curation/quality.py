@@ -26,7 +26,7 @@ from PIL import Image
 from curation.buckets import assign_bucket, bucket_name
 from curation.video import encode_png, read_video_frames
 from infu_model.images import DecodeError, Decoded, Limits, TooLarge, decode, read_file
-from curation.options import ConfigError, between, packaged
+from curation.options import ConfigError, between
 from curation.records import quarantine, reject
 from curation.stage import Stage
 
@@ -83,24 +83,16 @@ class QualityOptions:
 
 
 class QualityStage(Stage):
+    """Its options come from a curate config's ``decode``, ``filters`` and ``buckets`` blocks, its pool
+    from ``quality.resources`` (pipelines.curate.CurateConfig.quality_stage)."""
+
     name = "quality"
     reasons = ("decode_error", "too_large", "low_resolution", "bad_aspect", "blurry")
     stateful = False  # no model: plain Ray tasks scale with the cluster
-    default_resources = {"num_cpus": 1, "batch_size": 32}
     Options = QualityOptions
 
     def setup(self) -> None:
         cv2.setNumThreads(1)  # parallelism comes from Ray's processes, not OpenCV's threads
-
-    @staticmethod
-    def block(cfg: dict, keep_analysis: bool = False) -> dict:
-        """The stage's config from a curate job config: ``quality`` with ``decode``, ``filters``, ``buckets``."""
-        return {**cfg["quality"], "decode": cfg["decode"], "filters": cfg["filters"], "buckets": cfg["buckets"],
-                "keep_analysis": keep_analysis}
-
-    @classmethod
-    def defaults(cls, cfg: dict) -> dict:
-        return cls.block(packaged("curate"))
 
     def process(self, rows: list[dict]) -> None:
         frames = self._read_frames([r for r in rows if r["_media"] == "video"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 
+from curation.options import ConfigError
 from curation.stage import Stage
 
 STAGES = {
@@ -14,6 +15,17 @@ STAGES = {
     "watermark": "curation.watermark:WatermarkStage",
     "caption": "curation.caption_stage:CaptionStage",
 }
+
+
+class NamedStage:
+    """The type of a curate config's ``stages`` entries: each block builds the stage its ``name`` names."""
+
+    @classmethod
+    def from_block(cls, block, where: str) -> Stage:
+        name = block.get("name") if isinstance(block, dict) else None
+        if name not in STAGES:
+            raise ConfigError(f"{where}: unknown stage {name!r}; known: {', '.join(sorted(STAGES))}")
+        return stage_class(name).from_block(block, f"{where} ({name})")
 
 
 def stage_class(name: str) -> type[Stage]:

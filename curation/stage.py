@@ -8,68 +8,94 @@ through untouched, so every input reaches the sink and is counted.
 
 Only ``pipelines/`` knows Ray: it wraps a stage into a Ray Data actor pool (or
 task pool when ``stateful`` is False) with ``resources``. Tests call
-``run_stage`` directly.
+``run_stage`` directly. A stage reads no configuration file: its job's typed
+config builds it (``from_block``) from the job's YAML, where every default lives.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pyarrow as pa
 
-from curation.options import merge, named_block, packaged, parse
+from curation.options import ConfigError, between, parse, plain
 from curation.records import ROW_SCHEMA, alive, quarantine, reject
 
 
 @dataclass(frozen=True)
 class Resources:
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    batch_size: int = 16
-    concurrency: int = 1  # actors in the pool (stateful stages)
+    """A stage's Ray pool: CPUs and GPUs per task or actor, rows per batch, actors in the pool.
+    ``num_gpus`` / ``concurrency`` null: resolved from the cluster when the job starts
+    (pipelines/ray_stages.py), else no GPU and one actor."""
+    num_cpus: float = between(0)
+    batch_size: int = between(1)
+    num_gpus: float | None = between(0, default=None)
+    concurrency: int | None = between(1, default=None)
 
-    @classmethod
-    def from_config(cls, cfg: dict | None, **defaults) -> "Resources":
-        """``null`` in the config leaves the default (pipelines/ray_stages.py resolves GPU pools first);
-        a key that is not a resource is an error, not a setting silently dropped."""
-        unknown = sorted(set(cfg or {}) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"resources: unknown key(s) {unknown}; allowed: {', '.join(cls.__dataclass_fields__)}")
-        given = {k: v for k, v in (cfg or {}).items() if v is not None}
-        return cls(**{**defaults, **given})
+    @property
+    def gpus(self) -> float:
+        return self.num_gpus or 0.0
+
+    @property
+    def actors(self) -> int:
+        return self.concurrency or 1
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a stage that takes none."""
 
 
 class Stage:
-    """Base class. Subclasses set ``name`` and ``reasons`` and implement ``process``."""
+    """Base class. Subclasses set ``name``, ``reasons`` and ``Options`` and implement ``process``.
+
+    A stage is built once, by its job's typed config (``from_block``: its block of the job's YAML,
+    laid over the packaged defaults there, parsed into ``Options`` and ``Resources``), and handed
+    as it is to the Ray pool that runs it; ``with_`` gives a copy with other options or resources."""
 
     name: ClassVar[str] = "stage"
     reasons: ClassVar[tuple[str, ...]] = ()   # reject codes this stage may emit
     stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
-    default_resources: ClassVar[dict] = {}
     schema: ClassVar[pa.Schema] = ROW_SCHEMA   # the rows it reads and writes (SPMS stages have their own)
     gpu_share: ClassVar[float] = 0.25          # of a GPU per actor when its model runs on cuda (small models share)
-    Options: ClassVar[type | None] = None      # its typed options (a dataclass, curation/options.py)
-    defaults_in: ClassVar[tuple[str, str]] = ()  # (config, key) holding its defaults; a list: the block of its name
+    Options: ClassVar[type] = NoOptions        # its typed options (a frozen dataclass, curation/options.py)
 
-    def __init__(self, cfg: dict | None = None):
-        """``cfg`` is laid over the stage's packaged defaults, then checked against ``Options``
-        (``self.opts``); an unknown key, a wrong kind or an out-of-range value raises ConfigError."""
-        given = dict(cfg or {})
-        self.cfg = merge(self.defaults(given), given)
-        self.resources = Resources.from_config(self.cfg.get("resources"), **self.default_resources)
-        if self.Options is not None:
-            own = {k: v for k, v in self.cfg.items() if k not in ("name", "resources")}
-            self.opts = parse(self.Options, own, f"{' '.join(self.defaults_in) or 'stage'} ({self.name})")
+    def __init__(self, opts=None, resources: Resources | None = None, label: str | None = None):
+        """``opts`` (required when the stage has options) and ``resources`` as the job's config built them; a
+        stage used outside a job (a plain loop, a test) runs with one CPU and batches of 16."""
+        if opts is None and dataclasses.fields(self.Options):
+            raise TypeError(f"{type(self).__name__} needs its options ({self.Options.__name__})")
+        opts = self.Options() if opts is None else opts
+        if not isinstance(opts, self.Options):
+            raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, not {type(opts).__name__}")
+        self.opts, self.resources, self._label = opts, resources or Resources(num_cpus=1, batch_size=16), label
         self._ready = False
 
+    @property
+    def label(self) -> str:
+        """What the job calls it: its block's ``name`` (a captioner's caption source), else the stage's."""
+        return self._label or self.name
+
     @classmethod
-    def defaults(cls, cfg: dict) -> dict:
-        """The stage's block in the packaged YAML (``defaults_in``): the one place its default values live."""
-        if not cls.defaults_in:
-            return {}
-        config, key = cls.defaults_in
-        block = packaged(config).get(key)
-        return named_block(block, "name", cls.name) if isinstance(block, list) else dict(block or {})
+    def from_block(cls, block: dict, where: str) -> "Stage":
+        """The stage of a config block (``name`` and ``resources`` beside its options)."""
+        if not isinstance(block, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {block!r}")
+        own = {k: v for k, v in block.items() if k not in ("name", "resources")}
+        if "resources" not in block:
+            raise ConfigError(f"{where}: resources is missing")
+        return cls(parse(cls.Options, own, where), parse(Resources, block["resources"], f"{where}.resources"),
+                   block.get("name"))
+
+    def block(self) -> dict:
+        """The stage as its config block again (for config.yaml and the run's fingerprint)."""
+        named = {"name": self._label} if self._label else {}
+        return {**named, **plain(self.opts), "resources": plain(self.resources)}
+
+    def with_(self, *, opts=None, resources: Resources | None = None) -> "Stage":
+        """A copy with other options (e.g. what the job sets) or its pool resolved against the cluster."""
+        return type(self)(opts or self.opts, resources or self.resources, self._label)
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +105,7 @@ class Stage:
     @property
     def device(self) -> str:
         """Where the stage's model runs (``cuda`` asks the cluster for a share of a GPU per actor)."""
-        return str(self.cfg.get("device") or "cpu")
+        return str(getattr(self.opts, "device", None) or "cpu")
 
     def setup(self) -> None:
         """Load models. Called once per actor, before the first batch."""

@@ -35,47 +35,42 @@ class WatermarkOptions:
 class WatermarkStage(Stage):
     name = "watermark"
     reasons = ("watermark",)
-    default_resources = {"num_cpus": 0.25, "batch_size": 16, "concurrency": 1}
     Options = WatermarkOptions
-    defaults_in = ("curate", "stages")
-
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        self.backend, self.threshold, self.ocr = self.opts.backend, self.opts.threshold, self.opts.ocr
-        self.model = None
 
     @property
     def enabled(self) -> bool:
-        return self.backend != "none"
+        return self.opts.backend != "none"
 
     def setup(self) -> None:
-        if self.backend == "ocr":
+        if self.opts.backend == "ocr":
             from curation.watermark_ocr import OcrReader
 
-            self.model = OcrReader(self.ocr.det_side, self.device, self.ocr.threads, self.ocr.min_confidence,
-                                   self.ocr.equalize)
+            ocr = self.opts.ocr
+            self.model = OcrReader(ocr.det_side, self.device, ocr.threads, ocr.min_confidence, ocr.equalize)
         else:
             from curation.classifier import ImageClassifier
 
-            self.model = ImageClassifier.from_stage_config(self.cfg, "watermark")
+            self.model = ImageClassifier(self.opts.model, self.opts.label, self.device)
 
     def report(self) -> dict:
         if not self.enabled:
             return {"ran": False, "note": "backend: none (stages: watermark); the watermark column stays null"}
-        return {"ran": True, "backend": self.backend, "threshold": self.threshold,
-                **({"model": self.opts.model} if self.backend == "transformers" else {})}
+        o = self.opts
+        return {"ran": True, "backend": o.backend, "threshold": o.threshold,
+                **({"model": o.model} if o.backend == "transformers" else {})}
 
     def process(self, rows: list[dict]) -> None:
         images = [analysis_image(r) for r in rows]
-        if self.backend == "transformers":
-            score_and_threshold(rows, self.model.scores(images), "watermark", self.threshold, "watermark")
+        o = self.opts
+        if o.backend == "transformers":
+            score_and_threshold(rows, self.model.scores(images), "watermark", o.threshold, "watermark")
             return
         from curation.watermark_ocr import judge
 
         for row, rgb in zip(rows, images):
-            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), self.ocr)
+            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), o.ocr)
             row["watermark_text"] = verdict.describe()
-            score_and_threshold([row], [verdict.score], "watermark", self.threshold, "watermark")
+            score_and_threshold([row], [verdict.score], "watermark", o.threshold, "watermark")
 
 
 def face_box(row: dict, rgb) -> tuple[float, ...] | None:

@@ -101,29 +101,30 @@ def bucket_size(bucket: str, max_side: int | None, multiple: int) -> tuple[int, 
     return w, h
 
 
-def prepare(row: dict, data: dict, emb_dim: int, size, rng: random.Random) -> dict:
-    """A training sample from an SPSS/SPMS row: target image and control at ``size``, a caption,
-    the identity embedding; raises ``Skip`` with the reason when the row cannot be used."""
-    emb = row.get(data["embedding_column"])
+def prepare(row: dict, data, emb_dim: int, size, rng: random.Random) -> dict:
+    """A training sample from an SPSS/SPMS row (``data``: a training config's ``data`` block, which
+    names the columns and the dropouts): target image and control at ``size``, a caption, the identity
+    embedding; raises ``Skip`` with the reason when the row cannot be used."""
+    emb = row.get(data.embedding_column)
     if emb is None:
         raise Skip("missing_embedding")
     if len(emb) != emb_dim:
         raise Skip("embedding_dim")
-    if data.get("embedding_backend") and row.get("id_backend") not in (None, data["embedding_backend"]):
+    if data.embedding_backend and row.get("id_backend") not in (None, data.embedding_backend):
         raise Skip("embedding_backend")
-    if row.get(data["image_column"]) is None:
+    if row.get(data.image_column) is None:
         raise Skip("missing_image")
     try:  # the one decoder: upright (EXIF), 16-bit scaled, CMYK via ICC, as curation saw it
-        img = rgb_image(row[data["image_column"]])
+        img = rgb_image(row[data.image_column])
     except TooLarge:
         raise Skip("too_large") from None
     except DecodeError:
         raise Skip("decode_error") from None
-    img, kps = to_bucket(img, size, row.get(data["kps_column"]))
-    control = control_for(size, kps, float(data["black_control_prob"]), rng)
+    img, kps = to_bucket(img, size, row.get(data.kps_column))
+    control = control_for(size, kps, data.black_control_prob, rng)
     return {"image": img, "control": control, "black": kps is None or not np.asarray(control).any(),
-            "caption": sample_caption(row.get("captions"), data["caption_weights"], float(data["caption_dropout"]), rng),
-            "emb": torch.tensor(emb, dtype=torch.float32), "id": row[data.get("id_column", "id")], "size": size,
+            "caption": sample_caption(row.get("captions"), data.caption_weights, data.caption_dropout, rng),
+            "emb": torch.tensor(emb, dtype=torch.float32), "id": row[data.id_column], "size": size,
             "file": row.get("_file"), "weight": 1.0}
 
 

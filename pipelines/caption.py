@@ -9,30 +9,63 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.job import (Layout, SourceSpec, check_inputs, check_stages, count_unaccounted, input_files,
+from pipelines.config import JobConfig, between, merge, named_block, packaged
+from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
                            parquet_files, prepare_out, read_column)
 from pipelines.ray_stages import table_to_rows
 
+SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
 
-def real_names(cfg: dict) -> list[str]:
+
+@dataclass(frozen=True)
+class CaptionConfig(JobConfig):
+    """``configs/caption.yaml``, typed."""
+    defaults: ClassVar[str] = "caption"
+    ray: RayOptions
+    progress: bool
+    max_chars: int = between(1)       # captions are cut at the last sentence end under this length
+    names_file: str | None            # one real person's name per line: always replaced by "a person"
+    captioners: tuple[CaptionStage, ...]
+    output: OutputOptions
+
+    @classmethod
+    def complete(cls, data: dict) -> dict:
+        """Each captioner laid over the default captioner of its backend; a backend without one (chat_vlm,
+        internvl2) takes what the chat backends share from the internvl block."""
+        defaults = packaged("caption")["captioners"]
+
+        def default(block: dict) -> dict:
+            backend = block.get("backend") or block.get("name")
+            found = named_block(defaults, "backend", backend)
+            shared = {k: v for k, v in named_block(defaults, "backend", "internvl").items() if k in SHARED}
+            return {"name": backend, "backend": backend, **(found or shared)}
+
+        blocks = data.get("captioners") or []
+        return {**data, "captioners": [merge(default(b), b) if isinstance(b, dict) else b for b in blocks]}
+
+    def stages(self) -> list[CaptionStage]:
+        """The captioners with what the job gives each: the caption length and the names to replace."""
+        names = tuple(real_names(self.names_file))
+        return [c.with_(opts=replace(c.opts, max_chars=self.max_chars, names=names)) for c in self.captioners]
+
+
+def real_names(names_file: str | None) -> list[str]:
     """The names in ``names_file`` (one per line), always replaced by "a person"."""
-    if not cfg.get("names_file"):
+    if not names_file:
         return []
-    path = Path(cfg["names_file"]).expanduser()
+    path = Path(names_file).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"names_file not found: {path}")
     return [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-
-
-def captioner_cfgs(cfg: dict, names: list[str]) -> list[dict]:
-    return [{**c, "max_chars": cfg["max_chars"], "names": names} for c in cfg.get("captioners") or []]
 
 
 def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) -> pa.Table:
@@ -47,20 +80,21 @@ def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) 
     return to_table(rows)
 
 
-def check_caption(in_dir, cfg: dict) -> list[CaptionStage]:
+def check_caption(in_dir, cfg: CaptionConfig) -> list[CaptionStage]:
     """Everything a caption run can be refused for, before it touches its output: input Parquet
-    with rows and the columns captioning reads, the names file, each captioner's options and model
-    folder (a wrong folder fails here, before Ray starts or a row is read)."""
+    with rows and the columns captioning reads, the names file, each captioner's model folder (a
+    wrong folder fails here, before Ray starts or a row is read). Returns the captioners."""
     if not check_inputs(input_files(in_dir), ["id", "image"], "infu caption"):
         raise ValueError(f"nothing to caption: the Parquet in {in_dir} holds no rows")
-    captioners = check_stages([(CaptionStage, c) for c in captioner_cfgs(cfg, real_names(cfg))])
+    captioners = cfg.stages()
     for s in captioners:
         if s.enabled:
             s.check()
     return captioners
 
 
-def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
+def run_caption(in_dir, out, cfg: CaptionConfig, *, ray_address: str | None = None, overwrite: bool = False,
+                log=print) -> dict:
     import ray
 
     from pipelines.ray_runtime import init_ray
@@ -69,25 +103,24 @@ def run_caption(in_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 
     t0 = time.time()
     captioners = check_caption(in_dir, cfg)
-    files, names = input_files(in_dir), real_names(cfg)
-    stages = captioner_cfgs(cfg, names)
-    reports = {s.source: s.report() for s in captioners}
+    files = input_files(in_dir)
+    reports = {s.label: s.report() for s in captioners}
     lay = Layout(Path(out))
     prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite, "caption")
     done = read_column(parquet_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     if total - len(done) > 0:
-        init_ray(ray_address, cfg)
-        pools = plan_pools([(CaptionStage, c) for c in stages], log=log)
+        init_ray(ray_address, cfg.ray, cfg.progress)
+        pools = plan_pools(captioners, log=log)
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
         ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
         # a light CPU request for the cleaning glue leaves the captioners' slots free
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
-                            fn_kwargs={"done": done, "max_chars": cfg["max_chars"], "names": names})
-        for cls, c in pools:
-            ds = add_stage(ds, cls, c)
-        ds.write_datasink(RowSink(lay.kept, lay.rejected, int(cfg["output"]["rows_per_file"]),
-                                       True, alive_status="kept"))
+                            fn_kwargs={"done": done, "max_chars": cfg.max_chars, "names": real_names(cfg.names_file)})
+        for stage in pools:
+            ds = add_stage(ds, stage)
+        ds.write_datasink(RowSink(lay.kept, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
+                                  alive_status="kept"))
     stats = caption_stats(lay, files, reports, time.time() - t0)
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats

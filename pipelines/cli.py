@@ -46,10 +46,23 @@ def one_line_errors():
     return ConfigMismatch, OutputRefused, FileNotFoundError, ValueError, DecodeError, TooLarge
 
 
-def run_job(out_dir, name: str, job, *args, check=None, libraries=("transformers", "diffusers"), **kwargs):
-    """``check()`` (everything the job can be refused for), then the output folder claimed for
-    ``name`` (pipelines.job.claim_output), then ``job(*args, log=say, **kwargs)`` with its noise
-    routed to ``out_dir/_work/logs``: a refused job leaves no folder and no log behind."""
+def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
+    """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked, run in its own
+    folder (``in_own_folder``), its summary on the terminal."""
+    from pipelines.jobs import JOBS
+
+    job = JOBS[name]
+    stats = in_own_folder(out_dir, name, lambda log: job("run")(inputs, out_dir, cfg, log=log, **options),
+                          check=lambda: job("check")(inputs, cfg), libraries=libraries)
+    click.echo(job("summary")(stats, out_dir))
+    return stats
+
+
+def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers", "diffusers")):
+    """``check()`` (everything the job can be refused for), then ``out_dir`` claimed for the job
+    ``name`` (pipelines.job.claim_output), then ``work(log)`` with its noise routed to
+    ``out_dir/_work/logs`` (a refused job leaves no folder and no log behind), then the report.
+    The mistakes a user can make end as one line."""
     from pipelines.job import claim_output
 
     errors = one_line_errors()
@@ -61,7 +74,7 @@ def run_job(out_dir, name: str, job, *args, check=None, libraries=("transformers
         raise click.ClickException(str(e)) from None
     with job_logs(out_dir, name, libraries):
         try:
-            result = job(*args, log=say, **kwargs)
+            result = work(say)
         except errors as e:
             raise click.ClickException(str(e)) from None
     from pipelines.report import write_report
@@ -100,18 +113,14 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
     DIR/kept/*.parquet or DIR/rejected/*.parquet (with its status and reason);
     DIR/stats.json adds them up per source and reason.
     """
-    from pipelines.curate import check_curate, run_curate
     from pipelines.job import SourceSpec
-    from pipelines.summary import format_curate_summary
 
     try:
         specs = [SourceSpec.parse(s) for s in sources]
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     cfg = config("curate", config_path, {"progress": False} if quiet else None)
-    stats = run_job(out_dir, "curate", run_curate, specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
-                    check=lambda: check_curate(specs, cfg), libraries=())
-    click.echo(format_curate_summary(stats, out_dir))
+    run_job("curate", specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite, libraries=())
 
 
 @main.command()
@@ -126,22 +135,8 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
 
     Every caption keeps its source (dataset, blip2, internvl, ...) so training can mix
     them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
-    from pipelines.caption import check_caption, run_caption
-
     cfg = config("caption", config_path, {"progress": False} if quiet else None)
-    stats = run_job(out_dir, "caption", run_caption, in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
-                    check=lambda: check_caption(in_dir, cfg))
-    click.echo(f"\ncaption summary  ({out_dir}, {stats['elapsed_s']} s)")
-    click.echo(f"  rows: {stats['inputs']}  kept: {stats['kept']}  quarantined: {stats['quarantined']}  "
-               f"without any caption: {stats['rows_without_captions']}")
-    for src, n in sorted(stats["captions_per_source"].items()):
-        click.echo(f"  captions from {src:<10} {n}")
-    for src, d in sorted(stats["caption_drops"].items()):
-        click.echo(f"  dropped from {src:<11} " + ", ".join(f"{r} {n}" for r, n in sorted(d.items())))
-    for name, rep in stats["stages"].items():
-        click.echo(f"  {name:<10} {'ran' if rep['ran'] else 'DID NOT RUN'}" + (f": {rep['note']}" if rep.get("note") else ""))
-    ok = "yes" if stats["adds_up"] else f"NO (unaccounted {stats['unaccounted']})"
-    click.echo(f"  accounting: every input kept or quarantined: {ok}")
+    run_job("caption", in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
 
 
 @main.command()
@@ -164,18 +159,13 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
     stage-1 InfU actor pool (+ LoRAs, face swap, post-processing), then ID-filtered (one face, same
     person, normal pose, aesthetics, no near-duplicates). Every planned pair is kept or rejected with
     its reason."""
-    from pipelines.summary import format_synth_summary
-    from pipelines.synth import check_synth, run_synth
-
     over = {"model": {k: v for k, v in (("path", model), ("base", base)) if v}}
     if prompts:
         over["prompts"] = {"file": prompts}
     if quiet:
         over["progress"] = False
     cfg = config("synth", config_path, over)
-    stats = run_job(out_dir, "synth", run_synth, spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite,
-                    check=lambda: check_synth(spss_dir, cfg))
-    click.echo(format_synth_summary(stats, out_dir))
+    run_job("synth", spss_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
 
 
 @main.command()
@@ -196,8 +186,6 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
     precision and memory. Rerunning the same command resumes from the latest checkpoint in
     the output folder; OUT/final loads directly in `infu generate --infu OUT/final`."""
     from pipelines.config import read_yaml
-    from pipelines.train import build_cache as build
-    from pipelines.train import check_training, run_train
 
     try:
         stage = read_yaml(Path(config_path)).get("stage", 1)
@@ -205,18 +193,9 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
         raise click.ClickException(str(e)) from None
     if stage not in (1, 2):
         raise click.ClickException(f"{config_path}: stage: {stage!r} is not 1 (pretraining) or 2 (SFT)")
-    cfg = config(f"stage{stage}", config_path, {"export_published": export_published})
-    if build_cache:
-        cfg["cache"] = {**cfg.get("cache", {}), "enabled": True}
-
-    def job(log):
-        if build_cache:
-            log(f"cache: {build(cfg)}")
-        return run_train(cfg, ray_address, log=log)
-
-    res = run_job(cfg["output"], "train", job, check=lambda: check_training(cfg))
-    click.echo(f"trained {res['steps']} steps, final loss {res['final_loss']:.4f}, skipped records {res['skipped']}; "
-               f"weights in {res['output']}/final")
+    cfg = config(f"stage{stage}", config_path, {"export_published": export_published,
+                                                **({"cache": {"enabled": True}} if build_cache else {})})
+    run_job("train", cfg.data.parquet, cfg.output, cfg, ray_address=ray_address, build_cache=build_cache)
 
 
 @main.command("eval")
@@ -246,7 +225,7 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
     copy-paste index; or compare two results with --compare A B.
 
     Scorers whose weights are not configured are reported as not run, never guessed."""
-    from pipelines.eval import check_eval, compare, compare_markdown, run_eval
+    from pipelines.eval import compare, compare_markdown
 
     over = {"model": {k: v for k, v in (("path", model), ("base", base), ("variant", variant)) if v}}
     if benchmark:
@@ -260,21 +239,16 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
     cfg = config("eval", config_path, over)
     if compare_dirs:
         try:
-            res = compare(*compare_dirs, cfg.get("bootstrap"))
+            res = compare(*compare_dirs, cfg.bootstrap)
         except FileNotFoundError as e:
             raise click.ClickException(str(e)) from None
-        click.echo(compare_markdown(res, float(cfg["bootstrap"].get("ci", 0.95))))
+        click.echo(compare_markdown(res, cfg.bootstrap.ci))
         return
-    missing = [name for name, v in (("--model", model or cfg["model"].get("path")),
-                                     ("--base", base or cfg["model"].get("base")), ("--ids", ids_dir),
-                                     ("--out", out_dir)) if not v]
+    missing = [name for name, v in (("--model", cfg.model.path), ("--base", cfg.model.base), ("--ids", ids_dir),
+                                    ("--out", out_dir)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --compare A B)")
-    summary = run_job(out_dir, "eval", run_eval, ids_dir, out_dir, cfg, ray_address=ray_address,
-                      check=lambda: check_eval(ids_dir, cfg))
-    click.echo((Path(out_dir) / "summary.md").read_text())
-    click.echo(f"{summary['images']} images scored ({summary['no_face']} without a face) in {summary['elapsed_s']} s; "
-               f"per-image scores: {Path(out_dir) / 'scores.parquet'}")
+    run_job("eval", ids_dir, out_dir, cfg, ray_address=ray_address)
 
 
 @main.command("run")
@@ -293,7 +267,7 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
         spec, steps = read_pipeline(pipeline, quiet)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    report = run_job(spec["root"], "run", run_steps, spec, steps, ray_address=ray_address)
+    report = in_own_folder(spec["root"], "run", lambda log: run_steps(spec, steps, ray_address=ray_address, log=log))
     click.echo(format_run_summary(report))
 
 

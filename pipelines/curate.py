@@ -17,36 +17,74 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from curation.quality import QualityStage
+from curation.quality import DecodeLimits, FilterOptions, QualityOptions, QualityStage
 from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
-from curation.registry import stage_class, stage_reasons
-from curation.sources import SourceError, make_source
-from pipelines.config import merge
-from pipelines.job import (Layout, SourceSpec, check_stages, count_unaccounted, dedup_and_finalize, parquet_files,
-                           prepare_out, read_column)
+from curation.registry import NamedStage, stage_reasons
+from curation.sources import SourceError, SourcesOptions, make_source
+from curation.stage import Resources, Stage
+from pipelines.config import JobConfig, between, merge, named_block, packaged
+from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
+                           dedup_and_finalize, parquet_files, prepare_out, read_column)
 from pipelines.sink import write_atomic
 
 
-def source_cfg(cfg: dict, kind: str) -> dict:
-    s = cfg.get("sources", {})
-    return merge(s.get("default", {}) or {}, s.get(kind, {}) or {})
+@dataclass(frozen=True)
+class ListingOptions:
+    shard_rows: int = between(1)   # manifest rows per shard file; the listing streams, never holds a dataset
 
 
-def write_manifest(lay: Layout, cfg: dict, specs: list[SourceSpec], log=print) -> dict:
+@dataclass(frozen=True)
+class QualityBlock:
+    resources: Resources           # the read + decode + cheap-filter tasks
+
+
+@dataclass(frozen=True)
+class CurateConfig(JobConfig):
+    """``configs/curate.yaml``, typed."""
+    defaults: ClassVar[str] = "curate"
+    ray: RayOptions
+    progress: bool
+    listing: ListingOptions
+    sources: SourcesOptions
+    decode: DecodeLimits
+    filters: FilterOptions
+    dedup: DedupOptions
+    quality: QualityBlock
+    stages: tuple[NamedStage, ...]          # the model stages, in order (built here, once)
+    output: OutputOptions
+    buckets: tuple[tuple[int, int], ...] = between(64)
+
+    @classmethod
+    def complete(cls, data: dict) -> dict:
+        """Each ``stages`` block laid over the default block of its name (a list replaces the list)."""
+        defaults = packaged("curate")["stages"]
+        blocks = [{"name": b} if isinstance(b, str) else b for b in data.get("stages") or []]
+        return {**data, "stages": [merge(named_block(defaults, "name", b.get("name")), b) if isinstance(b, dict)
+                                   else b for b in blocks]}
+
+    def quality_stage(self, keep_analysis: bool = False) -> QualityStage:
+        """The read + decode + cheap-filter stage (``keep_analysis``: hand the decoded image on)."""
+        return QualityStage(QualityOptions(self.decode, self.filters, self.buckets, keep_analysis),
+                            self.quality.resources)
+
+
+def write_manifest(lay: Layout, cfg: CurateConfig, specs: list[SourceSpec], log=print) -> dict:
     """List every source into manifest shards; returns per-source listing facts."""
     done = lay.manifest / "_DONE"
     if done.exists():
         return json.loads(done.read_text())
     shutil.rmtree(lay.manifest, ignore_errors=True)
     lay.manifest.mkdir(parents=True)
-    shard_rows = int(cfg.get("listing", {}).get("shard_rows", 5000))
+    shard_rows = cfg.listing.shard_rows
     facts, buf, shard = {}, [], 0
 
     def flush():
@@ -59,7 +97,7 @@ def write_manifest(lay: Layout, cfg: dict, specs: list[SourceSpec], log=print) -
         fact = {"kind": spec.kind, "path": spec.path, "listed": 0, "errors": []}
         facts[spec.label] = fact
         try:
-            src = make_source(spec.kind, spec.label, spec.path, source_cfg(cfg, spec.kind))
+            src = make_source(spec.kind, spec.label, spec.path, cfg.sources)
             src.check()
             for row in src.items():
                 buf.append(row)
@@ -101,33 +139,21 @@ def make_todo(lay: Layout) -> tuple[list[str], int]:
 
 
 # --------------------------------------------------------------- the job ----
-def model_stages(cfg: dict) -> list[tuple[type, dict]]:
-    out = []
-    for entry in cfg.get("stages") or []:
-        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
-        out.append((stage_class(entry["name"]), entry))
-    return out
-
-
-def process(lay: Layout, files: list[str], cfg: dict, stages: list[tuple[type, dict]]) -> None:
+def process(lay: Layout, files: list[str], cfg: CurateConfig, quality: QualityStage, stages: list[Stage]) -> None:
     """Decode and filter the listed rows: the quality tasks, then ``stages`` (enabled, pools resolved)."""
     import ray
 
     from pipelines.ray_stages import add_stage
     from pipelines.sink import RowSink
 
-    qcfg = QualityStage.block(cfg, keep_analysis=bool(stages))
     ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with
     # the decode stage, run it on one core. A streaming split into batch-sized blocks
     # lets every core (or node) decode.
-    ds = ds.repartition(target_num_rows_per_block=QualityStage(qcfg).resources.batch_size)
-    ds = add_stage(ds, QualityStage, qcfg)
-    for cls, scfg in stages:
-        ds = add_stage(ds, cls, scfg)
-    out = cfg.get("output", {})
-    ds.write_datasink(RowSink(lay.candidates, lay.rejected, int(out["rows_per_file"]),
-                                   bool(out.get("rejected_images", True))))
+    ds = ds.repartition(target_num_rows_per_block=quality.resources.batch_size)
+    for stage in [quality, *stages]:
+        ds = add_stage(ds, stage)
+    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images))
 
 
 def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float) -> dict:
@@ -181,39 +207,37 @@ def _count(t: pa.Table) -> dict:
             "reason": g["reason"].to_pylist(), "n": g["id_count"].to_pylist()}
 
 
-def stage_reports(cfg: dict) -> dict:
+def stage_reports(cfg: CurateConfig) -> dict:
     rep = {"quality": {"ran": True, "note": "decode, too_large, low_resolution, bad_aspect, blurry"}}
-    d = cfg.get("dedup", {})
-    rep["dedup"] = ({"ran": True, "note": f"pHash Hamming <= {d.get('max_distance', 4)}, whole run"}
-                    if d.get("enabled", True) else {"ran": False, "note": "disabled in config"})
-    for cls, scfg in model_stages(cfg):
-        rep[cls.name] = cls(scfg).report()
+    d = cfg.dedup
+    rep["dedup"] = ({"ran": True, "note": f"pHash Hamming <= {d.max_distance}, whole run"}
+                    if d.enabled else {"ran": False, "note": "disabled in config"})
+    for stage in cfg.stages:
+        rep[stage.name] = stage.report()
     return rep
 
 
-def check_curate(specs: list[SourceSpec], cfg: dict) -> QualityStage:
-    """Everything a curate run can be refused for, before it touches its output: the stages'
-    options, source names, a source path that is not a folder, and no image in any source.
-    Returns the built quality stage."""
+def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
+    """Everything a curate run can be refused for, before it touches its output (the config was
+    checked when it was parsed): source names, a source path that is not a folder, and no image in
+    any source."""
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a source is given twice: {labels}; use KIND:LABEL=PATH to name them apart")
-    quality, *_ = check_stages([(QualityStage, QualityStage.block(cfg)), *model_stages(cfg)])
     sources = []
     for spec in specs:
-        src = make_source(spec.kind, spec.label, spec.path, source_cfg(cfg, spec.kind))
+        src = make_source(spec.kind, spec.label, spec.path, cfg.sources)
         src.check()
         sources.append(src)
     if not any(next(iter(src.items()), None) for src in sources):
         raise ValueError("nothing to curate: no source holds an image ("
                          + ", ".join(f"{s.kind}={s.root}" for s in sources) + ")")
-    return quality
 
 
-def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_address: str | None = None,
+def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, ray_address: str | None = None,
                overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    quality = check_curate(specs, cfg)
+    check_curate(specs, cfg)
     lay = Layout(Path(out))
     timings = {}
     prepare_out(lay, cfg, specs, overwrite, "curate")
@@ -226,14 +250,15 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: dict, *, ray_addre
         from pipelines.ray_runtime import init_ray
         from pipelines.ray_stages import plan_pools
 
-        init_ray(ray_address, cfg)
+        init_ray(ray_address, cfg.ray, cfg.progress)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
-        stages = plan_pools(model_stages(cfg), reads=quality.resources.num_cpus, log=log)
+        stages = plan_pools(list(cfg.stages), reads=cfg.quality.resources.num_cpus, log=log)
+        quality = cfg.quality_stage(keep_analysis=bool(stages))
         t = time.time()
-        process(lay, files, cfg, stages)
+        process(lay, files, cfg, quality, stages)
         timings["stages"] = time.time() - t
     t = time.time()
-    dedup_and_finalize(lay, cfg.get("dedup", {}), bool(cfg.get("output", {}).get("rejected_images", True)))
+    dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images)
     shutil.rmtree(lay.todo, ignore_errors=True)
     timings["dedup"] = time.time() - t
     stats = compute_stats(lay, facts, stage_reports(cfg), time.time() - t0)

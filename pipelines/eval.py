@@ -17,6 +17,8 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,9 @@ from PIL import Image
 
 from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
-from pipelines.config import ConfigError, packaged_path, read_yaml, unknown_keys
+from pipelines.config import ConfigError, JobConfig, between, packaged_path, plain, read_yaml, unknown_keys
+from pipelines.job import RayOptions
+from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
 
@@ -39,6 +43,59 @@ SCORE_SCHEMA = pa.schema([
     ("seed", pa.int64()), ("tags", pa.string()), ("image", pa.string()), ("face_found", pa.bool_()),
     ("id_similarity", pa.float32()), ("id_loss", pa.float32()), ("copy_paste", pa.float32()),
     ("clip_score", pa.float32()), ("pick_score", pa.float32())])
+
+
+# ---------------------------------------------------------------- config ---
+@dataclass(frozen=True)
+class IdMetricOptions:
+    faces: dict                          # the face backend's block (infu_model.faces checks it)
+    no_face_id_loss: float = between(0, 2)   # a generated image without a face gets this ID loss
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    model: str | None                    # local folder; null: the scorer does not run (and says so)
+    processor: str | None                # its tokenizer + processor when not beside the weights
+    device: str
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    samples: int = between(1)
+    ci: float = between(0, 1)
+    seed: int
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    thumb: int = between(8)
+    columns: int = between(1)
+    max_images: int = between(1)
+
+
+@dataclass(frozen=True)
+class EvalConfig(JobConfig):
+    """``configs/eval.yaml``, typed."""
+    defaults: ClassVar[str] = "eval"
+    ray: RayOptions
+    progress: bool
+    benchmark: str
+    seed: int
+    seeds_per_prompt: int = between(1)
+    label: str | None
+    model: ModelOptions
+    loras: tuple[LoraOptions, ...]
+    generation: GenerationBlock
+    id_metric: IdMetricOptions
+    clipscore: ScorerOptions
+    pickscore: ScorerOptions
+    score_batch: int = between(1)
+    bootstrap: BootstrapOptions
+    grid: GridOptions
+
+    @cached_property
+    def generate(self) -> GenerateStage:
+        return generate_stage(self.model, self.generation, self.loras)
 
 
 # ------------------------------------------------------------- identities ---
@@ -113,13 +170,13 @@ def check_photos(identities: list[Identity]) -> None:
             open_rgb(p)
 
 
-def plan_items(identities: list[Identity], prompts, cfg: dict) -> list[dict]:
+def plan_items(identities: list[Identity], prompts, cfg: EvalConfig) -> list[dict]:
     """Every (identity, fitting prompt, seed); seeds depend on the prompt only, so models pair up."""
     items = []
     for ident in identities:
         for p in fitting(prompts, ident.gender):
-            for j in range(int(cfg.get("seeds_per_prompt", 1))):
-                seed = derived_seed(cfg.get("seed", 42), p.id, j)
+            for j in range(cfg.seeds_per_prompt):
+                seed = derived_seed(cfg.seed, p.id, j)
                 items.append({"identity": ident.name, "gender": ident.gender, "prompt_id": p.id, "prompt": p.text,
                               "seed": seed, "tags": json.dumps(p.tags, sort_keys=True),
                               "image": f"images/{ident.name}/{file_name(p.id, 'prompt id')}_{seed}.png"})
@@ -127,28 +184,26 @@ def plan_items(identities: list[Identity], prompts, cfg: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------- generation ---
-def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path, ray_address: str | None = None,
-             log=print) -> list[dict]:
+def generate(items: list[dict], identities: list[Identity], cfg: EvalConfig, out: Path,
+             ray_address: str | None = None, log=print) -> list[dict]:
     """Generate the items whose image is missing, on a Ray Data pool of InfU actors; returns the failures."""
     import ray
 
     from pipelines.ray_runtime import init_ray
     from pipelines.ray_stages import add_stage, plan_pools
-    from synth.generate import generate_cfg
-    from synth.generate import GenerateStage
     from synth.records import SYNTH_ROW_SCHEMA
 
     todo = [it for it in items if not (out / it["image"]).is_file()]
     if not todo:
         return []
-    init_ray(ray_address, cfg)
+    init_ray(ray_address, cfg.ray, cfg.progress)
     log(f"eval: generating {len(todo)} of {len(items)} images")
     refs = {i.name: i.reference.read_bytes() for i in identities}
     rows = [{"pair_id": it["image"], "source_id": it["identity"], "prompt": it["prompt"], "seed": it["seed"],
              "status": "pending", "_source_image": refs[it["identity"]]} for it in todo]
     rows.sort(key=lambda r: r["source_id"])  # a batch mostly holds one identity: one embedding per batch
-    [(cls, gen_cfg)] = plan_pools([(GenerateStage, generate_cfg(cfg))], log=log)
-    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), cls, gen_cfg)
+    [stage] = plan_pools([cfg.generate], log=log)
+    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), stage)
     failures = []
     for batch in ds.select_columns(["pair_id", "source_id", "status", "reason", "error", "target_image"]).iter_batches(
             batch_format="pyarrow", batch_size=None):
@@ -168,19 +223,18 @@ def generate(items: list[dict], identities: list[Identity], cfg: dict, out: Path
 class Scorers:
     """The face backend for ID loss and the CLIP-family scorers that have weights here."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: EvalConfig):
         from infu_model.faces import make_face_analyzer
         from infu_model.scoring import ClipEmbedder, ScorerMissing
 
-        self.faces = make_face_analyzer(cfg["id_metric"]["faces"])
-        self.no_face_loss = float(cfg["id_metric"].get("no_face_id_loss", 2.0))
+        self.faces = make_face_analyzer(cfg.id_metric.faces)
+        self.no_face_loss = cfg.id_metric.no_face_id_loss
         self.clip, self.reports = {}, {"id_loss": {"ran": True, "backend": self.faces.name}}
         for key, name in (("clipscore", "clip_score"), ("pickscore", "pick_score")):
-            c = cfg.get(key) or {}
+            c = getattr(cfg, key)
             try:
-                self.clip[name] = ClipEmbedder(c.get("model"), c.get("processor"), c.get("device", "cpu"),
-                                               what=f"{key} model")
-                self.reports[name] = {"ran": True, "model": str(c.get("model"))}
+                self.clip[name] = ClipEmbedder(c.model, c.processor, c.device, what=f"{key} model")
+                self.reports[name] = {"ran": True, "model": str(c.model)}
             except ScorerMissing as e:
                 self.reports[name] = {"ran": False, "note": str(e)}
 
@@ -201,7 +255,7 @@ class Scorers:
             row["id_loss"] = self.no_face_loss
 
 
-def score(items: list[dict], identities: list[Identity], cfg: dict, out: Path) -> tuple[pa.Table, dict]:
+def score(items: list[dict], identities: list[Identity], cfg: EvalConfig, out: Path) -> tuple[pa.Table, dict]:
     """Per-image scores (written to OUT/scores.parquet) and what each scorer ran with."""
     sc = Scorers(cfg)
     refs, held = {}, {}
@@ -210,7 +264,7 @@ def score(items: list[dict], identities: list[Identity], cfg: dict, out: Path) -
         held[ident.name] = [e for e in (sc.embedding(open_rgb(p)) for p in ident.held_out) if e is not None]
     sc.reports["id_loss"]["references_without_face"] = sorted(n for n, e in refs.items() if e is None)
     rows = [dict(it) for it in items if (out / it["image"]).is_file()]
-    batch = int(cfg.get("score_batch", 16))
+    batch = cfg.score_batch
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
         images = [open_rgb(out / r["image"]) for r in chunk]  # decoded once for every scorer
@@ -266,8 +320,8 @@ def table1(summary: dict) -> str:
     return "\n".join([head, sep, row, "", *notes]) + "\n"
 
 
-def grids(table: pa.Table, out: Path, g: dict) -> None:
-    thumb, cols, cap = int(g.get("thumb", 192)), int(g.get("columns", 8)), int(g.get("max_images", 64))
+def grids(table: pa.Table, out: Path, g: GridOptions) -> None:
+    thumb, cols, cap = g.thumb, g.columns, g.max_images
     by_id: dict[str, list[str]] = {}
     for r in table.select(["identity", "image"]).to_pylist():
         by_id.setdefault(r["identity"], []).append(r["image"])
@@ -283,38 +337,34 @@ def grids(table: pa.Table, out: Path, g: dict) -> None:
         sheet.save(out / "grids" / f"{ident}.jpg", quality=90)
 
 
-def check_eval(ids_dir, cfg: dict) -> tuple[list[Identity], list[dict]]:
-    """Everything an eval run can be refused for, before it touches its output or loads a model:
-    the generation options, the model folders, the identities and their photos, the benchmark.
-    Returns the identities and the planned items."""
-    from pipelines.job import check_stages
-    from synth.generate import GenerateStage, check_cfg, generate_cfg
-
-    check_stages([(GenerateStage, generate_cfg(cfg))])
-    check_cfg(cfg)
+def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict]]:
+    """Everything an eval run can be refused for, before it touches its output or loads a model
+    (the config was checked when it was parsed): the model folders, the identities and their
+    photos, the benchmark. Returns the identities and the planned items."""
+    cfg.model.check()
     identities = load_identities(ids_dir)
     check_photos(identities)
-    items = plan_items(identities, load_prompts(packaged_path(cfg["benchmark"])), cfg)
+    items = plan_items(identities, load_prompts(packaged_path(cfg.benchmark)), cfg)
     if not items:
         raise ValueError(f"no benchmark prompt fits the identities in {ids_dir} (genders: "
                          f"{sorted({str(i.gender) for i in identities})})")
     return identities, items
 
 
-def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=print) -> dict:
+def run_eval(ids_dir, out, cfg: EvalConfig, *, ray_address: str | None = None, log=print) -> dict:
     from pipelines.job import claim_output
 
     t0 = time.time()
     identities, items = check_eval(ids_dir, cfg)
     out = claim_output(out, "eval")
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     failures = generate(items, identities, cfg, out, ray_address, log)
     table, reports = score(items, identities, cfg, out)
-    summary = summarise(table, reports, len(items), failures, cfg.get("label") or Path(str(cfg["model"]["path"])).name)
+    summary = summarise(table, reports, len(items), failures, cfg.label or Path(str(cfg.model.path)).name)
     summary["elapsed_s"] = round(time.time() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(table1(summary))
-    grids(table, out, cfg.get("grid") or {})
+    grids(table, out, cfg.grid)
     return summary
 
 
@@ -322,9 +372,8 @@ def run_eval(ids_dir, out, cfg: dict, *, ray_address: str | None = None, log=pri
 KEYS = ["identity", "prompt_id", "seed"]
 
 
-def compare(a_dir, b_dir, boot: dict | None = None) -> dict:
+def compare(a_dir, b_dir, boot: BootstrapOptions) -> dict:
     """B against A on the items both scored: per metric the means, B - A and its bootstrap CI."""
-    boot = boot or {}
     for d in (a_dir, b_dir):
         if not (Path(d) / "scores.parquet").is_file():
             raise FileNotFoundError(f"{d} holds no scores.parquet: not an `infu eval` output")
@@ -335,8 +384,7 @@ def compare(a_dir, b_dir, boot: dict | None = None) -> dict:
            "only_b": len(b) - len(pairs), "metrics": {}}
     for m, title, higher in METRICS:
         both = [(x[m], y[m]) for x, y in pairs if x[m] is not None and y[m] is not None]
-        res = paired_bootstrap([x for x, _ in both], [y for _, y in both], int(boot.get("samples", 10000)),
-                               float(boot.get("ci", 0.95)), int(boot.get("seed", 0)))
+        res = paired_bootstrap([x for x, _ in both], [y for _, y in both], boot.samples, boot.ci, boot.seed)
         res.update(title=title, higher_is_better=higher, a=_mean(x for x, _ in both), b=_mean(y for _, y in both))
         out["metrics"][m] = res
     return out

@@ -16,12 +16,35 @@ import yaml
 
 from curation.dedup import find_duplicates
 from curation.records import KEPT, REJECTED, SPSS_SCHEMA
-from pipelines.config import fingerprint
+from pipelines.config import between, fingerprint, plain
 from pipelines.sink import conform, content_name, drop_images, set_status, write_atomic
 
 
 class ConfigMismatch(Exception):
     """The output directory holds a run with another config or other sources."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """A job's ``ray`` block: the embedded Ray session it starts (ignored when joining a cluster)."""
+    num_cpus: int | None = between(1)            # null: every core of this machine
+    object_store_memory: int | None = between(1)  # bytes of shared memory for blocks in flight
+    reserve_per_operator: bool                    # Ray Data's per-operator CPU reservation
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    """Near duplicates over the whole run (pHash Hamming distance, Manku's block tables)."""
+    enabled: bool
+    max_distance: int = between(0, 63)
+    blocks: int = between(2, 64)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """A row job's ``output`` block."""
+    rows_per_file: int = between(1)      # rows per Parquet file in kept/ and rejected/ (a write task's unit)
+    rejected_images: bool                # keep the image bytes in rejected/ rows
 
 
 @dataclass(frozen=True)
@@ -129,7 +152,7 @@ def _remove(path: Path, keep: Path) -> None:
         path.unlink()
 
 
-def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool, job: str) -> str:
+def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job: str) -> str:
     """Claim ``lay.out`` for ``job`` and check it holds no run of another config (``--overwrite``:
     clear that run first); partial files of a killed run are removed from the job's own folders."""
     claim_output(lay.out, job)
@@ -147,14 +170,8 @@ def prepare_out(lay: Layout, cfg: dict, specs: list[SourceSpec], overwrite: bool
             tmp.unlink()
     write_json(run_file, {"job": job, "fingerprint": fp, "sources": [s.__dict__ for s in specs]})
     (lay.out / "config.yaml").write_text(yaml.safe_dump(
-        {"sources_given": [s.__dict__ for s in specs], **cfg}, sort_keys=False))
+        {"sources_given": [s.__dict__ for s in specs], **plain(cfg)}, sort_keys=False))
     return fp
-
-
-def check_stages(stages: list[tuple[type, dict]]) -> list:
-    """Each stage built once in the driver, so its options are checked (ConfigError naming the key)
-    before any output is touched or Ray starts."""
-    return [cls(c) for cls, c in stages]
 
 
 def parquet_files(*dirs: Path) -> list[str]:
@@ -200,7 +217,7 @@ def check_inputs(files: list[str], needed: list[str], what: str) -> int:
         return sum(pool.map(rows, files))
 
 
-def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, schema: pa.Schema = SPSS_SCHEMA,
+def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, schema: pa.Schema = SPSS_SCHEMA,
                        key: str = "id", rank: str = "blur", image: str = "image") -> None:
     """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
 
@@ -210,9 +227,9 @@ def dedup_and_finalize(lay: Layout, dedup: dict, rejected_images: bool = True, s
     if not lay.dedup.exists():
         cols = read_column(files, [key, "phash", "width", "height", rank], schema).rename_columns(
             ["id", "phash", "width", "height", "blur"])
-        if not dedup.get("enabled", True):
+        if not dedup.enabled:
             cols = cols.slice(0, 0)
-        dups = find_duplicates(cols, int(dedup.get("max_distance", 4)), int(dedup.get("blocks", 8)))
+        dups = find_duplicates(cols, dedup.max_distance, dedup.blocks)
         write_atomic(dups, lay.dedup)
     dups = pq.read_table(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))

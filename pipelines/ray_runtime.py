@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 
-def init_ray(address: str | None, cfg: dict) -> None:
-    """Workers' output stays in Ray's session logs (``pipelines.logs`` links them beside the job's
-    output): errors come back as exceptions and quarantine rows, not as forwarded lines."""
+def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
+    """Start (``opts``: the job's ``ray`` block, a ``pipelines.job.RayOptions``) or join Ray. Workers'
+    output stays in Ray's session logs (``pipelines.logs`` links them beside the job's output):
+    errors come back as exceptions and quarantine rows, not as forwarded lines."""
     import ray
     from ray.data import DataContext
 
@@ -25,14 +26,14 @@ def init_ray(address: str | None, cfg: dict) -> None:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                      runtime_env={"py_modules": code})
         else:
-            r = cfg.get("ray", {})
-            ray.init(num_cpus=r.get("num_cpus"), object_store_memory=r.get("object_store_memory"),
+            ray.init(num_cpus=opts.num_cpus if opts else None,
+                     object_store_memory=opts.object_store_memory if opts else None,
                      include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
                      log_to_driver=False)
     ctx = DataContext.get_current()
     # Ray Data reserves a share of the CPUs for each operator; on a small machine that
     # leaves the decode stage one core of two. Off unless the config asks for it.
-    ctx.op_resource_reservation_enabled = bool(cfg.get("ray", {}).get("reserve_per_operator", False))
-    ctx.enable_progress_bars = bool(cfg.get("progress", True))
+    ctx.op_resource_reservation_enabled = bool(opts and opts.reserve_per_operator)
+    ctx.enable_progress_bars = progress
     ctx.use_ray_tqdm = False  # Ray's tqdm draws through the worker-log channel, which we keep off the terminal
     ctx.print_on_execution_start = False

@@ -5,6 +5,8 @@ Stateless stages run as Ray tasks; stages that hold a model run as an actor pool
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyarrow as pa
 import ray
 
@@ -41,65 +43,61 @@ def _stateless(table: pa.Table, stage: Stage) -> pa.Table:
     return apply_stage(table, stage)
 
 
-def add_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg: dict) -> ray.data.Dataset:
-    # built here, in the driver, with its options checked against the packaged defaults; the workers
-    # get the built stage (they need neither configs/ nor a second check)
-    stage = stage_cls(cfg)
+def add_stage(ds: ray.data.Dataset, stage: Stage) -> ray.data.Dataset:
+    """``stage`` (built in the driver, its pool resolved) as a Ray Data operator: the workers get the
+    built stage (they need neither configs/ nor a second check); a stateful one loads its model
+    once per actor."""
     res = stage.resources
     common = dict(batch_format="pyarrow", batch_size=int(res.batch_size), num_cpus=res.num_cpus)
-    if res.num_gpus:
-        common["num_gpus"] = res.num_gpus
-    if not stage_cls.stateful:
+    if res.gpus:
+        common["num_gpus"] = res.gpus
+    if not stage.stateful:
         return ds.map_batches(_stateless, fn_kwargs={"stage": stage}, **common)
     return ds.map_batches(StageActor, fn_constructor_args=(stage,),
-                          compute=ray.data.ActorPoolStrategy(size=int(res.concurrency)), **common)
+                          compute=ray.data.ActorPoolStrategy(size=res.actors), **common)
 
 
-def resolve_gpus(stages: list[tuple[type[Stage], dict]], gpus: float) -> list[tuple[type[Stage], dict]]:
+def resolve_gpus(stages: list[Stage], gpus: float) -> list[Stage]:
     """Fill the ``resources`` a config leaves null from the cluster: on a cluster with ``gpus``, an
     actor pool whose model runs on cuda gets the stage's ``gpu_share`` of a GPU per actor and as
     many actors as its part of the GPUs holds (the GPUs are split evenly between such pools);
     every other pool, and every pool on a cluster without GPUs, asks for none (a cuda model then
     falls back to the CPU, as the configs say). Values the config sets are kept."""
-    on_gpu = [i for i, (cls, c) in enumerate(stages)
-              if gpus and cls.stateful and cls(c).enabled and cls(c).device.startswith("cuda")]
+    on_gpu = [s for s in stages if gpus and s.stateful and s.enabled and s.device.startswith("cuda")]
     out = []
-    for i, (cls, c) in enumerate(stages):
-        res = dict(c.get("resources") or {})
-        if i in on_gpu:
-            if res.get("num_gpus") is None:
-                res["num_gpus"] = cls.gpu_share
-            if res.get("concurrency") is None and res["num_gpus"]:
-                res["concurrency"] = max(1, int(gpus / len(on_gpu) / res["num_gpus"] + 1e-9))
-        elif res.get("num_gpus") is None:
-            res["num_gpus"] = 0
-        out.append((cls, {**c, "resources": res}))
+    for s in stages:
+        res = s.resources
+        if s in on_gpu:
+            share = s.gpu_share if res.num_gpus is None else res.num_gpus
+            actors = res.concurrency if res.concurrency is not None or not share else \
+                max(1, int(gpus / len(on_gpu) / share + 1e-9))
+            res = replace(res, num_gpus=share, concurrency=actors)
+        elif res.num_gpus is None:
+            res = replace(res, num_gpus=0.0)
+        out.append(s.with_(resources=res))
     return out
 
 
-def plan_pools(stages: list[tuple[type[Stage], dict]], *, reads: float = 1.0, extra: float = 0.0,
-               log=print) -> list[tuple[type[Stage], dict]]:
+def plan_pools(stages: list[Stage], *, reads: float = 1.0, extra: float = 0.0, log=print) -> list[Stage]:
     """The enabled stages with their pools resolved against the running cluster (``resolve_gpus``),
     the CPU budget checked, and the pool sizes printed. Jobs add the stages it returns."""
-    enabled = [(cls, c) for cls, c in stages if cls(c).enabled]
-    resolved = resolve_gpus(enabled, ray.cluster_resources().get("GPU", 0.0))
-    pools = [cls(c) for cls, c in resolved if cls.stateful]
+    resolved = resolve_gpus([s for s in stages if s.enabled], ray.cluster_resources().get("GPU", 0.0))
+    pools = [s for s in resolved if s.stateful]
     check_cpu_budget(pools, extra, reads)
     if pools:
         log("actor pools: " + ", ".join(
-            f"{p.cfg.get('name', p.name)} {p.resources.concurrency} x ({p.resources.num_cpus:g} CPU"
-            + (f", {p.resources.num_gpus:g} GPU" if p.resources.num_gpus else "") + ")" for p in pools))
+            f"{p.label} {p.resources.actors} x ({p.resources.num_cpus:g} CPU"
+            + (f", {p.resources.gpus:g} GPU" if p.resources.gpus else "") + ")" for p in pools))
     return resolved
 
 
 def check_cpu_budget(pools: list[Stage], extra: float = 0.0, reads: float = 1.0) -> None:
     """Refuse a job whose actor ``pools`` leave Ray Data too few CPUs for its read tasks (``reads``
     CPUs each): instead of failing, such a job would wait forever. ``extra``: other fixed asks."""
-    need = extra + sum(p.resources.num_cpus * p.resources.concurrency for p in pools)
+    need = extra + sum(p.resources.num_cpus * p.resources.actors for p in pools)
     total = ray.cluster_resources().get("CPU", 0.0)
     if need + reads > total:
-        asks = ", ".join(f"{p.cfg.get('name', p.name)} {p.resources.num_cpus:g} x {p.resources.concurrency}"
-                         for p in pools)
+        asks = ", ".join(f"{p.label} {p.resources.num_cpus:g} x {p.resources.actors}" for p in pools)
         raise ValueError(f"the actor pools ({asks}{f', other {extra:g}' if extra else ''}) ask for {need:g} of the "
                          f"cluster's {total:g} CPUs and the read tasks need {reads:g} more: the job would wait "
                          "forever. Lower the stages' resources.num_cpus or concurrency.")

@@ -30,7 +30,6 @@ MAX_FILES = 2000     # output files one sampling pass opens at most (~256 rows e
 THUMB = 144          # thumbnail's longer side, pixels
 VERSIONS = ("infu-engine", "ray", "torch", "diffusers", "transformers", "pyarrow", "insightface", "nudenet",
             "rapidocr-onnxruntime")
-STAGE_DIRS = ("curated", "captioned", "train-stage1", "spms", "train-stage2", "eval")
 
 
 # ------------------------------------------------------------------ reading ----
@@ -309,7 +308,7 @@ def synth_section(d: Path, stats: dict) -> str:
     return "".join(parts)
 
 
-def train_section(d: Path) -> str:
+def train_section(d: Path, stats: dict) -> str:
     recs = [json.loads(ln) for ln in (d / "train_log.jsonl").read_text().splitlines() if ln.strip()]
     if not recs:
         return "<p>no training records yet</p>"
@@ -329,7 +328,7 @@ def train_section(d: Path) -> str:
                                                         else "not yet"]]))
 
 
-def eval_section(d: Path) -> str:
+def eval_section(d: Path, stats: dict) -> str:
     s = json.loads((d / "summary.json").read_text())
     m = s["metrics"]
     parts = ["<h3>Benchmark (paper Table 1)</h3>",
@@ -344,26 +343,23 @@ def eval_section(d: Path) -> str:
     return "".join(parts) + grid("grids", grids)
 
 
-RESULT = {"curate": "stats.json", "caption": "stats.json", "synth": "stats.json", "train": "train_log.jsonl",
-          "eval": "summary.json"}  # what a job's folder holds once it has something to show
-
-
 def kind(d: Path) -> str | None:
-    """The kind of job whose output ``d`` is (its run.json says), when it has something to show."""
+    """The job whose output ``d`` is (its run.json says), when it has something to show."""
+    from pipelines.jobs import JOBS
+
     k = owner(d)
     if k == "legacy" and (d / "stats.json").is_file():  # a row job's folder from before run.json named its job
         keys = json.loads((d / "stats.json").read_text())
         k = "curate" if "by_source" in keys else "caption" if "captions_per_source" in keys else "synth"
-    return k if k in RESULT and (d / RESULT[k]).is_file() else None
+    return k if k in JOBS and (d / JOBS[k].result).is_file() else None
 
 
 def section(d: Path, k: str) -> tuple[str, dict]:
-    """(HTML, stats) for one job folder of kind ``k``."""
+    """(HTML, stats) for one job folder of kind ``k`` (its section function in the job table)."""
+    from pipelines.jobs import JOBS
+
     stats = json.loads((d / "stats.json").read_text()) if (d / "stats.json").is_file() else {}
-    body = {"curate": lambda: curate_section(d, stats), "caption": lambda: caption_section(d, stats),
-            "synth": lambda: synth_section(d, stats), "train": lambda: train_section(d),
-            "eval": lambda: eval_section(d)}[k]()
-    return body, stats
+    return JOBS[k]("section")(d, stats), stats
 
 
 # -------------------------------------------------------------------- page ----
@@ -421,7 +417,9 @@ def job_folders(root: Path) -> list[tuple[Path, str]]:
         return [(root, k)]
     if owner(root) != "run":  # report.html goes only into a job's own folder
         return []
-    return [(root / s, k) for s in STAGE_DIRS if (root / s).is_dir() and (k := kind(root / s))]
+    from pipelines.run import STAGES
+
+    return [(root / s.folder, k) for s in STAGES if (root / s.folder).is_dir() and (k := kind(root / s.folder))]
 
 
 def write_report(out_dir: str | Path) -> Path:

@@ -16,25 +16,36 @@ checked (stage names, keys, inputs, weights) before any work starts.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.config import ConfigError, check_keys, fingerprint, load_config, merge, read_yaml, unknown_keys
-from pipelines.summary import format_curate_summary, format_synth_summary
+from pipelines.config import ConfigError, fingerprint, load_config, merge, packaged, parse, read_yaml, unknown_keys
+from pipelines.jobs import JOBS
 
-ORDER = ("curate", "caption", "train_stage1", "synth", "train_stage2", "eval")
-OUTPUT = {"curate": "curated", "caption": "captioned", "train_stage1": "train-stage1", "synth": "spms",
-          "train_stage2": "train-stage2", "eval": "eval"}
-DEFAULTS = {"curate": "curate", "caption": "caption", "train_stage1": "stage1", "synth": "synth",
-            "train_stage2": "stage2", "eval": "eval"}
 TOP_KEYS = ("root", "sources", "base", "ray", "progress", "stages")
-STAGE_KEYS = {"curate": ("config", "set"), "caption": ("config", "set", "input"),
-              "train_stage1": ("config", "set", "input"), "synth": ("config", "set", "input", "model"),
-              "train_stage2": ("config", "set", "input", "init"), "eval": ("config", "set", "ids", "model", "label")}
 DONE = "pipeline_stage.json"
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    name: str                   # its key under ``stages:``
+    job: str                    # the job it runs (pipelines/jobs.py)
+    folder: str                 # its output, ROOT/<folder>
+    defaults: str               # configs/<defaults>.yaml under its ``config`` and ``set``
+    keys: tuple[str, ...] = ()  # what its entry may hold besides ``config`` and ``set``
+
+
+STAGES = (  # in the order they run
+    PipelineStage("curate", "curate", "curated", "curate"),
+    PipelineStage("caption", "caption", "captioned", "caption", ("input",)),
+    PipelineStage("train_stage1", "train", "train-stage1", "stage1", ("input",)),
+    PipelineStage("synth", "synth", "spms", "synth", ("input", "model")),
+    PipelineStage("train_stage2", "train", "train-stage2", "stage2", ("input", "init")),
+    PipelineStage("eval", "eval", "eval", "eval", ("ids", "model", "label")),
+)
+ORDER = tuple(s.name for s in STAGES)
 
 
 class PipelineError(ConfigError):
@@ -43,10 +54,14 @@ class PipelineError(ConfigError):
 
 @dataclass
 class Step:
-    name: str
+    stage: PipelineStage
     out: Path
-    cfg: dict
-    inputs: dict = field(default_factory=dict)   # what the fingerprint covers besides cfg
+    cfg: object                 # the job's typed config
+    input: object = None        # what the job takes: sources, an upstream folder, the identities
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
 
 
 def plan(spec: dict, source: str = "pipeline") -> list[Step]:
@@ -63,25 +78,38 @@ def plan(spec: dict, source: str = "pipeline") -> list[Step]:
     if not spec.get("root"):
         raise PipelineError(f"{source}: root (the output folder) is not set")
     root = Path(spec["root"]).expanduser()
+    ray_options(spec, source)
     # the Ray session is the pipeline's (one for all stages); progress bars are for the Ray Data jobs
     common = {"progress": spec["progress"]} if "progress" in spec else {}
     steps: dict[str, Step] = {}
-    for name in ORDER:
-        if name not in stages:
+    for stage in STAGES:
+        if stage.name not in stages:
             continue
-        st = stages[name] or {}
-        where = f"{source}: stages.{name}"
+        st = stages[stage.name] or {}
+        where = f"{source}: stages.{stage.name}"
         if not isinstance(st, dict):
             raise PipelineError(f"{where}: expected a mapping (config, set, ...), got {st!r}")
-        unknown_keys(st, STAGE_KEYS[name], where, PipelineError)
-        defaults = load_config(DEFAULTS[name], st.get("config"))
+        unknown_keys(st, ("config", "set", *stage.keys), where, PipelineError)
         if not isinstance(st.get("set") or {}, dict):
             raise PipelineError(f"{where}.set: expected a mapping of config keys to values")
-        check_keys(defaults, st.get("set") or {}, f"{where}.set", PipelineError)
-        cfg = merge(defaults, merge({} if name.startswith("train") else common, st.get("set") or {}))
-        steps[name] = Step(name, root / OUTPUT[name], cfg)
-        wire(steps, name, st, spec, where)
+        try:
+            cfg = load_config(stage.defaults, st.get("config"),
+                              merge({} if stage.job == "train" else common, st.get("set") or {}), f"{where}.set")
+        except ConfigError as e:
+            raise PipelineError(str(e)) from None
+        steps[stage.name] = Step(stage, root / stage.folder, cfg)
+        wire(steps, stage.name, st, spec, where)
     return list(steps.values())
+
+
+def ray_options(spec: dict, source: str):
+    """The pipeline's one Ray session (its ``ray`` block over the jobs' default one)."""
+    from pipelines.job import RayOptions
+
+    try:
+        return parse(RayOptions, merge(packaged("curate")["ray"], spec.get("ray") or {}), f"{source}: ray")
+    except ConfigError as e:
+        raise PipelineError(str(e)) from None
 
 
 def _upstream(steps: dict, st: dict, where: str, *names: str) -> Path:
@@ -120,7 +148,7 @@ def _base(spec: dict, where: str) -> str:
 
 
 def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
-    """Point ``steps[name]`` at its inputs (upstream outputs or given paths) and weights."""
+    """Point ``steps[name]`` at its input (upstream outputs or given paths) and weights."""
     s = steps[name]
     if name == "curate":
         if not spec.get("sources"):
@@ -129,30 +157,30 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
         from pipelines.job import SourceSpec
 
         try:
-            s.inputs["sources"] = [SourceSpec.parse(x) for x in spec["sources"]]
-            check_curate(s.inputs["sources"], s.cfg)  # a wrong path or no image stops the pipeline before any work
+            s.input = [SourceSpec.parse(x) for x in spec["sources"]]
+            check_curate(s.input, s.cfg)  # a wrong path or no image stops the pipeline before any work
         except ValueError as e:
             raise PipelineError(f"{where}: {e}") from None
     elif name == "caption":
-        s.inputs["in"] = _upstream(steps, st, where, "curate")
+        s.input = _upstream(steps, st, where, "curate")
     elif name == "train_stage1":
-        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where)}, "output": str(s.out),
-                              "data": {"parquet": str(_upstream(steps, st, where, "caption", "curate"))}})
+        s.input = _upstream(steps, st, where, "caption", "curate")
+        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where)}})
     elif name == "synth":
-        s.inputs["in"] = _upstream(steps, st, where, "caption", "curate")
-        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where),
-                                        "path": str(_weights(steps, st, "model", where, "train_stage1"))}})
+        s.input = _upstream(steps, st, where, "caption", "curate")
+        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where),
+                                         "path": str(_weights(steps, st, "model", where, "train_stage1"))}})
     elif name == "train_stage2":
+        s.input = _upstream(steps, st, where, "synth")
         init = str(_weights(steps, st, "init", where, "train_stage1"))
-        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where), "init": init}, "output": str(s.out),
-                              "data": {"parquet": str(_upstream(steps, st, where, "synth"))}})
+        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where), "init": init}})
     elif name == "eval":
         if not st.get("ids") or not Path(st["ids"]).expanduser().is_dir():
             raise PipelineError(f"{where}: ids: the folder of identity photos is missing ({st.get('ids')})")
-        s.inputs["ids"] = Path(st["ids"]).expanduser()
+        s.input = Path(st["ids"]).expanduser()
         model = _weights(steps, st, "model", where, "train_stage2", "train_stage1")
-        s.cfg = merge(s.cfg, {"model": {"base": _base(spec, where), "path": str(model)},
-                              **({"label": st["label"]} if st.get("label") else {})})
+        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where), "path": str(model)},
+                               **({"label": st["label"]} if st.get("label") else {})})
 
 
 def done(step: Step) -> bool:
@@ -161,37 +189,16 @@ def done(step: Step) -> bool:
 
 
 def _fp(step: Step) -> str:
-    return fingerprint(step.cfg, {k: str(v) if not isinstance(v, list) else [x.__dict__ for x in v]
-                                  for k, v in step.inputs.items()})
-
-
-# stage: (its job, the input it takes, the summary it prints, its rows in and out)
-JOBS = {
-    "curate": ("pipelines.curate:run_curate", "sources", lambda st, out: format_curate_summary(st, str(out)),
-               lambda st: (st["inputs"], st["kept"])),
-    "caption": ("pipelines.caption:run_caption", "in", lambda st, out: f"caption: {st['kept']} of {st['inputs']} rows "
-                f"kept; captions per source {st['captions_per_source']}", lambda st: (st["inputs"], st["kept"])),
-    "synth": ("pipelines.synth:run_synth", "in", lambda st, out: format_synth_summary(st, str(out)),
-              lambda st: (st["sources_selected"], st["kept"])),
-    "eval": ("pipelines.eval:run_eval", "ids", lambda st, out: (out / "summary.md").read_text(),
-             lambda st: (st["images"], st["images"] - st["no_face"])),
-}
+    given = [x.__dict__ for x in step.input] if isinstance(step.input, list) else str(step.input)
+    return fingerprint(step.cfg, given)
 
 
 def execute(step: Step, ray_address: str | None, log) -> dict:
     """Run one stage through its job, print the job's own summary; returns rows in / out."""
-    if step.name.startswith("train"):
-        from pipelines.train import run_train
-
-        st = run_train(step.cfg, ray_address, log=log)
-        log(f"{step.name}: {st['steps']} steps, final loss {st['final_loss']:.4f}, skipped records {st['skipped']}")
-        return {"in": "-", "out": f"{st['steps']} steps"}
-    job, key, summary, counts = JOBS[step.name]
-    module, name = job.split(":")
-    st = getattr(importlib.import_module(module), name)(step.inputs[key], step.out, step.cfg, ray_address=ray_address,
-                                                        log=log)
-    log(summary(st, step.out))
-    rows_in, rows_out = counts(st)
+    job = JOBS[step.stage.job]
+    stats = job("run")(step.input, step.out, step.cfg, ray_address=ray_address, log=log)
+    log(job("summary")(stats, step.out))
+    rows_in, rows_out = job("counts")(stats)
     return {"in": rows_in, "out": rows_out}
 
 
@@ -213,7 +220,7 @@ def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, 
     from pipelines.ray_runtime import init_ray
 
     claim_output(spec["root"], "run")
-    init_ray(ray_address, {"ray": spec.get("ray") or {}, "progress": spec.get("progress", True)})
+    init_ray(ray_address, ray_options(spec, "pipeline"), bool(spec.get("progress", True)))
     report = []
     for step in steps:
         t = time.time()

@@ -1,4 +1,5 @@
-"""The readable end-of-run summary printed by `infu curate`."""
+"""What the terminal shows when a job ends (``summary``), and its line in ``infu run``'s table
+(``counts``: rows in, rows out); the job table (pipelines/jobs.py) names them."""
 from __future__ import annotations
 
 
@@ -10,7 +11,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return [fmt(header), line] + [fmt(r) for r in cells[1:]]
 
 
-def format_curate_summary(stats: dict, out_dir: str) -> str:
+def curate_summary(stats: dict, out_dir) -> str:
     rows = []
     for src, s in sorted(stats["by_source"].items()):
         rows.append([src, s.get("listed", s["inputs"]), s["inputs"], s["kept"],
@@ -41,7 +42,7 @@ def stage_lines(stages: dict) -> list[str]:
     return lines
 
 
-def format_synth_summary(stats: dict, out_dir: str) -> str:
+def synth_summary(stats: dict, out_dir) -> str:
     lines = ["", f"synth summary  ({out_dir}, {stats['elapsed_s']} s)"]
     planned = stats["pairs_planned"] if stats["pairs_planned"] is not None else "(set by the gender classifier)"
     lines += [f"  identity sources {stats['sources_selected']}   pairs planned {planned}   "
@@ -57,3 +58,46 @@ def format_synth_summary(stats: dict, out_dir: str) -> str:
                                          f"{stats['sources_unaccounted']}, duplicate ids {stats['duplicate_ids']})")
     lines += ["", f"accounting: every planned pair kept, rejected or quarantined: {ok}"]
     return "\n".join(lines)
+
+
+def caption_summary(stats: dict, out_dir) -> str:
+    lines = ["", f"caption summary  ({out_dir}, {stats['elapsed_s']} s)",
+             f"  rows: {stats['inputs']}  kept: {stats['kept']}  quarantined: {stats['quarantined']}  "
+             f"without any caption: {stats['rows_without_captions']}"]
+    lines += [f"  captions from {src:<10} {n}" for src, n in sorted(stats["captions_per_source"].items())]
+    lines += [f"  dropped from {src:<11} " + ", ".join(f"{r} {n}" for r, n in sorted(d.items()))
+              for src, d in sorted(stats["caption_drops"].items())]
+    lines += stage_lines(stats["stages"])
+    ok = "yes" if stats["adds_up"] else f"NO (unaccounted {stats['unaccounted']})"
+    return "\n".join(lines + [f"  accounting: every input kept or quarantined: {ok}"])
+
+
+def train_summary(stats: dict, out_dir) -> str:
+    return (f"trained {stats['steps']} steps, final loss {stats['final_loss']:.4f}, skipped records "
+            f"{stats['skipped']}; weights in {stats['output']}/final")
+
+
+def eval_summary(stats: dict, out_dir) -> str:
+    from pathlib import Path
+
+    return ((Path(out_dir) / "summary.md").read_text() + f"{stats['images']} images scored ({stats['no_face']} "
+            f"without a face) in {stats['elapsed_s']} s; per-image scores: {Path(out_dir) / 'scores.parquet'}")
+
+
+def curate_counts(stats: dict) -> tuple:
+    return stats["inputs"], stats["kept"]
+
+
+caption_counts = curate_counts
+
+
+def synth_counts(stats: dict) -> tuple:
+    return stats["sources_selected"], stats["kept"]
+
+
+def train_counts(stats: dict) -> tuple:
+    return "-", f"{stats['steps']} steps"
+
+
+def eval_counts(stats: dict) -> tuple:
+    return stats["images"], stats["images"] - stats["no_face"]

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
-from pipelines.config import packaged_path
-from pipelines.job import (Layout, SourceSpec, check_inputs, check_stages, count_unaccounted, dedup_and_finalize,
-                           input_files, parquet_files, prepare_out, read_column)
+from pipelines.config import JobConfig, between, packaged_path
+from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
+                           count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
-from synth.generate import GenerateStage, check_cfg, generate_cfg
+from synth.gender import GenderOptions
+from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.id_filter import IDFilterStage
-from synth.plan import Planner, needs_model
+from synth.plan import Planner, PromptsOptions
 from synth.prompts import load_prompts
 from synth.postprocess import PostprocessStage
 from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, derived_seed
@@ -32,49 +36,80 @@ from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, derived_seed
 SOURCE_COLUMNS = ["id", "source", "identity", "gender", "image", "bbox", "kps", "id_embedding", "id_backend"]
 
 
-# ------------------------------------------------------------ the configs ---
-def planner_cfg(cfg: dict) -> dict:
-    p = cfg.get("prompts") or {}
-    return {"prompts_file": str(packaged_path(p["file"])), "prompts_per_source": p.get("per_source"),
-            "seeds_per_prompt": p.get("seeds_per_prompt", 1), "seed": cfg.get("seed", 0), "gender": cfg.get("gender")}
+# ------------------------------------------------------------ the config ---
+@dataclass(frozen=True)
+class SelectOptions:
+    """Which SPSS records become identity sources."""
+    fraction: float = between(0, 1)         # a stable hash sample of the records
+    per_identity: int | None = between(1)   # at most this many images per dataset identity
+    max_sources: int | None = between(1)
 
 
-def chain(cfg: dict) -> list[tuple[type, dict]]:
-    """Every model stage in order, each with its config."""
-    return [(GenerateStage, generate_cfg(cfg)), (FaceSwapStage, cfg.get("face_swap") or {}),
-            (PostprocessStage, cfg.get("postprocess") or {}), (IDFilterStage, cfg.get("id_filter") or {})]
+@dataclass(frozen=True)
+class SynthConfig(JobConfig):
+    """``configs/synth.yaml``, typed."""
+    defaults: ClassVar[str] = "synth"
+    ray: RayOptions
+    progress: bool
+    seed: int
+    model: ModelOptions
+    loras: tuple[LoraOptions, ...]
+    generation: GenerationBlock
+    prompts: PromptsOptions
+    gender: GenderOptions
+    select: SelectOptions
+    face_swap: FaceSwapStage
+    postprocess: PostprocessStage
+    id_filter: IDFilterStage
+    dedup: DedupOptions
+    output: OutputOptions
+
+    @cached_property
+    def generate(self) -> GenerateStage:
+        return generate_stage(self.model, self.generation, self.loras)
+
+    def chain(self) -> list:
+        """Every model stage in order (built once, with the config)."""
+        return [self.generate, self.face_swap, self.postprocess, self.id_filter]
+
+    def planner(self, prompts: list | None = None) -> Planner:
+        """The planner (``prompts``: the bank already loaded, else read now)."""
+        bank = prompts if prompts is not None else load_prompts(self.prompts_file)
+        return Planner(bank, self.prompts, self.gender, self.seed)
+
+    @property
+    def prompts_file(self) -> Path:
+        return packaged_path(self.prompts.file)
 
 
 # -------------------------------------------------------------- selection ---
-def select_sources(files: list[str], sel: dict, seed: int) -> pa.Array:
+def select_sources(files: list[str], sel: SelectOptions, seed: int) -> pa.Array:
     """The ids of the SPSS records used as identity sources: a stable hash sample, at most
     ``per_identity`` per dataset identity and ``max_sources`` in all (lowest hash first)."""
     t = read_column(files, ["id", "identity"])
     ids, idents = t["id"].to_pylist(), t["identity"].to_pylist()
-    frac = float(sel.get("fraction", 1.0))
     ranked = sorted((derived_seed(seed, "select", i) / 0x7FFFFFFF, i, g) for i, g in zip(ids, idents))
-    per, cap = sel.get("per_identity"), sel.get("max_sources")
     counts: dict[str, int] = {}
     out = []
     for r, i, g in ranked:
-        if r >= frac and frac < 1.0:
+        if r >= sel.fraction and sel.fraction < 1.0:
             continue
-        if per is not None and g is not None:
-            if counts.get(g, 0) >= int(per):
+        if sel.per_identity is not None and g is not None:
+            if counts.get(g, 0) >= sel.per_identity:
                 continue
             counts[g] = counts.get(g, 0) + 1
         out.append(i)
-        if cap is not None and len(out) >= int(cap):
+        if sel.max_sources is not None and len(out) >= sel.max_sources:
             break
     return pa.array(sorted(out), pa.string())
 
 
-def expected_pairs(files: list[str], selected: pa.Array, cfg: dict) -> pa.Table | None:
+def expected_pairs(files: list[str], selected: pa.Array, cfg: SynthConfig) -> pa.Table | None:
     """(pair_id, source_id) of every pair the plan holds, when it can be known without models
     (no gender classifier)."""
-    if needs_model(cfg):
+    planner = cfg.planner()
+    if planner.needs_model:
         return None
-    planner = Planner(planner_cfg(cfg))
     t = read_column(files, ["id", "source", "identity", "gender"])
     t = t.filter(pc.is_in(t["id"], value_set=selected))
     jobs = planner.expand(t.to_pylist())
@@ -98,8 +133,8 @@ def pending_work(selected: pa.Array, expected: pa.Table | None, done: pa.Array) 
 class PlanActor:
     """``map_batches`` callable: SPSS rows of selected sources -> their pending jobs."""
 
-    def __init__(self, cfg: dict, prompts: list, selected: pa.Array, done: pa.Array):
-        self.planner = Planner(cfg, prompts)
+    def __init__(self, planner: Planner, selected: pa.Array, done: pa.Array):
+        self.planner = planner
         self.planner.setup()
         self.selected, self.done = selected, frozenset(done.to_pylist())
 
@@ -108,58 +143,56 @@ class PlanActor:
         return pa.Table.from_pylist(self.planner.expand(table.to_pylist(), self.done), schema=SYNTH_ROW_SCHEMA)
 
 
-def _plan(table: pa.Table, cfg: dict, prompts: list, selected: pa.Array, done: pa.Array) -> pa.Table:
-    return PlanActor(cfg, prompts, selected, done)(table)
+def _plan(table: pa.Table, planner: Planner, selected: pa.Array, done: pa.Array) -> pa.Table:
+    return PlanActor(planner, selected, done)(table)
 
 
-def process(lay: Layout, files: list[str], cfg: dict, selected: pa.Array, done: pa.Array, log=print) -> None:
+def process(lay: Layout, files: list[str], cfg: SynthConfig, selected: pa.Array, done: pa.Array, log=print) -> None:
     import ray
 
     from pipelines.ray_stages import add_stage, plan_pools
     from pipelines.sink import RowSink
 
-    pcfg = planner_cfg(cfg)
-    prompts = load_prompts(pcfg["prompts_file"])  # read once, handed to every planning task
-    stages = plan_pools(chain(cfg), extra=0.25 if needs_model(pcfg) else 0.0, log=log)
+    planner = cfg.planner()  # the bank read once, handed to every planning task
+    stages = plan_pools(cfg.chain(), extra=0.25 if planner.needs_model else 0.0, log=log)
     # light CPU requests for the glue: the model pools hold most of a small machine's slots
     ds = ray.data.read_parquet(files, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
     # a few sources per block: each expands into prompts x seeds jobs that carry its image
     ds = ds.repartition(target_num_rows_per_block=4)
-    if needs_model(pcfg):  # a gender classifier: load it once
-        ds = ds.map_batches(PlanActor, fn_constructor_args=(pcfg, prompts, selected, done), batch_format="pyarrow",
+    if planner.needs_model:  # a gender classifier: load it once
+        ds = ds.map_batches(PlanActor, fn_constructor_args=(planner, selected, done), batch_format="pyarrow",
                             batch_size=4, num_cpus=0.25, compute=ray.data.ActorPoolStrategy(size=1))
     else:
-        ds = ds.map_batches(_plan, fn_kwargs={"cfg": pcfg, "prompts": prompts, "selected": selected, "done": done},
+        ds = ds.map_batches(_plan, fn_kwargs={"planner": planner, "selected": selected, "done": done},
                             batch_format="pyarrow", batch_size=4, num_cpus=0.25)
-    for cls, c in stages:
-        ds = add_stage(ds, cls, c)
-    out = cfg.get("output") or {}
-    ds.write_datasink(RowSink(lay.candidates, lay.rejected, int(out["rows_per_file"]),
-                                   bool(out.get("rejected_images", True)), schema=SPMS_SCHEMA, key="pair_id",
-                                   image="target_image"), ray_remote_args={"num_cpus": 0.25})
+    for stage in stages:
+        ds = add_stage(ds, stage)
+    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
+                              schema=SPMS_SCHEMA, key="pair_id", image="target_image"),
+                      ray_remote_args={"num_cpus": 0.25})
 
 
-def check_synth(spss_dir, cfg: dict) -> None:
-    """Everything a synth run can be refused for, before it touches its output: the stages' options,
-    the model settings, the prompt bank, and SPSS Parquet with rows and the columns synthesis reads."""
-    check_stages(chain(cfg))
-    check_cfg(cfg)
-    load_prompts(planner_cfg(cfg)["prompts_file"])
+def check_synth(spss_dir, cfg: SynthConfig) -> None:
+    """Everything a synth run can be refused for, before it touches its output (the config was
+    checked when it was parsed): the model folders, the prompt bank, and SPSS Parquet with rows and
+    the columns synthesis reads."""
+    cfg.model.check()
+    load_prompts(cfg.prompts_file)
     if not check_inputs(input_files(spss_dir), SOURCE_COLUMNS, "infu synth"):
         raise ValueError(f"no identity sources: the Parquet in {spss_dir} holds no rows")
 
 
-def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overwrite: bool = False,
+def run_synth(spss_dir, out, cfg: SynthConfig, *, ray_address: str | None = None, overwrite: bool = False,
               log=print) -> dict:
     t0 = time.time()
     check_synth(spss_dir, cfg)
     files = input_files(spss_dir)
     lay = Layout(Path(out))
     specs = [SourceSpec("spss", "input", str(Path(spss_dir).resolve())),
-             SourceSpec("model", "model", str(Path(cfg["model"]["path"]).expanduser().resolve())),
-             SourceSpec("prompts", "prompts", str(packaged_path(cfg["prompts"]["file"]).resolve()))]
+             SourceSpec("model", "model", str(Path(cfg.model.path).expanduser().resolve())),
+             SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
     prepare_out(lay, cfg, specs, overwrite, "synth")
-    selected = select_sources(files, cfg.get("select") or {}, int(cfg.get("seed", 0)))
+    selected = select_sources(files, cfg.select, cfg.seed)
     expected = expected_pairs(files, selected, cfg)
     done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"]
     done = done.combine_chunks()
@@ -170,15 +203,14 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
             lay.dedup.unlink()  # new candidates: earlier duplicate decisions are stale
         from pipelines.ray_runtime import init_ray
 
-        init_ray(ray_address, cfg)
+        init_ray(ray_address, cfg.ray, cfg.progress)
         log(f"synth: {len(sources)} identity sources to (re)visit, "
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
         process(lay, files, cfg, sources, skip, log)
         generated = count_unaccounted(
             read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"], done)
-    out_cfg = cfg.get("output") or {}
-    dedup_and_finalize(lay, cfg.get("dedup") or {}, bool(out_cfg.get("rejected_images", True)), SPMS_SCHEMA,
-                       key="pair_id", rank="id_similarity", image="target_image")
+    dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, SPMS_SCHEMA, key="pair_id", rank="id_similarity",
+                       image="target_image")
     stats = synth_stats(lay, selected, None if expected is None else expected["pair_id"], cfg, time.time() - t0)
     stats["written_this_run"] = generated
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
@@ -186,14 +218,14 @@ def run_synth(spss_dir, out, cfg: dict, *, ray_address: str | None = None, overw
 
 
 # ------------------------------------------------------------------ stats ---
-def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg: dict, elapsed: float) -> dict:
+def synth_stats(lay: Layout, selected: pa.Array, expected: pa.Array | None, cfg: SynthConfig, elapsed: float) -> dict:
     cols = ["pair_id", "source_id", "status", "reason", "gender_from", "id_similarity", "id_distance"]
     out = read_column(parquet_files(lay.kept, lay.rejected), cols, SPMS_SCHEMA)
     status, reasons = out["status"].to_pylist(), out["reason"].to_pylist()
-    stages = [cls(c) for cls, c in chain(cfg)]
+    stages = cfg.chain()
     # every reason a stage that ran may give, counted or not: "extreme_pose 0" says the check ran
     by_reason = {r: 0 for st in stages if st.enabled for r in st.reasons}
-    if cfg["dedup"]["enabled"]:
+    if cfg.dedup.enabled:
         by_reason["duplicate"] = 0
     for s, r in zip(status, reasons):
         if s != KEPT:

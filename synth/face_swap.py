@@ -69,16 +69,6 @@ class InswapperSwapper(FaceSwapper):
         return np.ascontiguousarray(out[:, :, ::-1])
 
 
-def make_face_swapper(cfg: dict | None) -> FaceSwapper | None:
-    cfg = cfg or {}
-    backend = cfg.get("backend", "none")
-    if backend in (None, "none"):
-        return None
-    if backend == "inswapper":
-        return InswapperSwapper(cfg["model"], cfg["recognition"])
-    raise ValueError(f"unknown face-swap backend {backend!r} (none or inswapper)")
-
-
 @dataclass(frozen=True)
 class FaceSwapOptions:
     backend: Literal["none", "inswapper"]
@@ -93,16 +83,14 @@ class FaceSwapStage(Stage):
 
     name = "face_swap"
     schema = SYNTH_ROW_SCHEMA
-    default_resources = {"num_cpus": 0.5, "batch_size": 8, "concurrency": 1}
     Options = FaceSwapOptions
-    defaults_in = ("synth", "face_swap")
 
     @property
     def enabled(self) -> bool:
         return self.opts.backend != "none"
 
     def setup(self) -> None:
-        self.swapper = make_face_swapper(self.cfg)
+        self.swapper = InswapperSwapper(self.opts.model, self.opts.recognition)  # the one backend besides none
         self.faces = make_face_analyzer(self.opts.faces)
 
     def report(self) -> dict:

@@ -7,7 +7,9 @@ pack), run through insightface's own ``Attribute`` wrapper from a local path.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -40,14 +42,15 @@ class InsightFaceGenderAge(GenderClassifier):
         return "male" if int(gender) == 1 else "female"
 
 
-def make_gender_classifier(cfg: dict | None) -> GenderClassifier | None:
-    cfg = cfg or {}
-    backend = cfg.get("backend", "none")
-    if backend in (None, "none"):
-        return None
-    if backend == "insightface_genderage":
-        return InsightFaceGenderAge(cfg["model"])
-    raise ValueError(f"unknown gender backend {backend!r} (none or insightface_genderage)")
+@dataclass(frozen=True)
+class GenderOptions:
+    """A synth job's ``gender`` block: the classifier for sources without a dataset label."""
+    backend: Literal["none", "insightface_genderage"]
+    model: str                # insightface_genderage: buffalo_l/genderage.onnx
+
+
+def make_gender_classifier(opts: GenderOptions) -> GenderClassifier | None:
+    return None if opts.backend == "none" else InsightFaceGenderAge(opts.model)
 
 
 def resolve_gender(label, classifier: GenderClassifier | None, rgb_fn, bbox) -> tuple[str | None, str | None]:

@@ -9,18 +9,17 @@ A seed fully determines its image, so a resumed run regenerates the same target.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import groupby
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
-from curation.options import between, packaged
+from curation.options import between
 from curation.records import quarantine, reject
-from curation.stage import Stage
+from curation.stage import Resources, Stage
 from infu_model import images
 from infu_model.faces import stored_embedding
 from synth.records import SYNTH_ROW_SCHEMA, encode
@@ -40,8 +39,32 @@ class InfuseNetOptions:
 
 
 @dataclass(frozen=True)
-class GenerateOptions:
-    """A synth or eval job's ``generation`` block with its ``model`` block and ``loras`` (generate_cfg)."""
+class ModelOptions:
+    """A synth or eval job's ``model`` block: which weights generate, and how they sit in memory."""
+    base: str | None                  # FLUX folder (--base)
+    path: str | None                  # InfU weights (--model)
+    variant: str
+    dtype: Literal["bfloat16", "float16", "float32"]
+    device: str
+    text_encoders: Literal["gpu", "offload"]
+    offload: Literal["none", "model", "low_vram", "sequential"]
+    compile: bool
+    int8: bool
+    faces: dict                       # the face backend's block; {}: the one the weights were trained with
+
+    def check(self) -> None:
+        """A FLUX base and InfU weights that exist (checked before any work)."""
+        for key, flag in (("base", "--base"), ("path", "--model")):
+            value = getattr(self, key)
+            if not value:
+                raise ValueError(f"model.{key} is not set: give {flag} or set it in the config")
+            if not Path(value).expanduser().exists():
+                raise FileNotFoundError(f"model.{key} not found: {value}")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What decides a target besides its prompt, seed and model."""
     width: int = between(16, 4096)
     height: int = between(16, 4096)
     steps: int = between(1)
@@ -50,44 +73,51 @@ class GenerateOptions:
     control: Literal["none", "source"]
     image_format: Literal["png", "jpeg", "webp"]
     images_per_call: int = between(1)
-    base: str | None
-    model: str | None
-    variant: str
-    dtype: Literal["bfloat16", "float16", "float32"]
-    device: str
-    faces: dict | None
-    text_encoders: Literal["gpu", "offload"]
-    offload: Literal["none", "model", "low_vram", "sequential"]
-    compile: bool
-    int8: bool
+
+
+@dataclass(frozen=True)
+class GenerationBlock(GenerationSettings):
+    """A synth or eval job's ``generation`` block: the settings and the generating pool."""
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    model: ModelOptions
+    generation: GenerationSettings
     loras: tuple[LoraOptions, ...]
 
 
 def settings_of(o: GenerateOptions) -> dict:
     """What decides a target besides prompt and seed (stored with every pair)."""
-    return {"width": o.width, "height": o.height, "steps": o.steps, "guidance": o.guidance,
-            "infusenet_scale": o.infusenet.scale, "infusenet_start": o.infusenet.start,
-            "infusenet_end": o.infusenet.end, "control": o.control, "dtype": o.dtype}
+    g = o.generation
+    return {"width": g.width, "height": g.height, "steps": g.steps, "guidance": g.guidance,
+            "infusenet_scale": g.infusenet.scale, "infusenet_start": g.infusenet.start,
+            "infusenet_end": g.infusenet.end, "control": g.control, "dtype": o.model.dtype}
+
+
+def generate_stage(model: ModelOptions, generation: GenerationBlock, loras: tuple[LoraOptions, ...]) -> "GenerateStage":
+    """The generating stage of a synth or eval job, from its model, generation and loras blocks."""
+    settings = GenerationSettings(**{f.name: getattr(generation, f.name) for f in fields(GenerationSettings)})
+    return GenerateStage(GenerateOptions(model, settings, loras), generation.resources)
 
 
 class GenerateStage(Stage):
     name = "generate"
     reasons = ("source_no_face",)
     schema = SYNTH_ROW_SCHEMA
-    default_resources = {"num_cpus": 1, "num_gpus": 0, "batch_size": 8, "concurrency": 1}
     gpu_share = 1.0  # FLUX + InfuseNet: a GPU per actor
     Options = GenerateOptions
 
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
+    def __init__(self, opts, resources, label=None):
+        super().__init__(opts, resources, label)
         self.settings = settings_of(self.opts)
         self.loras = [(str(Path(x.path).expanduser()), x.weight) for x in self.opts.loras]
-        self.model_name = f"{self.opts.model}:{self.opts.variant}"
-        self.pipe = None
+        self.model_name = f"{self.opts.model.path}:{self.opts.model.variant}"
 
-    @classmethod
-    def defaults(cls, cfg: dict) -> dict:
-        return generate_cfg(packaged("synth"))
+    @property
+    def device(self) -> str:
+        return self.opts.model.device
 
     def setup(self) -> None:
         import logging
@@ -97,9 +127,9 @@ class GenerateStage(Stage):
         # CLIP only gives FLUX the pooled prompt; truncating long prompts there is by design, and
         # diffusers would say so for every batch of a long run
         logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
-        o = self.opts
-        self.pipe = load_pipeline(o.base, o.model, o.variant, o.dtype, o.device, o.faces, self.loras,
-                                  text_encoders=o.text_encoders, offload=o.offload, int8=o.int8, compile=o.compile)
+        m = self.opts.model
+        self.pipe = load_pipeline(m.base, m.path, m.variant, m.dtype, m.device, m.faces or None, self.loras,
+                                  text_encoders=m.text_encoders, offload=m.offload, int8=m.int8, compile=m.compile)
         self.pipe.set_progress_bar_config(disable=True)  # the job's own progress is per row, not per step
 
     def report(self) -> dict:
@@ -135,7 +165,7 @@ class GenerateStage(Stage):
             for r in rows:
                 reject(r, "source_no_face")
             return
-        s, per_call = self.settings, self.opts.images_per_call
+        s, per_call = self.settings, self.opts.generation.images_per_call
         control = None
         if s["control"] == "source":
             control = images.rgb_image(rows[0]["_source_image"])
@@ -151,27 +181,9 @@ class GenerateStage(Stage):
                 self._fill(r, (np.clip(img, 0, 1) * 255).round().astype(np.uint8), emb)
 
     def _fill(self, row: dict, rgb: np.ndarray, emb: torch.Tensor) -> None:
-        fmt = self.opts.image_format
+        fmt = self.opts.generation.image_format
         row.update(target_image=encode(rgb, fmt), image_format=fmt, height=rgb.shape[0], width=rgb.shape[1],
                    bucket=f"{rgb.shape[1]}x{rgb.shape[0]}", model=self.model_name, settings=json.dumps(self.settings),
                    loras=[{"path": p, "weight": w} for p, w in self.loras], face_swap="none",
                    captions=[{"source": "prompt", "text": row["prompt"]}],
                    source_id_embedding=emb[0].tolist(), id_backend=self.pipe.faces.name)
-
-
-def generate_cfg(cfg: dict) -> dict:
-    """The generation stage's settings from a synth or eval job config (its model and generation blocks)."""
-    m = cfg["model"]
-    return {**cfg["generation"], "base": m.get("base"), "model": m.get("path"), "faces": m["faces"] or None,
-            "loras": cfg["loras"], **{k: m[k] for k in ("variant", "dtype", "device", "text_encoders", "offload",
-                                                        "compile", "int8")}}
-
-
-def check_cfg(cfg: dict) -> None:
-    """The job config names a FLUX base and InfU weights that exist (checked before any work)."""
-    m = cfg["model"]
-    for key, flag in (("base", "--base"), ("path", "--model")):
-        if not m.get(key):
-            raise ValueError(f"model.{key} is not set: give {flag} or set it in the config")
-        if not Path(m[key]).expanduser().exists():
-            raise FileNotFoundError(f"model.{key} not found: {m[key]}")

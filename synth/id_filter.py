@@ -51,9 +51,7 @@ class IDFilterStage(Stage):
     name = "id_filter"
     reasons = ("no_face", "multiple_faces", "source_no_face", "low_id_similarity", "extreme_pose", "low_aesthetic")
     schema = SYNTH_ROW_SCHEMA
-    default_resources = {"num_cpus": 0.5, "batch_size": 8, "concurrency": 1}
     Options = IDFilterOptions
-    defaults_in = ("synth", "id_filter")
 
     @property
     def device(self) -> str:

@@ -8,30 +8,38 @@ as one rejected row (``no_fitting_prompts``), so it is still accounted for.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from curation.options import between
 from curation.records import ALIVE, quarantine, reject
 from infu_model import images
-from synth.gender import make_gender_classifier, resolve_gender
-from synth.prompts import Prompt, choose, load_prompts
+from synth.gender import GenderOptions, make_gender_classifier, resolve_gender
+from synth.prompts import Prompt, choose
 from synth.records import SYNTH_ROW_SCHEMA, derived_seed, pair_id
 
 
-def needs_model(cfg: dict) -> bool:
-    """Whether planning runs a gender classifier (then the plan is only known by running it)."""
-    return (cfg.get("gender") or {}).get("backend", "none") not in (None, "none")
+@dataclass(frozen=True)
+class PromptsOptions:
+    """A synth job's ``prompts`` block."""
+    file: str                                       # the bank (YAML / JSONL / text with gender tags)
+    per_source: int | None = between(1)             # prompts per identity image (null: every fitting one)
+    seeds_per_prompt: int = between(1)
 
 
 class Planner:
-    def __init__(self, cfg: dict, prompts: list[Prompt] | None = None):
-        """``prompts``: the bank already loaded (else read from ``cfg["prompts_file"]``)."""
-        self.cfg = cfg
-        self.prompts = prompts if prompts is not None else load_prompts(cfg["prompts_file"])
-        self.k = cfg.get("prompts_per_source")
-        self.seeds = int(cfg.get("seeds_per_prompt", 1))
-        self.seed = int(cfg.get("seed", 0))
+    """Every selected source's jobs; ``prompts`` is the loaded bank, ``seed`` the run's."""
+
+    def __init__(self, prompts: list[Prompt], opts: PromptsOptions, gender: GenderOptions, seed: int):
+        self.prompts, self.opts, self.gender, self.seed = prompts, opts, gender, seed
         self.classifier = None
 
+    @property
+    def needs_model(self) -> bool:
+        """Whether planning runs a gender classifier (then the plan is only known by running it)."""
+        return self.gender.backend != "none"
+
     def setup(self) -> None:
-        self.classifier = make_gender_classifier(self.cfg.get("gender"))
+        self.classifier = make_gender_classifier(self.gender)
 
     def expand(self, sources: list[dict], done: frozenset = frozenset()) -> list[dict]:
         out = []
@@ -53,14 +61,14 @@ class Planner:
             quarantine(row, "gender_error", e)
             return [row]
         base.update(gender=gender, gender_from=origin)
-        prompts = choose(self.prompts, gender, self.k, src["id"], self.seed)
+        prompts = choose(self.prompts, gender, self.opts.per_source, src["id"], self.seed)
         if not prompts:
             row = {**base, "pair_id": pair_id(src["id"], "-", -1)}
             reject(row, "no_fitting_prompts")
             return [row]
         jobs = []
         for p in prompts:
-            for j in range(self.seeds):
+            for j in range(self.opts.seeds_per_prompt):
                 seed = derived_seed(self.seed, src["id"], p.id, j)
                 jobs.append({**base, "pair_id": pair_id(src["id"], p.id, seed), "prompt_id": p.id, "prompt": p.text,
                              "seed": seed})

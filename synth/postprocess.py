@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from PIL import Image
 
 from curation.stage import Stage
 from infu_model import images
@@ -35,12 +34,10 @@ class PostprocessOptions:
 class PostprocessStage(Stage):
     name = "postprocess"
     schema = SYNTH_ROW_SCHEMA
-    default_resources = {"num_cpus": 0.25, "batch_size": 8, "concurrency": 1}
     Options = PostprocessOptions
-    defaults_in = ("synth", "postprocess")
 
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
+    def __init__(self, opts, resources, label=None):
+        super().__init__(opts, resources, label)
         if self.enabled:  # a hook that does not import is refused in the driver, before any pair is planned
             load_hook(self.opts.hook)
 

@@ -26,7 +26,9 @@ def ray_local():
 
     from pipelines.ray_runtime import init_ray
 
-    init_ray(None, {"ray": {"num_cpus": 2, "object_store_memory": 400_000_000}, "progress": False})
+    from pipelines.job import RayOptions
+
+    init_ray(None, RayOptions(num_cpus=2, object_store_memory=400_000_000, reserve_per_operator=False))
     yield ray
     ray.shutdown()
 

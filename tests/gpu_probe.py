@@ -3,16 +3,24 @@ GPUs it does not have (``python tests/gpu_probe.py ADDRESS``: prints the log and
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.stage import Stage  # noqa: E402
+from curation.options import plain  # noqa: E402
+from curation.stage import Resources, Stage  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    device: str
 
 
 class GpuProbe(Stage):
     name = "probe"
     gpu_share = 0.5
+    Options = ProbeOptions
 
     def process(self, rows: list[dict]) -> None:
         import time
@@ -35,12 +43,11 @@ def main() -> None:
 
     ray.init(address=sys.argv[1], log_to_driver=False)
     rows = [{**empty_row(), "id": str(i), "source": "t", "path": str(i), "frame": -1, "status": ALIVE} for i in range(16)]
-    [(cls, cfg)] = plan_pools([(GpuProbe, {"device": "cuda", "resources": {"num_cpus": 0.25, "batch_size": 1}})],
-                              reads=0.25)
+    [probe] = plan_pools([GpuProbe(ProbeOptions("cuda"), Resources(num_cpus=0.25, batch_size=1))], reads=0.25)
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=ROW_SCHEMA)).repartition(8)
-    ds = add_stage(ds, cls, cfg)
+    ds = add_stage(ds, probe)
     seen = [json.loads(r["id_backend"]) for r in ds.select_columns(["id_backend"]).take_all()]
-    print(json.dumps({"resources": cfg["resources"], "seen": seen}))
+    print(json.dumps({"resources": plain(probe.resources), "seen": seen}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import pytest
 from curation import samples
 from curation.records import SPSS_SCHEMA, empty_row, stable_id
 from infu_model import images
+from pipelines.config import load_config
+from stages import caption_stage, curate_stage
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "infu-planted-payload-ran"
 
@@ -37,11 +40,8 @@ def _mean_abs(a, b) -> float:
 @pytest.fixture(scope="module")
 def curated_odd(tmp_path_factory):
     """The odd files through curation's own stages (quality + dlib faces), as SPSS rows."""
-    from curation.faces import FaceStage
-    from curation.quality import QualityStage
     from curation.records import ROW_SCHEMA
     from curation.stage import run_stage
-    from pipelines.config import load_config
 
     d = tmp_path_factory.mktemp("odd")
     rows = []
@@ -51,27 +51,25 @@ def curated_odd(tmp_path_factory):
         r.update(id=stable_id("odd", name), source="odd", path=name, frame=-1, _uri=str(d / name), _media="image",
                  status="pending")
         rows.append(r)
-    quality = QualityStage(QualityStage.block(load_config("curate"), keep_analysis=True))
+    quality = load_config("curate").quality_stage(keep_analysis=True)
     analysis = {}
     run_stage(quality, rows)
     for r in rows:
         analysis[r["path"]] = np.frombuffer(r["_analysis"], np.uint8).reshape(r["_analysis_h"], r["_analysis_w"], 3)
-    run_stage(FaceStage({"name": "faces", "backend": "dlib"}), rows)
+    run_stage(curate_stage("faces", backend="dlib"), rows)
     assert [(r["path"], r["status"]) for r in rows] == [(n, "pending") for n in ODD], "curation keeps all of them"
     return rows, analysis
 
 
 def test_each_odd_encoding_trains_and_captions_on_the_pixels_curation_judged(curated_odd):
-    from curation.caption_stage import CaptionStage
     from infu_model.faces import make_face_analyzer
     from infu_model.train_data import prepare, to_bucket
 
     rows, analysis = curated_odd
-    data = {"embedding_column": "id_embedding", "image_column": "image", "kps_column": "kps", "black_control_prob": 0.0,
-            "caption_weights": {"dataset": 1.0}, "caption_dropout": 0.0, "embedding_backend": None}
+    data = replace(load_config("stage1").data, black_control_prob=0.0, caption_dropout=0.0)
     faces = make_face_analyzer({"backend": "dlib"})
     seen = []
-    captioner = CaptionStage({"backend": "blip2", "model": "unused"})
+    captioner = caption_stage(backend="blip2", model="unused")
     captioner.model = lambda ims: seen.extend(ims) or ["a photo of a person"] * len(ims)  # records what it is given
     captioner._ready = True
     captioner.process([dict(r) for r in rows])
@@ -117,7 +115,7 @@ def test_metadata_paths_outside_the_dataset_root_are_quarantined_and_never_read(
     pq.write_table(pa.table({"img_path": ["images/ok.jpg", "../secret.jpg", "images/../../secret.jpg",
                                           "/images/ok.jpg", "images/./ok.jpg"],
                              "caption": ["a", "b", "c", "d", "e"]}), root / "label" / "part-0.parquet")
-    rows = list(make_source("cosmicmanhq", "c", str(root)).items())
+    rows = list(make_source("cosmicmanhq", "c", str(root), load_config("curate").sources).items())
     got = [(r["path"], r["status"], r["reason"]) for r in rows]
     assert got[0] == ("images/ok.jpg", "pending", None)
     assert [g[1:] for g in got[1:3]] == [("quarantined", "outside_root")] * 2
@@ -131,7 +129,7 @@ def test_a_symlink_loop_in_a_folder_source_is_listed_once(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "p.jpg").write_bytes(samples.jpeg_bytes(samples.astronaut()))
     os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")   # a/b/loop -> a
-    src = make_source("folder", "f", str(tmp_path))
+    src = make_source("folder", "f", str(tmp_path), load_config("curate").sources)
     rows = list(src.items())
     assert [r["path"] for r in rows] == ["a/b/p.jpg"]
     assert any("symlink loop" in e for e in src.errors)
@@ -208,7 +206,7 @@ def test_a_pickle_planted_in_a_checkpoint_never_runs(tmp_path, tiny_models, tiny
     for name in ("optimizer.pt", "trainer_state.pt", "rank-0.pt"):
         (ckpt / name).write_bytes(pickle.dumps({"state": Planted()}))
     with pytest.raises(UnsafeCheckpoint, match="optimizer.pt holds more than tensors"):
-        train_loop({**cfg, "train": {**cfg["train"], "max_steps": 2}})
+        train_loop(cfg.updated({"train": {"max_steps": 2}}))
     assert not MARKER.exists(), "resuming ran code planted in the checkpoint"
 
 
@@ -223,7 +221,7 @@ def test_data_that_can_form_no_batch_is_refused_not_waited_on(tmp_path, tiny_mod
     pq.write_table(table, few / "part.parquet")       # 4 rows in each of two buckets
     cfg = train_cfg(tiny_models, few, tmp_path / "out", steps=2, micro_batch_size=5, global_batch_size=5)
     with pytest.raises(NotEnoughData, match=r"no bucket holds micro_batch_size=5 .* 1024x1024: 4, 896x1152: 4"):
-        check_training(cfg)
+        check_training(cfg.data.parquet, cfg)
     files = [str(few / "part.parquet")]
     with pytest.raises(NotEnoughData):
         next(batch_plan(files, ["bucket"], 5, seed=0))
@@ -233,7 +231,7 @@ def test_data_that_can_form_no_batch_is_refused_not_waited_on(tmp_path, tiny_mod
     empty.mkdir()
     pq.write_table(SPSS_SCHEMA.empty_table(), empty / "part.parquet")
     with pytest.raises(NotEnoughData, match="holds 0 rows"):
-        check_training(train_cfg(tiny_models, empty, tmp_path / "out", steps=2))
+        check_training(empty, train_cfg(tiny_models, empty, tmp_path / "out", steps=2))
     assert not (tmp_path / "out").exists()
 
 
@@ -274,9 +272,8 @@ def tiny_spss(tmp_path_factory):
 
 
 def train_cfg(tiny, spss, out, steps, **train):
-    from pipelines.config import load_config, merge
 
-    return merge(load_config("stage1"), {
+    return load_config("stage1", overrides={
         "model": {"base": str(tiny["base"]), "embedding_dim": 128, "dtype": "float32", "face_backend": "dlib",
                   "projection": {"dim": 32, "depth": 1, "dim_head": 8, "heads": 4, "ff_mult": 2}},
         "data": {"parquet": str(spss), "max_side": 32, "max_sequence_length": 16, "loader": "plan"},
@@ -403,8 +400,8 @@ def _curate(src: Path, out: Path, cfg: dict | None = None) -> dict:
     from pipelines.curate import run_curate
     from pipelines.job import SourceSpec
 
-    base = load_config("curate", overrides={"progress": False, "stages": []})
-    return run_curate([SourceSpec("folder", "f", str(src))], out, merge(base, cfg or {}), log=lambda m: None)
+    cfg = load_config("curate", overrides=merge({"progress": False, "stages": []}, cfg or {}))
+    return run_curate([SourceSpec("folder", "f", str(src))], out, cfg, log=lambda m: None)
 
 
 def _folder(d: Path, files: dict) -> Path:
@@ -436,15 +433,14 @@ def test_curate_ends_with_stats_that_add_up_when_all_kept_all_rejected_or_all_qu
 
 def test_caption_ends_with_stats_that_add_up_for_one_row_and_all_quarantined(ray_local, tmp_path):
     from pipelines.caption import run_caption
-    from pipelines.config import load_config
     from tiny_vlm import make_tiny_blip2
 
     cfg = load_config("caption", overrides={"progress": False})
     one = write_spss(tmp_path / "one", spss_rows(1))
     stats = run_caption(one, tmp_path / "out-one", cfg, log=lambda m: None)   # no captioner model: kept as they are
     assert (stats["inputs"], stats["kept"], stats["quarantined"]) == (1, 1, 0) and stats["adds_up"]
-    cfg["captioners"] = [{**cfg["captioners"][0], "model": str(make_tiny_blip2(tmp_path / "blip2")),
-                          "max_new_tokens": 4}]   # captions never reject a row: kept or quarantined only
+    cfg = cfg.updated({"captioners": [{"name": "blip2", "model": str(make_tiny_blip2(tmp_path / "blip2")),
+                                       "max_new_tokens": 4}]})   # captions never reject a row: kept or quarantined only
     broken = write_spss(tmp_path / "broken", spss_rows(2, broken=True))
     stats = run_caption(broken, tmp_path / "out-broken", cfg, log=lambda m: None)
     assert (stats["inputs"], stats["kept"], stats["quarantined"]) == (2, 0, 2) and stats["adds_up"]
@@ -460,7 +456,6 @@ def source_as_target(image, row, **_):
 @pytest.mark.parametrize("case", ["all quarantined", "all kept"])
 def test_synth_ends_with_stats_that_add_up(case, ray_local, tiny_models, tmp_path):
     """One source, one pair (all rejected is the synth job test's: a random model draws no face)."""
-    from pipelines.config import load_config, merge
     from pipelines.synth import run_synth
     from test_synth import spss_row
 
@@ -470,7 +465,7 @@ def test_synth_ends_with_stats_that_add_up(case, ray_local, tiny_models, tmp_pat
     spss = tmp_path / "spss"
     (spss / "kept").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row], schema=SPSS_SCHEMA), spss / "kept" / "part-0.parquet")
-    cfg = merge(load_config("synth"), {
+    cfg = load_config("synth", overrides={
         "progress": False, "model": {"base": str(tiny_models["base"]), "path": str(tiny_models["infu"]),
                                      "dtype": "float32"},
         "generation": {"width": 64, "height": 64, "steps": 2}, "prompts": {"per_source": 1},
@@ -490,16 +485,16 @@ def test_train_one_row_trains_and_all_unusable_rows_stop_with_one_line(ray_local
     assert res["step"] == 2 and not res["skipped"] and (tmp_path / "out-one" / "final" / "infu.json").is_file()
     broken = write_spss(tmp_path / "broken", spss_rows(2, broken=True))
     with pytest.raises(NotEnoughData, match=r"not one usable training row in 2 steps.*'decode_error': 2"):
-        run_train(train_cfg(tiny_models, broken, tmp_path / "out-broken", steps=50), log=lambda m: None)
+        run_train(broken, tmp_path / "out-broken", train_cfg(tiny_models, broken, tmp_path / "out-broken", steps=50),
+                  log=lambda m: None)
 
 
 def test_eval_of_an_identity_without_a_face_to_take_adds_up(ray_local, tiny_models, tmp_path):
     """Every planned image fails to generate (the reference holds no face): the summary still adds up."""
-    from pipelines.config import load_config, merge
     from pipelines.eval import run_eval
 
     bench = _write(tmp_path / "bench.yaml", "prompts:\n  - {id: a1, gender: any, text: a person on a street}\n")
-    cfg = merge(load_config("eval"), {
+    cfg = load_config("eval", overrides={
         "progress": False, "benchmark": str(bench), "label": "tiny", "generation": {"width": 64, "height": 64, "steps": 2},
         "model": {"base": str(tiny_models["base"]), "path": str(tiny_models["infu"]), "dtype": "float32"},
         "id_metric": {"faces": {"backend": "dlib"}}, "clipscore": {"model": None}, "pickscore": {"model": None}})

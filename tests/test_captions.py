@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import samples
-from curation.caption_stage import CaptionStage
 from curation.caption_text import clean_caption
 from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
 from curation.stage import run_stage
 from pipelines.caption import run_caption
 from pipelines.config import load_config
+from stages import caption_stage
 from tiny_vlm import INTERNVL_TEMPLATE, make_tiny_blip2, make_tiny_chat_vlm, make_tiny_internvl
 
 
@@ -71,10 +71,10 @@ def _spss(tmp: Path, n: int = 4) -> Path:
 
 def test_caption_job_with_tiny_blip2_and_native_internvl(ray_local, tmp_path):
     spss = _spss(tmp_path / "in")
-    cfg = load_config("caption", overrides={"progress": False})
-    cfg["captioners"][0].update(model=str(make_tiny_blip2(tmp_path / "blip2")), max_new_tokens=8)
-    assert cfg["captioners"][1]["backend"] == "internvl", "the documented InternVL path is the native class"
-    cfg["captioners"][1].update(model=str(make_tiny_internvl(tmp_path / "internvl")), max_new_tokens=8)
+    assert load_config("caption").captioners[1].opts.backend == "internvl", "the documented path is the native class"
+    cfg = load_config("caption", overrides={"progress": False, "captioners": [
+        {"name": "blip2", "model": str(make_tiny_blip2(tmp_path / "blip2")), "max_new_tokens": 8},
+        {"name": "internvl", "model": str(make_tiny_internvl(tmp_path / "internvl")), "max_new_tokens": 8}]})
     stats = run_caption(spss, tmp_path / "out", cfg, log=lambda m: None)
     assert stats["adds_up"] and stats["kept"] == 4 and stats["stages"]["internvl"]["ran"]
     assert set(stats["captions_per_source"]) == {"dataset", "blip2", "internvl"}
@@ -104,7 +104,7 @@ def test_offline_without_weights_keeps_dataset_text_and_invents_none(ray_local, 
 @pytest.mark.parametrize("backend,make", [("blip2", make_tiny_blip2), ("chat_vlm", make_tiny_chat_vlm),
                                           ("internvl", make_tiny_internvl)])
 def test_caption_stage_batches_real_photos(tmp_path, backend, make):
-    stage = CaptionStage({"name": backend, "backend": backend, "model": str(make(tmp_path / "m")), "max_new_tokens": 6})
+    stage = caption_stage(name=backend, backend=backend, model=str(make(tmp_path / "m")), max_new_tokens=6)
     rows = []
     for im in (samples.astronaut(), samples.grace_hopper(), samples.group()):
         r = empty_row()
@@ -114,7 +114,7 @@ def test_caption_stage_batches_real_photos(tmp_path, backend, make):
     assert all(r["status"] == ALIVE for r in rows)
     assert all(len(r["captions"] or []) + len(r["caption_drops"] or []) == 1 for r in rows)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        CaptionStage({"name": "blip2", "model": str(tmp_path / "nowhere")}).setup()
+        caption_stage(name="blip2", model=str(tmp_path / "nowhere")).setup()
 
 
 @pytest.mark.parametrize("tiles", [1, 4])
@@ -145,11 +145,10 @@ def test_a_folder_that_cannot_serve_internvl_fails_before_any_row_is_read(ray_lo
 
     blip = make_tiny_blip2(tmp_path / "blip2")
     with pytest.raises(ValueError, match=r"blip2.*not a native InternVL checkpoint.*'blip-2'"):
-        CaptionStage({"name": "internvl", "backend": "internvl", "model": str(blip)}).check()
+        caption_stage(name="internvl", backend="internvl", model=str(blip)).check()
     vl = make_tiny_internvl(tmp_path / "vl")
     (vl / "processor_config.json").write_text(_json.dumps({"image_seq_length": 16}))
-    cfg = load_config("caption", overrides={"progress": False})
-    cfg["captioners"][1].update(model=str(vl))
+    cfg = load_config("caption", overrides={"progress": False, "captioners": [{"name": "internvl", "model": str(vl)}]})
     with pytest.raises(ValueError, match=r"vl: the processor does not match the model \(image tokens per tile: "
                                          r"processor 16, model 4\)"):
         run_caption(_spss(tmp_path / "in"), tmp_path / "out", cfg, log=lambda m: None)
@@ -168,8 +167,8 @@ def test_a_ray_batch_reaches_the_model_in_generate_batch_chunks(tmp_path):
             out.append(r)
         return out
 
-    chunked = CaptionStage({"name": "blip2", "backend": "blip2", "model": model, "max_new_tokens": 6,
-                            "generate_batch": 4, "resources": {"batch_size": 9}})
+    chunked = caption_stage(name="blip2", backend="blip2", model=model, max_new_tokens=6, generate_batch=4,
+                            resources={"batch_size": 9})
     chunked.ensure_setup()
     seen, inner = [], chunked.model
 
@@ -181,8 +180,7 @@ def test_a_ray_batch_reaches_the_model_in_generate_batch_chunks(tmp_path):
     chunked.model = Counting()
     a = run_stage(chunked, rows())
     assert seen == [4, 4, 1], "nine rows in one Ray batch reach the model four at a time"
-    whole = CaptionStage({"name": "blip2", "backend": "blip2", "model": model, "max_new_tokens": 6,
-                          "resources": {"batch_size": 4}})
+    whole = caption_stage(name="blip2", backend="blip2", model=model, max_new_tokens=6, resources={"batch_size": 4})
     b = rows()
     for i in range(0, 9, 4):
         run_stage(whole, b[i:i + 4])

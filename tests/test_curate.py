@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from curation import samples
-from pipelines.config import load_config, merge
+from pipelines.config import load_config
 from pipelines.curate import run_curate
 from pipelines.job import ConfigMismatch, SourceSpec
-from pipelines.summary import format_curate_summary
+from pipelines.summary import curate_summary
 from replicas import BUILDERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def outcome(out):
 
 
 def test_sample_set_every_file_lands_where_it_should(sample_dir, ray_local, tmp_path, curate_cfg):
-    curate_cfg = merge(curate_cfg, SPINE_ONLY)
+    curate_cfg = curate_cfg.updated(SPINE_ONLY)
     stats = run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
     got = {Path(r["path"]).stem: (r["status"], r["reason"])
            for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
@@ -65,13 +65,13 @@ def test_sample_set_every_file_lands_where_it_should(sample_dir, ray_local, tmp_
 
 
 def test_rerun_is_a_no_op_and_a_new_config_is_refused(sample_dir, ray_local, tmp_path, curate_cfg):
-    curate_cfg = merge(curate_cfg, SPINE_ONLY)
+    curate_cfg = curate_cfg.updated(SPINE_ONLY)
     spec = [SourceSpec("folder", "sample", str(sample_dir))]
     run_curate(spec, tmp_path / "o", curate_cfg, log=lambda m: None)
     first = outcome(tmp_path / "o")
     stats = run_curate(spec, tmp_path / "o", curate_cfg, log=lambda m: None)
     assert outcome(tmp_path / "o") == first and stats["adds_up"]
-    stricter = merge(curate_cfg, {"filters": {"min_side": 400}})
+    stricter = curate_cfg.updated({"filters": {"min_side": 400}})
     with pytest.raises(ConfigMismatch, match="--overwrite"):
         run_curate(spec, tmp_path / "o", stricter, log=lambda m: None)
     stats = run_curate(spec, tmp_path / "o", stricter, overwrite=True, log=lambda m: None)
@@ -85,7 +85,7 @@ def test_all_nine_datasets_plus_bad_sources_in_one_run(ray_local, tmp_path, cura
         specs.append(SourceSpec(kind, kind, str(tmp_path / kind)))
     (tmp_path / "empty").mkdir()
     specs.append(SourceSpec("folder", "empty", str(tmp_path / "empty")))
-    cfg = merge(curate_cfg, {"dedup": {"enabled": False}, "filters": {"min_blur": 0}, **SPINE_ONLY})
+    cfg = curate_cfg.updated({"dedup": {"enabled": False}, "filters": {"min_blur": 0}, **SPINE_ONLY})
     stats = run_curate(specs, tmp_path / "out", cfg, log=lambda m: None)
     assert stats["adds_up"]
     assert stats["by_source"]["empty"]["errors"], "an empty source among others is reported, the run goes on"
@@ -151,7 +151,8 @@ WITH_FACES = {**EXPECTED, "cat": ("rejected", "no_face"), "watermarked": ("rejec
 
 
 def test_curate_refuses_pools_that_leave_no_cpu_to_decode(sample_dir, ray_local, tmp_path, curate_cfg):
-    curate_cfg["stages"][0]["resources"]["num_cpus"] = 1.5   # faces 1.5 + nsfw 0.25 + watermark 0.25 of 2
+    # faces 1.5 + nsfw 0.25 + watermark 0.25 of 2
+    curate_cfg = curate_cfg.updated({"stages": [{"name": "faces", "resources": {"num_cpus": 1.5}}, "nsfw", "watermark"]})
     with pytest.raises(ValueError, match=r"faces 1.5 x 1, nsfw 0.25 x 1, watermark 0.25 x 1\) ask for 2 of the "
                                          r"cluster's 2 CPUs and the read tasks need 1 more"):
         run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
@@ -166,7 +167,7 @@ def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, 
     assert stats["stages"]["watermark"]["ran"] and stats["stages"]["watermark"]["backend"] == "ocr"
     [mark] = stats["watermark_examples"]
     assert mark["path"] == "variants/watermarked.jpg" and mark["watermark"] >= 0.5 and mark["watermark_text"]
-    summary = format_curate_summary(stats, "out")
+    summary = curate_summary(stats, "out")
     assert "watermark  ran" in summary and f"watermark on sample/variants/watermarked.jpg: {mark['watermark_text']}" in summary
     for r in rows(tmp_path / "out", "kept"):
         assert len(r["id_embedding"]) == 128 and r["id_backend"] == "dlib_resnet_v1"

@@ -54,7 +54,7 @@ def test_chains_do_not_remove_distant_images():
 
 def test_buckets_follow_the_paper_scheme_and_config():
     cfg = load_config("curate")
-    assert [tuple(b) for b in cfg["buckets"]] == make_buckets()
+    assert list(cfg.buckets) == make_buckets()
     b = make_buckets()
     assert all(w % 64 == 0 and h % 64 == 0 and w * h <= 1024 * 1024 for w, h in b)
     assert assign_bucket(864, 1152, b) == (896, 1152)  # InfU's default 3:4 portrait

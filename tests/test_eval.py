@@ -95,7 +95,7 @@ def bench_file(tmp_path_factory):
 
 
 def eval_cfg(models, bench_file, **over):
-    return merge(load_config("eval"), merge({
+    return load_config("eval", overrides=merge({
         "progress": False, "benchmark": str(bench_file), "label": "tiny",
         "model": {"base": str(models["base"]), "path": str(models["infu"]), "dtype": "float32"},
         "generation": {"width": 64, "height": 64, "steps": 2},
@@ -158,7 +158,7 @@ def _items(models, ids_dir, bench_file):
     from pipelines.eval import load_identities, plan_items
 
     cfg = eval_cfg(models, bench_file)
-    return plan_items(load_identities(ids_dir), load_prompts(cfg["benchmark"]), cfg)
+    return plan_items(load_identities(ids_dir), load_prompts(cfg.benchmark), cfg)
 
 
 def test_identities_from_subfolders(tmp_path):
@@ -191,7 +191,7 @@ def test_compare_pairs_items_and_gives_a_bootstrap_interval(tmp_path):
     base = rng.uniform(0.2, 0.5, 300)
     a = _scores(tmp_path / "a", base, base)
     b = _scores(tmp_path / "b", base - 0.05 + rng.normal(0, 0.01, 300), base)
-    c = compare(a, b, {"samples": 1000})
+    c = compare(a, b, load_config("eval", overrides={"bootstrap": {"samples": 1000}}).bootstrap)
     m = c["metrics"]["id_loss"]
     assert c["paired_items"] == 300 and m["n"] == 300
     assert m["ci_low"] < m["diff"] < m["ci_high"] < 0 and m["diff"] == pytest.approx(-0.05, abs=0.003)

@@ -4,14 +4,12 @@ import pytest
 import torch
 
 from curation import samples
-from curation.faces import FaceStage
-from curation.nsfw import NSFWStage
 from curation.records import ALIVE, empty_row
 from curation.stage import run_stage
-from curation.watermark import WatermarkStage
 from infu_model.faces import FaceModelMissing, head_pose, make_face_analyzer
 from infu_model.faces.arcface import IRSE50, load_arcface
 from infu_model.faces.insightface_backend import InsightFaceAnalyzer, arcface_input
+from stages import curate_stage
 
 FACE_CFG = {"backend": "dlib", "dlib": {"adjust_threshold": 0.1}}
 
@@ -41,7 +39,7 @@ def test_single_portrait_has_sensible_keypoints(dlib_faces):
 
 
 def test_face_stage_decisions_on_real_photos():
-    stage = FaceStage(FACE_CFG)
+    stage = curate_stage("faces", **FACE_CFG)
     a = samples.astronaut()
     rows = [row_of(a, "portrait"), row_of(samples.group(), "group"), row_of(samples.cat(), "cat"),
             row_of(samples.small_face_canvas(a), "canvas"), row_of(samples.side_by_side(a, samples.grace_hopper()), "two")]
@@ -56,7 +54,7 @@ def test_face_stage_decisions_on_real_photos():
 
 
 def test_face_fields_are_in_original_pixels():
-    stage = FaceStage(FACE_CFG)
+    stage = curate_stage("faces", **FACE_CFG)
     a = samples.astronaut()
     full, half = row_of(a, "full"), row_of(a.resize((256, 256)), "half")
     half["width"] = half["height"] = 512  # the analysis image is half the original's size
@@ -135,10 +133,10 @@ def test_insightface_backend_names_the_missing_files(tmp_path):
 
 def test_nsfw_scores_real_portraits_low_and_thresholds():
     rows = [row_of(samples.astronaut(), "a"), row_of(samples.grace_hopper(), "g")]
-    run_stage(NSFWStage({"backend": "nudenet", "threshold": 0.5}), rows)
+    run_stage(curate_stage("nsfw", backend="nudenet", threshold=0.5), rows)
     assert all(r["status"] == ALIVE and 0.0 <= r["nsfw"] < 0.5 for r in rows)
     rows = [row_of(samples.astronaut(), "a")]
-    run_stage(NSFWStage({"backend": "nudenet", "threshold": 0.0}), rows)
+    run_stage(curate_stage("nsfw", backend="nudenet", threshold=0.0), rows)
     assert rows[0]["reason"] == "nsfw"
 
 
@@ -154,7 +152,7 @@ def _tiny_classifier(path, labels):
 
 
 def test_watermark_stage_none_reports_not_run():
-    stage = WatermarkStage({"backend": "none"})
+    stage = curate_stage("watermark", backend="none")
     assert not stage.enabled and stage.report()["ran"] is False
 
 
@@ -169,7 +167,7 @@ def test_watermark_stage_none_reports_not_run():
 def test_watermark_vocabulary_reads_misread_and_partial_marks_only(text, term):
     from curation.watermark_ocr import vocabulary_hit
 
-    assert vocabulary_hit(text, WatermarkStage().ocr.vocabulary) == term
+    assert vocabulary_hit(text, curate_stage("watermark").opts.ocr.vocabulary) == term
 
 
 def test_watermark_rules_score_placement_and_repeats():
@@ -177,7 +175,7 @@ def test_watermark_rules_score_placement_and_repeats():
 
     flat = np.full((1000, 800, 3), 120, np.uint8)   # no strokes to measure: the translucency rule stays 0
     box = lambda x, y: np.array([[x, y], [x + 120, y], [x + 120, y + 30], [x, y + 30]], np.float32)  # noqa: E731
-    face, opts = (300, 100, 500, 350), WatermarkStage().ocr
+    face, opts = (300, 100, 500, 350), curate_stage("watermark").opts.ocr
     far = judge([TextRegion(box(20, 900), "HOTEL", 0.95)], flat, face, opts)
     assert far.score == 0 and far.rule is None, "scene text away from the face and centre is not a watermark"
     on_face = judge([TextRegion(box(350, 200), "Kim", 0.9)], flat, face, opts)
@@ -197,7 +195,7 @@ def test_ocr_watermark_stage_rejects_overlaid_marks_and_keeps_scene_text():
                                              size=0.075, font_name=samples.FONTS[1])}
     # Grace Hopper's name tag is real scene text; a shop sign and a T-shirt print are painted on
     clean = {"name_tag": g, "sign_and_shirt": samples.scene_text(samples.scene_text(a, "CAFE"), "SUMMER", where="shirt")}
-    faces, stage = FaceStage(FACE_CFG), WatermarkStage({"backend": "ocr"})
+    faces, stage = curate_stage("faces", **FACE_CFG), curate_stage("watermark", backend="ocr")
     rows = {k: row_of(im, k) for k, im in {**marked, **clean}.items()}
     run_stage(faces, list(rows.values()))
     for r in rows.values():
@@ -215,27 +213,27 @@ def test_ocr_watermark_stage_rejects_overlaid_marks_and_keeps_scene_text():
 def test_ocr_watermark_stage_survives_tiny_and_odd_images(shape):
     rgb = np.random.default_rng(0).integers(0, 255, shape + (3,), dtype=np.uint8)
     r = row_of(samples.Image.fromarray(rgb))
-    run_stage(WatermarkStage({"backend": "ocr"}), [r])
+    run_stage(curate_stage("watermark", backend="ocr"), [r])
     assert (r["status"] == ALIVE and r["watermark"] is not None) or r["reason"] == "watermark_error"
 
 
 def test_watermark_classifier_from_a_local_folder(tmp_path):
     _tiny_classifier(tmp_path / "wm", ["clean", "watermark"])
-    stage = WatermarkStage({"backend": "transformers", "model": str(tmp_path / "wm"), "threshold": 1.0})
+    stage = curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), threshold=1.0)
     rows = [row_of(samples.watermarked(samples.grace_hopper()), "w"), row_of(samples.astronaut(), "a")]
     run_stage(stage, rows)
     assert all(0.0 <= r["watermark"] <= 1.0 and r["status"] == ALIVE for r in rows)
     assert stage.report()["ran"] is True
     with pytest.raises(ValueError, match="not one of the model's labels"):
-        WatermarkStage({"backend": "transformers", "model": str(tmp_path / "wm"), "label": "logo"}).setup()
+        curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), label="logo").setup()
     with pytest.raises(FileNotFoundError, match="missing_model"):
-        WatermarkStage({"backend": "transformers", "model": str(tmp_path / "missing_model")}).setup()
+        curate_stage("watermark", backend="transformers", model=str(tmp_path / "missing_model")).setup()
 
 
 def test_transformers_nsfw_backend(tmp_path):
     _tiny_classifier(tmp_path / "nsfw", ["normal", "nsfw"])
     rows = [row_of(samples.astronaut(), "a")]
-    run_stage(NSFWStage({"backend": "transformers", "model": str(tmp_path / "nsfw"), "threshold": 0.0}), rows)
+    run_stage(curate_stage("nsfw", backend="transformers", model=str(tmp_path / "nsfw"), threshold=0.0), rows)
     assert rows[0]["reason"] == "nsfw" and 0 < rows[0]["nsfw"] < 1
 
 

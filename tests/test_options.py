@@ -1,113 +1,122 @@
-"""Typed stage options: every stage declares its options once; its values come from the packaged
-YAML only; a wrong key, kind, choice or range is refused with the key's path, before any work."""
-import dataclasses
+"""Typed configs: every job's whole config is one declaration, its values come from the packaged
+YAML only, and a wrong key, kind, choice or range is refused with the file and key path, before
+any work."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from curation.caption_stage import CaptionStage
-from curation.faces import FaceStage
-from curation.nsfw import NSFWStage
 from curation.options import ConfigError
-from curation.quality import QualityStage
-from curation.watermark import WatermarkStage
-from pipelines.curate import run_curate
-from pipelines.job import SourceSpec
-from synth.face_swap import FaceSwapStage
-from synth.generate import GenerateStage, generate_cfg
-from synth.id_filter import IDFilterStage
-from synth.postprocess import PostprocessStage
+from pipelines.config import load_config, plain
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+JOBS = ["curate", "caption", "synth", "stage1", "stage2", "eval"]
 
 
 def _yaml(name):
     return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
 
 
-def _fields(cls):
-    return {f.name for f in dataclasses.fields(cls.Options)}
+def _without_unset(block: dict, documented: dict) -> dict:
+    """A captioner's block less the options of other backends (null, and not in its YAML block)."""
+    return {k: v for k, v in block.items() if k in documented or v not in (None, [])}
 
 
-def _named(blocks, name):
-    return next(b for b in blocks if b["name"] == name)
-
-
-BLOCKS = {  # each stage and its block in the packaged YAML, where its values live
-    FaceStage: lambda: _named(_yaml("curate")["stages"], "faces"),
-    NSFWStage: lambda: _named(_yaml("curate")["stages"], "nsfw"),
-    WatermarkStage: lambda: _named(_yaml("curate")["stages"], "watermark"),
-    QualityStage: lambda: QualityStage.block(_yaml("curate")),
-    IDFilterStage: lambda: _yaml("synth")["id_filter"],
-    FaceSwapStage: lambda: _yaml("synth")["face_swap"],
-    PostprocessStage: lambda: _yaml("synth")["postprocess"],
-    GenerateStage: lambda: generate_cfg(_yaml("synth")),
-}
-
-
-@pytest.mark.parametrize("cls", list(BLOCKS), ids=lambda c: c.name)
-def test_each_stage_declares_exactly_the_options_its_yaml_block_documents(cls):
-    block = BLOCKS[cls]()
-    assert set(block) - {"name", "resources"} == _fields(cls), "a YAML key without a declaration, or the reverse"
-    stage = cls({})  # nothing given: every value comes from the YAML block
-    for key, value in block.items():
-        if key not in ("name", "resources") and not isinstance(value, (dict, list)):
-            assert getattr(stage.opts, key) == value, f"{cls.name}.{key}: the default is the YAML's"
-    for cap in _yaml("caption")["captioners"]:
-        assert set(cap) - {"name", "resources"} <= _fields(CaptionStage)
+@pytest.mark.parametrize("name", JOBS)
+def test_each_job_declares_exactly_what_its_yaml_documents(name):
+    """YAML -> typed config -> YAML gives the file back: no value added in code, none dropped."""
+    doc, cfg = _yaml(name), load_config(name)
+    back = plain(cfg)
+    if name == "caption":
+        back["captioners"] = [_without_unset(b, d) for b, d in zip(back["captioners"], doc["captioners"])]
+    assert back == doc
 
 
 def test_a_partial_stage_block_keeps_the_other_yaml_defaults():
     """A user's `stages:` list replaces the default list; each block still gets its stage's defaults."""
-    doc = _named(_yaml("curate")["stages"], "faces")
-    stage = FaceStage({"backend": "dlib", "min_face_px": 120})
-    assert stage.opts.min_face_px == 120 and stage.opts.min_face_ratio == doc["min_face_ratio"]
-    assert stage.opts.dlib.det_side == doc["dlib"]["det_side"]
-    assert stage.resources.batch_size == doc["resources"]["batch_size"]
+    doc = next(b for b in _yaml("curate")["stages"] if b["name"] == "faces")
+    [faces] = load_config("curate", overrides={"stages": [{"name": "faces", "backend": "dlib",
+                                                           "min_face_px": 120}]}).stages
+    assert faces.opts.min_face_px == 120 and faces.opts.min_face_ratio == doc["min_face_ratio"]
+    assert faces.opts.dlib.det_side == doc["dlib"]["det_side"]
+    assert faces.resources.batch_size == doc["resources"]["batch_size"]
+    [chat] = load_config("caption", overrides={"captioners": [{"name": "llava", "backend": "chat_vlm",
+                                                               "model": "/m"}]}).stages()
+    assert chat.label == "llava" and chat.opts.max_new_tokens == 80, "a backend without a block shares internvl's"
 
 
-@pytest.mark.parametrize("cls,given,message", [
-    (FaceStage, {"min_face_ratio": 7}, r"\(faces\)\.min_face_ratio: 7 is out of range 0\.\.1"),
-    (FaceStage, {"dlib": {"detector": "mmod"}}, r"dlib\.detector: 'mmod' is not one of 'hog', 'cnn'"),
-    (NSFWStage, {"backend": "nudnet"}, r"backend: 'nudnet' is not one of 'nudenet', 'transformers'"),
-    (NSFWStage, {"threshhold": 0.3}, r"unknown key 'threshhold' \(did you mean 'threshold'\?\)"),
-    (WatermarkStage, {"ocr": {"det_sid": 900}}, r"ocr: unknown key 'det_sid' \(did you mean 'det_side'\?\)"),
-    (WatermarkStage, {"ocr": {"rules": {"vocabulary": 2}}}, r"ocr\.rules\.vocabulary: 2 is out of range 0\.\.1"),
-    (QualityStage, {"filters": {"min_blur": "1e-4"}}, r"filters\.min_blur: expected a number, got '1e-4' \(YAML"),
-    (QualityStage, {"filters": {"aspect": [2.0, 0.5]}}, r"aspect: \[2\.0, 0\.5\] has its lower bound above"),
-    (QualityStage, {"filters": {"aspect": [0.5]}}, r"aspect: expected a list of 2 values"),
-    (IDFilterStage, {"max_abs_yaw": "45"}, r"max_abs_yaw: expected a number, got '45'"),
-    (IDFilterStage, {"aesthetic": {"min_score": -3}}, r"aesthetic\.min_score: -3 is out of range"),
-    (GenerateStage, {"steps": 0}, r"steps: 0 is out of range 1\.\.inf"),
-    (GenerateStage, {"offload": "cpu"}, r"offload: 'cpu' is not one of 'none', 'model', 'low_vram', 'sequential'"),
-    (GenerateStage, {"loras": [{"path": "a.safetensors", "weigth": 0.8}]}, r"loras\[0\]: unknown key 'weigth'"),
-    (FaceSwapStage, {"backend": "simswap"}, r"'simswap' is not one of 'none', 'inswapper'"),
-    (CaptionStage, {"name": "blip2", "instruction": "Describe"}, r"instruction not used by the blip2 backend"),
+@pytest.mark.parametrize("job,given,message", [
+    ("curate", {"stages": [{"name": "faces", "min_face_ratio": 7}]},
+     r"stages\[0\] \(faces\)\.min_face_ratio: 7 is out of range 0\.\.1"),
+    ("curate", {"stages": [{"name": "faces", "dlib": {"detector": "mmod"}}]},
+     r"dlib\.detector: 'mmod' is not one of 'hog', 'cnn'"),
+    ("curate", {"stages": [{"name": "nsfw", "backend": "nudnet"}]},
+     r"backend: 'nudnet' is not one of 'nudenet', 'transformers'"),
+    ("curate", {"stages": [{"name": "nsfw", "threshhold": 0.3}]},
+     r"unknown key 'threshhold' \(did you mean 'threshold'\?\)"),
+    ("curate", {"stages": [{"name": "watermark", "ocr": {"det_sid": 900}}]},
+     r"ocr: unknown key 'det_sid' \(did you mean 'det_side'\?\)"),
+    ("curate", {"stages": [{"name": "watermark", "ocr": {"rules": {"vocabulary": 2}}}]},
+     r"ocr\.rules\.vocabulary: 2 is out of range 0\.\.1"),
+    ("curate", {"stages": [{"name": "facez"}]}, r"stages\[0\]: unknown stage 'facez'"),
+    ("curate", {"filters": {"min_blur": "1e-4"}}, r"filters\.min_blur: expected a number, got '1e-4' \(YAML"),
+    ("curate", {"filters": {"aspect": [2.0, 0.5]}}, r"aspect: \[2\.0, 0\.5\] has its lower bound above"),
+    ("curate", {"filters": {"aspect": [0.5]}}, r"aspect: expected a list of 2 values"),
+    ("curate", {"quality": {"resources": {"num_cpu": 1}}}, r"quality\.resources: unknown key 'num_cpu'"),
+    ("synth", {"id_filter": {"max_abs_yaw": "45"}}, r"max_abs_yaw: expected a number, got '45'"),
+    ("synth", {"id_filter": {"aesthetic": {"min_score": -3}}}, r"aesthetic\.min_score: -3 is out of range"),
+    ("synth", {"generation": {"steps": 0}}, r"generation\.steps: 0 is out of range 1\.\.inf"),
+    ("synth", {"model": {"offload": "cpu"}}, r"offload: 'cpu' is not one of 'none', 'model', 'low_vram', 'sequential'"),
+    ("synth", {"loras": [{"path": "a.safetensors", "weigth": 0.8}]}, r"loras\[0\]: unknown key 'weigth'"),
+    ("synth", {"face_swap": {"backend": "simswap"}}, r"'simswap' is not one of 'none', 'inswapper'"),
+    ("caption", {"captioners": [{"name": "blip2", "instruction": "Describe"}]},
+     r"instruction not used by the blip2 backend"),
+    ("eval", {"bootstrap": {"ci": 95}}, r"bootstrap\.ci: 95 is out of range 0\.\.1"),
+    ("stage1", {"train": {"lr": -0.1}}, r"train\.lr: -0\.1 is out of range 0\.\.1"),
+    ("stage1", {"train": {"optimizer": "adam"}}, r"train\.optimizer: 'adam' is not one of 'adamw', 'adamw_8bit'"),
+    ("stage1", {"data": {"loader": "stream"}}, r"data\.loader: 'stream' is not one of 'ray', 'plan'"),
+    ("stage2", {"stage": 3}, r"stage: 3 is not one of 1, 2"),
 ])
-def test_a_wrong_option_is_refused_naming_its_key(cls, given, message):
+def test_a_wrong_option_is_refused_naming_its_key(job, given, message):
     with pytest.raises(ConfigError, match=message):
-        cls(given)
+        load_config(job, overrides=given)
 
 
-def test_the_curate_job_refuses_a_bad_stage_option_before_touching_its_output(tmp_path):
-    cfg = yaml.safe_load((CONFIGS / "curate.yaml").read_text())
-    cfg["stages"] = [{"name": "faces", "min_face_px": -10}]
-    with pytest.raises(ConfigError, match=r"min_face_px: -10 is out of range 0\.\.inf"):
-        run_curate([SourceSpec("folder", "photos", str(tmp_path))], tmp_path / "out", cfg)
-    assert not (tmp_path / "out").exists(), "no output folder, no Ray: the check comes first"
-
-
-def test_training_options_are_checked_before_ray_starts():
-    from pipelines.config import load_config, merge
-    from pipelines.train.loop import check_train
-
+def test_a_users_file_is_named_and_the_batch_arithmetic_is_checked(tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("stage: 1\ntrain: {lr: 1e-4}\n")   # YAML 1.1 reads 1e-4 (no dot) as text
+    with pytest.raises(ConfigError, match=r"mine\.yaml: train\.lr: expected a number, got '1e-4' \(YAML reads 1e-4 "
+                                          r"as text: write 1\.0e-4\)"):
+        load_config("stage1", user)
     cfg = load_config("stage1")
-    check_train(cfg)  # the paper's values pass
-    check_train(load_config("stage2"))
-    with pytest.raises(ConfigError, match=r"train\.lr: -0\.1 is out of range 0\.\.1"):
-        check_train(merge(cfg, {"train": {"lr": -0.1}}))
-    with pytest.raises(ConfigError, match=r"train\.optimizer: 'adam' is not one of 'adamw', 'adamw_8bit'"):
-        check_train(merge(cfg, {"train": {"optimizer": "adam"}}))
+    cfg.check()  # the paper's values pass
     with pytest.raises(ValueError, match=r"global_batch_size 512 must be micro_batch_size 1 x a multiple of the 3"):
-        check_train(merge(cfg, {"ray": {"num_workers": 3}}))
+        cfg.updated({"ray": {"num_workers": 3}}).check()
+    with pytest.raises(ValueError, match="adamw_8bit does not shard"):
+        cfg.updated({"train": {"optimizer": "adamw_8bit"}, "ray": {"num_workers": 2}}).check()
+
+
+def test_stages_are_built_once_with_the_config_and_resolved_without_rebuilding():
+    """The config holds built stages; resolving a pool gives a copy with other resources, same options."""
+    from dataclasses import replace
+
+    cfg = load_config("curate")
+    faces = cfg.stages[0]
+    assert cfg.stages[0] is faces, "built when parsed, not on every access"
+    moved = faces.with_(resources=replace(faces.resources, num_gpus=0.25, concurrency=4))
+    assert moved.opts is faces.opts and moved.resources.actors == 4 and faces.resources.concurrency is None
+
+
+def test_the_job_table_is_what_the_cli_the_pipeline_and_the_report_use():
+    """One declaration per job: its config, check, run, summary, counts and report section resolve, it
+    has its command, and `infu run`'s stages run jobs of the table."""
+    from pipelines.cli import main
+    from pipelines.jobs import JOBS
+    from pipelines.run import STAGES
+
+    for job in JOBS.values():
+        for part in ("config", "check", "run", "summary", "counts", "section"):
+            assert callable(job(part)), (job.name, part)
+        assert all(isinstance(load_config(d), job("config")) for d in job.defaults)
+        assert job.name in main.commands, f"infu {job.name}"
+    assert {s.job for s in STAGES} == set(JOBS)

@@ -34,14 +34,14 @@ def test_the_documented_pipeline_is_valid_and_wires_each_stage_to_the_one_before
     steps = {s.name: s for s in plan(example(tmp_path))}
     out = tmp_path / "out"
     assert list(steps) == ["curate", "caption", "train_stage1", "synth", "train_stage2", "eval"]
-    assert steps["caption"].inputs["in"] == out / "curated"
-    assert steps["train_stage1"].cfg["data"]["parquet"] == str(out / "captioned")
-    assert steps["synth"].inputs["in"] == out / "captioned"
-    assert steps["synth"].cfg["model"]["path"] == str(out / "train-stage1" / "final"), "synth with the stage-1 model"
-    assert steps["train_stage2"].cfg["model"]["init"] == str(out / "train-stage1" / "final")
-    assert steps["train_stage2"].cfg["data"]["parquet"] == str(out / "spms")
-    assert steps["eval"].cfg["model"]["path"] == str(out / "train-stage2" / "final")
-    assert steps["train_stage1"].cfg["ray"]["num_workers"] == 8 and steps["train_stage1"].cfg["train"]["lr"] == 2e-5
+    assert steps["caption"].input == out / "curated"
+    assert steps["train_stage1"].input == out / "captioned"
+    assert steps["synth"].input == out / "captioned"
+    assert steps["synth"].cfg.model.path == str(out / "train-stage1" / "final"), "synth with the stage-1 model"
+    assert steps["train_stage2"].cfg.model.init == str(out / "train-stage1" / "final")
+    assert steps["train_stage2"].input == out / "spms"
+    assert steps["eval"].cfg.model.path == str(out / "train-stage2" / "final")
+    assert steps["train_stage1"].cfg.ray.num_workers == 8 and steps["train_stage1"].cfg.train.lr == 2e-5
 
 
 @pytest.mark.parametrize("edit,message", [

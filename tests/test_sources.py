@@ -2,12 +2,18 @@
 import pytest
 
 from curation.sources import SOURCES, SourceError, make_source
+from pipelines.config import load_config
 from replicas import BUILDERS
 
 
-def _items(kind, tmp_path, **cfg):
+def sources(**kind_options):
+    """A curate config's ``sources`` block, the given kinds' options laid over the defaults."""
+    return load_config("curate", overrides={"sources": kind_options}).sources
+
+
+def _items(kind, tmp_path, **options):
     BUILDERS[kind](tmp_path)
-    src = make_source(kind, kind, str(tmp_path), {"frames_per_clip": 4, **cfg})
+    src = make_source(kind, kind, str(tmp_path), sources(**({kind: options} if options else {})))
     src.check()
     return src, list(src.items())
 
@@ -92,16 +98,16 @@ def test_folder_sidecar_captions_and_ignored_files(tmp_path):
 
 def test_listing_is_lazy_and_deterministic(tmp_path):
     BUILDERS["vggface2"](tmp_path)
-    src = make_source("vggface2", "v", str(tmp_path))
+    src = make_source("vggface2", "v", str(tmp_path), sources())
     it = src.items()
     first = next(it)  # a generator: nothing is listed ahead of need
     assert first["path"] == "train/n000002/0000_01.jpg"
-    again = [r["id"] for r in make_source("vggface2", "v", str(tmp_path)).items()]
+    again = [r["id"] for r in make_source("vggface2", "v", str(tmp_path), sources()).items()]
     assert again[0] == first["id"] and len(again) == 6
 
 
 def test_missing_root_and_unknown_kind_are_clear_errors(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
-        make_source("ffhq", "ffhq", str(tmp_path / "nope")).check()
+        make_source("ffhq", "ffhq", str(tmp_path / "nope"), sources()).check()
     with pytest.raises(SourceError, match="unknown source 'ffhq2'"):
-        make_source("ffhq2", "x", str(tmp_path))
+        make_source("ffhq2", "x", str(tmp_path), sources())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from curation import samples
 from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
 from infu_model.faces import make_face_analyzer
 from infu_model.images import decode
-from pipelines.config import load_config
+from pipelines.config import load_config, merge
+from stages import synth_stage
 from synth.prompts import PromptBankError, load_prompts
 from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, encode
 import tiny_onnx
@@ -81,11 +83,11 @@ def test_text_prompt_files_take_gender_tags(tmp_path):
         ("female", "a woman reading"), ("any", "a person at the beach"), ("male", "a man cooking")]
 
 
-def _planner(**over):
-    from synth.plan import Planner
-
-    return Planner({"prompts_file": str(CONFIGS / "prompts" / "synth.yaml"), "prompts_per_source": 20,
-                    "seeds_per_prompt": 2, "seed": 0, **over})
+def _planner(gender=None, **prompts):
+    """The synth job's planner over the packaged bank, 20 prompts x 2 seeds per source unless told."""
+    over = {"seed": 0, "prompts": {"file": str(CONFIGS / "prompts" / "synth.yaml"), "per_source": 20,
+                                   "seeds_per_prompt": 2, **prompts}}
+    return load_config("synth", overrides={**over, **({"gender": gender} if gender else {})}).planner()
 
 
 def test_gender_pairing_never_gives_a_gendered_prompt_to_the_other_gender():
@@ -109,7 +111,7 @@ def test_gender_pairing_never_gives_a_gendered_prompt_to_the_other_gender():
 
 def test_unlabelled_sources_use_the_gender_classifier(tmp_path):
     model = tiny_onnx.genderage(tmp_path / "genderage.onnx", male=True)
-    planner = _planner(gender={"backend": "insightface_genderage", "model": str(model)}, prompts_per_source=None)
+    planner = _planner(gender={"backend": "insightface_genderage", "model": str(model)}, per_source=None)
     planner.setup()
     src = spss_row(samples.astronaut(), "a.png")
     jobs = planner.expand([src])
@@ -124,7 +126,7 @@ def test_unlabelled_sources_use_the_gender_classifier(tmp_path):
 def test_a_source_no_prompt_fits_is_rejected_not_lost(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("prompts:\n- {text: a woman reading, gender: female}\n")
-    jobs = _planner(prompts_file=str(f)).expand([{"id": "x", "gender": None}])
+    jobs = _planner(file=str(f)).expand([{"id": "x", "gender": None}])
     assert [(j["status"], j["reason"]) for j in jobs] == [("rejected", "no_fitting_prompts")]
 
 
@@ -140,7 +142,6 @@ def _pair(source: dict, target_img) -> dict:
 
 def test_id_filter_keeps_the_same_person_and_rejects_others():
     from curation.stage import run_stage
-    from synth.id_filter import IDFilterStage
 
     grace = samples.grace_hopper()
     source = spss_row(grace, "g.png")
@@ -148,7 +149,7 @@ def test_id_filter_keeps_the_same_person_and_rejects_others():
     canvas = samples.small_face_canvas(grace.transpose(0), canvas=900, size=420)
     rows = [_pair(source, canvas), _pair(source, samples.astronaut()), _pair(source, samples.group()),
             _pair(source, samples.cat())]
-    run_stage(IDFilterStage({"faces": {"backend": "dlib"}}), rows)
+    run_stage(synth_stage("id_filter", faces={"backend": "dlib"}), rows)
     same, other, group, cat = rows
     assert same["status"] == ALIVE and same["id_distance"] < 0.5, same["id_distance"]
     assert same["target_kps"] is not None and same["face_count"] == 1 and same["phash"]
@@ -156,7 +157,7 @@ def test_id_filter_keeps_the_same_person_and_rejects_others():
     assert (group["status"], group["reason"]) == ("rejected", "multiple_faces")
     assert (cat["status"], cat["reason"]) == ("rejected", "no_face")
     strict = _pair(source, canvas)
-    run_stage(IDFilterStage({"faces": {"backend": "dlib"}, "max_abs_yaw": 0.1}), [strict])
+    run_stage(synth_stage("id_filter", faces={"backend": "dlib"}, max_abs_yaw=0.1), [strict])
     assert strict["reason"] == "extreme_pose" and strict["id_distance"] < 0.5
 
 
@@ -165,17 +166,16 @@ def test_kept_pairs_are_stage2_training_samples():
     from curation.stage import run_stage
     from pipelines.sink import conform
     from infu_model.train_data import prepare
-    from synth.id_filter import IDFilterStage
 
     source = spss_row(samples.grace_hopper(), "g.png")
     row = _pair(source, samples.small_face_canvas(samples.grace_hopper(), canvas=700, size=420))
     row.update(source_id_embedding=source["id_embedding"], id_backend=source["id_backend"], bucket="700x700",
                captions=[{"source": "prompt", "text": "a photo"}])
-    run_stage(IDFilterStage({"faces": {"backend": "dlib"}}), [row])
+    run_stage(synth_stage("id_filter", faces={"backend": "dlib"}), [row])
     assert row["status"] == ALIVE
     row["status"] = "kept"
     stored = conform(pa.Table.from_pylist([row], schema=SYNTH_ROW_SCHEMA), SPMS_SCHEMA).to_pylist()[0]
-    data = {**load_config("stage2")["data"], "black_control_prob": 0.0, "caption_dropout": 0.0}
+    data = replace(load_config("stage2").data, black_control_prob=0.0, caption_dropout=0.0)
     sample = prepare(stored, data, 128, (64, 64), random.Random(0))
     assert sample["caption"] == "a photo" and sample["id"] == row["pair_id"] and not sample["black"]
     assert np.asarray(sample["control"]).any() and sample["emb"].shape == (128,)
@@ -199,15 +199,14 @@ class Recorder:
 def test_inswapper_aligns_maps_the_embedding_and_pastes_back_under_a_mask(tmp_path):
     from insightface.utils import face_align
 
-    from synth.face_swap import FaceSwapStage
 
     model, emap = tiny_onnx.inswapper(tmp_path / "inswapper_128.onnx")
     rec = tiny_onnx.recognition(tmp_path / "w600k_r50.onnx")
     source = spss_row(samples.astronaut(), "a.png")
     target_img = samples.small_face_canvas(samples.grace_hopper(), canvas=800, size=400)
     row = _pair(source, target_img)
-    stage = FaceSwapStage({"backend": "inswapper", "model": str(model), "recognition": str(rec),
-                           "faces": {"backend": "dlib"}})
+    stage = synth_stage("face_swap", backend="inswapper", model=str(model), recognition=str(rec),
+                        faces={"backend": "dlib"})
     stage.ensure_setup()
     sw = stage.swapper
     sw.swapper.session = Recorder(sw.swapper.session)
@@ -234,11 +233,9 @@ def test_inswapper_aligns_maps_the_embedding_and_pastes_back_under_a_mask(tmp_pa
 
 
 def test_missing_swap_models_name_their_path(tmp_path):
-    from synth.face_swap import make_face_swapper
-
     with pytest.raises(FileNotFoundError, match="inswapper_128.onnx"):
-        make_face_swapper({"backend": "inswapper", "model": str(tmp_path / "inswapper_128.onnx"),
-                           "recognition": str(tmp_path / "r.onnx")})
+        synth_stage("face_swap", backend="inswapper", model=str(tmp_path / "inswapper_128.onnx"),
+                    recognition=str(tmp_path / "r.onnx")).setup()
 
 
 # ------------------------------------------------------------ the job ---
@@ -250,9 +247,7 @@ def tiny(tmp_path_factory):
 
 
 def synth_cfg(tiny, **over):
-    from pipelines.config import merge
-
-    return merge(load_config("synth"), merge({
+    return load_config("synth", overrides=merge({
         "progress": False, "model": {"base": str(tiny["base"]), "path": str(tiny["infu"]), "dtype": "float32"},
         "generation": {"width": 64, "height": 64, "steps": 3, "images_per_call": 2},
         "prompts": {"per_source": 2, "seeds_per_prompt": 2}, "output": {"rows_per_file": 3}}, over))
@@ -300,18 +295,21 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
 
 
 def test_source_selection_is_a_stable_sample_with_caps(tmp_path):
-    from pipelines.synth import select_sources
+    from pipelines.synth import SelectOptions, select_sources
 
     rows = [{**{f.name: None for f in SPSS_SCHEMA}, "id": f"r{i}", "source": "s", "path": f"{i}", "frame": -1,
              "status": "kept", "identity": f"p{i % 5}"} for i in range(200)]
     f = tmp_path / "part.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), f)
-    half = select_sources([str(f)], {"fraction": 0.5}, seed=0).to_pylist()
-    assert 70 < len(half) < 130 and half == select_sources([str(f)], {"fraction": 0.5}, seed=0).to_pylist()
-    assert set(select_sources([str(f)], {"fraction": 0.25}, seed=0).to_pylist()) <= set(half)  # nested samples
-    two_each = select_sources([str(f)], {"per_identity": 2}, seed=0).to_pylist()
+    def pick(fraction=1.0, per_identity=None, max_sources=None):
+        return select_sources([str(f)], SelectOptions(fraction, per_identity, max_sources), seed=0).to_pylist()
+
+    half = pick(0.5)
+    assert 70 < len(half) < 130 and half == pick(0.5)
+    assert set(pick(0.25)) <= set(half)  # nested samples
+    two_each = pick(per_identity=2)
     assert len(two_each) == 10 and {int(i[1:]) % 5 for i in two_each} == set(range(5))
-    assert len(select_sources([str(f)], {"max_sources": 7}, seed=0)) == 7
+    assert len(pick(max_sources=7)) == 7
 
 
 def mirror_hook(image, row, border: int = 0):
@@ -323,17 +321,16 @@ def mirror_hook(image, row, border: int = 0):
 
 def test_postprocess_hook_runs_on_every_target():
     from curation.stage import run_stage
-    from synth.postprocess import PostprocessStage
 
     source = {"id": "s", "image": None, "kps": None, "bbox": None, "id_embedding": None, "id_backend": None}
     img = samples.astronaut().resize((64, 48))
     row = _pair(source, img)
-    run_stage(PostprocessStage({"hook": "test_synth:mirror_hook", "args": {"border": 2}}), [row])
+    run_stage(synth_stage("postprocess", hook="test_synth:mirror_hook", args={"border": 2}), [row])
     out = pixels(row["target_image"])
     assert out.shape == (52, 68, 3) and (row["width"], row["height"], row["bucket"]) == (68, 52, "68x52")
     np.testing.assert_array_equal(out[2:-2, 2:-2], np.asarray(img)[:, ::-1])
     with pytest.raises(ValueError, match="package.module:function"):
-        PostprocessStage({"hook": "no_colon"}).setup()
+        synth_stage("postprocess", hook="no_colon")
 
 
 def test_aesthetic_head_scores_and_filters(tmp_path):
@@ -342,7 +339,6 @@ def test_aesthetic_head_scores_and_filters(tmp_path):
 
     from curation.stage import run_stage
     from infu_model.scoring import AestheticScorer
-    from synth.id_filter import IDFilterStage
     from tiny_clip import make_tiny_clip
 
     clip, _ = make_tiny_clip(tmp_path / "clip")
@@ -357,26 +353,25 @@ def test_aesthetic_head_scores_and_filters(tmp_path):
     assert scorer([photo])[0] == pytest.approx(float(want[0, 0]), rel=1e-5)
     source = spss_row(photo, "g.png")
     target = samples.small_face_canvas(photo.transpose(0), canvas=700, size=420)
-    cfg = {"faces": {"backend": "dlib"}, "aesthetic": {"clip": str(clip), "head": str(tmp_path / "head.safetensors")}}
+    aesthetic = {"clip": str(clip), "head": str(tmp_path / "head.safetensors")}
     rows = [_pair(source, target), _pair(source, target)]
-    run_stage(IDFilterStage(cfg), rows[:1])
+    run_stage(synth_stage("id_filter", faces={"backend": "dlib"}, aesthetic=aesthetic), rows[:1])
     score = rows[0]["aesthetic"]
     assert rows[0]["status"] == ALIVE and score is not None
-    run_stage(IDFilterStage({**cfg, "aesthetic": {**cfg["aesthetic"], "min_score": score + 1}}), rows[1:])
+    run_stage(synth_stage("id_filter", faces={"backend": "dlib"}, aesthetic={**aesthetic, "min_score": score + 1}),
+              rows[1:])
     assert rows[1]["reason"] == "low_aesthetic" and rows[1]["aesthetic"] == pytest.approx(score)
 
 
 def test_generation_rejects_faceless_sources_and_quarantines_corrupt_ones(tiny):
     from curation.stage import run_stage
-    from synth.generate import generate_cfg
-    from synth.generate import GenerateStage
 
     good = spss_row(samples.grace_hopper(), "g.png")
     cat = {**good, "id": "cat", "image": samples.jpeg_bytes(samples.cat()), "id_embedding": None}
     broken = {**good, "id": "broken", "image": b"\x89PNG\r\n\x1a\n truncated", "id_embedding": None}
-    planner = _planner(prompts_per_source=1, seeds_per_prompt=1)
+    planner = _planner(per_source=1, seeds_per_prompt=1)
     rows = planner.expand([good, cat, broken])
-    stage = GenerateStage(generate_cfg(synth_cfg(tiny)))
+    stage = synth_cfg(tiny).generate
     run_stage(stage, rows)
     by = {r["source_id"]: r for r in rows}
     assert by[good["id"]]["status"] == ALIVE and pixels(by[good["id"]]["target_image"]).shape == (64, 64, 3)

@@ -16,7 +16,7 @@ from curation import samples
 from curation.records import SPSS_SCHEMA, empty_row, stable_id
 from infu_model.pipeline import InfUPipeline
 from infu_model.tiny import make_tiny
-from pipelines.config import load_config, merge
+from pipelines.config import load_config, plain
 from pipelines.train import train_loop
 
 KILL_DURING_SECOND_SAVE = """
@@ -29,8 +29,8 @@ def save_then_die(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return save(self, *a, **k)
 ProjectionNetwork.save_pretrained = save_then_die
-from pipelines.train import train_loop
-train_loop(json.loads(sys.argv[1]))
+from pipelines.train import TrainConfig, train_loop
+train_loop(TrainConfig.parse(json.loads(sys.argv[1]), "argv"))
 """
 
 
@@ -62,7 +62,7 @@ def spss(tmp_path_factory):
 
 
 def _cfg(tiny, spss, out, steps, loader="ray", ray=None, model=None, **train):
-    return merge(load_config("stage1"), {
+    return load_config("stage1", overrides={
         "model": {"base": str(tiny["base"]), "embedding_dim": 128, "dtype": "float32",
                   "projection": {"dim": 32, "depth": 1, "dim_head": 8, "heads": 4, "ff_mult": 2}, **(model or {})},
         "data": {"parquet": str(spss), "max_side": 32, "max_sequence_length": 16, "black_control_prob": 0.5,
@@ -98,7 +98,7 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
         train_loop(_cfg(tiny, spss, tmp_path / "cut", 2, loader, checkpoint_every=2))
     else:  # kill -9 in the middle of writing the step-4 checkpoint
         cut = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_SAVE,
-                              json.dumps(_cfg(tiny, spss, tmp_path / "cut", 4, loader, checkpoint_every=2))],
+                              json.dumps(plain(_cfg(tiny, spss, tmp_path / "cut", 4, loader, checkpoint_every=2)))],
                              capture_output=True)
         assert cut.returncode == -signal.SIGKILL, cut.stderr.decode()[-2000:]
         assert [p.name for p in sorted((tmp_path / "cut" / "checkpoints").iterdir())] == \
@@ -125,7 +125,8 @@ def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(t
 
     kw = dict(loader="plan", global_batch_size=4, lr=1e-3, checkpoint_every=2)
     one = train_loop(_cfg(tiny, spss, tmp_path / "one", 4, **kw))
-    res = run_train(_cfg(tiny, spss, tmp_path / "two", 2, ray={"num_workers": 2, "fsdp": True}, **kw))
+    res = run_train(spss, tmp_path / "two", _cfg(tiny, spss, tmp_path / "two", 2, ray={"num_workers": 2, "fsdp": True},
+                                                 **kw))
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
     log = [json.loads(ln) for ln in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     assert [r["workers"] for r in log] == [2, 2]
@@ -216,18 +217,18 @@ def test_bf16_base_with_8bit_adam_and_full_checkpointing_trains_on_cpu(tiny, sps
     assert all(p.dtype == torch.float32 for p in params)
     # bitsandbytes keeps tensors under 4096 elements in 32 bits: the large ones are 8-bit
     assert {s["state1"].dtype for s in trainer.opt.state.values()} == {torch.uint8, torch.float32}
-    again = train_loop(merge(cfg, {"train": {"max_steps": 3}}))  # resumes from the 8-bit state
+    again = train_loop(cfg.updated({"train": {"max_steps": 3}}))  # resumes from the 8-bit state
     assert again["step"] == 3 and np.isfinite(again["losses"]).all()
 
 
 def test_uneven_global_batch_and_busy_cpus_are_clear_errors(tiny, spss, tmp_path, ray_local):
     from pipelines.train.launch import check_cpus
-    from pipelines.train.loop import batch_shape
 
+    cfg = _cfg(tiny, spss, tmp_path, 1, global_batch_size=3, ray={"num_workers": 2})
     with pytest.raises(ValueError, match="multiple of the 2 worker"):
-        batch_shape({"micro_batch_size": 1, "global_batch_size": 3}, 2)
+        cfg.batch_shape()
     with pytest.raises(ValueError, match="leave none"):
-        check_cpus({"num_workers": 2, "cpus_per_worker": 1}, "ray")
+        check_cpus(cfg.ray, "ray")
 
 
 def test_ray_loader_streams_every_row_once_per_epoch_in_a_seeded_order(spss, tmp_path, ray_local):
@@ -261,8 +262,8 @@ def test_encoder_cache_gives_the_same_losses_without_running_the_encoders(tiny, 
     from pipelines.train import build_cache
 
     plain = train_loop(_cfg(tiny, spss, tmp_path / "plain", 3))
-    cfg = merge(_cfg(tiny, spss, tmp_path / "cached", 3),
-                {"cache": {"enabled": True, "latents": True, "dir": str(tmp_path / "cache")}})
+    cfg = _cfg(tiny, spss, tmp_path / "cached", 3).updated(
+        {"cache": {"enabled": True, "latents": True, "dir": str(tmp_path / "cache")}})
     counts = build_cache(cfg)
     assert counts["texts"] == 9 and counts["rows"] == 6 and counts["skipped_missing_embedding"] == 1
     shards = sorted(p.name for p in (tmp_path / "cache").iterdir())

@@ -24,15 +24,16 @@ class SourceError(ValueError):
 
 
 class Source:
-    """One dataset on disk. Subclasses implement ``items``."""
+    """One dataset on disk. Subclasses implement ``items``; a kind with options declares them as
+    ``Options`` (its block of a curate config's ``sources``)."""
 
     kind: ClassVar[str] = ""
+    Options: ClassVar[type | None] = None
 
-    def __init__(self, label: str, root: str | os.PathLike, cfg: dict | None = None):
+    def __init__(self, label: str, root: str | os.PathLike, frames_per_clip: int, opts=None):
         self.label = label
         self.root = Path(root).expanduser().resolve()
-        self.cfg = dict(cfg or {})
-        self.frames_per_clip = int(self.cfg.get("frames_per_clip", 4))
+        self.frames_per_clip, self.opts = frames_per_clip, opts
         self.errors: list[str] = []     # directory-level problems, reported in stats
         self.ignored_files = 0          # files that are not images/videos by extension
 

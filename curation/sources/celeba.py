@@ -11,7 +11,8 @@ become one sentence (source ``dataset``); ``Male`` fills ``gender``.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Literal
 
 from curation.sources.base import Source
 
@@ -64,8 +65,14 @@ def _join(xs: list[str]) -> str:
     return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
 
+@dataclass(frozen=True)
+class CelebAOptions:
+    images: Literal["auto", "img_celeba", "img_align_celeba"]   # auto: in the wild when present, else aligned
+
+
 class CelebASource(Source):
     kind = "celeba"
+    Options = CelebAOptions
 
     def items(self):
         images = self._image_dir()
@@ -86,7 +93,7 @@ class CelebASource(Source):
                            captions=[attributes_sentence(a)] if a else None)
 
     def _image_dir(self):
-        want = self.cfg.get("images", "auto")
+        want = self.opts.images
         names = ["img_celeba", "img_align_celeba"] if want == "auto" else [want]
         for n in names:
             if (self.root / n).is_dir():

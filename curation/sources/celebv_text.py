@@ -11,15 +11,22 @@ line becomes a ``dataset`` caption of every frame of that clip. No identity.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from curation.sources.base import VIDEO_EXTS, Source
 
 
+@dataclass(frozen=True)
+class CelebVTextOptions:
+    texts_dir: str   # the descriptions' folder under the root
+
+
 class CelebVTextSource(Source):
     kind = "celebv_text"
+    Options = CelebVTextOptions
 
     def items(self):
-        texts = self.root / self.cfg.get("texts_dir", "texts")
+        texts = self.root / self.opts.texts_dir
         cats = sorted(p for p in texts.iterdir() if p.is_dir()) if texts.is_dir() else []
         if not cats:
             self.errors.append(f"no description folders under {texts}: frames get no dataset captions")

@@ -13,6 +13,8 @@ climbing out with ``..``) an ``outside_root`` row, and the file is never read.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow.parquet as pq
 
 from curation.records import QUARANTINED
@@ -22,11 +24,19 @@ _PATH_COLS = ("img_path", "image_path", "path", "file_name", "filename", "image"
 _TEXT_COLS = ("caption", "text", "prompt", "description", "dense_caption")
 
 
+@dataclass(frozen=True)
+class CosmicManHQOptions:
+    labels_dir: str               # the annotation Parquet files' folder under the root
+    path_column: str | None       # null: auto-detected
+    caption_column: str | None
+
+
 class CosmicManHQSource(Source):
     kind = "cosmicmanhq"
+    Options = CosmicManHQOptions
 
     def items(self):
-        labels = self.root / self.cfg.get("labels_dir", "label")
+        labels = self.root / self.opts.labels_dir
         files = sorted(labels.rglob("*.parquet")) if labels.is_dir() else []
         if not files:
             self.errors.append(f"no annotation parquet under {labels}")
@@ -37,8 +47,8 @@ class CosmicManHQSource(Source):
     def _rows(self, path):
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
-        pcol = self.cfg.get("path_column") or next((c for c in _PATH_COLS if c in names), None)
-        tcol = self.cfg.get("caption_column") or next((c for c in _TEXT_COLS if c in names), None)
+        pcol = self.opts.path_column or next((c for c in _PATH_COLS if c in names), None)
+        tcol = self.opts.caption_column or next((c for c in _TEXT_COLS if c in names), None)
         if pcol is None:
             self.errors.append(f"{path.name}: no image path column among {names}")
             return

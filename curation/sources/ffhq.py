@@ -8,14 +8,22 @@ Each image is a different person: no identity, no text.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from curation.sources.base import Source
+
+
+@dataclass(frozen=True)
+class FFHQOptions:
+    subdirs: tuple[str, ...]   # the folders read (the full-size images)
 
 
 class FFHQSource(Source):
     kind = "ffhq"
+    Options = FFHQOptions
 
     def items(self):
-        subdirs = [self.root / d for d in self.cfg.get("subdirs", ["images1024x1024"]) if (self.root / d).is_dir()]
+        subdirs = [self.root / d for d in self.opts.subdirs if (self.root / d).is_dir()]
         for top in subdirs or [self.root]:
             for rel in self.walk_files(top):
                 yield self.row(rel)

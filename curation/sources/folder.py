@@ -7,16 +7,23 @@ kohya/img2dataset convention; on by default).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from curation.sources.base import Source
 
 
+@dataclass(frozen=True)
+class FolderOptions:
+    identity_from_dir: bool   # the parent folder's name is the identity
+    sidecar_captions: bool    # photo.txt beside photo.jpg is its caption
+
+
 class FolderSource(Source):
     kind = "folder"
+    Options = FolderOptions
 
     def items(self):
-        by_dir = bool(self.cfg.get("identity_from_dir", False))
-        sidecars = bool(self.cfg.get("sidecar_captions", True))
+        by_dir, sidecars = self.opts.identity_from_dir, self.opts.sidecar_captions
         for rel_dir, files in self.walk():
             texts = self._texts(rel_dir) if sidecars else set()
             for name in files:

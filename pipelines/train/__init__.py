@@ -11,6 +11,8 @@
 from pipelines.train.cache import build_cache
 from pipelines.train.launch import check_training, run_train
 from pipelines.train.loaders import batch_plan, stream_batches
+from pipelines.train.config import TrainConfig
 from pipelines.train.loop import Trainer, train_loop
 
-__all__ = ["Trainer", "batch_plan", "build_cache", "check_training", "run_train", "stream_batches", "train_loop"]
+__all__ = ["TrainConfig", "Trainer", "batch_plan", "build_cache", "check_training", "run_train", "stream_batches",
+           "train_loop"]

@@ -18,6 +18,7 @@ import hashlib
 import json
 import random
 from collections import Counter, OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +28,7 @@ from infu_model.control import black_control
 from infu_model.train_data import Skip, bucket_size, prepare
 from infu_model.training import FlowBatch, check_train_dtype, freeze
 from pipelines.job import input_files
-from pipelines.train.loaders import training_columns
+from pipelines.train.config import TrainConfig, TrainModelOptions
 
 SHARED = "_shared"
 
@@ -96,36 +97,35 @@ def write_shard(path: Path, tensors: dict, metadata: dict) -> None:
     tmp.replace(path)
 
 
-def cache_settings(cfg: dict) -> dict:
+def cache_settings(cfg: TrainConfig) -> dict:
     """What cached tensors depend on: a cache made under other settings must not be read."""
-    return {"base": str(Path(cfg["model"]["base"]).resolve()), "dtype": cfg["model"].get("dtype", "bfloat16"),
-            "max_sequence_length": int(cfg["data"].get("max_sequence_length", 512))}
+    return {"base": str(Path(cfg.model.base).resolve()), "dtype": cfg.model.dtype,
+            "max_sequence_length": cfg.data.max_sequence_length}
 
 
-def open_cache(cfg: dict, out: Path) -> EncoderCache:
-    cc = cfg.get("cache") or {}
-    if not cc.get("enabled"):
+def open_cache(cfg: TrainConfig, enabled: bool | None = None) -> EncoderCache:
+    """The run's encoder cache (``cache.enabled``, or ``enabled``), refused when built under other settings."""
+    if not (cfg.cache.enabled if enabled is None else enabled):
         return EncoderCache(None)
-    root = Path(cc.get("dir") or out / "cache")
+    root = cfg.cache_dir
     meta = root / "cache.json"
     if meta.is_file() and json.loads(meta.read_text()) != cache_settings(cfg):
         raise ValueError(f"the encoder cache in {root} was built with {meta.read_text().strip()}, not "
                          f"{cache_settings(cfg)}: use another cache.dir or delete it")
-    return EncoderCache(root, bool(cc.get("latents")))
+    return EncoderCache(root, cfg.cache.latents)
 
 
 # ---------------------------------------------------------------- encoders ---
-def load_base(cfg: dict, device, text_encoders_device=None):
+def load_base(m: TrainModelOptions, device, text_encoders_device=None):
     """The frozen FLUX pipeline (transformer, VAE, both text encoders) in ``model.dtype``; the text
     encoders on ``text_encoders_device`` (default: ``device``)."""
     from diffusers import FluxPipeline
 
-    m = cfg["model"]
-    if not m.get("base"):
+    if not m.base:
         raise ValueError("model.base: the FLUX base folder is required")
-    dtype = getattr(torch, m.get("dtype", "bfloat16"))
+    dtype = getattr(torch, m.dtype)
     check_train_dtype(dtype)
-    base = FluxPipeline.from_pretrained(m["base"], torch_dtype=dtype, local_files_only=True)
+    base = FluxPipeline.from_pretrained(m.base, torch_dtype=dtype, local_files_only=True)
     for part in (base.transformer, base.vae, base.text_encoder, base.text_encoder_2):
         freeze(part)
     base.transformer.to(device)
@@ -183,22 +183,21 @@ def encode(base, samples: list[dict], gens: list[torch.Generator], max_len: int,
 
 # ---------------------------------------------------------------- pre-pass ---
 @torch.no_grad()
-def build_cache(cfg: dict, batch: int = 8) -> dict:
+def build_cache(cfg: TrainConfig, batch: int = 8) -> dict:
     """The optional pre-pass: for every training Parquet file one shard with the text embeddings of
     its rows' captions (those with a caption weight > 0) and, with ``cache.latents``, each row's VAE
     posterior at its bucket size (target and keypoint control); the shared shard holds the empty
     caption (dropout) and the black controls. A shard that exists with what is asked is kept, so
     an interrupted pre-pass resumes."""
-    cc, data = cfg.get("cache") or {}, cfg["data"]
-    root = Path(cc.get("dir") or Path(cfg["output"]) / "cache")
-    want_latents = bool(cc.get("latents"))
-    device = "cuda" if torch.cuda.is_available() and cfg["ray"].get("use_gpu") else "cpu"
-    open_cache({**cfg, "cache": {**cc, "enabled": True, "dir": str(root)}}, root)  # refuses other settings
-    base = load_base(cfg, device)  # the pre-pass needs only the frozen encoders
-    max_len, emb_dim = int(data.get("max_sequence_length", 512)), int(cfg["model"].get("embedding_dim", 512))
+    data, root, want_latents = cfg.data, cfg.cache_dir, cfg.cache.latents
+    device = "cuda" if torch.cuda.is_available() and cfg.ray.use_gpu else "cpu"
+    open_cache(cfg, enabled=True)  # refuses a cache built under other settings
+    base = load_base(cfg.model, device)  # the pre-pass needs only the frozen encoders
+    max_len, emb_dim = data.max_sequence_length, cfg.model.embedding_dim
     mult = base.vae_scale_factor * 2
-    columns = training_columns(data)
+    columns = data.columns()
     counts, sizes = Counter(), set()
+    unchosen = replace(data, black_control_prob=0.0)  # every keypoint control is cached
 
     def texts(captions: list[str]) -> dict:
         out = {}
@@ -209,23 +208,22 @@ def build_cache(cfg: dict, batch: int = 8) -> dict:
                 out[text_key(c) + ".prompt"], out[text_key(c) + ".pooled"] = p, q
         return out
 
-    for f in input_files(data["parquet"]):
+    for f in input_files(data.parquet):
         shard, stem = root / f"{Path(f).stem}.safetensors", Path(f).stem
         table = pq.read_table(f, columns=[c for c in columns if c in pq.read_schema(f).names])
-        sizes.update(bucket_size(b or "", data.get("max_side"), mult) for b in table["bucket"].to_pylist())
+        sizes.update(bucket_size(b or "", data.max_side, mult) for b in table["bucket"].to_pylist())
         if shard.is_file() and (not want_latents or _has_latents(shard)):
             counts["shards_kept"] += 1
             continue
         caps = {c["text"] for cs in table["captions"].to_pylist() for c in cs or []
-                if data["caption_weights"].get(c["source"], 0) > 0 and c["text"]}
+                if data.caption_weights.get(c["source"], 0) > 0 and c["text"]}
         tensors = texts(sorted(caps))
         counts["texts"] += len(caps)
         if want_latents:
             for row in table.to_pylist():
-                size = bucket_size(row["bucket"] or "", data.get("max_side"), mult)
+                size = bucket_size(row["bucket"] or "", data.max_side, mult)
                 try:
-                    s = prepare({**row, "_file": stem}, {**data, "black_control_prob": 0.0}, emb_dim, size,
-                                random.Random(0))
+                    s = prepare({**row, "_file": stem}, unchosen, emb_dim, size, random.Random(0))
                 except Skip as e:
                     counts[f"skipped_{e}"] += 1
                     continue

@@ -5,39 +5,32 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from pipelines.config import plain
 from pipelines.job import check_inputs, claim_output, input_files
+from pipelines.train.cache import build_cache as build
 from pipelines.train.checkpoint import UnsafeCheckpoint
+from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
-from pipelines.train.loop import check_train, train_loop
+from pipelines.train.loop import train_loop
 
 
-def absolute_paths(cfg: dict) -> dict:
-    """Ray Train workers do not share the caller's working directory: every path made absolute."""
-    def absolute(p):
-        return str(Path(p).expanduser().resolve()) if p else p
-
-    return {**cfg, "output": absolute(cfg["output"]),
-            "model": {**cfg["model"], "base": absolute(cfg["model"].get("base")), "init": absolute(cfg["model"].get("init"))},
-            "data": {**cfg["data"], "parquet": absolute(cfg["data"].get("parquet"))},
-            "cache": {**(cfg.get("cache") or {}), "dir": absolute((cfg.get("cache") or {}).get("dir"))}}
-
-
-def check_cpus(r: dict, loader: str) -> None:
+def check_cpus(r: TrainRayOptions, loader: str) -> None:
     """CPU workers that take every CPU leave none for the ray loader's read tasks: the job would wait forever."""
     import ray
 
-    if r.get("use_gpu") or loader != "ray":
+    if r.use_gpu or loader != "ray":
         return
     have = ray.cluster_resources().get("CPU", 0)
-    need = int(r.get("num_workers", 1)) * float(r.get("cpus_per_worker", 1))
+    need = r.num_workers * r.cpus_per_worker
     if need + 0.25 > have:
-        raise ValueError(f"ray: {r.get('num_workers', 1)} workers x {r.get('cpus_per_worker', 1)} CPUs leave none of "
-                         f"the cluster's {have:g} CPUs for the ray loader's reads: lower ray.cpus_per_worker or "
-                         f"num_workers, or use data.loader: plan")
+        raise ValueError(f"ray: {r.num_workers} workers x {r.cpus_per_worker:g} CPUs leave none of the cluster's "
+                         f"{have:g} CPUs for the ray loader's reads: lower ray.cpus_per_worker or num_workers, "
+                         "or use data.loader: plan")
 
 
 def log_lines(path: Path) -> list[str]:
@@ -65,55 +58,59 @@ def follow(path: Path, max_steps: int, log, stop: threading.Event, history=(), e
             return
 
 
-def check_training(cfg: dict) -> None:
-    """Everything a training run can be refused for, before it touches its output or starts Ray:
-    the options, the model folders, and training data that can form its batches (Parquet with
-    the columns training reads, and in some bucket at least one micro-batch of rows per worker
-    and epoch: else the loaders would cycle through epochs forever)."""
-    check_train(cfg)
-    m, data, r = cfg["model"], cfg["data"], cfg["ray"]
+def check_training(data_dir, cfg: TrainConfig) -> None:
+    """Everything a training run on ``data_dir`` (its ``data.parquet``) can be refused for, before it
+    touches its output or starts Ray (the config was checked when it was parsed): the batch
+    arithmetic, the model folders, and training data that can form its batches (Parquet with the
+    columns training reads, and in some bucket at least one micro-batch of rows per worker and
+    epoch: else the loaders would cycle through epochs forever)."""
+    cfg.check()
+    m, data = cfg.model, replace(cfg.data, parquet=str(data_dir) if data_dir else None)
+    if not m.base:
+        raise ValueError("model.base: the FLUX base folder is required")
     for key in ("base", "init"):
-        if key == "base" and not m.get("base"):
-            raise ValueError("model.base: the FLUX base folder is required")
-        if m.get(key) and not Path(m[key]).expanduser().exists():
-            raise FileNotFoundError(f"model.{key} not found: {m[key]}")
-    if not data.get("parquet"):
+        if getattr(m, key) and not Path(getattr(m, key)).expanduser().exists():
+            raise FileNotFoundError(f"model.{key} not found: {getattr(m, key)}")
+    if not data.parquet:
         raise ValueError("data.parquet: the training data folder is required")
-    files = input_files(data["parquet"])
-    check_inputs(files, [data["image_column"], data["embedding_column"], "bucket"], "infu train")
-    per_epoch = epoch_batches(bucket_counts(files), int(cfg["train"]["micro_batch_size"]), data["parquet"])
-    workers = int(r["num_workers"])
-    if data.get("loader", "ray") == "ray" and per_epoch < workers:
-        raise NotEnoughData(f"{data['parquet']} forms {per_epoch} micro-batch(es) per epoch, fewer than the {workers} "
-                            "workers of the ray loader each need: use fewer workers or data.loader: plan")
+    files = input_files(data.parquet)
+    check_inputs(files, [data.image_column, data.embedding_column, "bucket"], "infu train")
+    per_epoch = epoch_batches(bucket_counts(files), cfg.train.micro_batch_size, data.parquet)
+    if data.loader == "ray" and per_epoch < cfg.ray.num_workers:
+        raise NotEnoughData(f"{data.parquet} forms {per_epoch} micro-batch(es) per epoch, fewer than the "
+                            f"{cfg.ray.num_workers} workers of the ray loader each need: use fewer workers or "
+                            "data.loader: plan")
 
 
-def run_train(cfg: dict, ray_address: str | None = None, log=print) -> dict:
-    """Launch ``train_loop`` on every worker (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``)."""
+def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None, build_cache: bool = False,
+              log=print) -> dict:
+    """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
+    (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``); ``build_cache``: first store the frozen
+    encoders' outputs (``pipelines.train.cache.build_cache``) and train with them."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.ray_runtime import init_ray
 
-    check_training(cfg)
-    claim_output(cfg["output"], "train")
-    init_ray(ray_address, {"ray": {}, "progress": False})
-    r = cfg["ray"]
-    check_cpus(r, cfg["data"].get("loader", "ray"))
-    cfg = absolute_paths(cfg)
-    out = Path(cfg["output"])
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    per_worker = {"CPU": float(r.get("cpus_per_worker", 1))}
-    if r.get("use_gpu"):
-        per_worker["GPU"] = 1
+    check_training(data_dir, cfg)
+    claim_output(out, "train")
+    cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)})
+    if build_cache:
+        log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")
+    init_ray(ray_address)
+    r = cfg.ray
+    check_cpus(r, cfg.data.loader)
+    cfg = cfg.absolute()
+    out = Path(cfg.output)
+    (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
+    per_worker = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})}
     trainer = TorchTrainer(train_loop, train_loop_config=cfg,
-                           scaling_config=ScalingConfig(num_workers=int(r.get("num_workers", 1)),
-                                                        use_gpu=bool(r.get("use_gpu", False)),
+                           scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
                                                         resources_per_worker=per_worker),
                            run_config=RunConfig(name="infu-train", storage_path=str(out / "ray")))
     stop = threading.Event()
     path = out / "train_log.jsonl"
-    reporter = threading.Thread(target=follow, args=(path, int(cfg["train"]["max_steps"]), log, stop, log_lines(path)),
+    reporter = threading.Thread(target=follow, args=(path, cfg.train.max_steps, log, stop, log_lines(path)),
                                 daemon=True)
     reporter.start()
     try:

@@ -26,12 +26,6 @@ import pyarrow.parquet as pq
 from infu_model.train_data import bucket_batches
 
 
-def training_columns(data: dict) -> list[str]:
-    """The columns a training row needs (``data:`` names the image, keypoint, embedding and id columns)."""
-    return [data["image_column"], data["kps_column"], data["embedding_column"], "captions", "bucket",
-            data.get("id_column", "id"), "id_backend"]
-
-
 class NotEnoughData(ValueError):
     """The training data cannot form the batches a run needs: training would wait forever."""
 

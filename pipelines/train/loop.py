@@ -16,119 +16,73 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from curation.options import between, parse
 from infu_model.infusenet import build_infusenet
 from infu_model.pipeline import export_published, load_infu_weights
 from infu_model.projection import ProjectionNetwork
 from infu_model.train_data import Skip, bucket_size, prepare, sample_rngs, stand_in
 from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, flow_matching_loss, make_optimizer,
                                  sample_t)
+from pipelines.job import input_files
 from pipelines.train.cache import encode, load_base, open_cache
 from pipelines.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state, save_checkpoint
-from pipelines.job import input_files
-from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches, make_loader, training_columns
+from pipelines.train.config import CHECKPOINTING, TrainConfig
+from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches, make_loader
 from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_optimizer, wrap
 
 log = logging.getLogger(__name__)
-CHECKPOINTING = {False: (), None: (), "none": (), True: ("infusenet",), "infusenet": ("infusenet",),
-                 "all": ("infusenet", "base")}
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    """The ``train:`` block of configs/stage1.yaml and stage2.yaml (values there only)."""
-    lr: float = between(0, 1)
-    global_batch_size: int = between(1)
-    micro_batch_size: int = between(1)
-    max_steps: int = between(1)
-    warmup_steps: int = between(0)
-    grad_clip: float = between(0)
-    weight_decay: float = between(0, 1)
-    logit_mean: float
-    logit_std: float = between(0)
-    guidance_scale: float = between(0)
-    optimizer: Literal["adamw", "adamw_8bit"]
-    checkpoint_every: int = between(1)
-    keep_checkpoints: int = between(1)
-    log_every: int = between(1)
-
-
-def check_train(cfg: dict) -> None:
-    """The training block's kinds and ranges, the batch arithmetic and the memory options that
-    exclude each other, checked before Ray starts."""
-    t = parse(TrainOptions, cfg["train"], "train")
-    batch_shape(vars(t), int(cfg["ray"]["num_workers"]))
-    if t.optimizer == "adamw_8bit" and cfg["ray"].get("fsdp", True) and int(cfg["ray"]["num_workers"]) > 1:
-        raise ValueError("train.optimizer adamw_8bit does not shard: use it with ray.fsdp: false (FSDP already "
-                         "divides the optimizer states by the number of GPUs)")
-    if CHECKPOINTING.get(cfg["model"].get("gradient_checkpointing", "none")) is None:
-        raise ValueError(f"model.gradient_checkpointing must be none, infusenet or all, not "
-                         f"{cfg['model'].get('gradient_checkpointing')!r}")
-
-
-def batch_shape(t: dict, world: int) -> tuple[int, int]:
-    """(micro-batches per optimizer step over all workers, per worker)."""
-    micro, total = int(t["micro_batch_size"]), int(t["global_batch_size"])
-    if total % micro or (total // micro) % world:
-        raise ValueError(f"train.global_batch_size {total} must be micro_batch_size {micro} x a multiple of the "
-                         f"{world} worker(s)")
-    return total // micro, total // micro // world
-
-
-def initial_trainables(cfg: dict, transformer, ckpt: Path | None):
+def initial_trainables(cfg: TrainConfig, transformer, ckpt: Path | None):
     """(InfuseNet, projection) in float32: the checkpoint's, ``model.init``'s, or fresh ones (the
     paper's: InfuseNet initialised from the base's first blocks, i = 4)."""
-    m = cfg["model"]
+    m = cfg.model
     if ckpt is not None:
         net, proj, _ = load_infu_weights(ckpt)
-    elif m.get("init"):
-        net, proj, _ = load_infu_weights(m["init"], m.get("init_variant", "aes_stage2"))
+    elif m.init:
+        net, proj, _ = load_infu_weights(m.init, m.init_variant)
     else:
-        torch.manual_seed(int(cfg.get("seed", 0)))
-        net = build_infusenet(transformer, int(m.get("multiplication_factor", 4)))
-        proj = ProjectionNetwork(**{"embedding_dim": int(m.get("embedding_dim", 512)),
-                                    "output_dim": transformer.config.joint_attention_dim, **(m.get("projection") or {})})
+        torch.manual_seed(cfg.seed)
+        net = build_infusenet(transformer, m.multiplication_factor)
+        proj = ProjectionNetwork(**{"embedding_dim": m.embedding_dim, "output_dim": transformer.config.joint_attention_dim,
+                                    **m.projection})
     return net.float(), proj.float()
 
 
 class Trainer:
     """One worker's share of a training run (see the module doc); ``run()`` trains to ``max_steps``."""
 
-    def __init__(self, cfg: dict):
-        self.cfg, t, m = cfg, cfg["train"], cfg["model"]
-        self.w = w = Workers.current(bool(cfg["ray"].get("use_gpu")))
-        self.out, self.seed = Path(cfg["output"]), int(cfg.get("seed", 0))
-        self.per_step, self.share = batch_shape(t, w.world)
-        check_train({**cfg, "ray": {**cfg["ray"], "num_workers": w.world}})
-        fsdp, optimizer = bool(cfg["ray"].get("fsdp", True)) and w.world > 1, t["optimizer"]
-        checkpointed = CHECKPOINTING[m.get("gradient_checkpointing", "none")]
-        files = input_files(cfg["data"]["parquet"])
+    def __init__(self, cfg: TrainConfig):
+        self.cfg, t, m = cfg, cfg.train, cfg.model
+        self.w = w = Workers.current(cfg.ray.use_gpu)
+        self.out, self.seed = Path(cfg.output), cfg.seed
+        self.per_step, self.share = cfg.batch_shape(w.world)
+        replace(cfg, ray=replace(cfg.ray, num_workers=w.world)).check()
+        fsdp = cfg.ray.fsdp and w.world > 1
+        files = input_files(cfg.data.parquet)
         # steps that hold a whole epoch: that many steps without one usable row means none is usable
-        self.epoch_steps = -(-epoch_batches(bucket_counts(files), int(t["micro_batch_size"]), cfg["data"]["parquet"])
-                             // self.per_step)
-        self.cache = open_cache(cfg, self.out)
+        self.epoch_steps = -(-epoch_batches(bucket_counts(files), t.micro_batch_size, cfg.data.parquet) // self.per_step)
+        self.cache = open_cache(cfg)
         # with a cache the text encoders stay on the CPU: the cache holds their outputs
-        self.base = load_base(cfg, w.device, "cpu" if self.cache.root else None)
+        self.base = load_base(m, w.device, "cpu" if self.cache.root else None)
         ckpt = latest_checkpoint(self.out)
         net, proj = initial_trainables(cfg, self.base.transformer, ckpt)
         self.configs = {"infusenet": dict(net.config), "image_proj": dict(proj.config)}
         self.emb_dim = proj.config.embedding_dim
-        for part in checkpointed:
+        for part in CHECKPOINTING[m.gradient_checkpointing]:
             enable_gradient_checkpointing(net if part == "infusenet" else self.base.transformer)
         self.model = wrap(InfUTrainable(net, proj).train(), w, fsdp, self.base.transformer.dtype)
-        self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], optimizer, float(t["lr"]),
-                                  float(t["weight_decay"]))
+        self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], t.optimizer, t.lr,
+                                  t.weight_decay)
         from diffusers.optimization import get_scheduler
 
-        self.sched = get_scheduler("constant_with_warmup", self.opt, num_warmup_steps=int(t["warmup_steps"]))
+        self.sched = get_scheduler("constant_with_warmup", self.opt, num_warmup_steps=t.warmup_steps)
         self.step, self.skipped, self.losses, self.idle = 0, Counter(), [], 0
-        self.id_column, self.mult = cfg["data"].get("id_column", "id"), self.base.vae_scale_factor * 2
+        self.mult = self.base.vae_scale_factor * 2
         self.loader = self.data_loader(fresh_stream=self.resume(ckpt) if ckpt is not None else False)
 
     def resume(self, ckpt: Path) -> bool:
@@ -139,7 +93,7 @@ class Trainer:
         load_optimizer(self.model, self.opt, load_optimizer_state(ckpt) if whole else None, self.w)
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.skipped = state["step"], Counter(state["skipped"])
-        if state["world"] != self.w.world and self.cfg["data"].get("loader", "ray") == "ray":
+        if state["world"] != self.w.world and self.cfg.data.loader == "ray":
             log.warning("resuming a %d-worker run on %d workers: the ray loader cannot continue the same stream "
                         "and starts a fresh shuffle (data.loader: plan resumes exactly)", state["world"], self.w.world)
             return True
@@ -147,18 +101,18 @@ class Trainer:
 
     def data_loader(self, fresh_stream: bool):
         """This worker's micro-batches from where the run stands (``step`` x its share per step)."""
-        data, t = self.cfg["data"], self.cfg["train"]
+        data = self.cfg.data
         seed, skip = (self.seed + self.step, 0) if fresh_stream else (self.seed, self.step * self.share)
-        return make_loader(data.get("loader", "ray"), input_files(data["parquet"]), training_columns(data),
-                           int(t["micro_batch_size"]), seed, self.w.rank, self.w.world, skip=skip,
-                           per_step=self.per_step, shuffle_buffer=int(data.get("shuffle_buffer", 1000)))
+        return make_loader(data.loader, input_files(data.parquet), data.columns(), self.cfg.train.micro_batch_size,
+                           seed, self.w.rank, self.w.world, skip=skip, per_step=self.per_step,
+                           shuffle_buffer=data.shuffle_buffer)
 
     # ---------------------------------------------------------------- a step --
     def samples(self, rows: list[dict], position: int):
-        data, out, gens = self.cfg["data"], [], []
-        size = bucket_size(rows[0]["bucket"], data.get("max_side"), self.mult)
+        data, out, gens = self.cfg.data, [], []
+        size = bucket_size(rows[0]["bucket"], data.max_side, self.mult)
         for i, row in enumerate(rows):
-            rng, gen = sample_rngs(self.seed, position, str(row.get(self.id_column) or i))
+            rng, gen = sample_rngs(self.seed, position, str(row.get(data.id_column) or i))
             try:
                 out.append(prepare(row, data, self.emb_dim, size, rng))
             except Skip as e:
@@ -168,23 +122,23 @@ class Trainer:
         return out, gens
 
     def train_step(self) -> dict:
-        t, data, dev = self.cfg["train"], self.cfg["data"], self.w.device
+        t, dev = self.cfg.train, self.w.device
         start, total, used = time.perf_counter(), torch.zeros((), device=dev), 0
         for j in range(self.share):
             samples, gens = self.samples(next(self.loader), self.step * self.per_step + self.w.rank * self.share + j)
-            batch = encode(self.base, samples, gens, int(data.get("max_sequence_length", 512)), dev, self.cache)
-            tt = torch.cat([sample_t(1, g, float(t["logit_mean"]), float(t["logit_std"])) for g in gens]).to(dev)
+            batch = encode(self.base, samples, gens, self.cfg.data.max_sequence_length, dev, self.cache)
+            tt = torch.cat([sample_t(1, g, t.logit_mean, t.logit_std) for g in gens]).to(dev)
             noise = torch.stack([torch.randn(batch.latents.shape[1:], generator=g) for g in gens]).to(dev)
             last = j == self.share - 1
             # DDP averages gradients in the last micro-batch's backward only
             sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
             with sync:
                 loss = flow_matching_loss(self.base.transformer, self.model, batch, t=tt, noise=noise,
-                                          guidance_scale=float(t["guidance_scale"])) / self.share
+                                          guidance_scale=t.guidance_scale) / self.share
                 loss.backward()
             total += loss.detach()
             used += sum(s["weight"] > 0 for s in samples)
-        norm = clip_grad_norm(self.model, float(t["grad_clip"]))
+        norm = clip_grad_norm(self.model, t.grad_clip)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
@@ -194,14 +148,14 @@ class Trainer:
         self.idle = 0 if n else self.idle + 1
         if self.idle >= self.epoch_steps:  # every worker sees the same n: all stop together
             raise NotEnoughData(f"not one usable training row in {self.idle} steps, a whole epoch of "
-                                f"{self.cfg['data']['parquet']}: skipped {self.w.sum_counts(self.skipped)}")
+                                f"{self.cfg.data.parquet}: skipped {self.w.sum_counts(self.skipped)}")
         return {"step": self.step, "loss": loss_sum / self.w.world, "grad_norm": norm, "lr": self.sched.get_last_lr()[0],
                 "samples": int(n), "seconds": time.perf_counter() - start}
 
     # ----------------------------------------------------------------- a run --
     def run(self) -> dict:
-        t = self.cfg["train"]
-        max_steps, every, log_every = int(t["max_steps"]), int(t["checkpoint_every"]), int(t["log_every"])
+        t = self.cfg.train
+        max_steps, every, log_every = t.max_steps, t.checkpoint_every, t.log_every
         log_path = self.out / "train_log.jsonl"
         if self.w.rank == 0:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,14 +172,14 @@ class Trainer:
                 window = []
             if self.step % every == 0 or self.step == max_steps:
                 save_checkpoint(self.out, self.step, self.model, self.opt, self.sched, self.configs, self.meta(),
-                                self.w, dict(self.skipped), int(t["keep_checkpoints"]))
+                                self.w, dict(self.skipped), t.keep_checkpoints)
         skipped = self.w.sum_counts(self.skipped)
         if self.w.rank == 0:
-            finish(self.out, bool(self.cfg.get("export_published")))
+            finish(self.out, self.cfg.export_published)
         return {"step": self.step, "losses": self.losses, "skipped": skipped}
 
     def meta(self) -> dict:
-        return {"trained_by": "infu train", "face_backend": self.cfg["model"].get("face_backend", "insightface")}
+        return {"trained_by": "infu train", "face_backend": self.cfg.model.face_backend}
 
     def log(self, window: list[dict], path: Path) -> None:
         """One record per ``log_every`` steps: mean loss over workers and steps, samples/s over all workers."""
@@ -242,7 +196,7 @@ class Trainer:
             f.write(json.dumps(rec) + "\n")
 
 
-def train_loop(cfg: dict) -> dict:
+def train_loop(cfg: TrainConfig) -> dict:
     """One worker's training (Ray Train runs it on every worker; a plain call is one worker)."""
     return Trainer(cfg).run()
 

@@ -1,0 +1,124 @@
+"""``configs/stage1.yaml`` and ``configs/stage2.yaml``, typed: one ``TrainConfig``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pipelines.config import JobConfig, between
+
+CHECKPOINTING = {"none": (), "infusenet": ("infusenet",), "all": ("infusenet", "base")}
+
+
+@dataclass(frozen=True)
+class TrainModelOptions:
+    base: str | None                  # FLUX.1-dev folder (diffusers layout)
+    init: str | None                  # InfU weights to start from; null: a fresh InfuseNet (i = 4) + projection
+    init_variant: str                 # when ``init`` is the published layout
+    embedding_dim: int = between(1)   # identity embedding size (512 ArcFace; 128 dlib)
+    face_backend: str                 # the backend that made the embeddings; inference uses the same
+    multiplication_factor: int = between(1)
+    projection: dict                  # a fresh projection network's sizes; {}: InfU v1.0's
+    dtype: Literal["bfloat16", "float32"]
+    gradient_checkpointing: Literal["none", "infusenet", "all"]
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    loader: Literal["ray", "plan"]
+    shuffle_buffer: int = between(0)
+    parquet: str | None               # the training rows: a curate/caption (SPSS) or synth (SPMS) output
+    id_column: str
+    image_column: str
+    kps_column: str
+    embedding_column: str
+    embedding_backend: str | None     # rows made by another face backend are skipped
+    max_side: int | None = between(16)
+    black_control_prob: float = between(0, 1)
+    caption_weights: dict             # caption source -> weight
+    caption_dropout: float = between(0, 1)
+    max_sequence_length: int = between(1, 512)
+
+    def columns(self) -> list[str]:
+        """The columns a training row needs."""
+        return [self.image_column, self.kps_column, self.embedding_column, "captions", "bucket", self.id_column,
+                "id_backend"]
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    enabled: bool
+    dir: str | None                   # null: <output>/cache
+    latents: bool                     # also the VAE posteriors of targets and controls
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The ``train:`` block."""
+    lr: float = between(0, 1)
+    global_batch_size: int = between(1)
+    micro_batch_size: int = between(1)
+    max_steps: int = between(1)
+    warmup_steps: int = between(0)
+    grad_clip: float = between(0)
+    weight_decay: float = between(0, 1)
+    logit_mean: float
+    logit_std: float = between(0)
+    guidance_scale: float = between(0)
+    optimizer: Literal["adamw", "adamw_8bit"]
+    checkpoint_every: int = between(1)
+    keep_checkpoints: int = between(1)
+    log_every: int = between(1)
+
+
+@dataclass(frozen=True)
+class TrainRayOptions:
+    num_workers: int = between(1)     # Ray Train workers: one per GPU (or CPU worker)
+    use_gpu: bool
+    cpus_per_worker: float = between(0)
+    fsdp: bool                        # with several workers: FSDP (else DDP)
+
+
+@dataclass(frozen=True)
+class TrainConfig(JobConfig):
+    """A training run's whole config (stage 1 and stage 2 share the shape)."""
+    defaults: ClassVar[str] = "stage1"
+    stage: Literal[1, 2]
+    seed: int
+    model: TrainModelOptions
+    data: DataOptions
+    cache: CacheOptions
+    train: TrainOptions
+    ray: TrainRayOptions
+    output: str
+    export_published: bool            # also write the published infu_flux_v1.0 layout (OUT/published/)
+
+    def batch_shape(self, world: int | None = None) -> tuple[int, int]:
+        """(micro-batches per optimizer step over all workers, per worker)."""
+        world = world or self.ray.num_workers
+        micro, total = self.train.micro_batch_size, self.train.global_batch_size
+        if total % micro or (total // micro) % world:
+            raise ValueError(f"train.global_batch_size {total} must be micro_batch_size {micro} x a multiple of the "
+                             f"{world} worker(s)")
+        return total // micro, total // micro // world
+
+    def check(self) -> None:
+        """The batch arithmetic and the memory options that exclude each other (before Ray starts)."""
+        self.batch_shape()
+        if self.train.optimizer == "adamw_8bit" and self.ray.fsdp and self.ray.num_workers > 1:
+            raise ValueError("train.optimizer adamw_8bit does not shard: use it with ray.fsdp: false (FSDP already "
+                             "divides the optimizer states by the number of GPUs)")
+
+    def absolute(self) -> "TrainConfig":
+        """Every path made absolute: Ray Train workers do not share the caller's working directory."""
+        def absolute(p):
+            return str(Path(p).expanduser().resolve()) if p else p
+
+        return replace(self, output=absolute(self.output),
+                       model=replace(self.model, base=absolute(self.model.base), init=absolute(self.model.init)),
+                       data=replace(self.data, parquet=absolute(self.data.parquet)),
+                       cache=replace(self.cache, dir=absolute(self.cache.dir)))
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cache.dir or Path(self.output) / "cache")
