@@ -1,13 +1,18 @@
-"""Throughput and memory of `infu curate` on this machine.
+"""Throughput and memory of `infu curate` on this machine, measured side by side in one run on the
+same images (800x1000 JPEGs derived from the sample photos):
 
-Prints, measured side by side in one run on the same images:
-- decode-only: read + safe decode in a plain loop (the floor of any pipeline),
-- plain loop: the same stages (quality + dedup) in one process,
-- Ray pipeline: run_curate on embedded Ray (Ray start-up reported apart),
-and the pipeline's peak memory (PSS summed over driver and Ray processes) at
-two dataset sizes, which must not grow with the number of images.
+    python bench/curate.py --sizes 1000 10000       # the spine: read, decode, cheap filters, dedup
+    python bench/curate.py --full --sizes 300 2000  # every default stage (dlib faces, nudenet, OCR watermarks)
 
-    python bench/curate.py --sizes 1000 10000
+- decode-only: read + safe decode in a plain loop (the floor of any pipeline);
+- a cost table (``--full``): each stage's seconds per image in one process and its share of the total;
+- plain loop: the same stages in one process, one after another (one core);
+- the Ray pipeline (embedded Ray, its start-up reported apart): the decode tasks and an actor pool
+  per model stage (``execution.mode: pools``) and, with ``--full``, every stage fused in one actor
+  per core (``fused``, the default with model stages on CPUs), with the decisions of both compared
+  row by row;
+- the pipeline's peak memory (PSS summed over the driver and Ray's processes) and the bytes Ray
+  spilled to disk, at each size: neither may grow with the number of images.
 """
 from __future__ import annotations
 
@@ -83,7 +88,7 @@ def rows_of(folder: Path) -> list[dict]:
 
     from curation.records import MANIFEST_SCHEMA
 
-    src = make_source("folder", "bench", str(folder))
+    src = make_source("folder", "bench", str(folder), load_config("curate").sources)
     return table_to_rows(pa.Table.from_pylist(list(src.items()), schema=MANIFEST_SCHEMA))
 
 
@@ -95,36 +100,69 @@ def decode_only(folder: Path) -> float:
     return len(files) / (time.perf_counter() - t)
 
 
-def plain_loop(folder: Path, cfg) -> float:
+def plain_loop(folder: Path, cfg) -> tuple[float, dict]:
+    """The quality stage and the enabled model stages in one process, then dedup: (images/s, seconds
+    per stage)."""
     import pyarrow as pa
 
-    t = time.perf_counter()
+    from curation.stage import run_stage
+
     rows = rows_of(folder)
-    stage = cfg.quality_stage()
-    for i in range(0, len(rows), 32):
-        stage.process(rows[i:i + 32])
+    stages = [cfg.quality_stage(keep_analysis=True), *[s for s in cfg.stages if s.enabled]]
+    for s in stages:
+        s.ensure_setup()
+    spent = dict.fromkeys([s.name for s in stages] + ["dedup"], 0.0)
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), 16):
+        for s in stages:
+            t = time.perf_counter()
+            run_stage(s, rows[i:i + 16])
+            spent[s.name] += time.perf_counter() - t
+    t = time.perf_counter()
     ok = [r for r in rows if r["status"] == "pending"]
     find_duplicates(pa.Table.from_pylist([{k: r[k] for k in ("id", "phash", "width", "height", "blur")} for r in ok]), 4)
-    return len(rows) / (time.perf_counter() - t)
+    spent["dedup"] = time.perf_counter() - t
+    return len(rows) / (time.perf_counter() - t0), spent
 
 
-def pipeline(folder: Path, out: Path, cfg) -> tuple[float, int]:
+def spilled_mib() -> float:
+    """MiB Ray spilled to disk since it started (its object store summary)."""
+    import re
+
+    from ray._private.internal_api import memory_summary
+
+    found = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
+    return float(found.group(1)) if found else 0.0
+
+
+def pipeline(folder: Path, out: Path, cfg) -> tuple[float, int, float]:
+    """(images/s, peak PSS bytes, MiB spilled) of one run_curate."""
+    spilled = spilled_mib()
     with PeakMemory() as mem:
         t = time.perf_counter()
         stats = run_curate([SourceSpec("folder", "bench", str(folder))], out, cfg, overwrite=True, log=lambda m: None)
         dt = time.perf_counter() - t
     assert stats["adds_up"]
-    return stats["inputs"] / dt, mem.peak
+    return stats["inputs"] / dt, mem.peak, spilled_mib() - spilled
+
+
+def decisions(out: Path) -> dict:
+    """id -> (status, reason, bucket) of a curate output."""
+    import pyarrow.dataset as pads
+
+    files = sorted(str(p) for sub in ("kept", "rejected") for p in (out / sub).glob("*.parquet"))
+    t = pads.dataset(files).to_table(columns=["id", "status", "reason", "bucket"])
+    return {r["id"]: (r["status"], r["reason"], r["bucket"]) for r in t.to_pylist()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--full", action="store_true", help="every default stage (faces, NSFW, OCR watermarks)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "infu_bench_curate"))
     args = ap.parse_args()
     work = Path(args.workdir)
-    # the spine alone (read, decode, cheap filters, dedup); the face stage has bench/faces.py
-    cfg = load_config("curate", overrides={"progress": False, "stages": []})
+    cfg = load_config("curate", overrides={"progress": False, **({} if args.full else {"stages": []})})
     import ray
 
     from pipelines.ray_runtime import init_ray
@@ -135,20 +173,33 @@ def main() -> None:
     first = make_images(work, args.sizes[0])
     pipeline(first, work / "warmup", cfg)  # start the worker processes once
     dec = decode_only(first)
-    loop = plain_loop(first, cfg)
+    loop, spent = plain_loop(first, cfg)
+    modes = {"fused": cfg.updated({"execution": {"mode": "fused"}})} if args.full else {}
+    modes["pools"] = cfg.updated({"execution": {"mode": "pools"}})  # the spine's default (auto)
     results = []
     for n in args.sizes:
-        rate, peak = pipeline(make_images(work, n), work / f"out{n}", cfg)
-        results.append((n, rate, peak))
-    n0, r0, _ = results[0]
-    print(f"\nimages of 800x1000 JPEG, {os.cpu_count()} cores")
-    print(f"{'method':<28}{'images/s':>10}{'vs loop':>9}")
-    print(f"{'decode only (plain loop)':<28}{dec:>10.1f}{dec / loop:>8.2f}x")
-    print(f"{'plain loop, same stages':<28}{loop:>10.1f}{1:>8.2f}x")
-    print(f"{f'Ray pipeline ({n0} images)':<28}{r0:>10.1f}{r0 / loop:>8.2f}x")
-    print(f"\n{'images':>8}{'images/s':>10}{'peak PSS (MiB)':>16}")
-    for n, rate, peak in results:
-        print(f"{n:>8}{rate:>10.1f}{peak / 2**20:>16.0f}")
+        folder = make_images(work, n)
+        for mode, c in modes.items():
+            rate, peak, spill = pipeline(folder, work / f"out{n}_{mode}", c)
+            results.append((n, mode, rate, peak, spill))
+        if len(modes) > 1:
+            a, b = (decisions(work / f"out{n}_{m}") for m in modes)
+            print(f"{n} images: fused and pools decide alike: {a == b} ({sum(a[k] != b.get(k) for k in a)} differ)")
+    print(f"\nimages of 800x1000 JPEG, {os.cpu_count()} cores, stages: quality"
+          + "".join(f", {s.name}" for s in cfg.stages if s.enabled))
+    if args.full:
+        total = sum(spent.values())
+        print(f"\n{'stage (one process)':<22}{'s/image':>9}{'share':>8}")
+        for name, sec in spent.items():
+            print(f"{name:<22}{sec / args.sizes[0]:>9.3f}{sec / total:>8.0%}")
+    print(f"\n{'method':<30}{'images/s':>10}{'vs loop':>9}")
+    print(f"{'decode only (plain loop)':<30}{dec:>10.1f}{dec / loop:>8.2f}x")
+    print(f"{'plain loop, same stages':<30}{loop:>10.2f}{1:>8.2f}x")
+    for n, mode, rate, _, _ in results:
+        print(f"{f'Ray pipeline, {mode} ({n})':<30}{rate:>10.2f}{rate / loop:>8.2f}x")
+    print(f"\n{'images':>8}  {'mode':<7}{'images/s':>10}{'peak PSS (MiB)':>16}{'spilled (MiB)':>15}")
+    for n, mode, rate, peak, spill in results:
+        print(f"{n:>8}  {mode:<7}{rate:>10.2f}{peak / 2**20:>16.0f}{spill:>15.0f}")
     ray.shutdown()
 
 

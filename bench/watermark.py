@@ -52,7 +52,7 @@ def main() -> None:
         run_stage(wm, [r])
         t_wm += time.perf_counter() - t
         it.update(flagged=r["reason"] == "watermark", score=r["watermark"], why=r["watermark_text"])
-    report(items, wm.threshold, args.show_misses)
+    report(items, wm.opts.threshold, args.show_misses)
     n = len(items)
     print(f"\nper core (one thread): faces {n / t_face:.2f} images/s, watermark (ocr) {n / t_wm:.2f} images/s "
           f"(watermark/faces time {t_wm / t_face:.2f}x)")

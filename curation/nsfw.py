@@ -25,6 +25,7 @@ class NSFWOptions:
     backend: Literal["nudenet", "transformers"]
     threshold: float = between(0, 1)
     classes: tuple[str, ...]  # nudenet's labels that count
+    threads: int = between(1)  # nudenet: onnxruntime threads per actor
     model: str | None         # transformers: local folder
     label: str                # transformers: the label that means NSFW
 
@@ -36,9 +37,15 @@ class NSFWStage(Stage):
 
     def setup(self) -> None:
         if self.opts.backend == "nudenet":
+            import onnxruntime
             from nudenet import NudeDetector
 
             self.model = NudeDetector()
+            # nudenet's session takes every core; in a pool of one actor per core that oversubscribes them
+            opts = onnxruntime.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = self.opts.threads, 1
+            self.model.onnx_session = onnxruntime.InferenceSession(self.model.onnx_session._model_path, opts,
+                                                                   providers=["CPUExecutionProvider"])
         else:
             from curation.classifier import ImageClassifier
 

@@ -20,7 +20,7 @@ from typing import ClassVar
 import pyarrow as pa
 
 from curation.options import ConfigError, between, parse, plain
-from curation.records import ROW_SCHEMA, alive, quarantine, reject
+from curation.records import ROW_SCHEMA, alive, drop_analysis, quarantine, reject
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Stage:
     stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
     schema: ClassVar[pa.Schema] = ROW_SCHEMA   # the rows it reads and writes (SPMS stages have their own)
     gpu_share: ClassVar[float] = 0.25          # of a GPU per actor when its model runs on cuda (small models share)
+    fills_cpus: ClassVar[bool] = False         # a CPU pool left unsized gets an actor per CPU the cluster spares
     Options: ClassVar[type] = NoOptions        # its typed options (a frozen dataclass, curation/options.py)
 
     def __init__(self, opts=None, resources: Resources | None = None, label: str | None = None):
@@ -123,6 +124,44 @@ class Stage:
     def report(self) -> dict:
         """What the summary says about this stage: did it run, with what backend."""
         return {"ran": True}
+
+
+class Chain(Stage):
+    """Stages run one after another in one process (a Ray actor runs them all): what one stage hands
+    the next (the decoded analysis image) never leaves the process. Each keeps its own accounting:
+    a row a stage rejects or quarantines skips the ones after it."""
+
+    name = "chain"
+    fills_cpus = True
+    def __init__(self, stages: list[Stage], resources: Resources | None = None):
+        super().__init__(None, resources)
+        self.stages = list(stages)
+        self.reasons = tuple(r for s in self.stages for r in (*s.reasons, f"{s.name}_error"))
+        self.schema = self.stages[0].schema
+
+    @property
+    def label(self) -> str:
+        return "+".join(s.label for s in self.stages)
+
+    @property
+    def device(self) -> str:
+        return next((s.device for s in self.stages if s.device.startswith("cuda")), "cpu")
+
+    def with_(self, *, opts=None, resources: Resources | None = None) -> "Chain":
+        return Chain(self.stages, resources or self.resources)
+
+    def setup(self) -> None:
+        for s in self.stages:
+            s.ensure_setup()
+
+    def process(self, rows: list[dict]) -> None:
+        for s in self.stages:
+            run_stage(s, rows)
+        for r in rows:  # the decoded image served the stages; it does not travel on
+            drop_analysis(r)
+
+    def report(self) -> dict:
+        return {s.name: s.report() for s in self.stages}
 
 
 def score_and_threshold(rows: list[dict], scores, field: str, threshold: float, reason: str) -> None:

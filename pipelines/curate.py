@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +30,7 @@ from curation.quality import DecodeLimits, FilterOptions, QualityOptions, Qualit
 from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
 from curation.registry import NamedStage, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
-from curation.stage import Resources, Stage
+from curation.stage import Chain, Resources, Stage
 from pipelines.config import JobConfig, between, merge, named_block, packaged
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
                            dedup_and_finalize, parquet_files, prepare_out, read_column)
@@ -48,6 +48,12 @@ class QualityBlock:
 
 
 @dataclass(frozen=True)
+class ExecutionOptions:
+    mode: Literal["auto", "fused", "pools"]   # every stage in one actor, or an actor pool per model stage
+    resources: Resources                      # the fused actors
+
+
+@dataclass(frozen=True)
 class CurateConfig(JobConfig):
     """``configs/curate.yaml``, typed."""
     defaults: ClassVar[str] = "curate"
@@ -58,6 +64,7 @@ class CurateConfig(JobConfig):
     decode: DecodeLimits
     filters: FilterOptions
     dedup: DedupOptions
+    execution: ExecutionOptions
     quality: QualityBlock
     stages: tuple[NamedStage, ...]          # the model stages, in order (built here, once)
     output: OutputOptions
@@ -70,6 +77,13 @@ class CurateConfig(JobConfig):
         blocks = [{"name": b} if isinstance(b, str) else b for b in data.get("stages") or []]
         return {**data, "stages": [merge(named_block(defaults, "name", b.get("name")), b) if isinstance(b, dict)
                                    else b for b in blocks]}
+
+    def fused(self, stages: list[Stage]) -> bool:
+        """Whether the stages run in one actor (``execution.mode``; auto: when there are model stages
+        and none runs on cuda: without them the decode tasks alone scale best as tasks)."""
+        mode = self.execution.mode
+        return mode == "fused" or (mode == "auto" and bool(stages)
+                                   and not any(s.device.startswith("cuda") for s in stages))
 
     def quality_stage(self, keep_analysis: bool = False) -> QualityStage:
         """The read + decode + cheap-filter stage (``keep_analysis``: hand the decoded image on)."""
@@ -139,21 +153,31 @@ def make_todo(lay: Layout) -> tuple[list[str], int]:
 
 
 # --------------------------------------------------------------- the job ----
-def process(lay: Layout, files: list[str], cfg: CurateConfig, quality: QualityStage, stages: list[Stage]) -> None:
-    """Decode and filter the listed rows: the quality tasks, then ``stages`` (enabled, pools resolved)."""
+def process(lay: Layout, files: list[str], cfg: CurateConfig, stages: list[Stage], log=print) -> None:
+    """Decode and filter the listed rows: the quality stage, then the enabled model ``stages``, fused
+    in one actor pool or as the quality tasks and an actor pool per stage (``execution.mode``)."""
     import ray
 
-    from pipelines.ray_stages import add_stage
+    from pipelines.ray_stages import READS, add_stage, plan_pools
     from pipelines.sink import RowSink
 
-    ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA)
+    quality = cfg.quality_stage(keep_analysis=bool(stages))
+    if cfg.fused(stages):
+        chain = [Chain([quality, *stages], cfg.execution.resources)]
+        operators = plan_pools(chain, reads=READS, log=log)
+        batch = operators[0].resources.batch_size
+    else:
+        operators = [quality, *plan_pools(stages, reads=quality.resources.num_cpus, log=log)]
+        batch = quality.resources.batch_size
+    ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA, num_cpus=READS / 2)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with
     # the decode stage, run it on one core. A streaming split into batch-sized blocks
     # lets every core (or node) decode.
-    ds = ds.repartition(target_num_rows_per_block=quality.resources.batch_size)
-    for stage in [quality, *stages]:
-        ds = add_stage(ds, stage)
-    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images))
+    ds = ds.repartition(target_num_rows_per_block=batch)
+    for op in operators:
+        ds = add_stage(ds, op)
+    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images),
+                      ray_remote_args={"num_cpus": READS / 2})
 
 
 def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float) -> dict:
@@ -248,14 +272,11 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, r
         if lay.dedup.exists():
             lay.dedup.unlink()  # new candidates: earlier dedup decisions are stale
         from pipelines.ray_runtime import init_ray
-        from pipelines.ray_stages import plan_pools
 
         init_ray(ray_address, cfg.ray, cfg.progress)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
-        stages = plan_pools(list(cfg.stages), reads=cfg.quality.resources.num_cpus, log=log)
-        quality = cfg.quality_stage(keep_analysis=bool(stages))
         t = time.time()
-        process(lay, files, cfg, quality, stages)
+        process(lay, files, cfg, [s for s in cfg.stages if s.enabled], log)
         timings["stages"] = time.time() - t
     t = time.time()
     dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images)

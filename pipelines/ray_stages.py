@@ -13,6 +13,8 @@ import ray
 from curation.records import ROW_SCHEMA, to_table
 from curation.stage import Stage, run_stage
 
+READS = 1.0  # CPUs a job's read and write tasks keep beside a pool that fills the cluster (file listing takes one)
+
 
 def table_to_rows(table: pa.Table, schema: pa.Schema = ROW_SCHEMA) -> list[dict]:
     """Rows with every field of ``schema`` (manifest tables lack most of them)."""
@@ -78,10 +80,24 @@ def resolve_gpus(stages: list[Stage], gpus: float) -> list[Stage]:
     return out
 
 
+def resolve_cpus(stages: list[Stage], cpus: float, reads: float) -> list[Stage]:
+    """An unsized CPU pool of a stage that ``fills_cpus`` (a fused chain) gets an actor per CPU the
+    read and write tasks (``reads``) leave, at most one per CPU."""
+    out = []
+    for s in stages:
+        res = s.resources
+        if s.fills_cpus and res.concurrency is None and not res.gpus:
+            res = replace(res, concurrency=max(1, min(int(cpus), int((cpus - reads) / res.num_cpus + 1e-9))))
+        out.append(s.with_(resources=res))
+    return out
+
+
 def plan_pools(stages: list[Stage], *, reads: float = 1.0, extra: float = 0.0, log=print) -> list[Stage]:
-    """The enabled stages with their pools resolved against the running cluster (``resolve_gpus``),
-    the CPU budget checked, and the pool sizes printed. Jobs add the stages it returns."""
-    resolved = resolve_gpus([s for s in stages if s.enabled], ray.cluster_resources().get("GPU", 0.0))
+    """The enabled stages with their pools resolved against the running cluster (``resolve_gpus``,
+    ``resolve_cpus``), the CPU budget checked, and the pool sizes printed. Jobs add the stages it returns."""
+    cluster = ray.cluster_resources()
+    resolved = resolve_gpus([s for s in stages if s.enabled], cluster.get("GPU", 0.0))
+    resolved = resolve_cpus(resolved, cluster.get("CPU", 0.0), reads)
     pools = [s for s in resolved if s.stateful]
     check_cpu_budget(pools, extra, reads)
     if pools:

@@ -151,14 +151,18 @@ WITH_FACES = {**EXPECTED, "cat": ("rejected", "no_face"), "watermarked": ("rejec
 
 
 def test_curate_refuses_pools_that_leave_no_cpu_to_decode(sample_dir, ray_local, tmp_path, curate_cfg):
-    # faces 1.5 + nsfw 0.25 + watermark 0.25 of 2
-    curate_cfg = curate_cfg.updated({"stages": [{"name": "faces", "resources": {"num_cpus": 1.5}}, "nsfw", "watermark"]})
+    # an actor pool per stage: faces 1.5 + nsfw 0.25 + watermark 0.25 of 2
+    curate_cfg = curate_cfg.updated({"execution": {"mode": "pools"},
+                                     "stages": [{"name": "faces", "resources": {"num_cpus": 1.5}}, "nsfw", "watermark"]})
     with pytest.raises(ValueError, match=r"faces 1.5 x 1, nsfw 0.25 x 1, watermark 0.25 x 1\) ask for 2 of the "
                                          r"cluster's 2 CPUs and the read tasks need 1 more"):
         run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
 
 
-def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, ray_local, tmp_path, curate_cfg):
+@pytest.mark.parametrize("mode", ["fused", "pools"])
+def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, ray_local, tmp_path, curate_cfg, mode):
+    """Every stage in one actor (the CPU default) or a pool per stage: the same decisions."""
+    curate_cfg = curate_cfg.updated({"execution": {"mode": mode}})
     stats = run_curate([SourceSpec("folder", "sample", str(sample_dir))], tmp_path / "out", curate_cfg, log=lambda m: None)
     got = {Path(r["path"]).stem: (r["status"], r["reason"])
            for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
