@@ -17,6 +17,12 @@ call of 2 steps first, which also compiles) and is compared with the eager image
                 (modes build on each other in the order given; low_vram goes last or alone)
 
     python bench/infer.py [--full-size] [--steps 30] [--modes eager compile ...]
+
+--memory-modes full 24gb 16gb low_vram ... measures the memory modes of infu_model/memory.py instead,
+each on a fresh pipeline of the same random weights: s/image beside full's and the official's
+(--official-s, 6.62 s on an H200 at full size), peak GiB, SPMS pairs per GPU-hour (one image per pair)
+and the image's difference from full's; --fp32-scale first puts that difference in scale: the same
+weights in float32 and in bf16 (needs about 2x full's memory).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipel
                        FluxTransformer2DModel)
 
 from infu_model.infusenet import build_infusenet  # noqa: E402
+from infu_model.memory import PLANS  # noqa: E402
 from infu_model.pipeline import InfUPipeline  # noqa: E402
 from infu_model.projection import ProjectionNetwork  # noqa: E402
 from infu_model.tiny import _clip_tokenizer, _t5_tokenizer  # noqa: E402
@@ -108,7 +115,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--height", type=int, default=None)
     ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES + ["low_vram"])
+    ap.add_argument("--memory-modes", nargs="+", choices=list(PLANS), help="measure these memory modes instead")
+    ap.add_argument("--official-s", type=float, default=6.62, help="the official pipeline's s/image to compare with")
+    ap.add_argument("--fp32-scale", action="store_true", help="also the same weights in fp32 vs bf16")
     args = ap.parse_args()
+    if args.memory_modes:
+        return memory_modes(args)
     full = args.full_size
     device, dtype = ("cuda", torch.bfloat16) if full else ("cpu", torch.float32)
     w, h = (args.width or (864 if full else 256)), (args.height or (1152 if full else 256))
@@ -118,23 +130,6 @@ def main() -> None:
     call = dict(prompt="a portrait photo of a person in a red coat, film grain", width=w, height=h, seed=7,
                 id_embedding=emb, output_type="np")
     gpu = device == "cuda"
-
-    def run(fn, steps):
-        if gpu:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn(num_inference_steps=steps)
-        if gpu:
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - start
-
-    def measure(fn):
-        if gpu:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        _, warm = run(fn, 2)
-        img, s = run(fn, args.steps)
-        return img, s, warm, (torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"))
 
     flux = FluxPipeline(**{k: v for k, v in pipe.components.items() if k not in ("infusenet", "image_proj")})
     flux.set_progress_bar_config(disable=True)
@@ -160,19 +155,88 @@ def main() -> None:
         try:
             if mode in setups:
                 setups[mode]()
-            img, s, warm, peak = measure(steps.get(mode, steps["eager"]))
+            img, s, warm, peak = timed(steps.get(mode, steps["eager"]), gpu, args.steps)
         except Exception as e:  # noqa: BLE001 - report the mode and go on with the others
             print(f"{mode:<22} FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
         if mode == "eager":
             ref, ref_s = img, s
-        if ref is None or mode in ("flux", "window", "eager"):
-            same = "—"
-        else:
-            d = np.abs(img.astype(np.float64) - ref)
-            same = "identical" if not d.any() else f"max {d.max():.2e}, mean {d.mean():.2e} (image std {ref.std():.3f})"
+        same = "—" if ref is None or mode in ("flux", "window", "eager") else difference(img, ref)
         ratio = f"{ref_s / s:.2f}x" if ref_s else "—"
         print(f"{mode:<22}{s:>9.2f}{ratio:>10}{warm:>11.1f}{peak:>10.1f}   {same}", flush=True)
+
+
+def timed(fn, gpu: bool, steps: int):
+    """(image, s, warm-up s, peak GiB): a 2-step warm-up (compiles), then ``steps``."""
+    def run(n):
+        if gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn(num_inference_steps=n)
+        if gpu:
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - start
+
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    _, warm = run(2)
+    img, s = run(steps)
+    return img, s, warm, (torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"))
+
+
+def difference(img, ref) -> str:
+    d = np.abs(img.astype(np.float64) - ref)
+    return "identical" if not d.any() else f"max {d.max():.2e}, mean {d.mean():.2e} (image std {ref.std():.3f})"
+
+
+def memory_modes(args) -> None:
+    """Each memory mode on a fresh pipeline of the same random weights (seed 0), full's image the reference."""
+    import gc
+
+    full = args.full_size
+    device, dtype = ("cuda", torch.bfloat16) if full else ("cpu", torch.float32)
+    gpu = device == "cuda"
+    w, h = (args.width or (864 if full else 256)), (args.height or (1152 if full else 256))
+    emb = torch.randn(1, 512, generator=torch.Generator().manual_seed(1))  # cut to the projection's input
+    call = dict(prompt="a portrait photo of a person in a red coat, film grain", width=w, height=h, seed=7,
+                output_type="np")
+    name = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"{name}; {'full-size bf16' if full else 'narrow fp32, FLUX depth'}; {w}x{h}, {args.steps} steps; "
+          f"official {args.official_s:.2f} s/image")
+    if args.fp32_scale:
+        pipe = build(full, device, torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        emb = emb[:, :pipe.image_proj.config.embedding_dim]
+        f32 = pipe(**call, id_embedding=emb, num_inference_steps=args.steps).images
+        pipe.to(torch.bfloat16)
+        b16 = pipe(**call, id_embedding=emb, num_inference_steps=args.steps).images
+        print(f"scale: bf16 vs fp32 on the same weights: {difference(b16, f32)}", flush=True)
+        del pipe
+        gc.collect()
+    print(f"{'memory mode':<30}{'s/image':>9}{'vs full':>9}{'vs official':>13}{'peak GiB':>10}{'pairs/GPU-h':>13}"
+          "   image vs full")
+    ref, ref_s = None, None
+    for mode in ["full"] + [m for m in args.memory_modes if m != "full"]:
+        pipe = None
+        try:
+            pipe = build(full, device, dtype).use_memory_plan(PLANS[mode], device)
+            pipe.set_progress_bar_config(disable=True)
+            e = emb[:, :pipe.image_proj.config.embedding_dim]
+            img, s, warm, peak = timed(lambda **k: pipe(**call, id_embedding=e, **k).images, gpu, args.steps)
+        except Exception as ex:  # noqa: BLE001 - report the mode and go on with the others
+            print(f"{mode:<30} FAILED: {type(ex).__name__}: {str(ex)[:300]}", flush=True)
+            continue
+        finally:
+            pipe = None  # the next mode starts from an empty GPU
+            gc.collect()
+            if gpu:
+                torch.cuda.empty_cache()
+        if ref is None:
+            ref, ref_s = img, s
+        same = "—" if mode == "full" else difference(img, ref)
+        print(f"{mode:<30}{s:>9.2f}{ref_s / s:>8.2f}x{args.official_s / s:>12.2f}x{peak:>10.1f}{3600 / s:>13.0f}"
+              f"   {same}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from infu_model.runtime import torch_device
+
 DEFAULT_INSTRUCTION = ("Describe this photo of a person in one or two sentences for an image generator: clothing, "
                        "setting, pose, expression, lighting and camera framing. Do not name the person.")
 
@@ -42,7 +44,7 @@ class Blip2Captioner:
                  max_new_tokens: int = 40, num_beams: int = 1):
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        p = _local(model)
+        p, device = _local(model), torch_device(device)
         self.processor = Blip2Processor.from_pretrained(p, local_files_only=True)
         self.model = Blip2ForConditionalGeneration.from_pretrained(
             p, local_files_only=True, dtype=_torch_dtype(dtype, device)).to(device).eval()
@@ -68,7 +70,7 @@ class ChatVLMCaptioner:
                  max_new_tokens: int = 80):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        p = _local(model)
+        p, device = _local(model), torch_device(device)
         self.processor = AutoProcessor.from_pretrained(p, local_files_only=True)
         self.processor.tokenizer.padding_side = "left"  # batched generation with a decoder-only LM
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -103,7 +105,7 @@ class InternVLCaptioner:
                  max_new_tokens: int = 80, max_tiles: int = 1):
         from transformers import InternVLForConditionalGeneration
 
-        p = _local(model)
+        p, device = _local(model), torch_device(device)
         self.tokenizer, self.images, template, self.seq_len = internvl_parts(p)
         self.model = InternVLForConditionalGeneration.from_pretrained(
             p, local_files_only=True, dtype=_torch_dtype(dtype, device)).to(device).eval()
@@ -201,7 +203,7 @@ class InternVL2Captioner:
                  max_new_tokens: int = 80, tile: int = 448):
         from transformers import AutoModel, AutoTokenizer
 
-        p = _local(model)
+        p, device = _local(model), torch_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=True, use_fast=False)
         self.model = AutoModel.from_pretrained(p, local_files_only=True, trust_remote_code=True,
                                                dtype=_torch_dtype(dtype, device)).to(device).eval()

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from infu_model.runtime import torch_device
+
 
 class ImageClassifier:
     def __init__(self, path: str, label: str, device: str = "cpu", dtype: str = "float32"):
         import torch
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        p = Path(path).expanduser()
+        p, device = Path(path).expanduser(), torch_device(device)
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"image classifier not found: {p} (a transformers folder with config.json)")
         self.torch = torch

@@ -27,7 +27,7 @@ import numpy as np
 from curation.options import between, plain
 from curation.records import analysis_image, reject
 from curation.stage import Stage
-from infu_model.faces import analyzer_device, head_pose, main_face, make_face_analyzer
+from infu_model.faces import analyzer_device, analyzer_models, head_pose, main_face, make_face_analyzer
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ class FaceStage(Stage):
     @property
     def device(self) -> str:
         return analyzer_device(self.analyzer_cfg())
+
+    def models(self) -> list[tuple[str, str, str]]:
+        return analyzer_models(self.analyzer_cfg())
 
     def analyzer_cfg(self) -> dict:
         """The face backend's block, as infu_model.faces takes it."""

@@ -18,6 +18,7 @@ import numpy as np
 from curation.options import between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
+from infu_model.runtime import ort_providers
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class NSFWOptions:
     threshold: float = between(0, 1)
     classes: tuple[str, ...]  # nudenet's labels that count
     threads: int = between(1)  # nudenet: onnxruntime threads per actor
+    device: str               # cpu | cuda[:N]
     model: str | None         # transformers: local folder
     label: str                # transformers: the label that means NSFW
 
@@ -34,6 +36,11 @@ class NSFWStage(Stage):
     name = "nsfw"
     reasons = ("nsfw",)
     Options = NSFWOptions
+
+    def models(self) -> list[tuple[str, str, str]]:
+        if self.opts.backend == "nudenet":
+            return [("nudenet", self.device, "onnxruntime")]
+        return [(f"classifier {self.opts.model}", self.device, "torch")]
 
     def setup(self) -> None:
         if self.opts.backend == "nudenet":
@@ -45,7 +52,7 @@ class NSFWStage(Stage):
             opts = onnxruntime.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = self.opts.threads, 1
             self.model.onnx_session = onnxruntime.InferenceSession(self.model.onnx_session._model_path, opts,
-                                                                   providers=["CPUExecutionProvider"])
+                                                                   providers=ort_providers(self.device))
         else:
             from curation.classifier import ImageClassifier
 

@@ -108,6 +108,11 @@ class Stage:
         """Where the stage's model runs (``cuda`` asks the cluster for a share of a GPU per actor)."""
         return str(getattr(self.opts, "device", None) or "cpu")
 
+    def models(self) -> list[tuple[str, str, str]]:
+        """(model, device, runtime) for each model the stage loads: ``infu doctor`` and the line a job
+        prints at start say where each will run (infu_model.runtime.placement)."""
+        return [(self.label, self.device, "torch")] if self.stateful and self.enabled else []
+
     def setup(self) -> None:
         """Load models. Called once per actor, before the first batch."""
 
@@ -149,6 +154,9 @@ class Chain(Stage):
 
     def with_(self, *, opts=None, resources: Resources | None = None) -> "Chain":
         return Chain(self.stages, resources or self.resources)
+
+    def models(self) -> list[tuple[str, str, str]]:
+        return [m for s in self.stages for m in s.models()]
 
     def setup(self) -> None:
         for s in self.stages:

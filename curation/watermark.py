@@ -41,6 +41,13 @@ class WatermarkStage(Stage):
     def enabled(self) -> bool:
         return self.opts.backend != "none"
 
+    def models(self) -> list[tuple[str, str, str]]:
+        if not self.enabled:
+            return []
+        if self.opts.backend == "ocr":
+            return [("PP-OCR detector + recogniser", self.device, "onnxruntime")]
+        return [(f"classifier {self.opts.model}", self.device, "torch")]
+
     def setup(self) -> None:
         if self.opts.backend == "ocr":
             from curation.watermark_ocr import OcrReader

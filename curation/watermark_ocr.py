@@ -75,10 +75,11 @@ class OcrReader:
 
     def __init__(self, det_side: int, device: str, threads: int, min_confidence: float, equalize: bool,
                  max_side: int = 2000, max_regions: int = 200):
-        import onnxruntime
         from rapidocr_onnxruntime import RapidOCR
 
-        cuda = str(device).startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        from infu_model.runtime import ort_cuda
+
+        cuda = ort_cuda(device)
         self.det_side, self.max_side = det_side, max_side
         # local contrast equalised on lightness: a faint overlay gains contrast, a photo's own text barely changes
         self.clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)) if equalize else None

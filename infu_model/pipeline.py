@@ -20,8 +20,8 @@ base transformer's blocks. Beyond the published pipeline:
   are needed only before the first step), diffusers' model / group / sequential
   offloading; speed: ``compile_blocks`` (regional ``torch.compile`` of the FLUX
   blocks of the transformer and InfuseNet, fused QKV projections);
-- LoRAs on the base (``load_loras``), 8-bit weights (``quantize_8bit``, needs
-  optimum-quanto), any FLUX-layout base (FLUX.1-schnell: no guidance embedding, few steps).
+- LoRAs on the base (``load_loras``), 8-bit or FP8 linear layers (``quantize_weights``, torchao;
+  the memory modes of infu_model/memory.py choose), any FLUX-layout base (FLUX.1-schnell: no guidance embedding, few steps).
 """
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ from infu_model.images import upright
 from infu_model.faces import FaceAnalyzer, make_face_analyzer
 from infu_model.infusenet import in_window, infusenet_residuals
 from infu_model.projection import ProjectionNetwork
+from infu_model.memory import WEIGHTS, MemoryPlan, check_fp8, resolve
+from infu_model.runtime import torch_device
 
 VARIANTS = ("aes_stage2", "sim_stage1")
 TEXT_ENCODERS = ("gpu", "offload")
@@ -387,15 +389,33 @@ class InfUPipeline(FluxPipeline):
         if names:
             self.set_adapters(names, adapter_weights=[w for _, w in loras])
 
-    def quantize_8bit(self) -> None:
-        """int8 weights for the base transformer and text encoder 2 (needs optimum-quanto)."""
+    def quantize_weights(self, weights: str, device="cpu") -> "InfUPipeline":
+        """The linear layers of the transformer and InfuseNet in 8 bits (``int8``: weight-only) or in
+        FP8 (``fp8``: dynamic activations and weights, row-wise scales; on ``device``, which must have
+        FP8) with torchao; ``native`` leaves them. LoRA layers keep their dtype (they can be switched)."""
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
+        if weights == "native":
+            return self
+        if weights == "fp8":
+            check_fp8(device)
         try:
-            from optimum.quanto import freeze, qint8, quantize
+            from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig,
+                                              PerRow, quantize_)
         except ImportError as e:
-            raise ImportError("8-bit weights need optimum-quanto: pip install 'infu-engine[quant]'") from e
-        for m in (self.transformer, self.text_encoder_2):
-            quantize(m, weights=qint8)
-            freeze(m)
+            raise ImportError("8-bit and FP8 weights need torchao: pip install 'infu-engine[quant]'") from e
+
+        def big_linear(module, name: str) -> bool:  # FP8 row-wise wants dims in multiples of 16
+            return (isinstance(module, torch.nn.Linear) and "lora_" not in name
+                    and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+        if weights == "int8":
+            config, where = Int8WeightOnlyConfig(), None
+        else:
+            config, where = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), torch.device(device)
+        for model in (self.transformer, self.infusenet):
+            quantize_(model, config, filter_fn=big_linear, device=where)
+        return self
 
     def save_infu(self, out: str | Path, face_backend: str | None = None) -> None:
         """Our native layout: infusenet/ + image_proj/ + infu.json."""
@@ -440,6 +460,19 @@ class InfUPipeline(FluxPipeline):
             self.to(device)
         return self
 
+    def use_memory_plan(self, plan: MemoryPlan, device) -> "InfUPipeline":
+        """A memory mode (infu_model.memory): weights quantized, models placed or offloaded, blocks
+        compiled. On the CPU only the weights change (offloading there would cost time, save nothing)."""
+        self.quantize_weights(plan.weights, device)
+        if torch.device(device).type == "cpu":
+            self.set_memory(device)
+        else:
+            if plan.offload != "none" or plan.text_encoders == "offload":
+                self.to("cpu")  # offloading starts from weights in CPU memory
+            self.set_memory(device, plan.text_encoders, plan.offload)
+        self.memory_plan = plan
+        return self.compile_blocks() if plan.compile else self
+
     def compile_blocks(self, fuse_qkv: bool = True, **options) -> "InfUPipeline":
         """``torch.compile`` of every FLUX block in the transformer and InfuseNet (regional: one compiled
         graph serves all blocks of a kind, so compiling takes seconds, not minutes; inductor's on-disk
@@ -464,19 +497,22 @@ def export_published(infusenet: FluxControlNetModel, proj: ProjectionNetwork, ou
 
 
 def load_pipeline(base, infu, variant: str = "aes_stage2", dtype: str = "bfloat16", device: str = "cuda",
-                  faces: dict | None = None, loras: list[tuple[str, float]] = (), *, text_encoders: str = "gpu",
-                  offload: str = "none", int8: bool = False, compile: bool = False) -> InfUPipeline:
-    """An ``InfUPipeline`` ready to run: weights, LoRAs, 8-bit, memory mode (``set_memory``) and
-    compiled blocks, on ``device`` (the CPU when no GPU is there)."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        device = "cpu"
+                  faces: dict | None = None, loras: list[tuple[str, float]] = (), *, memory: str = "auto",
+                  compile: bool = False, log=None) -> InfUPipeline:
+    """An ``InfUPipeline`` ready to run: weights, LoRAs, the memory mode (infu_model.memory: ``log``
+    hears what ``auto`` chose) and compiled blocks, on ``device`` (the CPU when no GPU is there).
+    A mode the hardware cannot run is refused before any weight loads."""
+    device = torch_device(device)
+    plan, why = resolve(memory, device)
+    if plan.weights == "fp8":
+        check_fp8(device)
+    if log is not None:
+        log(why)
     if faces and "insightface" in faces:  # face models run where the pipeline runs
         faces = {**faces, "insightface": {**faces["insightface"], "device": device}}
     pipe = InfUPipeline.from_pretrained(base, infu, variant=variant, torch_dtype=getattr(torch, dtype),
                                         face_analyzer=faces)
     if loras:
         pipe.load_loras(list(loras))
-    if int8:
-        pipe.quantize_8bit()
-    pipe.set_memory(device, text_encoders, offload if device != "cpu" else "none")  # offloading needs a GPU
-    return pipe.compile_blocks() if compile else pipe
+    pipe.use_memory_plan(plan, device)
+    return pipe.compile_blocks() if compile and not plan.compile else pipe

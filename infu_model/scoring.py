@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infu_model.runtime import torch_device
+
 
 class ScorerMissing(FileNotFoundError):
     """A scorer's weights are not at the configured path."""
@@ -38,9 +40,7 @@ class ClipEmbedder:
         path = _folder(model, what)
         proc = _folder(processor, f"{what} processor",
                                                 ("preprocessor_config.json", "processor_config.json")) if processor else path
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            device = "cpu"
-        self.device = device
+        self.device = device = torch_device(device)
         self.model = CLIPModel.from_pretrained(path, local_files_only=True,
                                                torch_dtype=getattr(torch, dtype)).eval().to(device)
         self.processor = CLIPProcessor.from_pretrained(proc, local_files_only=True)

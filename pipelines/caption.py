@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
-from pipelines.config import JobConfig, between, merge, named_block, packaged
+from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
                            parquet_files, prepare_out, read_column)
 from pipelines.ray_stages import table_to_rows
@@ -51,6 +51,9 @@ class CaptionConfig(JobConfig):
 
         blocks = data.get("captioners") or []
         return {**data, "captioners": [merge(default(b), b) if isinstance(b, dict) else b for b in blocks]}
+
+    def models(self) -> list[tuple[str, str, str]]:
+        return stage_models(self.captioners)
 
     def stages(self) -> list[CaptionStage]:
         """The captioners with what the job gives each: the caption length and the names to replace."""

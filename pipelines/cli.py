@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from infu_model.memory import MODES
 from pipelines.config import ConfigError, load_config
 from pipelines.logs import job_logs
 
@@ -51,9 +52,16 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
     folder (``in_own_folder``), its summary on the terminal."""
     from pipelines.jobs import JOBS
 
+    from pipelines.doctor import job_lines
+
     job = JOBS[name]
-    stats = in_own_folder(out_dir, name, lambda log: job("run")(inputs, out_dir, cfg, log=log, **options),
-                          check=lambda: job("check")(inputs, cfg), libraries=libraries)
+
+    def work(log):
+        for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
+            log(line)
+        return job("run")(inputs, out_dir, cfg, log=log, **options)
+
+    stats = in_own_folder(out_dir, name, work, check=lambda: job("check")(inputs, cfg), libraries=libraries)
     click.echo(job("summary")(stats, out_dir))
     return stats
 
@@ -288,6 +296,47 @@ def report_cmd(out_dir) -> None:
         raise click.ClickException(str(e)) from None
 
 
+@main.command()
+@click.option("--config", "configs", multiple=True, metavar="NAME=FILE",
+              help="Check this config instead of the packaged one; NAME is curate, caption, stage1, stage2, synth "
+                   "or eval. Repeatable.")
+@ray_address_option
+@click.option("--json", "as_json", is_flag=True, help="Print the machine's facts and every placement as JSON.")
+@click.option("--strict", is_flag=True, help="Exit 1 when a model will not run where its config asks.")
+def doctor(configs, ray_address, as_json, strict) -> None:
+    """Say what each job would run on here: torch and its CUDA, ONNX Runtime's providers, bf16 and FP8
+    support, free GPU memory, Ray's view of the cluster, and each configured model's placement. Warns
+    where a config asks for cuda and a model would fall back to the CPU (or cannot start)."""
+    import json
+    from dataclasses import asdict
+
+    from pipelines.doctor import doctor as report, placements
+    from pipelines.jobs import config_class
+    from infu_model.runtime import machine
+
+    chosen = {"curate": None, "caption": None, "stage1": None, "synth": None, "eval": None}
+    for item in configs:
+        name, _, path = item.partition("=")
+        try:
+            config_class(name)
+        except KeyError as e:
+            raise click.ClickException(f"--config {item}: {e.args[0]}") from None
+        if not path:
+            raise click.ClickException(f"--config {item}: give NAME=FILE")
+        chosen[name] = path
+    loaded = {name: config(name, path) for name, path in chosen.items()}
+    if as_json:
+        found = {name: [asdict(p) for p in placements(cfg)] for name, cfg in loaded.items()}
+        warnings = sum(bool(p["problem"]) for ps in found.values() for p in ps)
+        click.echo(json.dumps({"machine": machine(), "jobs": found}, indent=1))
+    else:
+        lines, warnings = report(loaded, ray_address)
+        click.echo("\n".join(lines))
+        click.echo(f"\n{warnings} warning(s)" if warnings else "\nevery model runs where its config asks")
+    if strict and warnings:
+        raise SystemExit(1)
+
+
 @main.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def sample_data(out_dir) -> None:
@@ -323,12 +372,50 @@ def _lora(text: str) -> tuple[str, float]:
         return text, 1.0
 
 
+def model_options(command):
+    """The options that load InfU for inference: what `infu generate` and `infu app` share."""
+    options = [
+        click.option("--base", "base", required=True, type=click.Path(), help="FLUX base model folder (diffusers "
+                                                                                "layout)."),
+        click.option("--infu", "infu", required=True, type=click.Path(),
+                     help="InfU weights: the published infu_flux_v1.0 folder, or one of our checkpoints."),
+        click.option("--variant", type=click.Choice(["aes_stage2", "sim_stage1"]), default="aes_stage2",
+                     show_default=True, help="Published variant: aes_stage2 (after SFT) or sim_stage1 (more identity, "
+                                             "less aesthetics)."),
+        click.option("--lora", "loras", multiple=True, metavar="PATH:WEIGHT",
+                     help="LoRA on the base model, repeatable."),
+        click.option("--face-backend", type=click.Choice(["auto", "insightface", "dlib"]), default="auto",
+                     show_default=True, help="Face analysis for the ID image; auto: what the weights were trained "
+                                             "with (insightface for the published ones)."),
+        click.option("--insightface-root", default="~/.insightface", show_default=True,
+                     help="insightface backend: folder holding models/antelopev2/."),
+        click.option("--arcface", default="~/.cache/facexlib/recognition_arcface_ir_se50.pth", show_default=True,
+                     help="insightface backend: facexlib's IR-SE50 ArcFace weights."),
+        click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16",
+                     show_default=True, help="Weights dtype (float32 on CPU is safest)."),
+        click.option("--device", default="cuda", show_default=True,
+                     help="cuda or cpu (cpu is used when no GPU is there, and the command says so)."),
+        click.option("--memory", type=click.Choice(MODES), default="auto", show_default=True,
+                     help="How InfU sits in GPU memory: full (everything resident, about 40 GiB at 864x1152), 24gb "
+                          "(FP8 linear layers, compiled, T5 streamed; Ada/Hopper GPUs), 16gb (8-bit weights, T5 "
+                          "streamed, model offload), low_vram (block by block; about 9 GiB); auto: the least saving "
+                          "the free memory fits, and it says which."),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch.compile the FLUX blocks of the transformer and InfuseNet (fused QKV); pays off over "
+                          "many images: compiling takes a while at the first call."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def face_config(face_backend: str, insightface_root: str, arcface: str) -> dict:
+    faces = {"insightface": {"root": insightface_root, "arcface": arcface}}
+    return faces if face_backend == "auto" else {**faces, "backend": face_backend}
+
+
 @main.command()
-@click.option("--base", "base", required=True, type=click.Path(), help="FLUX base model folder (diffusers layout).")
-@click.option("--infu", "infu", required=True, type=click.Path(),
-              help="InfU weights: the published infu_flux_v1.0 folder, or one of our checkpoints.")
-@click.option("--variant", type=click.Choice(["aes_stage2", "sim_stage1"]), default="aes_stage2", show_default=True,
-              help="Published variant: aes_stage2 (after SFT) or sim_stage1 (more identity, less aesthetics).")
+@model_options
 @click.option("--id-image", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Photo of the person; its largest face gives the identity.")
 @click.option("--prompt", required=True, help="Text prompt.")
@@ -342,59 +429,72 @@ def _lora(text: str) -> tuple[str, float]:
 @click.option("--scale", type=float, default=1.0, show_default=True, help="InfuseNet conditioning scale.")
 @click.option("--start", type=float, default=0.0, show_default=True, help="InfuseNet guidance start (fraction of steps).")
 @click.option("--end", type=float, default=1.0, show_default=True, help="InfuseNet guidance end (fraction of steps).")
-@click.option("--lora", "loras", multiple=True, metavar="PATH:WEIGHT", help="LoRA on the base model, repeatable.")
-@click.option("--face-backend", type=click.Choice(["auto", "insightface", "dlib"]), default="auto", show_default=True,
-              help="Face analysis for the ID image; auto: what the weights were trained with (insightface for the "
-                   "published ones).")
-@click.option("--insightface-root", default="~/.insightface", show_default=True,
-              help="insightface backend: folder holding models/antelopev2/.")
-@click.option("--arcface", default="~/.cache/facexlib/recognition_arcface_ir_se50.pth", show_default=True,
-              help="insightface backend: facexlib's IR-SE50 ArcFace weights.")
-@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
-              help="Weights dtype (float32 on CPU is safest).")
-@click.option("--device", default="cuda", show_default=True, help="cuda or cpu (cpu is used when no GPU is there).")
-@click.option("--text-encoders", type=click.Choice(["gpu", "offload"]), default="gpu", show_default=True,
-              help="offload: T5 and CLIP stay on the CPU and visit the GPU only to encode the prompt (9 GiB less "
-                   "GPU memory at full size, same image).")
-@click.option("--offload", type=click.Choice(["none", "model", "low_vram", "sequential"]), default="none",
-              show_default=True, help="diffusers' offloading: model (each model visits the GPU when it runs), "
-                                      "low_vram (block by block, copies overlapped with compute), sequential "
-                                      "(layer by layer, slowest). Same image in every mode.")
-@click.option("--low-vram", is_flag=True, help="Shorthand for --offload low_vram --text-encoders offload.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch.compile the FLUX blocks of the transformer and InfuseNet (fused QKV); pays off over many "
-                   "images: compiling takes a while at the first call.")
-@click.option("--int8", "int8", is_flag=True, help="8-bit weights for the base transformer and T5 (needs optimum-quanto).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
 def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, width, height, guidance, scale, start,
-             end, loras, face_backend, insightface_root, arcface, dtype, device, text_encoders, offload, low_vram,
-             compile_, int8, out_path) -> None:
+             end, loras, face_backend, insightface_root, arcface, dtype, device, memory, compile_, out_path) -> None:
     """Generate a photo of the person in --id-image following --prompt (InfU v1.0)."""
     from infu_model.images import DecodeError, TooLarge, open_rgb
+    from infu_model.memory import NoFP8
     from infu_model.pipeline import NoFaceError, load_pipeline
+    from infu_model.runtime import placement
 
-    faces = {"insightface": {"root": insightface_root, "arcface": arcface}}
-    if face_backend != "auto":
-        faces["backend"] = face_backend
+    faces = face_config(face_backend, insightface_root, arcface)
+    where = placement("InfU on FLUX", device, "torch")
+    if where.problem:
+        say(f"generate: warning: {where.line()}")
     try:  # the photos first: a file that is not an image is found before the model loads
         id_photo = open_rgb(id_image)
         control_photo = open_rgb(control_image) if control_image else None
     except (DecodeError, TooLarge) as e:
         raise click.ClickException(f"{e} (not a usable image)") from None
     try:
-        if low_vram:
-            offload, text_encoders = "low_vram", "offload"
-        pipe = load_pipeline(base, infu, variant, dtype, device, faces, [_lora(x) for x in loras],
-                             text_encoders=text_encoders, offload=offload, int8=int8, compile=compile_)
+        pipe = load_pipeline(base, infu, variant, dtype, device, faces, [_lora(x) for x in loras], memory=memory,
+                             compile=compile_, log=say)
         image = pipe(id_photo, prompt, control_image=control_photo,
                      width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                      infusenet_conditioning_scale=scale, infusenet_guidance_start=start,
                      infusenet_guidance_end=end).images[0]
-    except (FileNotFoundError, NoFaceError, ValueError, ImportError) as e:
+    except (FileNotFoundError, NoFaceError, NoFP8, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     image.save(out_path)
     click.echo(f"wrote {out_path} ({width}x{height}, {steps} steps, seed {seed})")
+
+
+@main.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on (0.0.0.0: every interface; there is no login, mind who can reach it).")
+@click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
+def app(base, infu, variant, loras, face_backend, insightface_root, arcface, dtype, device, memory, compile_, host,
+        port) -> None:
+    """The web demo: upload an ID photo (and optionally a control photo), write a prompt, get the image,
+    with InfU's controls (conditioning scale, guidance window, guidance, steps, seed, size, LoRAs,
+    memory mode: --memory is the one it starts with). Needs gradio (pip install 'infu-engine[app]').
+    Serves until interrupted."""
+    import importlib.util
+
+    from pipelines.app import Generator, serve
+
+    if importlib.util.find_spec("gradio") is None:
+        raise click.ClickException("infu app needs gradio: pip install 'infu-engine[app]'") from None
+    from infu_model.runtime import placement
+
+    for key, path in (("--base", base), ("--infu", infu)):
+        if not Path(path).expanduser().exists():
+            raise click.ClickException(f"{key} not found: {path}")
+    where = placement("InfU on FLUX", device, "torch")
+    say(f"app: {where.line()}")
+    gen = Generator(base, infu, variant, dtype, device, face_config(face_backend, insightface_root, arcface),
+                    [_lora(x) for x in loras], memory, compile_)
+    from infu_model.memory import NoFP8
+
+    try:
+        gen.pipe(memory)  # the model loads before the page opens: a broken folder stops here, in one line
+    except (FileNotFoundError, NoFP8, ValueError, ImportError) as e:
+        raise click.ClickException(str(e)) from None
+    say(f"app: serving http://{host}:{port} (Ctrl+C stops)")
+    serve(gen, host, port)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,19 @@ class JobConfig:
     def parse(cls, data: dict, where: str):
         return parse(cls, cls.complete(data), where)
 
+    def models(self) -> list[tuple[str, str, str]]:
+        """(stage: model, device, runtime) of every model the job would load (``infu doctor``)."""
+        return []
+
     def updated(self, over: dict):
         """This config with ``over`` laid over it, checked again."""
         return type(self).parse(merge(plain(self), over), f"{type(self).__name__} update")
+
+
+def stage_models(stages) -> list[tuple[str, str, str]]:
+    """Each stage's models, named ``stage: model``."""
+    return [(m if m == s.label else f"{s.label}: {m}", device, runtime)
+            for s in stages for m, device, runtime in s.models()]
 
 
 def load_config(name: str, path: str | Path | None = None, overrides: dict | None = None, where: str | None = None):

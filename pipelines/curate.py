@@ -31,7 +31,7 @@ from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
 from curation.registry import NamedStage, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
 from curation.stage import Chain, Resources, Stage
-from pipelines.config import JobConfig, between, merge, named_block, packaged
+from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
                            dedup_and_finalize, parquet_files, prepare_out, read_column)
 from pipelines.sink import write_atomic
@@ -77,6 +77,9 @@ class CurateConfig(JobConfig):
         blocks = [{"name": b} if isinstance(b, str) else b for b in data.get("stages") or []]
         return {**data, "stages": [merge(named_block(defaults, "name", b.get("name")), b) if isinstance(b, dict)
                                    else b for b in blocks]}
+
+    def models(self) -> list[tuple[str, str, str]]:
+        return stage_models(s for s in self.stages if s.enabled)
 
     def fused(self, stages: list[Stage]) -> bool:
         """Whether the stages run in one actor (``execution.mode``; auto: when there are model stages

@@ -27,9 +27,11 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from infu_model.faces import analyzer_models
 from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
-from pipelines.config import ConfigError, JobConfig, between, packaged_path, plain, read_yaml, unknown_keys
+from pipelines.config import (ConfigError, JobConfig, between, packaged_path, plain, read_yaml, stage_models,
+                              unknown_keys)
 from pipelines.job import RayOptions
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
@@ -96,6 +98,12 @@ class EvalConfig(JobConfig):
     @cached_property
     def generate(self) -> GenerateStage:
         return generate_stage(self.model, self.generation, self.loras)
+
+    def models(self) -> list[tuple[str, str, str]]:
+        scorers = [(f"{key}: CLIP", c.device, "torch") for key, c in (("clipscore", self.clipscore),
+                                                                       ("pickscore", self.pickscore)) if c.model]
+        faces = [(f"id_metric: {m}", d, r) for m, d, r in analyzer_models(self.id_metric.faces)]
+        return [*stage_models([self.generate]), *faces, *scorers]
 
 
 # ------------------------------------------------------------- identities ---

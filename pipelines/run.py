@@ -195,7 +195,11 @@ def _fp(step: Step) -> str:
 
 def execute(step: Step, ray_address: str | None, log) -> dict:
     """Run one stage through its job, print the job's own summary; returns rows in / out."""
+    from pipelines.doctor import job_lines
+
     job = JOBS[step.stage.job]
+    for line in job_lines(step.name, step.cfg):
+        log(line)
     stats = job("run")(step.input, step.out, step.cfg, ray_address=ray_address, log=log)
     log(job("summary")(stats, step.out))
     rows_in, rows_out = job("counts")(stats)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
-from pipelines.config import JobConfig, between, packaged_path
+from pipelines.config import JobConfig, between, packaged_path, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
                            count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
@@ -71,6 +71,9 @@ class SynthConfig(JobConfig):
     def chain(self) -> list:
         """Every model stage in order (built once, with the config)."""
         return [self.generate, self.face_swap, self.postprocess, self.id_filter]
+
+    def models(self) -> list[tuple[str, str, str]]:
+        return stage_models(s for s in self.chain() if s.enabled)
 
     def planner(self, prompts: list | None = None) -> Planner:
         """The planner (``prompts``: the bank already loaded, else read now)."""

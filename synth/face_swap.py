@@ -20,7 +20,7 @@ import numpy as np
 
 from curation.stage import Stage
 from infu_model import images
-from infu_model.faces import make_face_analyzer
+from infu_model.faces import analyzer_models, make_face_analyzer
 from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
@@ -44,14 +44,20 @@ def _file(path: str, what: str) -> str:
 class InswapperSwapper(FaceSwapper):
     name = "inswapper_128"
 
-    def __init__(self, model: str, recognition: str):
+    def __init__(self, model: str, recognition: str, device: str = "cpu"):
+        import onnxruntime
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
         from insightface.model_zoo.inswapper import INSwapper
 
+        from infu_model.runtime import ort_cuda, ort_providers
+
+        model = _file(model, "inswapper model (inswapper_128.onnx)")
+        recognition = _file(recognition, "ArcFace recognition model (w600k_r50.onnx)")
+        sessions = {p: onnxruntime.InferenceSession(p, providers=ort_providers(device)) for p in (model, recognition)}
         with contextlib.redirect_stdout(io.StringIO()):  # INSwapper prints its input shape
-            self.swapper = INSwapper(model_file=_file(model, "inswapper model (inswapper_128.onnx)"))
-        self.recognizer = ArcFaceONNX(model_file=_file(recognition, "ArcFace recognition model (w600k_r50.onnx)"))
-        self.recognizer.prepare(-1)
+            self.swapper = INSwapper(model_file=model, session=sessions[model])
+        self.recognizer = ArcFaceONNX(model_file=recognition, session=sessions[recognition])
+        self.recognizer.prepare(0 if ort_cuda(device) else -1)
 
     def source_embedding(self, rgb: np.ndarray, kps) -> np.ndarray:
         from insightface.app.common import Face
@@ -74,6 +80,7 @@ class FaceSwapOptions:
     backend: Literal["none", "inswapper"]
     model: str           # inswapper_128.onnx
     recognition: str     # the ArcFace whose embeddings inswapper takes
+    device: str          # cpu | cuda[:N] (onnxruntime-gpu: scripts/setup.sh --gpu)
     faces: dict          # finds the target face (infu_model.faces.make_face_analyzer checks it)
 
 
@@ -89,8 +96,13 @@ class FaceSwapStage(Stage):
     def enabled(self) -> bool:
         return self.opts.backend != "none"
 
+    def models(self) -> list[tuple[str, str, str]]:
+        if not self.enabled:
+            return []
+        return [("inswapper + ArcFace", self.device, "onnxruntime"), *analyzer_models(self.opts.faces)]
+
     def setup(self) -> None:
-        self.swapper = InswapperSwapper(self.opts.model, self.opts.recognition)  # the one backend besides none
+        self.swapper = InswapperSwapper(self.opts.model, self.opts.recognition, self.device)  # the one backend besides none
         self.faces = make_face_analyzer(self.opts.faces)
 
     def report(self) -> dict:

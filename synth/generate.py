@@ -46,10 +46,8 @@ class ModelOptions:
     variant: str
     dtype: Literal["bfloat16", "float16", "float32"]
     device: str
-    text_encoders: Literal["gpu", "offload"]
-    offload: Literal["none", "model", "low_vram", "sequential"]
+    memory: Literal["auto", "full", "24gb", "16gb", "low_vram"]   # infu_model/memory.py
     compile: bool
-    int8: bool
     faces: dict                       # the face backend's block; {}: the one the weights were trained with
 
     def check(self) -> None:
@@ -119,6 +117,9 @@ class GenerateStage(Stage):
     def device(self) -> str:
         return self.opts.model.device
 
+    def models(self) -> list[tuple[str, str, str]]:
+        return [("InfU on FLUX", self.device, "torch")]
+
     def setup(self) -> None:
         import logging
 
@@ -129,7 +130,7 @@ class GenerateStage(Stage):
         logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
         m = self.opts.model
         self.pipe = load_pipeline(m.base, m.path, m.variant, m.dtype, m.device, m.faces or None, self.loras,
-                                  text_encoders=m.text_encoders, offload=m.offload, int8=m.int8, compile=m.compile)
+                                  memory=m.memory, compile=m.compile)
         self.pipe.set_progress_bar_config(disable=True)  # the job's own progress is per row, not per step
 
     def report(self) -> dict:

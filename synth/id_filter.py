@@ -23,7 +23,7 @@ from curation.options import between
 from curation.records import reject
 from curation.stage import Stage
 from infu_model import images
-from infu_model.faces import analyzer_device, cosine, head_pose, main_face, make_face_analyzer, stored_embedding
+from infu_model.faces import analyzer_device, analyzer_models, cosine, head_pose, main_face, make_face_analyzer, stored_embedding
 from synth.records import SYNTH_ROW_SCHEMA
 
 
@@ -57,6 +57,10 @@ class IDFilterStage(Stage):
     def device(self) -> str:
         devices = (analyzer_device(self.opts.faces), self.opts.aesthetic.device)
         return next((d for d in devices if d.startswith("cuda")), "cpu")
+
+    def models(self) -> list[tuple[str, str, str]]:
+        a = self.opts.aesthetic
+        return [*analyzer_models(self.opts.faces), *([("aesthetic CLIP", a.device, "torch")] if a.clip else [])]
 
     def setup(self) -> None:
         self.faces = make_face_analyzer(self.opts.faces)

@@ -102,3 +102,12 @@ def test_ray_gives_each_actor_of_a_resolved_pool_its_gpu(ray_head):
     assert len(got["seen"]) == 16 and len(actors) == 4
     assert sorted(gpu for _, (gpu,), _ in actors) == ["0", "0", "1", "1"]
     assert all(visible == gpu for _, (gpu,), visible in actors)
+
+
+def test_doctor_reports_the_clusters_resources(ray_head):
+    """`infu doctor --ray-address` joins (never starts) the cluster and says what it offers."""
+    out = subprocess.run([str(BIN / "infu"), "doctor", "--ray-address", ray_head["gcs"]], capture_output=True,
+                         text=True, timeout=300, env=ray_head["env"], cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("ray "))
+    assert f"{ray_head['gcs']}: 1 node(s), 2 CPUs" in line and "2 GPUs (2 free)" in line, line

@@ -265,9 +265,55 @@ def test_lora_stack_on_the_base(pipe, tiny, tmp_path):
     assert np.allclose(p(samples.astronaut(), **KW).images, plain, atol=1e-5)
 
 
-def test_int8_names_its_extra_when_optimum_quanto_is_missing(pipe, monkeypatch):
+def test_memory_auto_picks_the_least_saving_the_free_memory_fits():
+    from infu_model.memory import resolve
+
+    picked = {(free, fp8): resolve("auto", "cuda", free=free, fp8=fp8)[0].name
+              for free in (80.0, 35.0, 28.0, 20.0, 10.0) for fp8 in (True, False)}
+    assert picked == {(80.0, True): "full", (80.0, False): "full",
+                      (35.0, True): "full, text encoders streamed", (35.0, False): "full, text encoders streamed",
+                      (28.0, True): "24gb", (28.0, False): "16gb", (20.0, True): "16gb", (20.0, False): "16gb",
+                      (10.0, True): "low_vram", (10.0, False): "low_vram"}, "FP8 only where the card has it"
+    plan, line = resolve("auto", "cuda", free=28.0, fp8=True)
+    assert line == "memory auto: 24gb (28.0 GiB free; it needs about 24)"
+    assert resolve("auto", "cpu")[0].name == "full", "on the CPU nothing is offloaded"
+    with pytest.raises(ValueError, match="memory must be one of auto, full, 24gb, 16gb, low_vram"):
+        resolve("32gb", "cuda")
+
+
+def test_fp8_is_refused_where_the_hardware_lacks_it_before_any_weight_loads(tmp_path):
+    from infu_model.memory import NoFP8
+    from infu_model.pipeline import load_pipeline
+
+    with pytest.raises(NoFP8, match=r"compute capability 8\.9\+ .*this is the CPU: use memory 16gb"):
+        load_pipeline(tmp_path / "no-base", tmp_path / "no-infu", device="cpu", memory="24gb")
+    r = CliRunner().invoke(main, ["generate", "--base", str(tmp_path), "--infu", str(tmp_path), "--memory", "24gb",
+                                  "--device", "cpu", "--id-image", str(samples.grace_hopper_path()), "--prompt", "x",
+                                  "--out", str(tmp_path / "o.png")])
+    assert r.exit_code == 1 and "FP8" in r.output and "Traceback" not in r.output
+
+
+def test_8bit_weights_run_on_the_cpu_with_an_error_below_bf16_rounding(tiny):
+    """memory 16gb: the transformer's and InfuseNet's linear layers hold int8 weights (torchao); the
+    image moves from float32's by less than bfloat16 weights move it."""
+    from infu_model.pipeline import load_pipeline
+
+    def image(dtype, memory):
+        pipe = load_pipeline(tiny["base"], tiny["infu"], dtype=dtype, device="cpu", memory=memory)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, pipe(samples.astronaut(), **KW).images.astype(np.float32)
+
+    eight, q = image("float32", "16gb")
+    weights = {type(m.weight).__name__ for net in (eight.transformer, eight.infusenet) for m in net.modules()
+               if isinstance(m, torch.nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0}
+    assert weights == {"Int8Tensor"} and eight.memory_plan.name == "16gb"
+    ref, bf = image("float32", "full")[1], image("bfloat16", "full")[1]
+    assert 0 < np.abs(q - ref).mean() < np.abs(bf - ref).mean()
+
+
+def test_8bit_weights_name_their_extra_when_torchao_is_missing(pipe, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "optimum.quanto", None)  # missing, whether or not it is installed here
-    with pytest.raises(ImportError, match="optimum-quanto"):
-        pipe.quantize_8bit()
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # missing, whether or not it is installed here
+    with pytest.raises(ImportError, match=r"torchao: pip install 'infu-engine\[quant\]'"):
+        pipe.quantize_weights("int8")

@@ -66,7 +66,7 @@ def test_a_partial_stage_block_keeps_the_other_yaml_defaults():
     ("synth", {"id_filter": {"max_abs_yaw": "45"}}, r"max_abs_yaw: expected a number, got '45'"),
     ("synth", {"id_filter": {"aesthetic": {"min_score": -3}}}, r"aesthetic\.min_score: -3 is out of range"),
     ("synth", {"generation": {"steps": 0}}, r"generation\.steps: 0 is out of range 1\.\.inf"),
-    ("synth", {"model": {"offload": "cpu"}}, r"offload: 'cpu' is not one of 'none', 'model', 'low_vram', 'sequential'"),
+    ("synth", {"model": {"memory": "32gb"}}, r"memory: '32gb' is not one of 'auto', 'full', '24gb', '16gb', 'low_vram'"),
     ("synth", {"loras": [{"path": "a.safetensors", "weigth": 0.8}]}, r"loras\[0\]: unknown key 'weigth'"),
     ("synth", {"face_swap": {"backend": "simswap"}}, r"'simswap' is not one of 'none', 'inswapper'"),
     ("caption", {"captioners": [{"name": "blip2", "instruction": "Describe"}]},

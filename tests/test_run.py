@@ -83,6 +83,7 @@ def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(tiny_r
     assert first.exit_code == 0, first.output
     table = first.output.split("pipeline summary")[1].splitlines()
     assert [ln.split()[:2] for ln in table[3:]] == [["curate", "ran"], ["caption", "ran"]]
+    assert "curate: runs on cpu (faces: dlib faces (dlib) on cpu)" in first.output, "each job says where it runs"
     curated = json.loads((tmp_path / "run" / "curated" / "stats.json").read_text())
     captioned = json.loads((tmp_path / "run" / "captioned" / "stats.json").read_text())
     assert curated["adds_up"] and captioned["inputs"] == curated["kept"] == 6 and captioned["adds_up"]

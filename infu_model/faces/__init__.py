@@ -123,6 +123,14 @@ def analyzer_device(cfg: dict) -> str:
     return "cpu"
 
 
+def analyzer_models(cfg: dict) -> list[tuple[str, str, str]]:
+    """(model, device, runtime) of the backend named by ``cfg`` (see infu_model.runtime.placement)."""
+    if cfg.get("backend", "dlib") == "insightface":
+        device = analyzer_device(cfg)
+        return [("SCRFD detector", device, "onnxruntime"), ("ArcFace", device, "torch")]
+    return [("dlib faces", "cpu", "dlib")]
+
+
 def make_face_analyzer(cfg: dict) -> FaceAnalyzer:
     """Build the backend named by ``cfg["backend"]`` with its own sub-config."""
     backend = cfg.get("backend", "dlib")

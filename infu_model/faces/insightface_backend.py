@@ -45,10 +45,11 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         import onnxruntime
         from insightface.model_zoo.scrfd import SCRFD
 
-        prov = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda")
-                             else ["CPUExecutionProvider"])
+        from infu_model.runtime import ort_cuda, ort_providers
+
+        prov = providers or ort_providers(device)
         self.detector = SCRFD(model_file=str(det_file), session=onnxruntime.InferenceSession(str(det_file), providers=prov))
-        self.detector.prepare(0 if device.startswith("cuda") else -1, det_thresh=det_thresh)
+        self.detector.prepare(0 if ort_cuda(device) else -1, det_thresh=det_thresh)
         self.det_sizes = [int(s) for s in det_sizes]
         self.device = device
         self.arcface = load_arcface(arc, device=device)

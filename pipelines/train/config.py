@@ -93,6 +93,10 @@ class TrainConfig(JobConfig):
     output: str
     export_published: bool            # also write the published infu_flux_v1.0 layout (OUT/published/)
 
+    def models(self) -> list[tuple[str, str, str]]:
+        device = "cuda" if self.ray.use_gpu else "cpu"
+        return [(f"training ({self.ray.num_workers} worker(s), {self.model.dtype})", device, "ray-train")]
+
     def batch_shape(self, world: int | None = None) -> tuple[int, int]:
         """(micro-batches per optimizer step over all workers, per worker)."""
         world = world or self.ray.num_workers

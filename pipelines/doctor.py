@@ -1,0 +1,84 @@
+"""``infu doctor``: what each job would run on here, and where a config asks for a GPU it will not get.
+
+The placements come from the jobs' typed configs (``JobConfig.models``) and the one rule in
+``infu_model.runtime.placement``; every job prints its own line of this at start (``job_lines``).
+"""
+from __future__ import annotations
+
+from infu_model.runtime import Placement, machine, placement
+
+
+def placements(cfg) -> list[Placement]:
+    return [placement(model, device, runtime) for model, device, runtime in cfg.models()]
+
+
+def job_lines(name: str, cfg) -> list[str]:
+    """One line saying where the job's models run, then one warning per model that will not run where
+    its config asks (an ONNX Runtime without CUDA, a torch without a GPU)."""
+    found = placements(cfg)
+    if not found:
+        return []
+    where = sorted({p.runs_on for p in found})
+    lines = [f"{name}: runs on {', '.join(where)} ({'; '.join(p.line() for p in found if not p.problem) or '-'})"]
+    return lines + [f"{name}: warning: {p.line()}" for p in found if p.problem]
+
+
+def machine_lines(facts: dict) -> list[str]:
+    gpus = facts["gpus"]
+    cuda = f"CUDA {facts['cuda']}" if facts["cuda"] else "a CPU build, no CUDA"
+    lines = [f"torch        {facts['torch']} ({cuda}); distributed: NCCL {_yes(facts['nccl'])}, "
+             f"gloo {_yes(facts['gloo'])}",
+             f"CPUs         {facts['cpus']}"]
+    if not gpus:
+        lines.append("GPUs         none that torch sees: bf16 runs on the CPU (slowly); FP8 needs a GPU of compute "
+                     "capability 8.9+ (Ada, Hopper)")
+    for g in gpus:
+        lines.append(f"GPU {g['index']}        {g['name']} (sm {g['capability']}), {g['free_gib']} of "
+                     f"{g['total_gib']} GiB free; bf16 {_yes(g['bf16'])}, FP8 {_yes(g['fp8'])}")
+    cuda_ep = "CUDAExecutionProvider" in facts["providers"]
+    lines.append(f"onnxruntime  {facts['onnxruntime']}: {', '.join(facts['providers'])}"
+                 + ("" if cuda_ep else " (insightface, nudenet and the OCR detector run on the CPU; "
+                                       "onnxruntime-gpu: bash scripts/setup.sh --gpu)"))
+    dlib = {True: "CUDA build", False: "CPU build", None: "not installed"}[facts["dlib_cuda"]]
+    lines.append(f"dlib         {dlib}")
+    return lines
+
+
+def ray_lines(address: str | None) -> list[str]:
+    """The cluster's resources when ``address`` is given (joined, not started); else what an embedded
+    Ray would offer on this machine."""
+    if not address:
+        from infu_model.runtime import gpus
+        import os
+
+        return [f"ray          embedded (started by each job): {os.cpu_count()} CPUs, {len(gpus())} GPUs"]
+    import logging
+
+    import ray
+
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    finally:
+        ray.shutdown()
+    return [f"ray          {address}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs ({free.get('CPU', 0):g} free), "
+            f"{total.get('GPU', 0):g} GPUs ({free.get('GPU', 0):g} free)"]
+
+
+def _yes(flag) -> str:
+    return "yes" if flag else "no"
+
+
+def doctor(configs: dict, address: str | None = None) -> tuple[list[str], int]:
+    """The report's lines and the number of warnings; ``configs``: job name -> typed config."""
+    lines = machine_lines(machine()) + ray_lines(address) + [""]
+    warnings = 0
+    for name, cfg in configs.items():
+        found = placements(cfg)
+        warnings += sum(bool(p.problem) for p in found)
+        if not found:
+            lines.append(f"{name:<12} no model configured")
+        for i, p in enumerate(found):
+            lines.append(f"{name if i == 0 else '':<12} {p.line()}")
+    return lines, warnings
