@@ -120,3 +120,29 @@ def test_app_refuses_a_missing_model_folder_in_one_line(tmp_path):
 
     r = CliRunner().invoke(main, ["app", "--base", str(tmp_path / "none"), "--infu", str(tmp_path), "--device", "cpu"])
     assert r.exit_code == 1 and "--base not found" in r.output and "Traceback" not in r.output
+
+
+def test_the_pages_lora_switch_turns_a_lora_off_and_on_again(tmp_path):
+    """A LoRA given at start acts when its box is ticked; unticked, the image is the plain model's."""
+    from diffusers import FluxPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from infu_model.pipeline import load_pipeline
+    from pipelines.app import Generator
+
+    tiny = make_tiny(tmp_path / "tiny")
+    donor = FluxPipeline.from_pretrained(tiny["base"])
+    donor.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                             init_lora_weights=False))
+    FluxPipeline.save_lora_weights(tmp_path / "realism", transformer_lora_layers=get_peft_model_state_dict(
+        donor.transformer))
+    gen = Generator(str(tiny["base"]), str(tiny["infu"]), dtype="float32", device="cpu",
+                    loras=[(str(tmp_path / "realism"), 0.8)])
+    photo = samples.grace_hopper_path()
+    page = (str(photo), None, "a portrait photo", 1.0, 0.0, 1.0, 3.5, 2, 7, 64, 64)
+    on, off, again = (np.asarray(gen(*page, loras=chosen)) for chosen in (["realism"], [], ["realism"]))
+    plain = load_pipeline(tiny["base"], tiny["infu"], dtype="float32", device="cpu")(
+        open_rgb(photo), "a portrait photo", width=64, height=64, num_inference_steps=2, seed=7).images[0]
+    assert gen.lora_names == ["realism"]
+    assert np.array_equal(on, again) and not np.array_equal(on, off)
+    assert np.abs(off.astype(int) - np.asarray(plain).astype(int)).max() <= 1

@@ -131,6 +131,35 @@ def test_insightface_backend_names_the_missing_files(tmp_path):
         InsightFaceAnalyzer(root=str(tmp_path), arcface=str(tmp_path / "nope.pth"))
 
 
+def test_insightface_backend_detects_and_embeds_with_models_in_the_published_layout(tmp_path):
+    """InfU's own backend end to end on the CPU: a tiny random SCRFD with antelopev2's signature in
+    models/antelopev2/ and a random IR-SE50 state dict where facexlib puts it. Faces come largest
+    first with five keypoints, embeddings are unit 512-vectors of the aligned crop, a photo the
+    detector finds nothing in has no face, and the detector's session runs where the placement
+    rule says (the CPU provider here)."""
+    import tiny_onnx
+
+    det = tmp_path / "models" / "antelopev2" / "scrfd_10g_bnkps.onnx"
+    det.parent.mkdir(parents=True)
+    tiny_onnx.scrfd(det, score_bias=-3.0)
+    torch.manual_seed(0)
+    torch.save(IRSE50().state_dict(), tmp_path / "arcface.pth")
+    faces = make_face_analyzer({"backend": "insightface", "insightface": {
+        "root": str(tmp_path), "arcface": str(tmp_path / "arcface.pth"), "device": "cuda"}})
+    assert isinstance(faces, InsightFaceAnalyzer)
+    assert faces.detector.session.get_providers() == ["CPUExecutionProvider"], "no CUDA provider: the CPU, as said"
+    rgb = np.asarray(samples.grace_hopper())
+    found = faces.detect(rgb)
+    assert found and [f.area for f in found] == sorted((f.area for f in found), reverse=True)
+    h, w = rgb.shape[:2]
+    for f in found:
+        assert f.kps.shape == (5, 2) and 0 <= f.bbox[0] < f.bbox[2] <= w and 0 <= f.bbox[1] < f.bbox[3] <= h
+    e = faces.embed(rgb, found[0])
+    assert e.shape == (512,) and abs(np.linalg.norm(e) - 1) < 1e-5
+    assert np.array_equal(e, faces.embed(rgb, found[0])) and not np.allclose(e, faces.embed(rgb, found[-1]))
+    assert faces.detect(np.asarray(samples.cat())) == []
+
+
 def test_nsfw_scores_real_portraits_low_and_thresholds():
     rows = [row_of(samples.astronaut(), "a"), row_of(samples.grace_hopper(), "g")]
     run_stage(curate_stage("nsfw", backend="nudenet", threshold=0.5), rows)

@@ -63,3 +63,31 @@ def genderage(path: Path, male: bool) -> Path:
     """Says male (or female) for any face: the bias decides the gender logits; age 0.3 (30 years)."""
     b = np.array([0.0, 10.0, 0.3] if male else [10.0, 0.0, 0.3], np.float32)
     return _pooled_linear(path, "tiny_genderage", 96, 3, np.zeros((3, 3), np.float32), b)
+
+
+def scrfd(path: Path, seed: int = 2, score_bias: float = -1.0) -> Path:
+    """antelopev2's scrfd_10g_bnkps.onnx signature: NCHW input of any size, nine outputs (scores,
+    box distances, keypoints for strides 8, 16 and 32, two anchors each), every anchor's outputs a
+    random 1x1 convolution of the image averaged over its stride cell (box distances kept positive)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, outputs = [], [], {}
+    for stride in (8, 16, 32):
+        nodes.append(helper.make_node("AveragePool", ["input.1"], [f"cell{stride}"], kernel_shape=[stride, stride],
+                                      strides=[stride, stride]))
+        for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
+            name = f"{kind}_{stride}"
+            w = rng.normal(0, 2.0, (2 * width, 3, 1, 1)).astype(np.float32)
+            b = np.full(2 * width, score_bias if kind == "score" else 0.5, np.float32)
+            inits += [_init(f"{name}_w", w), _init(f"{name}_b", b)]
+            nodes += [helper.make_node("Conv", [f"cell{stride}", f"{name}_w", f"{name}_b"], [f"{name}_conv"]),
+                      helper.make_node("Transpose", [f"{name}_conv"], [f"{name}_nhwc"], perm=[0, 2, 3, 1]),
+                      helper.make_node("Reshape", [f"{name}_nhwc", f"shape{width}"], [f"{name}_flat"])]
+            final = {"score": "Sigmoid", "bbox": "Softplus", "kps": "Identity"}[kind]
+            nodes.append(helper.make_node(final, [f"{name}_flat"], [name]))
+            outputs[name] = helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"n{stride}", width])
+    inits += [_init(f"shape{w}", np.array([-1, w], np.int64)) for w in (1, 4, 10)]
+    order = [f"{kind}_{s}" for kind in ("score", "bbox", "kps") for s in (8, 16, 32)]
+    graph = helper.make_graph(nodes, "tiny_scrfd",
+                              [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [outputs[n] for n in order], inits)
+    return _save(graph, path)

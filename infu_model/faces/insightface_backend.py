@@ -45,14 +45,14 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         import onnxruntime
         from insightface.model_zoo.scrfd import SCRFD
 
-        from infu_model.runtime import ort_cuda, ort_providers
+        from infu_model.runtime import ort_cuda, ort_providers, torch_device
 
         prov = providers or ort_providers(device)
         self.detector = SCRFD(model_file=str(det_file), session=onnxruntime.InferenceSession(str(det_file), providers=prov))
         self.detector.prepare(0 if ort_cuda(device) else -1, det_thresh=det_thresh)
         self.det_sizes = [int(s) for s in det_sizes]
-        self.device = device
-        self.arcface = load_arcface(arc, device=device)
+        self.device = torch_device(device)  # ArcFace is torch: its own fallback, said by the job's start line
+        self.arcface = load_arcface(arc, device=self.device)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
