@@ -3,6 +3,7 @@ same images (800x1000 JPEGs derived from the sample photos):
 
     python bench/curate.py --sizes 1000 10000       # the spine: read, decode, cheap filters, dedup
     python bench/curate.py --full --sizes 300 2000  # every default stage (dlib faces, nudenet, OCR watermarks)
+    python bench/curate.py --full --sizes 300 10000 --modes fused   # memory and spill at 10,000 images
 
 - decode-only: read + safe decode in a plain loop (the floor of any pipeline);
 - a cost table (``--full``): each stage's seconds per image in one process and its share of the total;
@@ -159,6 +160,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--full", action="store_true", help="every default stage (faces, NSFW, OCR watermarks)")
+    ap.add_argument("--modes", nargs="+", choices=["fused", "pools"], default=["fused", "pools"],
+                    help="execution modes to run (fused only with --full)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "infu_bench_curate"))
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -174,8 +177,7 @@ def main() -> None:
     pipeline(first, work / "warmup", cfg)  # start the worker processes once
     dec = decode_only(first)
     loop, spent = plain_loop(first, cfg)
-    modes = {"fused": cfg.updated({"execution": {"mode": "fused"}})} if args.full else {}
-    modes["pools"] = cfg.updated({"execution": {"mode": "pools"}})  # the spine's default (auto)
+    modes = {m: cfg.updated({"execution": {"mode": m}}) for m in args.modes if args.full or m == "pools"}
     results = []
     for n in args.sizes:
         folder = make_images(work, n)

@@ -33,8 +33,8 @@ class Generator:
     loras: list[tuple[str, float]] = field(default_factory=list)
     memory: str = "auto"
     compile: bool = False
-    _pipe: object = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pipe: object = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def lora_names(self) -> list[str]:

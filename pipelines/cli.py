@@ -7,7 +7,7 @@ import click
 
 from infu_model.memory import MODES
 from pipelines.config import ConfigError, load_config
-from pipelines.logs import job_logs
+from pipelines.logs import job_logs, quiet_import_notices
 
 
 # options every Ray job takes, with one wording
@@ -101,6 +101,7 @@ def main() -> None:
     Every command runs on an embedded local Ray by default; pass --ray-address
     (or run it under `ray job submit`) to use a cluster.
     """
+    quiet_import_notices()
 
 
 @main.command()

@@ -5,7 +5,9 @@ The placements come from the jobs' typed configs (``JobConfig.models``) and the 
 """
 from __future__ import annotations
 
-from infu_model.runtime import Placement, machine, placement
+import os
+
+from infu_model.runtime import Placement, gpus, machine, placement
 
 
 def placements(cfg) -> list[Placement]:
@@ -24,15 +26,15 @@ def job_lines(name: str, cfg) -> list[str]:
 
 
 def machine_lines(facts: dict) -> list[str]:
-    gpus = facts["gpus"]
+    cards = facts["gpus"]
     cuda = f"CUDA {facts['cuda']}" if facts["cuda"] else "a CPU build, no CUDA"
     lines = [f"torch        {facts['torch']} ({cuda}); distributed: NCCL {_yes(facts['nccl'])}, "
              f"gloo {_yes(facts['gloo'])}",
              f"CPUs         {facts['cpus']}"]
-    if not gpus:
+    if not cards:
         lines.append("GPUs         none that torch sees: bf16 runs on the CPU (slowly); FP8 needs a GPU of compute "
                      "capability 8.9+ (Ada, Hopper)")
-    for g in gpus:
+    for g in cards:
         lines.append(f"GPU {g['index']}        {g['name']} (sm {g['capability']}), {g['free_gib']} of "
                      f"{g['total_gib']} GiB free; bf16 {_yes(g['bf16'])}, FP8 {_yes(g['fp8'])}")
     cuda_ep = "CUDAExecutionProvider" in facts["providers"]
@@ -48,9 +50,6 @@ def ray_lines(address: str | None) -> list[str]:
     """The cluster's resources when ``address`` is given (joined, not started); else what an embedded
     Ray would offer on this machine."""
     if not address:
-        from infu_model.runtime import gpus
-        import os
-
         return [f"ray          embedded (started by each job): {os.cpu_count()} CPUs, {len(gpus())} GPUs"]
     import logging
 

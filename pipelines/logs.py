@@ -15,6 +15,17 @@ from pathlib import Path
 PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 
 
+# what libraries say when they are imported about optional parts this project leaves out on purpose
+# (torchvision, torchao's CUDA kernels on a CPU, bitsandbytes' kernel hub): not news to a user
+IMPORT_NOTICES = ("transformers.utils.import_utils", "torchao", "bitsandbytes", "torch.utils._pytree",
+                  "diffusers.quantizers.torchao.torchao_quantizer")
+
+
+def quiet_import_notices() -> None:
+    for name in IMPORT_NOTICES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _console_handlers():
     """(logger, handler) for every handler that writes to the console rather than a file."""
     loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()

@@ -118,7 +118,7 @@ class GenerateStage(Stage):
         return self.opts.model.device
 
     def models(self) -> list[tuple[str, str, str]]:
-        return [("InfU on FLUX", self.device, "torch")]
+        return [(f"InfU on FLUX, memory {self.opts.model.memory}", self.device, "torch")]
 
     def setup(self) -> None:
         import logging
@@ -130,7 +130,7 @@ class GenerateStage(Stage):
         logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
         m = self.opts.model
         self.pipe = load_pipeline(m.base, m.path, m.variant, m.dtype, m.device, m.faces or None, self.loras,
-                                  memory=m.memory, compile=m.compile)
+                                  memory=m.memory, compile=m.compile, log=print)  # what auto chose: the worker log
         self.pipe.set_progress_bar_config(disable=True)  # the job's own progress is per row, not per step
 
     def report(self) -> dict:
