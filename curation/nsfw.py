@@ -18,7 +18,7 @@ import numpy as np
 from curation.options import between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
-from infu_model.runtime import ort_providers
+from infu_model.runtime import ort_session
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,11 @@ class NSFWStage(Stage):
 
     def setup(self) -> None:
         if self.opts.backend == "nudenet":
-            import onnxruntime
             from nudenet import NudeDetector
 
             self.model = NudeDetector()
             # nudenet's session takes every core; in a pool of one actor per core that oversubscribes them
-            opts = onnxruntime.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = self.opts.threads, 1
-            self.model.onnx_session = onnxruntime.InferenceSession(self.model.onnx_session._model_path, opts,
-                                                                   providers=ort_providers(self.device))
+            self.model.onnx_session = ort_session(self.model.onnx_session._model_path, self.device, self.opts.threads)
         else:
             from curation.classifier import ImageClassifier
 

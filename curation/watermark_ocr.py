@@ -77,7 +77,7 @@ class OcrReader:
                  max_side: int = 2000, max_regions: int = 200):
         from rapidocr_onnxruntime import RapidOCR
 
-        from infu_model.runtime import ort_cuda
+        from infu_model.runtime import ort_cuda, ort_session
 
         cuda = ort_cuda(device)
         self.det_side, self.max_side = det_side, max_side
@@ -88,9 +88,11 @@ class OcrReader:
                                det_max_candidates=max_regions, use_cls=False, det_use_cuda=cuda, rec_use_cuda=cuda,
                                intra_op_num_threads=threads, inter_op_num_threads=1, text_score=min_confidence)
         if not cuda:  # rapidocr turns the CPU memory arena off: every run then maps and unmaps the detector's
-            # large activations, a fifth of the OCR time; the same sessions with it on give the same numbers
-            self.engine.text_det.infer.session = _with_arena(self.engine.text_det.infer.session, threads)
-            self.engine.text_rec.session.session = _with_arena(self.engine.text_rec.session.session, threads)
+            # large activations, a fifth of the OCR time; the same models in sessions with it on (ORT's
+            # default) give the same numbers
+            for owner in (self.engine.text_det.infer, self.engine.text_rec.session):
+                model = owner.session._model_path or owner.session._model_bytes
+                owner.session = ort_session(model, "cpu", threads)
 
     def __call__(self, rgb: np.ndarray) -> list[TextRegion]:
         h, w = rgb.shape[:2]
@@ -105,18 +107,6 @@ class OcrReader:
         found, _ = self.engine(bgr)
         s = max(scale, 1.0)
         return [TextRegion(np.asarray(box, np.float32) / s, str(text), float(conf)) for box, text, conf in found or []]
-
-
-def _with_arena(session, threads: int):
-    """``session``'s model in a CPU session with onnxruntime's memory arena (its default) on."""
-    import onnxruntime
-
-    opts = onnxruntime.SessionOptions()
-    opts.log_severity_level, opts.enable_cpu_mem_arena = 4, True
-    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return onnxruntime.InferenceSession(session._model_path or session._model_bytes, sess_options=opts,
-                                        providers=["CPUExecutionProvider"])
 
 
 # a photographer's credit: "© Jane Doe 2023", also with the © misread or lost ("C Jane Doe 2023",

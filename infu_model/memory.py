@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infu_model.runtime import card
+
 MODES = ("auto", "full", "24gb", "16gb", "low_vram")
 WEIGHTS = ("native", "int8", "fp8")
 
@@ -50,31 +52,12 @@ class NoFP8(RuntimeError):
     """FP8 weights asked for where the hardware has no FP8 matmul."""
 
 
-def fp8_support(device) -> tuple[bool, str]:
-    """Whether ``device`` runs FP8 matmuls, and what it is (for the refusal)."""
-    import torch
-
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return False, "the CPU"
-    props = torch.cuda.get_device_properties(torch.device(device))
-    return (props.major, props.minor) >= (8, 9), f"{props.name} (compute capability {props.major}.{props.minor})"
-
-
 def check_fp8(device) -> None:
-    ok, what = fp8_support(device)
-    if not ok:
+    gpu = card(device)
+    if gpu is None or not gpu["fp8"]:
+        what = f"{gpu['name']} (compute capability {gpu['capability']})" if gpu else "the CPU"
         raise NoFP8(f"memory 24gb puts InfU's linear layers in FP8, which needs a GPU of compute capability 8.9+ "
                     f"(Ada, Hopper); this is {what}: use memory 16gb (8-bit weights) or low_vram")
-
-
-def free_gib(device) -> float | None:
-    """Free memory of the CUDA ``device`` in GiB; None on the CPU."""
-    import torch
-
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return free / 2**30
 
 
 def resolve(mode: str, device, free: float | None = None, fp8: bool | None = None) -> tuple[MemoryPlan, str]:
@@ -84,10 +67,13 @@ def resolve(mode: str, device, free: float | None = None, fp8: bool | None = Non
         raise ValueError(f"memory must be one of {', '.join(MODES)}, not {mode!r}")
     if mode != "auto":
         return PLANS[mode], f"memory {mode}"
-    free = free_gib(device) if free is None else free
+    gpu = card(device)
     if free is None:
-        return PLANS["full"], "memory auto: full (on the CPU nothing is offloaded)"
-    fp8 = fp8_support(device)[0] if fp8 is None else fp8
+        if gpu is None:
+            return PLANS["full"], "memory auto: full (on the CPU nothing is offloaded)"
+        free = gpu["free_gib"]
+    if fp8 is None:
+        fp8 = bool(gpu and gpu["fp8"])
     for name, peak in PEAKS:
         if free >= peak and (name != "24gb" or fp8):
             return PLANS[name], f"memory auto: {name} ({free:.1f} GiB free; it needs about {peak:g})"

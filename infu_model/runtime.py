@@ -52,6 +52,20 @@ def ort_providers(device) -> list:
     return ["CPUExecutionProvider"]
 
 
+def ort_session(model, device="cpu", threads: int | None = None):
+    """An ONNX Runtime session of ``model`` (a path, or the model's bytes) on ``device`` (its providers:
+    ``ort_providers``), with ``threads`` intra-op threads when given (else ORT's own: every core) and
+    ORT's defaults otherwise (full graph optimisation, the CPU memory arena on)."""
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.log_severity_level = 3  # errors only: ORT's notes on where it placed nodes are not a user's news
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                        providers=ort_providers(device))
+
+
 def torch_cuda() -> bool:
     import torch
 
@@ -88,21 +102,26 @@ def placement(model: str, device, runtime: str) -> Placement:
                                                    f"device (a CPU build or no GPU visible; {GPU_SETUP})")
 
 
-def gpus() -> list[dict]:
-    """Each CUDA device torch sees: name, compute capability, free and total memory, bf16 and FP8."""
+def card(device) -> dict | None:
+    """The CUDA ``device`` as torch sees it: name, compute capability, free and total memory (GiB), bf16
+    and FP8 (compute capability 8.9+: Ada, Hopper); None for the CPU or a torch without CUDA."""
     import torch
 
-    if not torch.cuda.is_available():
-        return []
-    out = []
-    for i in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(i)
-        free, total = torch.cuda.mem_get_info(i)
-        cap = (props.major, props.minor)
-        out.append({"index": i, "name": props.name, "capability": f"{cap[0]}.{cap[1]}",
-                    "free_gib": round(free / 2**30, 1), "total_gib": round(total / 2**30, 1),
-                    "bf16": cap >= (8, 0), "fp8": cap >= (8, 9)})
-    return out
+    if not is_cuda(device) or not torch.cuda.is_available():
+        return None
+    i = torch.device(device).index or 0
+    props = torch.cuda.get_device_properties(i)
+    free, total = torch.cuda.mem_get_info(i)
+    cap = (props.major, props.minor)
+    return {"index": i, "name": props.name, "capability": f"{cap[0]}.{cap[1]}", "free_gib": free / 2**30,
+            "total_gib": total / 2**30, "bf16": cap >= (8, 0), "fp8": cap >= (8, 9)}
+
+
+def gpus() -> list[dict]:
+    """Each CUDA device torch sees (``card``)."""
+    import torch
+
+    return [card(f"cuda:{i}") for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
 def machine() -> dict:

@@ -50,9 +50,8 @@ def one_line_errors():
 def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
     """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked, run in its own
     folder (``in_own_folder``), its summary on the terminal."""
-    from pipelines.jobs import JOBS
-
     from pipelines.doctor import job_lines
+    from pipelines.jobs import JOBS
 
     job = JOBS[name]
 
@@ -311,11 +310,11 @@ def doctor(configs, ray_address, as_json, strict) -> None:
     import json
     from dataclasses import asdict
 
-    from pipelines.doctor import doctor as report, placements
-    from pipelines.jobs import config_class
     from infu_model.runtime import machine
+    from pipelines.doctor import doctor_lines, placements
+    from pipelines.jobs import JOBS, config_class
 
-    chosen = {"curate": None, "caption": None, "stage1": None, "synth": None, "eval": None}
+    chosen = {job.defaults[0]: None for job in JOBS.values()}  # each job's packaged config (train: stage1)
     for item in configs:
         name, _, path = item.partition("=")
         try:
@@ -325,14 +324,13 @@ def doctor(configs, ray_address, as_json, strict) -> None:
         if not path:
             raise click.ClickException(f"--config {item}: give NAME=FILE")
         chosen[name] = path
-    loaded = {name: config(name, path) for name, path in chosen.items()}
+    found = {name: placements(config(name, path)) for name, path in chosen.items()}
+    warnings = sum(bool(p.problem) for placed in found.values() for p in placed)
     if as_json:
-        found = {name: [asdict(p) for p in placements(cfg)] for name, cfg in loaded.items()}
-        warnings = sum(bool(p["problem"]) for ps in found.values() for p in ps)
-        click.echo(json.dumps({"machine": machine(), "jobs": found}, indent=1))
+        jobs = {name: [asdict(p) for p in placed] for name, placed in found.items()}
+        click.echo(json.dumps({"machine": machine(), "jobs": jobs}, indent=1))
     else:
-        lines, warnings = report(loaded, ray_address)
-        click.echo("\n".join(lines))
+        click.echo("\n".join(doctor_lines(machine(), found, ray_address)))
         click.echo(f"\n{warnings} warning(s)" if warnings else "\nevery model runs where its config asks")
     if strict and warnings:
         raise SystemExit(1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from infu_model.runtime import Placement, gpus, machine, placement
+from infu_model.runtime import Placement, gpus, placement
 
 
 def placements(cfg) -> list[Placement]:
@@ -35,8 +35,8 @@ def machine_lines(facts: dict) -> list[str]:
         lines.append("GPUs         none that torch sees: bf16 runs on the CPU (slowly); FP8 needs a GPU of compute "
                      "capability 8.9+ (Ada, Hopper)")
     for g in cards:
-        lines.append(f"GPU {g['index']}        {g['name']} (sm {g['capability']}), {g['free_gib']} of "
-                     f"{g['total_gib']} GiB free; bf16 {_yes(g['bf16'])}, FP8 {_yes(g['fp8'])}")
+        lines.append(f"GPU {g['index']}        {g['name']} (sm {g['capability']}), {g['free_gib']:.1f} of "
+                     f"{g['total_gib']:.1f} GiB free; bf16 {_yes(g['bf16'])}, FP8 {_yes(g['fp8'])}")
     cuda_ep = "CUDAExecutionProvider" in facts["providers"]
     lines.append(f"onnxruntime  {facts['onnxruntime']}: {', '.join(facts['providers'])}"
                  + ("" if cuda_ep else " (insightface, nudenet and the OCR detector run on the CPU; "
@@ -69,15 +69,11 @@ def _yes(flag) -> str:
     return "yes" if flag else "no"
 
 
-def doctor(configs: dict, address: str | None = None) -> tuple[list[str], int]:
-    """The report's lines and the number of warnings; ``configs``: job name -> typed config."""
-    lines = machine_lines(machine()) + ray_lines(address) + [""]
-    warnings = 0
-    for name, cfg in configs.items():
-        found = placements(cfg)
-        warnings += sum(bool(p.problem) for p in found)
-        if not found:
+def doctor_lines(facts: dict, found: dict[str, list[Placement]], address: str | None = None) -> list[str]:
+    """The report: the machine (``facts``), Ray, and each job's placements (``found``: job -> placements)."""
+    lines = machine_lines(facts) + ray_lines(address) + [""]
+    for name, placed in found.items():
+        if not placed:
             lines.append(f"{name:<12} no model configured")
-        for i, p in enumerate(found):
-            lines.append(f"{name if i == 0 else '':<12} {p.line()}")
-    return lines, warnings
+        lines += [f"{name if i == 0 else '':<12} {p.line()}" for i, p in enumerate(placed)]
+    return lines

@@ -45,18 +45,16 @@ class InswapperSwapper(FaceSwapper):
     name = "inswapper_128"
 
     def __init__(self, model: str, recognition: str, device: str = "cpu"):
-        import onnxruntime
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
         from insightface.model_zoo.inswapper import INSwapper
 
-        from infu_model.runtime import ort_cuda, ort_providers
+        from infu_model.runtime import ort_cuda, ort_session
 
         model = _file(model, "inswapper model (inswapper_128.onnx)")
         recognition = _file(recognition, "ArcFace recognition model (w600k_r50.onnx)")
-        sessions = {p: onnxruntime.InferenceSession(p, providers=ort_providers(device)) for p in (model, recognition)}
         with contextlib.redirect_stdout(io.StringIO()):  # INSwapper prints its input shape
-            self.swapper = INSwapper(model_file=model, session=sessions[model])
-        self.recognizer = ArcFaceONNX(model_file=recognition, session=sessions[recognition])
+            self.swapper = INSwapper(model_file=model, session=ort_session(model, device))
+        self.recognizer = ArcFaceONNX(model_file=recognition, session=ort_session(recognition, device))
         self.recognizer.prepare(0 if ort_cuda(device) else -1)
 
     def source_embedding(self, rgb: np.ndarray, kps) -> np.ndarray:

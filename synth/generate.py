@@ -22,6 +22,7 @@ from curation.records import quarantine, reject
 from curation.stage import Resources, Stage
 from infu_model import images
 from infu_model.faces import stored_embedding
+from infu_model.memory import MODES
 from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
@@ -46,7 +47,7 @@ class ModelOptions:
     variant: str
     dtype: Literal["bfloat16", "float16", "float32"]
     device: str
-    memory: Literal["auto", "full", "24gb", "16gb", "low_vram"]   # infu_model/memory.py
+    memory: Literal[MODES]            # infu_model/memory.py
     compile: bool
     faces: dict                       # the face backend's block; {}: the one the weights were trained with
 

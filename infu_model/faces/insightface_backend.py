@@ -34,21 +34,18 @@ class InsightFaceAnalyzer(FaceAnalyzer):
 
     def __init__(self, root: str = "~/.insightface", pack: str = "antelopev2",
                  arcface: str = "~/.cache/facexlib/recognition_arcface_ir_se50.pth",
-                 det_sizes=(640, 320, 160), det_thresh: float = 0.5, device: str = "cpu",
-                 providers=None):
+                 det_sizes=(640, 320, 160), det_thresh: float = 0.5, device: str = "cpu"):
         det_file = Path(root).expanduser() / "models" / pack / SCRFD_FILE
         if not det_file.is_file():
             raise FaceModelMissing(f"SCRFD detector not found: {det_file} (the {pack} pack unpacked under {root}/models)")
         arc = Path(arcface).expanduser()
         if not arc.is_file():
             raise FaceModelMissing(f"ArcFace weights not found: {arc} (facexlib's recognition_arcface_ir_se50.pth)")
-        import onnxruntime
         from insightface.model_zoo.scrfd import SCRFD
 
-        from infu_model.runtime import ort_cuda, ort_providers, torch_device
+        from infu_model.runtime import ort_cuda, ort_session, torch_device
 
-        prov = providers or ort_providers(device)
-        self.detector = SCRFD(model_file=str(det_file), session=onnxruntime.InferenceSession(str(det_file), providers=prov))
+        self.detector = SCRFD(model_file=str(det_file), session=ort_session(det_file, device))
         self.detector.prepare(0 if ort_cuda(device) else -1, det_thresh=det_thresh)
         self.det_sizes = [int(s) for s in det_sizes]
         self.device = torch_device(device)  # ArcFace is torch: its own fallback, said by the job's start line
