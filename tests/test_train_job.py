@@ -120,14 +120,17 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
 
 def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(tiny, spss, tmp_path, ray_local):
     """`infu train` with ray.num_workers 2 (FSDP over gloo) against one worker accumulating the same
-    global batch: the same weights; the 2-worker checkpoint then resumes on one worker."""
+    global batch: the same weights. Ray Train records the checkpoints: `infu train` again on the same
+    folder resumes the latest on one worker, and keeps only the newest keep_checkpoints."""
     from pipelines.train import run_train
 
     kw = dict(loader="plan", global_batch_size=4, lr=1e-3, checkpoint_every=2)
     one = train_loop(_cfg(tiny, spss, tmp_path / "one", 4, **kw))
+    said = []
     res = run_train(spss, tmp_path / "two", _cfg(tiny, spss, tmp_path / "two", 2, ray={"num_workers": 2, "fsdp": True},
-                                                 **kw))
+                                                 **kw), log=said.append)
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
+    assert [ln.split("  ")[0] for ln in said if ln.startswith("train: step")] == ["train: step 1/2", "train: step 2/2"]
     log = [json.loads(ln) for ln in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     assert [r["workers"] for r in log] == [2, 2]
     from pipelines.report import write_report
@@ -135,15 +138,21 @@ def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(t
     page = write_report(tmp_path / "two").read_text()   # the loss and lr curves, the run's numbers
     assert page.count("<svg") == 1 and "flow-matching loss" in page and "step-00000002" in page
     assert [r["loss"] for r in log] == pytest.approx(one["losses"][:2], rel=1e-5), "loss averaged over workers"
-    resumed = train_loop(_cfg(tiny, spss, tmp_path / "two", 4, **kw))  # the FSDP checkpoint, on one worker
-    assert resumed["losses"] == pytest.approx(one["losses"][2:], rel=1e-5)
-    ones, twos = _weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final")
-    assert _relative_gap(ones, twos) < 1e-5 and _relative_gap(ones, twos, per_tensor=True) < 1e-4
-    start = _weights(tmp_path / "two" / "checkpoints" / "step-00000002")
-    assert _relative_gap(ones, start) > 1e-4, "the weights moved: the comparison is not vacuous"
+    ones, start = _weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "checkpoints" / "step-00000002")
+    assert _relative_gap(ones, start) > 1e-4, "the weights move after step 2: the comparison below is not vacuous"
     pipe = InfUPipeline.from_pretrained(tiny["base"], tmp_path / "two" / "checkpoints" / "step-00000002",
                                         face_analyzer={"backend": "dlib"})  # what FSDP saved is a plain model
     assert pipe.infusenet.controlnet_blocks[0].weight.shape == ones["infusenet.controlnet_blocks.0.weight"].shape
+
+    said.clear()  # the FSDP checkpoint, resumed on one worker
+    run_train(spss, tmp_path / "two", _cfg(tiny, spss, tmp_path / "two", 4, keep_checkpoints=1, **kw), log=said.append)
+    assert [ln.split("  ")[0] for ln in said if ln.startswith("train: step")] == ["train: step 3/4", "train: step 4/4"]
+    log = [json.loads(ln) for ln in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["workers"]) for r in log] == [(1, 2), (2, 2), (3, 1), (4, 1)]
+    assert [r["loss"] for r in log[2:]] == pytest.approx(one["losses"][2:], rel=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").glob("step-*")) == ["step-00000004"]
+    twos = _weights(tmp_path / "two" / "final")
+    assert _relative_gap(ones, twos) < 1e-5 and _relative_gap(ones, twos, per_tensor=True) < 1e-4
 
 
 def _two_workers(rank, cfgs, store, out):

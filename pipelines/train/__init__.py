@@ -4,9 +4,10 @@
   global batches on any number of workers; ``ray``: streamed by Ray Data);
 - ``cache``: the frozen encoders and their sharded on-disk cache (``--build-cache``);
 - ``parallel``: worker rank and device, DDP / FSDP, full state dicts;
-- ``checkpoint``: atomic checkpoints that resume on any number of workers;
+- ``checkpoint``: atomic checkpoints that resume on any number of workers, recorded and kept by
+  Ray Train (by the folder itself without it);
 - ``loop``: the per-worker training loop, logs and final weights;
-- ``launch``: Ray Train's ``TorchTrainer`` around the loop.
+- ``launch``: Ray Train's ``TorchTrainer`` around the loop; progress from the metrics it reports.
 """
 from pipelines.train.cache import build_cache
 from pipelines.train.launch import check_training, run_train

@@ -14,6 +14,16 @@ pickle planted there would otherwise run on all of them.
 Every worker writes into ``step-N.tmp/``, worker 0 renames it to ``step-N`` once all of it
 is written: a run killed at any point (kill -9 included) leaves the latest checkpoint whole
 or absent, never half-written; leftovers of a killed save are ignored and removed.
+
+Which checkpoint a run resumes from and how many are kept is the launcher's business:
+
+- ``RayTrainCheckpoints`` (``infu train``): each checkpoint is reported with
+  ``ray.train.report`` where it lies (Ray Train's experiment folder is ``OUT/checkpoints``);
+  Ray Train records it, keeps the newest ``CheckpointConfig.num_to_keep`` and hands the
+  latest to a resumed run (``ray.train.get_checkpoint``);
+- ``FolderCheckpoints`` (``train_loop`` called in one process or under any other
+  ``torch.distributed`` launcher): the newest whole ``step-N`` folder, the newest
+  ``keep_checkpoints`` kept.
 """
 from __future__ import annotations
 
@@ -88,8 +98,9 @@ def _json(path: Path, obj) -> None:
 
 
 def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta: dict, workers: Workers,
-                    skipped: dict, keep: int) -> None:
-    """Called by every worker at the same step (gathering FSDP shards is collective)."""
+                    skipped: dict) -> Path:
+    """``OUT/checkpoints/step-N``, written whole or not at all; called by every worker at the same
+    step (gathering FSDP shards is collective)."""
     root = out / "checkpoints"
     d = root / f"step-{step:08d}"
     tmp = d.with_name(d.name + ".tmp")
@@ -108,10 +119,51 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
               {"step": step, "world": workers.world, "scheduler": sched.state_dict(), "skipped": total})
     workers.barrier()  # every worker's file is in before the checkpoint becomes visible
     if workers.rank == 0:
+        # a run resumed from an older checkpoint than the newest folder (one Ray Train never recorded:
+        # killed before reporting it) trains this step again, to the same weights
+        shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
-        for old in finished_checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
     workers.barrier()
+    return d
+
+
+class FolderCheckpoints:
+    """Checkpoints without Ray Train: a run resumes from the newest whole folder, the newest ``keep`` stay."""
+
+    def __init__(self, out: Path, keep: int):
+        self.out, self.keep = out, keep
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.out)
+
+    def report(self, workers: Workers, metrics: dict | None, ckpt: Path | None) -> None:
+        if ckpt is not None and workers.rank == 0:
+            for old in finished_checkpoints(self.out)[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+class RayTrainCheckpoints:
+    """Checkpoints and metrics reported to Ray Train (run by ``infu train``'s ``TorchTrainer``, whose
+    experiment folder is ``OUT/checkpoints``); Ray Train keeps the newest and resumes from its record."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def latest(self) -> Path | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        # none recorded: checkpoints written by train_loop under another launcher are resumed as well
+        return Path(ckpt.path) if ckpt is not None else latest_checkpoint(self.out)
+
+    def report(self, workers: Workers, metrics: dict | None, ckpt: Path | None) -> None:
+        """Every worker reports at the same steps; worker 0's metrics are the run's (its log record)."""
+        import ray.train
+        from ray.train import CheckpointUploadMode
+
+        # written in place, in the experiment folder: nothing to upload
+        ray.train.report(metrics or {}, checkpoint=ray.train.Checkpoint(str(ckpt)) if ckpt else None,
+                         checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
 
 
 class UnsafeCheckpoint(ValueError):

@@ -16,7 +16,7 @@ from pipelines.train.cache import build_cache as build
 from pipelines.train.checkpoint import UnsafeCheckpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
-from pipelines.train.loop import train_loop
+from pipelines.train.loop import ray_train_loop
 
 
 def check_cpus(r: TrainRayOptions, loader: str) -> None:
@@ -33,29 +33,35 @@ def check_cpus(r: TrainRayOptions, loader: str) -> None:
                          "or use data.loader: plan")
 
 
-def log_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.is_file() else []
+def progress_line(metrics: dict, max_steps: int) -> str:
+    mem = f"  {metrics['gpu_mem_gib']:.1f} GiB" if metrics.get("gpu_mem_gib") else ""
+    return (f"train: step {metrics['step']}/{max_steps}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  "
+            f"{metrics['samples_per_s']:.2f} samples/s{mem}")
 
 
-def follow(path: Path, max_steps: int, log, stop: threading.Event, history=(), every_s: float = 1.0) -> None:
-    """Report each record rank 0 appends to ``train_log.jsonl`` (the workers' own output stays in
-    their log files), until ``stop``; lines in ``history`` (there before the run) are not news."""
-    seen = set(history)
+def reported_to(queue):
+    """A Ray Train callback (it runs in Ray Train's controller) that puts worker 0's reported metrics
+    on ``queue`` for the driver: the workers' and the controller's output stay in their logs."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class ReportedMetrics(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics and "loss" in metrics[0]:  # a checkpoint reported between log records has none
+                queue.put(metrics[0])
+
+    return ReportedMetrics()
+
+
+def show_progress(queue, max_steps: int, log, done: threading.Event) -> None:
+    """Say each reported record until ``done`` and the queue is empty."""
+    from ray.util.queue import Empty
+
     while True:
-        last_look = stop.wait(every_s)
-        for ln in log_lines(path):
-            if ln in seen:
-                continue
-            try:
-                r = json.loads(ln)
-            except json.JSONDecodeError:  # caught mid-write: read it next time
-                continue
-            seen.add(ln)
-            mem = f"  {r['gpu_mem_gib']:.1f} GiB" if r.get("gpu_mem_gib") else ""
-            log(f"train: step {r['step']}/{max_steps}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
-                f"{r['samples_per_s']:.2f} samples/s{mem}")
-        if last_look:
-            return
+        try:
+            log(progress_line(queue.get(timeout=0.5), max_steps))
+        except Empty:
+            if done.is_set():
+                return
 
 
 def check_training(data_dir, cfg: TrainConfig) -> None:
@@ -87,8 +93,9 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
     (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``); ``build_cache``: first store the frozen
     encoders' outputs (``pipelines.train.cache.build_cache``) and train with them."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
 
     from pipelines.ray_runtime import init_ray
 
@@ -104,14 +111,17 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     out = Path(cfg.output)
     (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     per_worker = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})}
-    trainer = TorchTrainer(train_loop, train_loop_config=cfg,
+    metrics = Queue(actor_options={"num_cpus": 0})
+    # Ray Train's experiment folder is OUT/checkpoints: it records each checkpoint there, keeps the
+    # newest and gives a resumed run (the same OUT) the latest
+    trainer = TorchTrainer(ray_train_loop, train_loop_config=cfg,
                            scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
                                                         resources_per_worker=per_worker),
-                           run_config=RunConfig(name="infu-train", storage_path=str(out / "ray")))
+                           run_config=RunConfig(name="checkpoints", storage_path=str(out),
+                                                checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                                                callbacks=[reported_to(metrics)]))
     stop = threading.Event()
-    path = out / "train_log.jsonl"
-    reporter = threading.Thread(target=follow, args=(path, cfg.train.max_steps, log, stop, log_lines(path)),
-                                daemon=True)
+    reporter = threading.Thread(target=show_progress, args=(metrics, cfg.train.max_steps, log, stop), daemon=True)
     reporter.start()
     try:
         trainer.fit()
@@ -124,6 +134,8 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     finally:
         stop.set()
         reporter.join()
-    recs = [json.loads(ln) for ln in log_lines(path)]
+        metrics.shutdown()
+    path = out / "train_log.jsonl"
+    recs = [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
     return {"steps": recs[-1]["step"] if recs else 0, "final_loss": recs[-1]["loss"] if recs else math.nan,
             "skipped": recs[-1]["skipped"] if recs else {}, "output": str(out)}

@@ -29,7 +29,8 @@ from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, f
                                  sample_t)
 from pipelines.job import input_files
 from pipelines.train.cache import encode, load_base, open_cache
-from pipelines.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state, save_checkpoint
+from pipelines.train.checkpoint import (FolderCheckpoints, RayTrainCheckpoints, load_optimizer_state, load_trainer_state,
+                                        save_checkpoint)
 from pipelines.train.config import CHECKPOINTING, TrainConfig
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches, make_loader
 from pipelines.train.parallel import Workers, clip_grad_norm, is_sharded, load_optimizer, wrap
@@ -54,12 +55,14 @@ def initial_trainables(cfg: TrainConfig, transformer, ckpt: Path | None):
 
 
 class Trainer:
-    """One worker's share of a training run (see the module doc); ``run()`` trains to ``max_steps``."""
+    """One worker's share of a training run (see the module doc); ``run()`` trains to ``max_steps``.
+    ``checkpoints``: where they are reported and found (``pipelines.train.checkpoint``)."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, checkpoints: FolderCheckpoints | RayTrainCheckpoints | None = None):
         self.cfg, t, m = cfg, cfg.train, cfg.model
         self.w = w = Workers.current(cfg.ray.use_gpu)
         self.out, self.seed = Path(cfg.output), cfg.seed
+        self.checkpoints = checkpoints or FolderCheckpoints(self.out, t.keep_checkpoints)
         self.per_step, self.share = cfg.batch_shape(w.world)
         replace(cfg, ray=replace(cfg.ray, num_workers=w.world)).check()
         fsdp = cfg.ray.fsdp and w.world > 1
@@ -69,7 +72,7 @@ class Trainer:
         self.cache = open_cache(cfg)
         # with a cache the text encoders stay on the CPU: the cache holds their outputs
         self.base = load_base(m, w.device, "cpu" if self.cache.root else None)
-        ckpt = latest_checkpoint(self.out)
+        self.ckpt = ckpt = self.checkpoints.latest()
         net, proj = initial_trainables(cfg, self.base.transformer, ckpt)
         self.configs = {"infusenet": dict(net.config), "image_proj": dict(proj.config)}
         self.emb_dim = proj.config.embedding_dim
@@ -167,44 +170,55 @@ class Trainer:
         window = []
         while self.step < max_steps:
             window.append(self.train_step())
+            rec = saved = None
             if self.step % log_every == 0 or self.step == max_steps:
-                self.log(window, log_path)
+                rec = self.log(window, log_path)
                 window = []
             if self.step % every == 0 or self.step == max_steps:
-                save_checkpoint(self.out, self.step, self.model, self.opt, self.sched, self.configs, self.meta(),
-                                self.w, dict(self.skipped), t.keep_checkpoints)
+                self.ckpt = saved = save_checkpoint(self.out, self.step, self.model, self.opt, self.sched,
+                                                    self.configs, self.meta(), self.w, dict(self.skipped))
+            if rec is not None or saved is not None:  # the same steps on every worker
+                self.checkpoints.report(self.w, rec, saved)
         skipped = self.w.sum_counts(self.skipped)
         if self.w.rank == 0:
-            finish(self.out, self.cfg.export_published)
+            finish(self.out, self.ckpt, self.cfg.export_published)
         return {"step": self.step, "losses": self.losses, "skipped": skipped}
 
     def meta(self) -> dict:
         return {"trained_by": "infu train", "face_backend": self.cfg.model.face_backend}
 
-    def log(self, window: list[dict], path: Path) -> None:
-        """One record per ``log_every`` steps: mean loss over workers and steps, samples/s over all workers."""
+    def log(self, window: list[dict], path: Path) -> dict:
+        """One record per ``log_every`` steps: mean loss over workers and steps, samples/s over all
+        workers; worker 0 appends it to ``train_log.jsonl`` and returns it (the others: ``{}``)."""
         mem = torch.cuda.max_memory_allocated(self.w.device) / 2**30 if self.w.device.type == "cuda" else 0.0
         peaks = self.w.gather(mem)
         skipped = self.w.sum_counts(self.skipped)
         if self.w.rank != 0:
-            return
+            return {}
         seconds = sum(r["seconds"] for r in window)
         rec = {"step": self.step, "loss": sum(r["loss"] for r in window) / len(window), "lr": window[-1]["lr"],
                "grad_norm": window[-1]["grad_norm"], "samples_per_s": sum(r["samples"] for r in window) / seconds,
                "gpu_mem_gib": max(peaks), "workers": self.w.world, "skipped": skipped}
         with open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        return rec
 
 
 def train_loop(cfg: TrainConfig) -> dict:
-    """One worker's training (Ray Train runs it on every worker; a plain call is one worker)."""
+    """One worker's training without Ray Train: a plain call is one worker; under another
+    ``torch.distributed`` launcher (torchrun, ``mp.spawn``) every process calls it."""
     return Trainer(cfg).run()
 
 
-def finish(out: Path, export: bool) -> None:
-    """``OUT/final`` (the last checkpoint's weights, hard-linked), the published layout if asked,
+def ray_train_loop(cfg: TrainConfig) -> dict:
+    """One worker's training under Ray Train's ``TorchTrainer`` (``infu train``): metrics and
+    checkpoints are reported to it, and it keeps and resumes them."""
+    return Trainer(cfg, RayTrainCheckpoints(Path(cfg.output))).run()
+
+
+def finish(out: Path, last: Path, export: bool) -> None:
+    """``OUT/final`` (the checkpoint ``last``'s weights, hard-linked), the published layout if asked,
     the CSV log and the loss curve."""
-    last = latest_checkpoint(out)
     final = out / "final"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(last, final, copy_function=_link,
