@@ -211,6 +211,29 @@ def test_a_pickle_planted_in_a_checkpoint_never_runs(tmp_path, tiny_models, tiny
 
 
 # -------------------------------------------------------------- too little ---
+def test_a_global_batch_without_a_usable_row_leaves_the_weights_as_they_are(tmp_path, tiny_models):
+    """Every row of the step undecodable: no gradient, so no optimizer step (AdamW's weight decay and
+    momentum would move the weights); the usable steps around it still train."""
+    import torch
+
+    from pipelines.train import Trainer
+
+    rows = spss_rows(4)
+    for r in rows[1:3]:
+        r["image"] = b"\xff\xd8 broken"
+    data = write_spss(tmp_path / "half", rows)
+    trainer = Trainer(train_cfg(tiny_models, data, tmp_path / "out", steps=8))
+    moved = []
+    for _ in range(8):
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        rec = trainer.train_step()
+        same = all(torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
+        moved.append((rec["samples"], not same))
+    assert {m for n, m in moved if n == 0} == {False} and {m for n, m in moved if n} == {True}, moved
+    first_usable = next(i for i, (n, _) in enumerate(moved) if n)
+    assert any(n == 0 for n, _ in moved[first_usable:]), "a step without rows came after AdamW had momentum"
+
+
 def test_data_that_can_form_no_batch_is_refused_not_waited_on(tmp_path, tiny_models, tiny_spss, ray_local):
     from pipelines.train import check_training
     from pipelines.train.loaders import NotEnoughData, batch_plan, stream_batches

@@ -142,11 +142,12 @@ class Trainer:
             total += loss.detach()
             used += sum(s["weight"] > 0 for s in samples)
         norm = clip_grad_norm(self.model, t.grad_clip)
-        self.opt.step()
+        loss_sum, n = self.w.sum([float(total), float(used)])
+        if n:  # without one usable row there is no gradient, but AdamW would still decay and follow its momentum
+            self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        loss_sum, n = self.w.sum([float(total), float(used)])
         self.losses.append(loss_sum / self.w.world)
         self.idle = 0 if n else self.idle + 1
         if self.idle >= self.epoch_steps:  # every worker sees the same n: all stop together
