@@ -222,6 +222,9 @@ def bomb_png(side: int = 20000) -> bytes:
     return png_bytes(Image.new("1", (side, side)), optimize=True)
 
 
+SAMPLE_FOLDERS = ("portraits", "group", "aligned", "nonface", "variants", "bad")  # what write_sample_set writes
+
+
 def write_sample_set(root: str | os.PathLike) -> dict[str, str]:
     """Write the sample folder used by the demo and the tests; returns name -> relative path.
 

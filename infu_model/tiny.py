@@ -90,12 +90,15 @@ def tiny_infu(transformer, seed: int = 1, embedding_dim: int = 128):
     return infusenet, proj
 
 
+TINY_FOLDERS = ("base", "infu_flux_v1.0")  # what make_tiny writes
+
+
 def make_tiny(out: str | Path) -> dict[str, Path]:
     """Write the tiny base and both tiny InfU variants; returns their paths."""
     out = Path(out)
     base = tiny_base()
-    base.save_pretrained(out / "base")
-    infu = out / "infu_flux_v1.0"
+    base.save_pretrained(out / TINY_FOLDERS[0])
+    infu = out / TINY_FOLDERS[1]
     for k, variant in enumerate(("aes_stage2", "sim_stage1")):
         infusenet, proj = tiny_infu(base.transformer, seed=1 + k)
         export_published(infusenet, proj, infu, variant, max_shard_size="100KB")

@@ -336,6 +336,15 @@ def doctor(configs, ray_address, as_json, strict) -> None:
         raise SystemExit(1)
 
 
+def empty_or_own(out_dir, entries: tuple[str, ...], command: str) -> None:
+    """``command`` writes only into a new or empty folder, or over its own earlier output (``entries``)."""
+    out = Path(out_dir)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in entries) if out.is_dir() else []
+    if foreign:
+        raise click.ClickException(f"{out} holds {foreign[0]!r}, which `infu {command}` did not write: give it a new "
+                                   "or empty folder (it writes only there or over its own earlier output)")
+
+
 @main.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def sample_data(out_dir) -> None:
@@ -343,8 +352,9 @@ def sample_data(out_dir) -> None:
     (scikit-image, matplotlib, insightface) and hard cases derived from them
     (resized duplicate, EXIF rotation, 16-bit, CMYK, palette, alpha, blur, a strip,
     a small face on a big canvas, truncated / non-image / empty files, a decompression bomb)."""
-    from curation.samples import write_sample_set
+    from curation.samples import SAMPLE_FOLDERS, write_sample_set
 
+    empty_or_own(out_dir, SAMPLE_FOLDERS, "sample-data")
     files = write_sample_set(out_dir)
     click.echo(f"wrote {len(files)} files to {Path(out_dir).resolve()}")
 
@@ -355,8 +365,9 @@ def make_tiny_cmd(out_dir) -> None:
     """Write a tiny random FLUX base (diffusers layout, tokenizers built locally) to OUT_DIR/base
     and tiny InfU weights in the published layout to OUT_DIR/infu_flux_v1.0/{aes_stage2,sim_stage1}.
     For tests and the demo: the real loaders, in seconds, on a CPU."""
-    from infu_model.tiny import make_tiny
+    from infu_model.tiny import TINY_FOLDERS, make_tiny
 
+    empty_or_own(out_dir, TINY_FOLDERS, "make-tiny")
     paths = make_tiny(out_dir)
     click.echo(f"tiny base: {paths['base']}\ntiny InfU: {paths['infu']}")
 

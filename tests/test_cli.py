@@ -35,9 +35,20 @@ def test_curate_prints_a_summary_and_refuses_a_changed_config(sample_dir, ray_lo
     assert r.exit_code == 1 and "--overwrite" in r.output
 
 
-def test_sample_data_command(tmp_path):
+def test_sample_data_writes_a_new_folder_or_its_own_and_nothing_else(tmp_path):
+    from curation.samples import SAMPLE_FOLDERS
+
     r = CliRunner().invoke(main, ["sample-data", str(tmp_path / "s")])
     assert r.exit_code == 0 and (tmp_path / "s" / "group" / "t1.jpg").exists()
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(SAMPLE_FOLDERS)
+    assert CliRunner().invoke(main, ["sample-data", str(tmp_path / "s")]).exit_code == 0, "its own output again"
+    mine = tmp_path / "photos"
+    (mine / "portraits").mkdir(parents=True)
+    (mine / "me.jpg").write_bytes(b"a user's photo")
+    for command in ("sample-data", "make-tiny"):
+        r = CliRunner().invoke(main, [command, str(mine)])
+        assert r.exit_code == 1 and f"holds 'me.jpg', which `infu {command}` did not write" in r.output, r.output
+    assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == ["me.jpg", "portraits"], "nothing written"
 
 
 def test_a_typo_in_a_config_file_stops_the_job_before_any_work(tmp_path):
