@@ -319,7 +319,7 @@ def train_section(d: Path, stats: dict) -> str:
     b.plot(steps, [r["lr"] for r in recs], color="#e45756")
     b.set(xlabel="step", ylabel="learning rate")
     last = recs[-1]
-    ckpts = sorted(p.name for p in (d / "checkpoints").glob("step-*")) if (d / "checkpoints").is_dir() else []
+    ckpts = sorted(p.name for p in (d / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))  # .tmp: a killed save
     return (f'<h3>Training</h3><div class="chart">{svg(fig)}</div>'
             + table(["steps", "last loss", "samples/s", "GPU memory (GiB)", "workers", "skipped records"],
                     [[last["step"], fmt(last["loss"], 4), fmt(last["samples_per_s"], 2), fmt(last.get("gpu_mem_gib"), 1),

@@ -135,8 +135,10 @@ def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(t
     assert [r["workers"] for r in log] == [2, 2]
     from pipelines.report import write_report
 
+    (tmp_path / "two" / "checkpoints" / "step-00000003.tmp").mkdir()  # what a killed save leaves
     page = write_report(tmp_path / "two").read_text()   # the loss and lr curves, the run's numbers
     assert page.count("<svg") == 1 and "flow-matching loss" in page and "step-00000002" in page
+    assert "step-00000003" not in page, "a half-written checkpoint is not listed"
     assert [r["loss"] for r in log] == pytest.approx(one["losses"][:2], rel=1e-5), "loss averaged over workers"
     ones, start = _weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "checkpoints" / "step-00000002")
     assert _relative_gap(ones, start) > 1e-4, "the weights move after step 2: the comparison below is not vacuous"
