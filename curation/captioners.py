@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from infu_model.runtime import torch_device
+from infu_model.runtime import is_cuda, torch_device
 
 DEFAULT_INSTRUCTION = ("Describe this photo of a person in one or two sentences for an image generator: clothing, "
                        "setting, pose, expression, lighting and camera framing. Do not name the person.")
@@ -29,7 +29,7 @@ def _torch_dtype(name: str | None, device: str):
     import torch
 
     if name is None:
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        return torch.bfloat16 if is_cuda(device) else torch.float32
     return getattr(torch, name)
 
 

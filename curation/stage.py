@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from curation.options import ConfigError, between, parse, plain
 from curation.records import ROW_SCHEMA, alive, drop_analysis, quarantine, reject
+from infu_model.runtime import is_cuda
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Chain(Stage):
 
     name = "chain"
     fills_cpus = True
+
     def __init__(self, stages: list[Stage], resources: Resources | None = None):
         super().__init__(None, resources)
         self.stages = list(stages)
@@ -150,7 +152,7 @@ class Chain(Stage):
 
     @property
     def device(self) -> str:
-        return next((s.device for s in self.stages if s.device.startswith("cuda")), "cpu")
+        return next((s.device for s in self.stages if is_cuda(s.device)), "cpu")
 
     def with_(self, *, opts=None, resources: Resources | None = None) -> "Chain":
         return Chain(self.stages, resources or self.resources)

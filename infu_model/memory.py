@@ -62,10 +62,13 @@ def check_fp8(device) -> None:
 
 def resolve(mode: str, device, free: float | None = None, fp8: bool | None = None) -> tuple[MemoryPlan, str]:
     """The plan for ``mode`` on ``device`` and a line saying what was chosen. ``auto`` reads the free
-    memory and FP8 support (``free``/``fp8`` given: as measured elsewhere); on the CPU nothing is offloaded."""
+    memory and FP8 support (``free``/``fp8`` given: as measured elsewhere); on the CPU nothing is offloaded.
+    A plan the hardware cannot run is refused here, before any weight loads (``NoFP8``)."""
     if mode not in MODES:
         raise ValueError(f"memory must be one of {', '.join(MODES)}, not {mode!r}")
     if mode != "auto":
+        if PLANS[mode].weights == "fp8":
+            check_fp8(device)
         return PLANS[mode], f"memory {mode}"
     gpu = card(device)
     if free is None:

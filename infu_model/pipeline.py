@@ -503,9 +503,7 @@ def load_pipeline(base, infu, variant: str = "aes_stage2", dtype: str = "bfloat1
     hears what ``auto`` chose) and compiled blocks, on ``device`` (the CPU when no GPU is there).
     A mode the hardware cannot run is refused before any weight loads."""
     device = torch_device(device)
-    plan, why = resolve(memory, device)
-    if plan.weights == "fp8":
-        check_fp8(device)
+    plan, why = resolve(memory, device)  # refuses a mode this device cannot run
     if log is not None:
         log(why)
     if faces and "insightface" in faces:  # face models run where the pipeline runs

@@ -484,12 +484,12 @@ def app(base, infu, variant, loras, face_backend, insightface_root, arcface, dty
     Serves until interrupted."""
     import importlib.util
 
+    from infu_model.memory import NoFP8
+    from infu_model.runtime import placement
     from pipelines.app import Generator, serve
 
     if importlib.util.find_spec("gradio") is None:
         raise click.ClickException("infu app needs gradio: pip install 'infu-engine[app]'") from None
-    from infu_model.runtime import placement
-
     for key, path in (("--base", base), ("--infu", infu)):
         if not Path(path).expanduser().exists():
             raise click.ClickException(f"{key} not found: {path}")
@@ -497,8 +497,6 @@ def app(base, infu, variant, loras, face_backend, insightface_root, arcface, dty
     say(f"app: {where.line()}")
     gen = Generator(base, infu, variant, dtype, device, face_config(face_backend, insightface_root, arcface),
                     [_lora(x) for x in loras], memory, compile_)
-    from infu_model.memory import NoFP8
-
     try:
         gen.pipe(memory)  # the model loads before the page opens: a broken folder stops here, in one line
     except (FileNotFoundError, NoFP8, ValueError, ImportError) as e:

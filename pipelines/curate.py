@@ -31,6 +31,7 @@ from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
 from curation.registry import NamedStage, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
 from curation.stage import Chain, Resources, Stage
+from infu_model.runtime import is_cuda
 from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
                            dedup_and_finalize, parquet_files, prepare_out, read_column)
@@ -86,7 +87,7 @@ class CurateConfig(JobConfig):
         and none runs on cuda: without them the decode tasks alone scale best as tasks)."""
         mode = self.execution.mode
         return mode == "fused" or (mode == "auto" and bool(stages)
-                                   and not any(s.device.startswith("cuda") for s in stages))
+                                   and not any(is_cuda(s.device) for s in stages))
 
     def quality_stage(self, keep_analysis: bool = False) -> QualityStage:
         """The read + decode + cheap-filter stage (``keep_analysis``: hand the decoded image on)."""

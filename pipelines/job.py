@@ -100,6 +100,11 @@ def owner(folder: Path) -> str | None:
     return mark.get("job", "legacy") if isinstance(mark, dict) else None
 
 
+def finished_checkpoints(out: Path) -> list[Path]:
+    """A training output's whole checkpoints, oldest first (``step-N.tmp`` is a save in progress or a killed one)."""
+    return sorted(p for p in (Path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+
+
 def claim_output(out: str | Path, job: str) -> Path:
     """Make ``out`` the output folder of a ``job`` run, or refuse with one line: a job writes only
     into a missing or empty folder or one holding its own earlier output (its run.json), never

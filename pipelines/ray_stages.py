@@ -12,6 +12,7 @@ import ray
 
 from curation.records import ROW_SCHEMA, to_table
 from curation.stage import Stage, run_stage
+from infu_model.runtime import is_cuda
 
 READS = 1.0  # CPUs a job's read and write tasks keep beside a pool that fills the cluster (file listing takes one)
 
@@ -65,7 +66,7 @@ def resolve_gpus(stages: list[Stage], gpus: float) -> list[Stage]:
     many actors as its part of the GPUs holds (the GPUs are split evenly between such pools);
     every other pool, and every pool on a cluster without GPUs, asks for none (a cuda model then
     falls back to the CPU, as the configs say). Values the config sets are kept."""
-    on_gpu = [s for s in stages if gpus and s.stateful and s.enabled and s.device.startswith("cuda")]
+    on_gpu = [s for s in stages if gpus and s.stateful and s.enabled and is_cuda(s.device)]
     out = []
     for s in stages:
         res = s.resources

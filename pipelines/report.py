@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.job import owner, parquet_files
+from pipelines.job import finished_checkpoints, owner, parquet_files
 
 PER_GROUP = 12       # thumbnails per reason / bucket / status
 MAX_FILES = 2000     # output files one sampling pass opens at most (~256 rows each: 0.5 M rows)
@@ -319,7 +319,7 @@ def train_section(d: Path, stats: dict) -> str:
     b.plot(steps, [r["lr"] for r in recs], color="#e45756")
     b.set(xlabel="step", ylabel="learning rate")
     last = recs[-1]
-    ckpts = sorted(p.name for p in (d / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))  # .tmp: a killed save
+    ckpts = [p.name for p in finished_checkpoints(d)]
     return (f'<h3>Training</h3><div class="chart">{svg(fig)}</div>'
             + table(["steps", "last loss", "samples/s", "GPU memory (GiB)", "workers", "skipped records"],
                     [[last["step"], fmt(last["loss"], 4), fmt(last["samples_per_s"], 2), fmt(last.get("gpu_mem_gib"), 1),

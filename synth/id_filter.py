@@ -23,7 +23,9 @@ from curation.options import between
 from curation.records import reject
 from curation.stage import Stage
 from infu_model import images
-from infu_model.faces import analyzer_device, analyzer_models, cosine, head_pose, main_face, make_face_analyzer, stored_embedding
+from infu_model.faces import (analyzer_device, analyzer_models, cosine, head_pose, main_face, make_face_analyzer,
+                              stored_embedding)
+from infu_model.runtime import is_cuda
 from synth.records import SYNTH_ROW_SCHEMA
 
 
@@ -56,7 +58,7 @@ class IDFilterStage(Stage):
     @property
     def device(self) -> str:
         devices = (analyzer_device(self.opts.faces), self.opts.aesthetic.device)
-        return next((d for d in devices if d.startswith("cuda")), "cpu")
+        return next((d for d in devices if is_cuda(d)), "cpu")
 
     def models(self) -> list[tuple[str, str, str]]:
         a = self.opts.aesthetic

@@ -38,14 +38,10 @@ import torch
 from diffusers import FluxControlNetModel
 
 from infu_model.projection import ProjectionNetwork
+from pipelines.job import finished_checkpoints
 from pipelines.train.parallel import Workers, full_state
 
 PARTS = (("infusenet", FluxControlNetModel), ("image_proj", ProjectionNetwork))
-
-
-def finished_checkpoints(out: Path) -> list[Path]:
-    """The whole checkpoints, oldest first (``step-N.tmp`` is a save in progress or a killed one)."""
-    return sorted(p for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
 
 
 def latest_checkpoint(out: Path) -> Path | None:
