@@ -123,7 +123,7 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, ray_address: str | None = No
         for stage in pools:
             ds = add_stage(ds, stage)
         ds.write_datasink(RowSink(lay.kept, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                                  alive_status="kept"))
+                                  alive_status="kept", lease=lay.lease))
     stats = caption_stats(lay, files, reports, time.time() - t0)
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats

@@ -180,7 +180,8 @@ def process(lay: Layout, files: list[str], cfg: CurateConfig, stages: list[Stage
     ds = ds.repartition(target_num_rows_per_block=batch)
     for op in operators:
         ds = add_stage(ds, op)
-    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images),
+    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
+                              lease=lay.lease),
                       ray_remote_args={"num_cpus": READS / 2})
 
 

@@ -17,7 +17,7 @@ import yaml
 from curation.dedup import find_duplicates
 from curation.records import KEPT, REJECTED, SPSS_SCHEMA
 from pipelines.config import between, fingerprint, plain
-from pipelines.sink import conform, content_name, drop_images, set_status, write_atomic
+from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
 
 class ConfigMismatch(Exception):
@@ -72,6 +72,13 @@ class Layout:
         self.kept, self.rejected, self.work = self.out / "kept", self.out / "rejected", self.out / "_work"
         self.manifest, self.todo, self.candidates = (self.work / d for d in ("manifest", "todo", "candidates"))
         self.dedup = self.work / "dedup.parquet"
+        self.lease_file = lease_file(self.out)
+        self.lease: Lease | None = None  # taken by prepare_out; the run's writes carry it
+
+
+def lease_file(out: Path) -> Path:
+    """Where a job's run holds its output folder (``pipelines.sink.Lease``)."""
+    return Path(out) / "_work" / "lease"
 
 
 class OutputRefused(Exception):
@@ -137,18 +144,18 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def clear(folder: Path, job: str, keep: Path) -> None:
-    """Delete what a ``job`` wrote in ``folder`` (its ``OWNED`` entries), except ``keep`` (the
-    running job's log file lives there). A file the job did not write stays."""
+def clear(folder: Path, job: str, keep: tuple[Path, ...]) -> None:
+    """Delete what a ``job`` wrote in ``folder`` (its ``OWNED`` entries), except the paths in ``keep``
+    (the running job's log folder and lease). A file the job did not write stays."""
     for name in OWNED[job]:
         _remove(folder / name, keep)
 
 
-def _remove(path: Path, keep: Path) -> None:
-    if path == keep or not (path.exists() or path.is_symlink()):
+def _remove(path: Path, keep: tuple[Path, ...]) -> None:
+    if path in keep or not (path.exists() or path.is_symlink()):
         return
     if path.is_dir() and not path.is_symlink():
-        if keep.is_relative_to(path):
+        if any(k.is_relative_to(path) for k in keep):
             for child in path.iterdir():
                 _remove(child, keep)
         else:
@@ -168,8 +175,10 @@ def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job:
         raise ConfigMismatch(
             f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
             "Use another --out, the same config to resume, or --overwrite to start over.")
+    # first, so that no write of a killed run still in flight lands in what follows
+    lay.lease = Lease.take(lay.lease_file)
     if overwrite:
-        clear(lay.out, job, keep=lay.work / "logs")
+        clear(lay.out, job, keep=(lay.work / "logs", lay.lease_file))
     for own in (lay.kept, lay.rejected, lay.work):
         for tmp in own.rglob("*.tmp") if own.is_dir() else ():
             tmp.unlink()

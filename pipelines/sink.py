@@ -2,12 +2,17 @@
 
 Files are written to a temporary name and renamed, so a crash never leaves a
 half-written file; the name is a hash of the ids inside, so a retried write
-task replaces its own file instead of duplicating rows.
+task replaces its own file instead of duplicating rows. A run holds its folder's
+``Lease``: Ray's workers outlive a killed driver by seconds, and a write of the
+dead run that lands after a rerun has listed what is done would duplicate rows.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import uuid
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,13 +26,71 @@ from curation.records import ALIVE, SPSS_SCHEMA
 IMAGE_COLUMNS = ("image", "target_image")
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
+class Superseded(RuntimeError):
+    """Another run took this output folder over: this one's writes are dropped."""
+
+
+class Lease:
+    """A run's claim on its output folder: a file holding the run's id, changed under an exclusive
+    lock by the run that takes the folder over and read under a shared one by each write, so a write
+    either lands before a rerun lists what is done or is dropped."""
+
+    def __init__(self, path: Path, run_id: str):
+        self.path, self.run_id = Path(path), run_id
+
+    @classmethod
+    def take(cls, path: Path) -> Lease:
+        lease = cls(path, uuid.uuid4().hex)
+        lease.path.parent.mkdir(parents=True, exist_ok=True)
+        with lease._locked(fcntl.LOCK_EX) as fd:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, lease.run_id.encode(), 0)
+        return lease
+
+    @classmethod
+    def current(cls, path: Path) -> Lease | None:
+        """The lease a run's driver took, as its workers (started after it) hold it; None without one."""
+        try:
+            return cls(path, Path(path).read_text())
+        except FileNotFoundError:
+            return None
+
+    @contextmanager
+    def held(self):
+        """While this run still holds the folder (else ``Superseded``)."""
+        with self._locked(fcntl.LOCK_SH) as fd:
+            holder = os.pread(fd, 64, 0).decode()
+            if holder != self.run_id:
+                raise Superseded(f"{self.path.parent.parent} was taken over by another run; this one stops writing")
+            yield
+
+    @contextmanager
+    def _locked(self, how: int):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, how)
+            yield fd
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def write_atomic(table: pa.Table, path: Path, lease: Lease | None = None) -> None:
+    """``table`` to ``path`` whole or not at all (and, with a ``lease``, only while the run holds it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # a dead run's writer may use the name
     # encoded images do not compress: spend zstd only on the other columns
     codec = {name: ("none" if name in IMAGE_COLUMNS else "zstd") for name in table.column_names}
     pq.write_table(table, tmp, compression=codec)
-    os.replace(tmp, path)
+    try:
+        with holding(lease):
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def holding(lease: Lease | None):
+    """``lease.held()``, or nothing to hold for a write outside a leased run."""
+    return lease.held() if lease is not None else nullcontext()
 
 
 def content_name(table: pa.Table, prefix: str = "part", key: str = "id") -> str:
@@ -58,12 +121,14 @@ class RowSink(Datasink):
     dedup follows); the rest -> ``rejected_dir``. SPSS rows by default, SPMS pairs for synth."""
 
     def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool,
-                 alive_status: str = ALIVE, schema: pa.Schema = SPSS_SCHEMA, key: str = "id", image: str = "image"):
+                 alive_status: str = ALIVE, schema: pa.Schema = SPSS_SCHEMA, key: str = "id", image: str = "image",
+                 lease: Lease | None = None):
         self.candidates_dir, self.rejected_dir = Path(candidates_dir), Path(rejected_dir)
         self.rows_per_file = rows_per_file
         self.rejected_images = rejected_images
         self.alive_status = alive_status  # what surviving rows are marked (kept, when no dedup follows)
         self.schema, self.key, self.image = schema, key, image  # SPSS rows by default; SPMS pairs for synth
+        self.lease = lease
 
     @property
     def min_rows_per_write(self) -> int:
@@ -79,9 +144,9 @@ class RowSink(Datasink):
         if good.num_rows and self.alive_status != ALIVE:
             good = set_status(good, self.alive_status)
         if good.num_rows:
-            write_atomic(good, self.candidates_dir / content_name(good, key=self.key))
+            write_atomic(good, self.candidates_dir / content_name(good, key=self.key), self.lease)
         if bad.num_rows:
             if not self.rejected_images:
                 bad = drop_images(bad, self.image)
-            write_atomic(bad, self.rejected_dir / content_name(bad, key=self.key))
+            write_atomic(bad, self.rejected_dir / content_name(bad, key=self.key), self.lease)
         return {"rows": table.num_rows}

@@ -171,7 +171,7 @@ def process(lay: Layout, files: list[str], cfg: SynthConfig, selected: pa.Array,
     for stage in stages:
         ds = add_stage(ds, stage)
     ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                              schema=SPMS_SCHEMA, key="pair_id", image="target_image"),
+                              schema=SPMS_SCHEMA, key="pair_id", image="target_image", lease=lay.lease),
                       ray_remote_args={"num_cpus": 0.25})
 
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import samples
-from curation.records import SPSS_SCHEMA, empty_row, stable_id
+from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
 from infu_model import images
 from pipelines.config import load_config
 from stages import caption_stage, curate_stage
@@ -161,9 +161,34 @@ def test_a_job_writes_only_into_an_empty_folder_or_its_own_output(tmp_path):
     for f in ("kept/a.parquet", "_work/logs/curate.log", "stats.json", "my-notes.txt"):
         (own / f).parent.mkdir(parents=True, exist_ok=True)
         (own / f).write_text("x")
-    clear(own, "curate", keep=own / "_work" / "logs")
+    clear(own, "curate", keep=(own / "_work" / "logs",))
     assert sorted(str(p.relative_to(own)) for p in own.rglob("*")) == [
         "_work", "_work/logs", "_work/logs/curate.log", "my-notes.txt", "run.json"]
+
+
+def test_a_killed_runs_late_write_never_lands_in_the_rerun(tmp_path):
+    """Ray's workers outlive a kill -9 of the driver by seconds: a write they finish after the
+    rerun listed what is done would give rows twice. The rerun takes the folder; the late write is dropped."""
+    from pipelines.job import Layout, SourceSpec, prepare_out
+    from pipelines.sink import RowSink, Superseded
+
+    cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
+    killed, rerun = Layout(tmp_path / "out"), Layout(tmp_path / "out")
+    prepare_out(killed, cfg, specs, False, "curate")
+    late = RowSink(killed.candidates, killed.rejected, 4, False, lease=killed.lease)  # a dead run's writer
+    alive = {**spss_rows(1)[0], "status": ALIVE}
+    dropped = {**spss_rows(2)[1], "status": "rejected", "reason": "blurry"}
+    block = pa.Table.from_pylist([alive, dropped], schema=SPSS_SCHEMA)
+    late.write([block], None)  # before the rerun: lands, and the rerun counts it as done
+    assert len(list(killed.candidates.glob("*.parquet"))) == len(list(killed.rejected.glob("*.parquet"))) == 1
+
+    prepare_out(rerun, cfg, specs, False, "curate")
+    with pytest.raises(Superseded, match="taken over by another run"):
+        late.write([block.slice(0, 1).set_column(0, "id", pa.array(["other"]))], None)
+    assert len(list(killed.candidates.glob("*"))) == 1, "nothing added, no .tmp left"
+    RowSink(rerun.candidates, rerun.rejected, 4, False, lease=rerun.lease).write(
+        [block.slice(1).set_column(0, "id", pa.array(["mine"]))], None)
+    assert len(list(rerun.rejected.glob("*.parquet"))) == 2
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -211,6 +236,25 @@ def test_a_pickle_planted_in_a_checkpoint_never_runs(tmp_path, tiny_models, tiny
 
 
 # -------------------------------------------------------------- too little ---
+def test_a_killed_training_runs_late_checkpoint_never_lands(tmp_path, tiny_models, tiny_spss):
+    """A killed run's training workers, alive for seconds, reach a save after the rerun took the
+    folder: nothing of theirs appears beside the rerun's checkpoints."""
+    from pipelines.job import lease_file
+    from pipelines.sink import Lease, Superseded
+    from pipelines.train import Trainer
+    from pipelines.train.checkpoint import FolderCheckpoints
+
+    out = tmp_path / "out"
+    killed = FolderCheckpoints(out, keep=2)
+    killed.lease = Lease.take(lease_file(out))
+    trainer = Trainer(train_cfg(tiny_models, tiny_spss, out, steps=2), killed)
+    trainer.train_step()
+    Lease.take(lease_file(out))  # the rerun
+    with pytest.raises(Superseded):
+        trainer.run()
+    assert list((out / "checkpoints").glob("*")) == []
+
+
 def test_a_global_batch_without_a_usable_row_leaves_the_weights_as_they_are(tmp_path, tiny_models):
     """Every row of the step undecodable: no gradient, so no optimizer step (AdamW's weight decay and
     momentum would move the weights); the usable steps around it still train."""

@@ -36,7 +36,7 @@ def test_overwrite_clears_the_output_but_not_the_running_jobs_log(tmp_path):
     for f in ("kept/a.parquet", "_work/manifest/m.parquet", "_work/logs/curate.log", "stats.json", "notes.txt"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("x")
-    clear(tmp_path, "curate", keep=tmp_path / "_work" / "logs")
+    clear(tmp_path, "curate", keep=(tmp_path / "_work" / "logs",))
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "_work", "_work/logs", "_work/logs/curate.log", "notes.txt"], "a file the job did not write stays"
 

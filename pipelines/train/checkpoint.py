@@ -38,7 +38,8 @@ import torch
 from diffusers import FluxControlNetModel
 
 from infu_model.projection import ProjectionNetwork
-from pipelines.job import finished_checkpoints
+from pipelines.job import finished_checkpoints, lease_file
+from pipelines.sink import Lease, holding
 from pipelines.train.parallel import Workers, full_state
 
 PARTS = (("infusenet", FluxControlNetModel), ("image_proj", ProjectionNetwork))
@@ -94,16 +95,18 @@ def _json(path: Path, obj) -> None:
 
 
 def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta: dict, workers: Workers,
-                    skipped: dict) -> Path:
+                    skipped: dict, lease: Lease | None = None) -> Path:
     """``OUT/checkpoints/step-N``, written whole or not at all; called by every worker at the same
-    step (gathering FSDP shards is collective)."""
+    step (gathering FSDP shards is collective). With the run's ``lease``, worker 0 touches the
+    folder only while the run holds it: a killed run's workers, alive for seconds, stay out."""
     root = out / "checkpoints"
     d = root / f"step-{step:08d}"
     tmp = d.with_name(d.name + ".tmp")
     if workers.rank == 0:
-        for stale in root.glob("*.tmp"):  # a save that a killed run left behind
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with holding(lease):
+            for stale in root.glob("*.tmp"):  # a save that a killed run left behind
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir(parents=True)
     workers.barrier()
     _json(tmp / f"rank-{workers.rank}.json", {"rng": rng_state(), "skipped": skipped})
     weights, optimizer = full_state(model, opt, workers)
@@ -117,14 +120,17 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
     if workers.rank == 0:
         # a run resumed from an older checkpoint than the newest folder (one Ray Train never recorded:
         # killed before reporting it) trains this step again, to the same weights
-        shutil.rmtree(d, ignore_errors=True)
-        tmp.rename(d)
+        with holding(lease):
+            shutil.rmtree(d, ignore_errors=True)
+            tmp.rename(d)
     workers.barrier()
     return d
 
 
 class FolderCheckpoints:
     """Checkpoints without Ray Train: a run resumes from the newest whole folder, the newest ``keep`` stay."""
+
+    lease = None  # a launcher of its own guards its folder
 
     def __init__(self, out: Path, keep: int):
         self.out, self.keep = out, keep
@@ -144,6 +150,7 @@ class RayTrainCheckpoints:
 
     def __init__(self, out: Path):
         self.out = out
+        self.lease = Lease.current(lease_file(out))  # what run_train took before starting the workers
 
     def latest(self) -> Path | None:
         import ray.train

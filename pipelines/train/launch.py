@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 
 from pipelines.config import plain
-from pipelines.job import check_inputs, claim_output, input_files
+from pipelines.job import check_inputs, claim_output, input_files, lease_file
+from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
 from pipelines.train.checkpoint import UnsafeCheckpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
@@ -101,6 +102,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
 
     check_training(data_dir, cfg)
     claim_output(out, "train")
+    Lease.take(lease_file(out))  # the workers it starts hold it; a killed run's, still alive, no longer do
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)})
     if build_cache:
         log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")

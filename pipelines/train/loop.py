@@ -177,7 +177,8 @@ class Trainer:
                 window = []
             if self.step % every == 0 or self.step == max_steps:
                 self.ckpt = saved = save_checkpoint(self.out, self.step, self.model, self.opt, self.sched,
-                                                    self.configs, self.meta(), self.w, dict(self.skipped))
+                                                    self.configs, self.meta(), self.w, dict(self.skipped),
+                                                    self.checkpoints.lease)
             if rec is not None or saved is not None:  # the same steps on every worker
                 self.checkpoints.report(self.w, rec, saved)
         skipped = self.w.sum_counts(self.skipped)
