@@ -245,8 +245,7 @@ def test_a_killed_training_runs_late_checkpoint_never_lands(tmp_path, tiny_model
     from pipelines.train.checkpoint import FolderCheckpoints
 
     out = tmp_path / "out"
-    killed = FolderCheckpoints(out, keep=2)
-    killed.lease = Lease.take(lease_file(out))
+    killed = FolderCheckpoints(out, keep=2, lease=Lease.take(lease_file(out)))
     trainer = Trainer(train_cfg(tiny_models, tiny_spss, out, steps=2), killed)
     trainer.train_step()
     Lease.take(lease_file(out))  # the rerun

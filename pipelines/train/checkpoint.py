@@ -128,12 +128,11 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
 
 
 class FolderCheckpoints:
-    """Checkpoints without Ray Train: a run resumes from the newest whole folder, the newest ``keep`` stay."""
+    """Checkpoints without Ray Train: a run resumes from the newest whole folder, the newest ``keep`` stay;
+    ``lease``: the run's, when its launcher took one (a plain call, torchrun or ``mp.spawn`` take none)."""
 
-    lease = None  # a launcher of its own guards its folder
-
-    def __init__(self, out: Path, keep: int):
-        self.out, self.keep = out, keep
+    def __init__(self, out: Path, keep: int, lease: Lease | None = None):
+        self.out, self.keep, self.lease = out, keep, lease
 
     def latest(self) -> Path | None:
         return latest_checkpoint(self.out)
