@@ -11,6 +11,7 @@ the stage does not run and says so; it never invents text.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,12 +19,13 @@ from curation.caption_text import clean_caption
 from curation.captioners import BACKENDS, check_folder
 from curation.options import ConfigError, between
 from curation.stage import Stage
+from infu_model.hub import FOLDER, ModelNotCached, ModelRef, Need
 from infu_model.images import rgb_image
 
 @dataclass(frozen=True)
 class CaptionOptions:
     backend: Literal[tuple(BACKENDS)]
-    model: str | None                            # local folder; null: the captioner does not run
+    model: ModelRef | None                       # path or hf://... (infu_model/hub.py); null: does not run
     device: str
     dtype: Literal["bfloat16", "float16", "float32"] | None
     max_new_tokens: int = between(1)
@@ -34,6 +36,9 @@ class CaptionOptions:
     num_beams: int | None = between(1, default=None)   # blip2
     instruction: str | None = None               # chat backends
     max_tiles: int | None = between(1, default=None)   # internvl
+    # internvl2 only: run the modelling code that ships inside the checkpoint (a Hub one must be pinned to a
+    # commit: hf://OWNER/NAME@<40-hex commit>); every other backend runs transformers' own code
+    trust_remote_code: bool | None = None        # null: false
 
 
 class CaptionStage(Stage):
@@ -63,20 +68,46 @@ class CaptionStage(Stage):
 
     def report(self) -> dict:
         if not self.enabled:
-            return {"ran": False, "note": f"no local {self.opts.backend} model configured (model: path); "
+            return {"ran": False, "note": f"no {self.opts.backend} model configured (model: null); "
                                           "dataset captions kept, no text invented"}
-        return {"ran": True, "backend": self.opts.backend, "model": self.opts.model}
+        return {"ran": True, "backend": self.opts.backend, "model": str(self.opts.model)}
+
+    def needs(self) -> list:
+        return Need.of(self.opts.model, FOLDER, f"{self.label} captioner") if self.enabled else []
+
+    def check_code(self) -> None:
+        """Code from a checkpoint runs only when asked for, and from a Hub checkpoint only at a pinned commit."""
+        o, ref = self.opts, self.opts.model
+        if o.backend != "internvl2":
+            if o.trust_remote_code:
+                raise ConfigError(f"captioner {self.label!r}: trust_remote_code is for the internvl2 backend only; "
+                                  f"{o.backend} runs transformers' own code")
+            return
+        if not o.trust_remote_code:
+            raise ConfigError(f"captioner {self.label!r}: the internvl2 backend runs the modelling code inside the "
+                              "checkpoint: set trust_remote_code: true to allow it (or use the internvl backend on "
+                              "a converted *-hf checkpoint, which runs none)")
+        if ref is not None and ref.kind == "hub" and not re.fullmatch(r"[0-9a-f]{40}", ref.revision):
+            raise ConfigError(f"captioner {self.label!r}: {ref} runs code from the Hub: pin it to a commit "
+                              f"(hf://{ref.location}@<40-hex commit>{'/' + ref.path if ref.path else ''}) so that "
+                              "the code that runs is the code you read")
 
     def check(self) -> None:
-        """Cheap checks of the backend and the model folder (no weights read), run before the job starts."""
-        check_folder(self.opts.backend, self.opts.model)
+        """Cheap checks of the backend and the model folder (no weights read), run before the job starts;
+        a Hub model not fetched yet is checked once the job has fetched it (run_caption checks again)."""
+        self.check_code()
+        try:
+            check_folder(self.opts.backend, self.opts.model)
+        except ModelNotCached:
+            pass
 
     def backend_kwargs(self) -> dict:
         """The options this backend's constructor takes (prompt, instruction, num_beams, ...); one it
         does not take is a config error, not a setting silently dropped."""
         accepted = set(inspect.signature(BACKENDS[self.opts.backend].__init__).parameters) - {"self", "model"}
         given = {k: v for k, v in vars(self.opts).items() if v is not None}
-        wrong = sorted(set(given) - accepted - {"backend", "model", "max_chars", "names", "generate_batch"})
+        wrong = sorted(set(given) - accepted - {"backend", "model", "max_chars", "names", "generate_batch",
+                                                "trust_remote_code"})
         if wrong:
             raise ConfigError(f"captioner {self.label!r}: {', '.join(wrong)} not used by the {self.opts.backend} backend "
                               f"(it takes {', '.join(sorted(accepted))})")

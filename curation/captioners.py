@@ -11,16 +11,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from infu_model.hub import FOLDER, resolve
 from infu_model.runtime import is_cuda, torch_device
 
 DEFAULT_INSTRUCTION = ("Describe this photo of a person in one or two sentences for an image generator: clothing, "
                        "setting, pose, expression, lighting and camera framing. Do not name the person.")
 
 
-def _local(path: str) -> Path:
-    p = Path(path).expanduser()
+def _local(model, fetch: bool | None = None) -> Path:
+    """The captioner's folder from its model reference (a path, or the Hub cache the driver filled)."""
+    p = resolve(model, FOLDER, fetch)
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"captioner not found: {p} (a local model folder with config.json)")
+        raise FileNotFoundError(f"captioner not found: {model} ({p} holds no config.json)")
     return p
 
 
@@ -172,8 +174,9 @@ def _pair(v) -> list[int]:
 
 
 def check_folder(backend: str, model: str) -> None:
-    """Fail on the driver, before any row is read, when a folder cannot serve ``backend``."""
-    p = _local(model)
+    """Fail on the driver, before any row is read, when a folder cannot serve ``backend`` (never fetches:
+    a model not yet in the cache raises ``ModelNotCached``)."""
+    p = _local(model, fetch=False)
     want = {"blip2": "blip-2", "internvl2": "internvl_chat"}.get(backend)
     if backend == "internvl":
         internvl_parts(p)
@@ -192,8 +195,9 @@ def _chat_template(p: Path) -> str:
 
 
 class InternVL2Captioner:
-    """An original InternVL2 checkpoint with its own modeling code (``trust_remote_code``,
-    never fetched). One 448x448 tile per image (InternVL's ImageNet normalisation), the
+    """An original InternVL2 checkpoint with its own modeling code (``trust_remote_code``: the stage
+    runs it only when its config says ``trust_remote_code: true``, and a Hub checkpoint only at a
+    pinned commit, so the code that runs is the code that was read). One 448x448 tile per image (InternVL's ImageNet normalisation), the
     model's ``batch_chat``. NOT exercised offline (no InternVL2 code ships in a package):
     prefer ``internvl`` on the converted ``*-hf`` checkpoint, which the tests run."""
 

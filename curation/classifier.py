@@ -1,16 +1,16 @@
-"""A transformers image classifier from a local folder, as a score for one label.
+"""A transformers image classifier, named by a model reference, as a score for one label.
 
 Used by the NSFW and watermark stages for production models (e.g. a ViT
-fine-tuned for NSFW or watermark detection). Loading is offline only
-(``local_files_only``); the slow (numpy/PIL) image processor is used so no
-torchvision is needed.
+fine-tuned for NSFW or watermark detection). The folder comes from
+``infu_model.hub.resolve`` (a path, or the Hub cache the job's driver filled);
+transformers itself loads with ``local_files_only``. The slow (numpy/PIL) image
+processor is used so no torchvision is needed.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from infu_model.hub import FOLDER, resolve
 from infu_model.runtime import torch_device
 
 
@@ -19,13 +19,13 @@ class ImageClassifier:
         import torch
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        p, device = Path(path).expanduser(), torch_device(device)
+        p, device = resolve(path, FOLDER), torch_device(device)
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"image classifier not found: {p} (a transformers folder with config.json)")
         self.torch = torch
         self.processor = AutoImageProcessor.from_pretrained(p, local_files_only=True, use_fast=False)
         self.model = AutoModelForImageClassification.from_pretrained(
-            p, local_files_only=True, torch_dtype=getattr(torch, dtype)).to(device).eval()
+            p, local_files_only=True, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = device
         id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
         matches = [i for i, name in id2label.items() if name.lower() == label.lower()]

@@ -27,7 +27,9 @@ import numpy as np
 from curation.options import between, plain
 from curation.records import analysis_image, reject
 from curation.stage import Stage
-from infu_model.faces import analyzer_device, analyzer_models, head_pose, main_face, make_face_analyzer
+from infu_model.faces import (analyzer_device, analyzer_models, analyzer_needs, head_pose, main_face,
+                              make_face_analyzer)
+from infu_model.hub import ModelRef
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,9 @@ class DlibOptions:
 
 @dataclass(frozen=True)
 class InsightFaceOptions:
-    root: str
+    root: ModelRef        # holds models/<pack>/scrfd_10g_bnkps.onnx
     pack: str
-    arcface: str
+    arcface: ModelRef     # facexlib's recognition_arcface_ir_se50.pth
     det_sizes: tuple[int, ...] = between(64)
     det_thresh: float = between(0, 1)
     device: str
@@ -72,6 +74,9 @@ class FaceStage(Stage):
 
     def models(self) -> list[tuple[str, str, str]]:
         return analyzer_models(self.analyzer_cfg())
+
+    def needs(self) -> list:
+        return analyzer_needs(self.analyzer_cfg())
 
     def analyzer_cfg(self) -> dict:
         """The face backend's block, as infu_model.faces takes it."""

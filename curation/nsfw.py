@@ -18,6 +18,7 @@ import numpy as np
 from curation.options import between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
+from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.runtime import ort_session
 
 
@@ -28,7 +29,7 @@ class NSFWOptions:
     classes: tuple[str, ...]  # nudenet's labels that count
     threads: int = between(1)  # nudenet: onnxruntime threads per actor
     device: str               # cpu | cuda[:N]
-    model: str | None         # transformers: local folder
+    model: ModelRef | None    # transformers: an image classifier (path, hf://... ; infu_model/hub.py)
     label: str                # transformers: the label that means NSFW
 
 
@@ -41,6 +42,9 @@ class NSFWStage(Stage):
         if self.opts.backend == "nudenet":
             return [("nudenet", self.device, "onnxruntime")]
         return [(f"classifier {self.opts.model}", self.device, "torch")]
+
+    def needs(self) -> list:
+        return Need.of(self.opts.model, FOLDER, "NSFW classifier") if self.opts.backend == "transformers" else []
 
     def setup(self) -> None:
         if self.opts.backend == "nudenet":

@@ -1,7 +1,7 @@
 """Typed stage options: each stage declares what its config block may hold, once.
 
 A stage's ``Options`` is a frozen dataclass. A field's type gives the kind (``float``, ``int``,
-``bool``, ``str``, ``Literal[...]`` choices, ``X | None``, ``tuple[X, ...]``, a nested options
+``bool``, ``str``, ``ModelRef`` (a model: path, Hub id or URL), ``Literal[...]`` choices, ``X | None``, ``tuple[X, ...]``, a nested options
 dataclass, ``dict`` for free-form blocks) and ``between(lo, hi)`` its range. The values
 themselves live in one place, the packaged YAML (``configs/*.yaml``: documented, the paper's
 values): a stage reads its block there and lays the given config over it (``Stage.__init__``).
@@ -18,6 +18,8 @@ import typing
 from pathlib import Path
 
 import yaml
+
+from infu_model.hub import ModelError, ModelRef
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -71,6 +73,11 @@ def _value(tp, v, where: str, bounds):
             raise ConfigError(f"{where}: expected a list" + (f" of {len(args)} values" if fixed else "") + f", got {v!r}")
         kinds = args if fixed else [args[0]] * len(v)
         return tuple(_value(k, x, f"{where}[{i}]", bounds) for i, (k, x) in enumerate(zip(kinds, v)))
+    if tp is ModelRef:  # a model by path, Hub id or URL (infu_model/hub.py), checked for its syntax here
+        try:
+            return ModelRef.parse(v)
+        except ModelError as e:
+            raise ConfigError(f"{where}: {e}") from None
     if hasattr(tp, "from_block"):  # a stage: its options block parsed, then built (once, here)
         return tp.from_block(v, where)
     if dataclasses.is_dataclass(tp):
@@ -139,6 +146,8 @@ def plain(obj):
     tuples as lists, a built stage as its block."""
     if hasattr(obj, "block"):
         return obj.block()
+    if isinstance(obj, ModelRef):
+        return obj.text
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

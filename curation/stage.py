@@ -114,6 +114,11 @@ class Stage:
         prints at start say where each will run (infu_model.runtime.placement)."""
         return [(self.label, self.device, "torch")] if self.stateful and self.enabled else []
 
+    def needs(self) -> list:
+        """The models (infu_model.hub.Need) the stage loads, which the job fetches in its driver before
+        any work; its actors then read them from the cache."""
+        return []
+
     def setup(self) -> None:
         """Load models. Called once per actor, before the first batch."""
 
@@ -159,6 +164,9 @@ class Chain(Stage):
 
     def models(self) -> list[tuple[str, str, str]]:
         return [m for s in self.stages for m in s.models()]
+
+    def needs(self) -> list:
+        return [n for s in self.stages for n in s.needs()]
 
     def setup(self) -> None:
         for s in self.stages:

@@ -20,6 +20,7 @@ from curation.options import between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
 from curation.watermark_ocr import OcrOptions
+from infu_model.hub import FOLDER, ModelRef, Need
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class WatermarkOptions:
     threshold: float = between(0, 1)
     device: str
     ocr: OcrOptions
-    model: str | None   # transformers: local image-classifier folder
+    model: ModelRef | None   # transformers: an image classifier (path, hf://... ; infu_model/hub.py)
     label: str          # transformers: the label that means "has a watermark"
 
 
@@ -47,6 +48,9 @@ class WatermarkStage(Stage):
         if self.opts.backend == "ocr":
             return [("PP-OCR detector + recogniser", self.device, "onnxruntime")]
         return [(f"classifier {self.opts.model}", self.device, "torch")]
+
+    def needs(self) -> list:
+        return Need.of(self.opts.model, FOLDER, "watermark classifier") if self.opts.backend == "transformers" else []
 
     def setup(self) -> None:
         if self.opts.backend == "ocr":

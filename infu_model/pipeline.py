@@ -38,13 +38,16 @@ from PIL import Image
 
 from infu_model.control import black_control, draw_kps, fit_on_white
 from infu_model.images import upright
-from infu_model.faces import FaceAnalyzer, make_face_analyzer
+from infu_model.faces import FaceAnalyzer, analyzer_needs, make_face_analyzer
+from infu_model import hub
+from infu_model.hub import DIFFUSERS, FOLDER, Need, infu_weights
 from infu_model.infusenet import in_window, infusenet_residuals
 from infu_model.projection import ProjectionNetwork
+from infu_model.published import GENERATION
 from infu_model.memory import WEIGHTS, MemoryPlan, check_fp8, resolve
 from infu_model.runtime import torch_device
 
-VARIANTS = ("aes_stage2", "sim_stage1")
+G = GENERATION
 TEXT_ENCODERS = ("gpu", "offload")
 OFFLOAD = ("none", "model", "low_vram", "sequential")
 
@@ -61,31 +64,54 @@ class InfUPipelineOutput(BaseOutput):
     images: list[Image.Image] | np.ndarray | torch.Tensor
 
 
-def load_infu_weights(infu_path: str | Path, variant: str = "aes_stage2", torch_dtype=None):
+def infu_folder(infu_path, variant: str = "aes_stage2", fetch: bool | None = None) -> tuple[Path, Path]:
+    """(the weights' folder, the folder holding ``InfuseNetModel/`` or ``infusenet/``) of a model reference
+    to InfU weights: a published ``infu_flux_v1.0`` folder (``variant`` picks one), one variant folder,
+    or our native layout."""
+    root = hub.resolve(infu_path, infu_weights(variant), fetch)
+    return root, (root / variant if (root / variant / "InfuseNetModel").is_dir() else root)
+
+
+def face_backend_of(infu_path, variant: str = "aes_stage2") -> str:
+    """The face backend the weights were trained with: our ``infu.json`` says; the published ones use insightface."""
+    root, _ = infu_folder(infu_path, variant)
+    meta = root / "infu.json"
+    return json.loads(meta.read_text()).get("face_backend", "insightface") if meta.is_file() else "insightface"
+
+
+def pipeline_needs(base, infu, variant: str = "aes_stage2", faces: dict | None = None, loras=()) -> list[Need]:
+    """Every model ``load_pipeline`` reads: the FLUX base (its diffusers folders only), the InfU variant,
+    then the face backend those weights need (unless ``faces`` names one), and the LoRAs."""
+    def face_models(_):
+        return analyzer_needs({"backend": face_backend_of(infu, variant), **(faces or {})})
+
+    return [*Need.of(base, DIFFUSERS, "FLUX base"),
+            *Need.of(infu, infu_weights(variant), f"InfU weights ({variant})", face_models),
+            *(n for path, _ in loras for n in Need.of(path, FOLDER, "LoRA"))]
+
+
+def load_infu_weights(infu_path, variant: str = "aes_stage2", torch_dtype=None):
     """(InfuseNet, projection network, meta) from the published layout
-    ``infu_flux_v1.0/<variant>/{InfuseNetModel/, image_proj_model.bin}`` or our native
-    one ``<dir>/{infusenet/, image_proj/, infu.json}``."""
-    root = Path(infu_path).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"InfU weights not found: {root}")
-    published = root / variant
+    ``infu_flux_v1.0/<variant>/{InfuseNetModel/, image_proj_model.bin}`` (or that variant folder itself)
+    or our native one ``<dir>/{infusenet/, image_proj/, infu.json}``; ``infu_path`` is a model reference."""
+    root, published = infu_folder(infu_path, variant)
     meta = {}
     if (published / "InfuseNetModel").is_dir():
-        infusenet = FluxControlNetModel.from_pretrained(published / "InfuseNetModel", torch_dtype=torch_dtype)
+        infusenet = FluxControlNetModel.from_pretrained(published / "InfuseNetModel", dtype=torch_dtype)
         proj = ProjectionNetwork.from_infu_bin(published / "image_proj_model.bin")
-        meta = {"format": "published", "variant": variant, "face_backend": "insightface"}
+        meta = {"format": "published", "variant": published.name, "face_backend": "insightface"}
         if (root / "infu.json").is_file():  # not in the release; our tiny models say which face backend they need
             meta.update(json.loads((root / "infu.json").read_text()))
     elif (root / "infusenet").is_dir():
-        infusenet = FluxControlNetModel.from_pretrained(root / "infusenet", torch_dtype=torch_dtype)
+        infusenet = FluxControlNetModel.from_pretrained(root / "infusenet", dtype=torch_dtype)
         proj = ProjectionNetwork.from_pretrained(root / "image_proj")
         if (root / "infu.json").is_file():
             meta = json.loads((root / "infu.json").read_text())
         meta.setdefault("format", "native")
     else:
         have = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-        raise FileNotFoundError(f"{root} holds neither {variant}/InfuseNetModel (published layout) nor "
-                                f"infusenet/ (native layout); it has {have}")
+        raise FileNotFoundError(f"{infu_path}: {root} holds neither {variant}/InfuseNetModel (published layout) "
+                                f"nor infusenet/ (native layout); it has {have}")
     if torch_dtype is not None and torch_dtype != proj.dtype:
         proj = proj.to(torch_dtype)
     return infusenet, proj, meta
@@ -140,20 +166,22 @@ class InfUPipeline(FluxPipeline):
     @classmethod
     def from_pretrained(cls, base_path, infu_path=None, variant: str = "aes_stage2", torch_dtype=None,
                         face_analyzer: FaceAnalyzer | dict | None = None, **kwargs) -> "InfUPipeline":
-        """``base_path``: a FLUX folder in diffusers layout and ``infu_path`` published or native InfU
-        weights; or ``base_path`` alone: a whole pipeline saved with ``save_pretrained``."""
-        base = Path(base_path).expanduser()
+        """``base_path``: a FLUX model in diffusers layout and ``infu_path`` published or native InfU
+        weights; or ``base_path`` alone: a whole pipeline saved with ``save_pretrained``. Each is a model
+        reference (infu_model/hub.py): a folder, ``hf://OWNER/NAME[@REV][/PATH]`` (fetched into the Hub
+        cache when missing, only the files read) or a URL."""
+        base = hub.resolve(base_path, DIFFUSERS)
         index = base / "model_index.json"
         if not index.is_file():
             raise FileNotFoundError(f"base model not found: {base} (a diffusers FLUX folder with model_index.json)")
         if infu_path is None:
             if "infusenet" not in json.loads(index.read_text()):
                 raise ValueError(f"{base} is a base model without InfU weights: give infu_path")
-            pipe = super().from_pretrained(base, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
+            pipe = super().from_pretrained(base, dtype=torch_dtype, local_files_only=True, **kwargs)
             meta = json.loads((base / "infu.json").read_text()) if (base / "infu.json").is_file() else {}
             return pipe.set_face_analyzer(face_analyzer, meta)
         infusenet, proj, meta = load_infu_weights(infu_path, variant, torch_dtype)
-        pipe = super().from_pretrained(base, infusenet=infusenet, image_proj=proj, torch_dtype=torch_dtype,
+        pipe = super().from_pretrained(base, infusenet=infusenet, image_proj=proj, dtype=torch_dtype,
                                        local_files_only=True, **kwargs)
         return pipe.set_face_analyzer(face_analyzer, meta)
 
@@ -254,12 +282,13 @@ class InfUPipeline(FluxPipeline):
     @torch.no_grad()
     def __call__(self, id_image: Image.Image | None = None, prompt: str | list[str] | None = None,
                  control_image: Image.Image | None = None, prompt_2: str | list[str] | None = None,
-                 width: int = 864, height: int = 1152, num_inference_steps: int = 30, sigmas: list[float] | None = None,
-                 guidance_scale: float = 3.5, num_images_per_prompt: int = 1, seed: int | list[int] = 0,
+                 width: int = G["width"], height: int = G["height"], num_inference_steps: int = G["steps"],
+                 sigmas: list[float] | None = None, guidance_scale: float = G["guidance"],
+                 num_images_per_prompt: int = 1, seed: int | list[int] = 0,
                  generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
                  prompt_embeds: torch.Tensor | None = None, pooled_prompt_embeds: torch.Tensor | None = None,
-                 id_embedding: torch.Tensor | None = None, infusenet_conditioning_scale: float = 1.0,
-                 infusenet_guidance_start: float = 0.0, infusenet_guidance_end: float = 1.0,
+                 id_embedding: torch.Tensor | None = None, infusenet_conditioning_scale: float = G["scale"],
+                 infusenet_guidance_start: float = G["start"], infusenet_guidance_end: float = G["end"],
                  output_type: str = "pil", return_dict: bool = True, joint_attention_kwargs: dict | None = None,
                  callback_on_step_end=None, callback_on_step_end_tensor_inputs: list[str] = ("latents",),
                  max_sequence_length: int = 512, skip_outside_window: bool = True):
@@ -381,10 +410,10 @@ class InfUPipeline(FluxPipeline):
 
     # ------------------------------------------------------------------ extras --
     def load_loras(self, loras: list[tuple[str, float]]) -> None:
-        """Stack LoRAs on the base transformer: [(path, weight), ...] (peft via diffusers)."""
+        """Stack LoRAs on the base transformer: [(model reference, weight), ...] (peft via diffusers)."""
         names = []
         for k, (path, _) in enumerate(loras):
-            self.load_lora_weights(path, adapter_name=f"lora{k}")
+            self.load_lora_weights(str(hub.resolve(path, FOLDER)), adapter_name=f"lora{k}")
             names.append(f"lora{k}")
         if names:
             self.set_adapters(names, adapter_weights=[w for _, w in loras])

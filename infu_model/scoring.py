@@ -1,4 +1,4 @@
-"""CLIP-family scorers from local folders: CLIPScore, PickScore and an aesthetic head.
+"""CLIP-family scorers named by model references: CLIPScore, PickScore and an aesthetic head.
 
 All three are a ``transformers`` ``CLIPModel`` in its saved layout; scores are
 plain cosines between L2-normalised image and text embeddings (the scale of the
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infu_model.hub import FILE, FOLDER, ModelError, resolve
 from infu_model.runtime import torch_device
 
 
@@ -23,10 +24,13 @@ class ScorerMissing(FileNotFoundError):
 
 def _folder(path, what: str, markers: tuple[str, ...] = ("config.json",)) -> Path:
     if not path:
-        raise ScorerMissing(f"{what}: no path configured")
-    p = Path(path).expanduser()
+        raise ScorerMissing(f"{what}: no model configured")
+    try:
+        p = resolve(path, FOLDER)
+    except ModelError as e:
+        raise ScorerMissing(f"{what}: {e}") from None
     if not any((p / m).is_file() for m in markers):
-        raise ScorerMissing(f"{what} not found: {p} (a transformers folder with {' or '.join(markers)})")
+        raise ScorerMissing(f"{what} not found: {path} (a transformers folder with {' or '.join(markers)})")
     return p
 
 
@@ -42,7 +46,7 @@ class ClipEmbedder:
                                                 ("preprocessor_config.json", "processor_config.json")) if processor else path
         self.device = device = torch_device(device)
         self.model = CLIPModel.from_pretrained(path, local_files_only=True,
-                                               torch_dtype=getattr(torch, dtype)).eval().to(device)
+                                               dtype=getattr(torch, dtype)).eval().to(device)
         self.processor = CLIPProcessor.from_pretrained(proc, local_files_only=True)
 
     @torch.no_grad()
@@ -72,7 +76,10 @@ class AestheticScorer:
 
     def __init__(self, clip, head, device: str = "cpu"):
         self.clip = ClipEmbedder(clip, device=device, what="aesthetic CLIP model")
-        head = Path(head).expanduser()
+        try:
+            head = resolve(head, FILE)
+        except ModelError as e:
+            raise ScorerMissing(f"aesthetic head: {e}") from None
         if not head.is_file():
             raise ScorerMissing(f"aesthetic head not found: {head} (.pth or .safetensors with layers.N.weight/bias)")
         if head.suffix == ".safetensors":

@@ -10,10 +10,12 @@ shows as an error in the page.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from infu_model.memory import MODES
+from infu_model.model_options import ModelOptions  # noqa: TC001 - the dataclass field's type
+from infu_model.published import GENERATION as G
 
 # system fonts: the page loads nothing from outside the machine
 FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
@@ -24,15 +26,8 @@ MONO = ["ui-monospace", "monospace"]
 class Generator:
     """The pipeline a page generates with, loaded on first use and again when the memory mode changes;
     one generation at a time (Gradio's queue runs one per event)."""
-    base: str
-    infu: str
-    variant: str = "aes_stage2"
-    dtype: str = "bfloat16"
-    device: str = "cuda"
-    faces: dict | None = None
+    model: ModelOptions               # its ``memory`` is the mode loaded now
     loras: list[tuple[str, float]] = field(default_factory=list)
-    memory: str = "auto"
-    compile: bool = False
     _pipe: object = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -40,14 +35,16 @@ class Generator:
     def lora_names(self) -> list[str]:
         return [Path(p).name for p, _ in self.loras]
 
-    def pipe(self, memory: str):
-        from infu_model.pipeline import load_pipeline
+    @property
+    def memory(self) -> str:
+        return self.model.memory
 
+    def pipe(self, memory: str):
         if self._pipe is None or memory != self.memory:
             self._pipe = None  # the old one leaves memory before the new one loads
-            self._pipe = load_pipeline(self.base, self.infu, self.variant, self.dtype, self.device, self.faces,
-                                       self.loras, memory=memory, compile=self.compile, log=print)
-            self.memory = memory
+            self.model = replace(self.model, memory=memory)
+            self._pipe = self.model.load(self.loras, log=print)
+            self._pipe.set_progress_bar_config(disable=True)  # the page shows the image, the terminal no bars
         return self._pipe
 
     def use_loras(self, pipe, chosen: list[str]) -> None:
@@ -124,15 +121,16 @@ def build_app(gen: Generator):
             with gr.Column():
                 image = gr.Image(label="Generated", type="pil", format="png", interactive=False, elem_id="output")
                 with gr.Accordion("InfU controls", open=True):
-                    scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="InfuseNet conditioning scale")
-                    start = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="InfuseNet guidance start")
-                    end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="InfuseNet guidance end")
-                    guidance = gr.Slider(1.0, 10.0, value=3.5, step=0.1, label="Guidance scale")
-                    steps = gr.Slider(1, 50, value=30, step=1, label="Steps", elem_id="steps")
+                    scale = gr.Slider(0.0, 1.5, value=G["scale"], step=0.05, label="InfuseNet conditioning scale")
+                    start = gr.Slider(0.0, 1.0, value=G["start"], step=0.05, label="InfuseNet guidance start")
+                    end = gr.Slider(0.0, 1.0, value=G["end"], step=0.05, label="InfuseNet guidance end")
+                    guidance = gr.Slider(1.0, 10.0, value=G["guidance"], step=0.1, label="Guidance scale")
+                    steps = gr.Slider(1, 50, value=G["steps"], step=1, label="Steps", elem_id="steps")
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
                     with gr.Row():
-                        width = gr.Number(value=864, precision=0, label="Width (multiple of 16)", elem_id="width")
-                        height = gr.Number(value=1152, precision=0, label="Height (multiple of 16)",
+                        width = gr.Number(value=G["width"], precision=0, label="Width (multiple of 16)",
+                                          elem_id="width")
+                        height = gr.Number(value=G["height"], precision=0, label="Height (multiple of 16)",
                                            elem_id="height")
                     loras = gr.CheckboxGroup(gen.lora_names, value=gen.lora_names, label="LoRAs",
                                              visible=bool(gen.loras))

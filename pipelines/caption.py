@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
+from pipelines.models import fetch_models
 from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
                            parquet_files, prepare_out, read_column)
@@ -54,6 +55,9 @@ class CaptionConfig(JobConfig):
 
     def models(self) -> list[tuple[str, str, str]]:
         return stage_models(self.captioners)
+
+    def needs(self) -> list:
+        return [n for c in self.captioners for n in c.needs()]
 
     def stages(self) -> list[CaptionStage]:
         """The captioners with what the job gives each: the caption length and the names to replace."""
@@ -106,6 +110,7 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, ray_address: str | None = No
 
     t0 = time.time()
     captioners = check_caption(in_dir, cfg)
+    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}
     lay = Layout(Path(out))

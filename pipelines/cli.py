@@ -1,13 +1,15 @@
 """`infu`: one command per stage of the InfU data engine."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
 from infu_model.memory import MODES
+from infu_model.published import ARCFACE, FLUX_DEV, GENERATION, INFU_V1, INSIGHTFACE_ROOT, LORAS, VARIANTS
 from pipelines.config import ConfigError, load_config
-from pipelines.logs import job_logs, quiet_import_notices
+from pipelines.logs import job_logs, quiet_import_notices, quiet_loading
 
 
 # options every Ray job takes, with one wording
@@ -38,6 +40,22 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+def model_ref(ctx, param, value):
+    """A click callback: a model reference's syntax checked when the command line is read."""
+    from infu_model.hub import ModelError, ModelRef
+
+    try:
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if v is not None:
+                ModelRef.parse(_lora(v)[0] if param.name == "loras" else v)
+    except ModelError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+MODEL_HELP = "A folder, hf://OWNER/NAME[@REVISION][/PATH] (fetched into the Hub cache) or https://...#sha256=HEX."
+
+
 def one_line_errors():
     """The mistakes a user can make (a changed config, a missing or unusable input, a bad value, an
     output folder that is not the job's), which end as one line instead of a traceback."""
@@ -51,16 +69,23 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
     """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked, run in its own
     folder (``in_own_folder``), its summary on the terminal."""
     from pipelines.doctor import job_lines
+    from pipelines.job import check_output
     from pipelines.jobs import JOBS
+    from pipelines.models import fetch_models
 
     job = JOBS[name]
+
+    def check():
+        job("check")(inputs, cfg)
+        check_output(out_dir, name)  # a folder that is not the job's is refused before any download
+        fetch_models(cfg.needs(), say)  # every model ready before the folder is claimed or a worker starts
 
     def work(log):
         for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
             log(line)
         return job("run")(inputs, out_dir, cfg, log=log, **options)
 
-    stats = in_own_folder(out_dir, name, work, check=lambda: job("check")(inputs, cfg), libraries=libraries)
+    stats = in_own_folder(out_dir, name, work, check=check, libraries=libraries)
     click.echo(job("summary")(stats, out_dir))
     return stats
 
@@ -151,9 +176,11 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
 @click.option("--spss", "spss_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="SPSS Parquet: a curate/caption output (its kept/) or a folder of Parquet. Its records are "
                    "the real identity sources.")
-@click.option("--model", "model", type=click.Path(), help="Stage-1 InfU weights: the published infu_flux_v1.0 "
-              "folder (model.variant picks sim_stage1 by default) or one of our checkpoints. Overrides model.path.")
-@click.option("--base", "base", type=click.Path(), help="FLUX.1-dev folder (diffusers layout). Overrides model.base.")
+@click.option("--model", "model", callback=model_ref, help="Stage-1 InfU weights: the published infu_flux_v1.0 "
+              "folder (model.variant picks sim_stage1 by default) or one of our checkpoints; default: model.path "
+              f"({INFU_V1}). {MODEL_HELP}")
+@click.option("--base", "base", callback=model_ref, help=f"FLUX.1-dev in diffusers layout; default: model.base "
+              f"({FLUX_DEV}). {MODEL_HELP}")
 @click.option("--prompts", "prompts", type=click.Path(exists=True, dir_okay=False),
               help="Prompt bank: YAML/JSONL with id, text, gender (female|male|any), or text lines "
                    "'GENDER<TAB>prompt'. Default: configs/prompts/synth.yaml.")
@@ -207,8 +234,10 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
 
 
 @main.command("eval")
-@click.option("--model", "model", type=click.Path(), help="InfU weights to evaluate (published folder or checkpoint).")
-@click.option("--base", "base", type=click.Path(), help="FLUX.1-dev folder (diffusers layout).")
+@click.option("--model", "model", callback=model_ref, help="InfU weights to evaluate: published folder, one variant "
+              f"or one of our checkpoints; default: model.path ({INFU_V1}). {MODEL_HELP}")
+@click.option("--base", "base", callback=model_ref, help=f"FLUX.1-dev in diffusers layout; default: model.base "
+              f"({FLUX_DEV}). {MODEL_HELP}")
 @click.option("--ids", "ids_dir", type=click.Path(exists=True, file_okay=False),
               help="Identity photos: DIR/ids.yaml ({name, gender, reference, held_out}) or one sub-folder per "
                    "identity (reference.* or the first photo is the reference, the rest are held out).")
@@ -272,7 +301,7 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
     from pipelines.run import format_run_summary, read_pipeline, run_steps
 
     try:
-        spec, steps = read_pipeline(pipeline, quiet)
+        spec, steps = read_pipeline(pipeline, quiet, log=say)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     report = in_own_folder(spec["root"], "run", lambda log: run_steps(spec, steps, ray_address=ray_address, log=log))
@@ -310,8 +339,10 @@ def doctor(configs, ray_address, as_json, strict) -> None:
     import json
     from dataclasses import asdict
 
+    from infu_model.hub import hub_cache
     from infu_model.runtime import machine
     from pipelines.doctor import doctor_lines, placements
+    from pipelines.models import job_needs, status_line
     from pipelines.jobs import JOBS, config_class
 
     chosen = {job.defaults[0]: None for job in JOBS.values()}  # each job's packaged config (train: stage1)
@@ -324,15 +355,129 @@ def doctor(configs, ray_address, as_json, strict) -> None:
         if not path:
             raise click.ClickException(f"--config {item}: give NAME=FILE")
         chosen[name] = path
-    found = {name: placements(config(name, path)) for name, path in chosen.items()}
+    cfgs = {name: config(name, path) for name, path in chosen.items()}
+    found = {name: placements(cfg) for name, cfg in cfgs.items()}
     warnings = sum(bool(p.problem) for placed in found.values() for p in placed)
+    models = [(jobs, status_line(need)) for jobs, need in job_needs(cfgs)]  # the cache only: no network
     if as_json:
         jobs = {name: [asdict(p) for p in placed] for name, placed in found.items()}
-        click.echo(json.dumps({"machine": machine(), "jobs": jobs}, indent=1))
+        click.echo(json.dumps({"machine": machine(), "jobs": jobs,
+                               "models": [{"jobs": j, "model": line} for j, line in models]}, indent=1))
     else:
         click.echo("\n".join(doctor_lines(machine(), found, ray_address)))
+        click.echo(f"\nmodels (Hub cache {hub_cache()}; `infu models pull --job NAME` fetches a job's)")
+        click.echo("\n".join(f"{j:<22} {line}" for j, line in models))
         click.echo(f"\n{warnings} warning(s)" if warnings else "\nevery model runs where its config asks")
     if strict and warnings:
+        raise SystemExit(1)
+
+
+@main.group()
+def models() -> None:
+    """The models the jobs load: list them, pull them into the cache, verify their hashes.
+
+    A model is a folder, hf://OWNER/NAME[@REVISION][/PATH] (a Hub repo, fetched into huggingface_hub's
+    cache: HF_HOME, shared with diffusers and `hf download`; HF_TOKEN or `hf auth login` for gated ones;
+    HF_HUB_OFFLINE=1 reads the cache only) or https://...#sha256=HEX. Every job fetches what it lacks
+    before it starts; `pull` does it ahead of time (e.g. on a login node, into a shared HF_HOME)."""
+
+
+config_option = click.option(
+    "--config", "configs", multiple=True, metavar="NAME=FILE",
+    help="A config of yours over the packaged one; NAME is curate, caption, stage1, stage2, synth or eval. "
+         "Repeatable.")
+job_option = click.option("--job", "jobs", multiple=True, metavar="NAME",
+                          help="Only the models of this config (curate, caption, stage1, stage2, synth, eval). "
+                               "Repeatable.")
+
+
+def chosen_configs(configs, jobs=()) -> dict:
+    """{config name: typed config}: every packaged one (or those ``jobs`` name), with ``configs`` over them."""
+    from pipelines.jobs import JOBS, config_class
+
+    names = [d for job in JOBS.values() for d in job.defaults]
+    given = {}
+    for item in configs:
+        name, _, path = item.partition("=")
+        try:
+            config_class(name)
+        except KeyError as e:
+            raise click.ClickException(f"--config {item}: {e.args[0]}") from None
+        if not path:
+            raise click.ClickException(f"--config {item}: give NAME=FILE")
+        given[name] = path
+    for name in jobs:
+        if name not in names:
+            raise click.ClickException(f"--job {name}: not one of {', '.join(names)}")
+    return {name: config(name, given.get(name)) for name in (jobs or names)}
+
+
+@models.command("list")
+@job_option
+@config_option
+@click.option("--offline", is_flag=True, help="Ask the Hub nothing: sizes and licences of models not cached stay "
+                                              "unknown.")
+def models_list(jobs, configs, offline) -> None:
+    """Every model the packaged (or given) configs name: reference, what it is for, size, licence,
+    gated or not, and whether it is cached (and where)."""
+    from pipelines.models import job_needs, status_line
+
+    try:
+        for name, need in job_needs(chosen_configs(configs, jobs)):
+            click.echo(f"{name:<22} {status_line(need, online=not offline)}")
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@models.command("pull")
+@click.argument("refs", nargs=-1)
+@job_option
+@config_option
+def models_pull(refs, jobs, configs) -> None:
+    """Fetch REFS (models by reference) and/or every model of the --job configs into the cache, only the
+    files their loaders read. A reference one of the configs names is fetched as those jobs read it."""
+    from infu_model.hub import AUTO, ModelRef, Need
+    from pipelines.models import fetch_models, job_needs, known_selections
+
+    if not refs and not jobs:
+        raise click.UsageError("name the models (REFS) or the jobs (--job) whose models to pull")
+    try:
+        needs = [need for _, need in job_needs(chosen_configs(configs, jobs))] if jobs else []
+        every = chosen_configs(configs)
+        for ref in refs:
+            needs += [Need(ModelRef.parse(ref), s, "pulled by name") for s in known_selections(ref, every) or [AUTO]]
+        for need, path in fetch_models(needs, say):
+            click.echo(f"{need.ref}: {path}")
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@models.command("verify")
+@click.argument("refs", nargs=-1)
+@job_option
+@config_option
+def models_verify(refs, jobs, configs) -> None:
+    """Check every cached file of REFS (or of the --job configs' models; none given: every packaged job's)
+    against its published hash (sha256 of LFS files, the git blob id of the rest, a URL's own sha256).
+    A file that does not match is removed, so `infu models pull` fetches it again; exits 1 then."""
+    from infu_model.hub import ModelNotCached, verify
+    from pipelines.models import job_needs
+
+    names = list(refs) or sorted({n.ref.text for _, n in job_needs(chosen_configs(configs, jobs))
+                                  if n.ref.kind != "local"})
+    bad = []
+    for ref in names:
+        try:
+            found = verify(ref)
+        except ModelNotCached:
+            click.echo(f"{ref}: not cached")
+            continue
+        except FileNotFoundError as e:
+            raise click.ClickException(str(e)) from None
+        bad += found
+        click.echo("\n".join(found) if found else f"{ref}: every file matches its published hash")
+    if bad:
+        click.echo(f"{len(bad)} file(s) did not match and were removed: `infu models pull REF` fetches them again")
         raise SystemExit(1)
 
 
@@ -372,35 +517,46 @@ def make_tiny_cmd(out_dir) -> None:
     click.echo(f"tiny base: {paths['base']}\ntiny InfU: {paths['infu']}")
 
 
-def _lora(text: str) -> tuple[str, float]:
+def _lora_weight(text: str) -> float | None:
+    """The weight after the last ':' of a --lora value, when there is one."""
     path, _, weight = text.rpartition(":")
-    if not path:
-        return text, 1.0
     try:
-        return path, float(weight)
+        return float(weight) if path else None
     except ValueError:
-        return text, 1.0
+        return None
+
+
+def _lora(text: str) -> tuple[str, float]:
+    """(model reference, weight) of a --lora value; InfU's own LoRAs by name (realism, anti_blur)."""
+    weight = _lora_weight(text)
+    path, weight = (text, 1.0) if weight is None else (text.rpartition(":")[0], weight)
+    return LORAS.get(path, path), weight
 
 
 def model_options(command):
-    """The options that load InfU for inference: what `infu generate` and `infu app` share."""
+    """The options that load InfU for inference: what `infu generate` and `infu app` share. Every model
+    defaults to its published source, fetched once into the Hub cache (HF_HOME)."""
     options = [
-        click.option("--base", "base", required=True, type=click.Path(), help="FLUX base model folder (diffusers "
-                                                                                "layout)."),
-        click.option("--infu", "infu", required=True, type=click.Path(),
-                     help="InfU weights: the published infu_flux_v1.0 folder, or one of our checkpoints."),
-        click.option("--variant", type=click.Choice(["aes_stage2", "sim_stage1"]), default="aes_stage2",
+        click.option("--base", "base", default=FLUX_DEV, show_default=True, callback=model_ref,
+                     help=f"FLUX base model in diffusers layout (gated: accept its licence on the Hub and log in). "
+                          f"{MODEL_HELP}"),
+        click.option("--infu", "infu", default=INFU_V1, show_default=True, callback=model_ref,
+                     help="InfU weights: the published infu_flux_v1.0 folder (--variant picks one), one variant "
+                          "folder, or one of our checkpoints (infu train's OUT/final)."),
+        click.option("--variant", type=click.Choice(VARIANTS), default=VARIANTS[0],
                      show_default=True, help="Published variant: aes_stage2 (after SFT) or sim_stage1 (more identity, "
                                              "less aesthetics)."),
-        click.option("--lora", "loras", multiple=True, metavar="PATH:WEIGHT",
-                     help="LoRA on the base model, repeatable."),
+        click.option("--lora", "loras", multiple=True, metavar="MODEL[:WEIGHT]", callback=model_ref,
+                     help="LoRA on the base model, repeatable: a .safetensors file or folder, hf://..., or "
+                          f"{' / '.join(LORAS)}: InfU's own (from the InfU repo); WEIGHT defaults to 1."),
         click.option("--face-backend", type=click.Choice(["auto", "insightface", "dlib"]), default="auto",
                      show_default=True, help="Face analysis for the ID image; auto: what the weights were trained "
                                              "with (insightface for the published ones)."),
-        click.option("--insightface-root", default="~/.insightface", show_default=True,
-                     help="insightface backend: folder holding models/antelopev2/."),
-        click.option("--arcface", default="~/.cache/facexlib/recognition_arcface_ir_se50.pth", show_default=True,
-                     help="insightface backend: facexlib's IR-SE50 ArcFace weights."),
+        click.option("--insightface-root", default=INSIGHTFACE_ROOT, show_default=True, callback=model_ref,
+                     help="insightface backend: the folder holding models/antelopev2/ (only its SCRFD detector is "
+                          "read)."),
+        click.option("--arcface", default=ARCFACE, show_default=True, callback=model_ref,
+                     help="insightface backend: facexlib's IR-SE50 ArcFace weights (a URL needs its sha256)."),
         click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16",
                      show_default=True, help="Weights dtype (float32 on CPU is safest)."),
         click.option("--device", default="cuda", show_default=True,
@@ -414,14 +570,34 @@ def model_options(command):
                      help="torch.compile the FLUX blocks of the transformer and InfuseNet (fused QKV); pays off over "
                           "many images: compiling takes a while at the first call."),
     ]
+
+    @functools.wraps(command)
+    def described(base, infu, variant, loras, face_backend, insightface_root, arcface, dtype, device, memory,
+                  compile_, **rest):
+        from infu_model.hub import ModelRef
+        from infu_model.model_options import ModelOptions
+
+        faces = {"insightface": {"root": insightface_root, "arcface": arcface}}
+        faces = faces if face_backend == "auto" else {**faces, "backend": face_backend}
+        model = ModelOptions(ModelRef.parse(base), ModelRef.parse(infu), variant, dtype, device, memory, compile_,
+                             faces)
+        return command(model=model, loras=[_lora(x) for x in loras], **rest)
+
     for option in reversed(options):
-        command = option(command)
-    return command
+        described = option(described)
+    return described
 
 
-def face_config(face_backend: str, insightface_root: str, arcface: str) -> dict:
-    faces = {"insightface": {"root": insightface_root, "arcface": arcface}}
-    return faces if face_backend == "auto" else {**faces, "backend": face_backend}
+def ready(model, loras) -> None:
+    """Before anything loads: a memory mode this machine cannot run is refused, then every model is
+    fetched (download bars, one line), and loading says nothing more."""
+    from infu_model.memory import resolve as resolve_memory
+    from infu_model.runtime import torch_device
+    from pipelines.models import fetch_models
+
+    resolve_memory(model.memory, torch_device(model.device))
+    fetch_models(model.needs(loras), say)
+    quiet_loading()
 
 
 @main.command()
@@ -432,24 +608,30 @@ def face_config(face_backend: str, insightface_root: str, arcface: str) -> dict:
 @click.option("--control-image", type=click.Path(exists=True, dir_okay=False),
               help="Photo whose face position/pose (five keypoints) the output follows; none: free placement.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (CPU torch.Generator).")
-@click.option("--steps", type=int, default=30, show_default=True, help="Denoising steps.")
-@click.option("--width", type=int, default=864, show_default=True, help="Output width (multiple of 16).")
-@click.option("--height", type=int, default=1152, show_default=True, help="Output height (multiple of 16).")
-@click.option("--guidance", type=float, default=3.5, show_default=True, help="Base model guidance scale.")
-@click.option("--scale", type=float, default=1.0, show_default=True, help="InfuseNet conditioning scale.")
-@click.option("--start", type=float, default=0.0, show_default=True, help="InfuseNet guidance start (fraction of steps).")
-@click.option("--end", type=float, default=1.0, show_default=True, help="InfuseNet guidance end (fraction of steps).")
+@click.option("--steps", type=int, default=GENERATION["steps"], show_default=True, help="Denoising steps.")
+@click.option("--width", type=int, default=GENERATION["width"], show_default=True,
+              help="Output width (multiple of 16).")
+@click.option("--height", type=int, default=GENERATION["height"], show_default=True,
+              help="Output height (multiple of 16).")
+@click.option("--guidance", type=float, default=GENERATION["guidance"], show_default=True,
+              help="Base model guidance scale.")
+@click.option("--scale", type=float, default=GENERATION["scale"], show_default=True,
+              help="InfuseNet conditioning scale.")
+@click.option("--start", type=float, default=GENERATION["start"], show_default=True,
+              help="InfuseNet guidance start (fraction of steps).")
+@click.option("--end", type=float, default=GENERATION["end"], show_default=True,
+              help="InfuseNet guidance end (fraction of steps).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
-def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, width, height, guidance, scale, start,
-             end, loras, face_backend, insightface_root, arcface, dtype, device, memory, compile_, out_path) -> None:
-    """Generate a photo of the person in --id-image following --prompt (InfU v1.0)."""
+def generate(model, loras, id_image, prompt, control_image, seed, steps, width, height, guidance, scale, start,
+             end, out_path) -> None:
+    """Generate a photo of the person in --id-image following --prompt (InfU v1.0). With no model
+    given, FLUX.1-dev and InfU v1.0 come from the Hub (fetched once, only the files read)."""
     from infu_model.images import DecodeError, TooLarge, open_rgb
     from infu_model.memory import NoFP8
-    from infu_model.pipeline import NoFaceError, load_pipeline
+    from infu_model.pipeline import NoFaceError
     from infu_model.runtime import placement
 
-    faces = face_config(face_backend, insightface_root, arcface)
-    where = placement("InfU on FLUX", device, "torch")
+    where = placement("InfU on FLUX", model.device, "torch")
     if where.problem:
         say(f"generate: warning: {where.line()}")
     try:  # the photos first: a file that is not an image is found before the model loads
@@ -458,8 +640,9 @@ def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, 
     except (DecodeError, TooLarge) as e:
         raise click.ClickException(f"{e} (not a usable image)") from None
     try:
-        pipe = load_pipeline(base, infu, variant, dtype, device, faces, [_lora(x) for x in loras], memory=memory,
-                             compile=compile_, log=say)
+        ready(model, loras)
+        pipe = model.load(loras, log=say)
+        pipe.set_progress_bar_config(disable=True)  # one line when it is done, not a bar per step
         image = pipe(id_photo, prompt, control_image=control_photo,
                      width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                      infusenet_conditioning_scale=scale, infusenet_guidance_start=start,
@@ -476,8 +659,7 @@ def generate(base, infu, variant, id_image, prompt, control_image, seed, steps, 
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on (0.0.0.0: every interface; there is no login, mind who can reach it).")
 @click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
-def app(base, infu, variant, loras, face_backend, insightface_root, arcface, dtype, device, memory, compile_, host,
-        port) -> None:
+def app(model, loras, host, port) -> None:
     """The web demo: upload an ID photo (and optionally a control photo), write a prompt, get the image,
     with InfU's controls (conditioning scale, guidance window, guidance, steps, seed, size, LoRAs,
     memory mode: --memory is the one it starts with). Needs gradio (pip install 'infu-engine[app]').
@@ -490,15 +672,11 @@ def app(base, infu, variant, loras, face_backend, insightface_root, arcface, dty
 
     if importlib.util.find_spec("gradio") is None:
         raise click.ClickException("infu app needs gradio: pip install 'infu-engine[app]'") from None
-    for key, path in (("--base", base), ("--infu", infu)):
-        if not Path(path).expanduser().exists():
-            raise click.ClickException(f"{key} not found: {path}")
-    where = placement("InfU on FLUX", device, "torch")
-    say(f"app: {where.line()}")
-    gen = Generator(base, infu, variant, dtype, device, face_config(face_backend, insightface_root, arcface),
-                    [_lora(x) for x in loras], memory, compile_)
+    say(f"app: {placement('InfU on FLUX', model.device, 'torch').line()}")
+    gen = Generator(model, loras)
     try:
-        gen.pipe(memory)  # the model loads before the page opens: a broken folder stops here, in one line
+        ready(model, loras)
+        gen.pipe(model.memory)  # the model loads before the page opens: a broken folder stops here, in one line
     except (FileNotFoundError, NoFP8, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     say(f"app: serving http://{host}:{port} (Ctrl+C stops)")

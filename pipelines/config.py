@@ -41,6 +41,11 @@ class JobConfig:
         """(stage: model, device, runtime) of every model the job would load (``infu doctor``)."""
         return []
 
+    def needs(self) -> list:
+        """Every model the job loads, as ``infu_model.hub.Need`` (reference, the files read, purpose): the
+        driver fetches them before any work (pipelines/models.py), ``infu models`` lists and pulls them."""
+        return []
+
     def updated(self, over: dict):
         """This config with ``over`` laid over it, checked again."""
         return type(self).parse(merge(plain(self), over), f"{type(self).__name__} update")

@@ -32,6 +32,7 @@ from curation.registry import NamedStage, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
 from curation.stage import Chain, Resources, Stage
 from infu_model.runtime import is_cuda
+from pipelines.models import fetch_models
 from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
                            dedup_and_finalize, parquet_files, prepare_out, read_column)
@@ -81,6 +82,9 @@ class CurateConfig(JobConfig):
 
     def models(self) -> list[tuple[str, str, str]]:
         return stage_models(s for s in self.stages if s.enabled)
+
+    def needs(self) -> list:
+        return [n for s in self.stages if s.enabled for n in s.needs()]
 
     def fused(self, stages: list[Stage]) -> bool:
         """Whether the stages run in one actor (``execution.mode``; auto: when there are model stages
@@ -267,6 +271,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, r
                overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
     check_curate(specs, cfg)
+    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
     lay = Layout(Path(out))
     timings = {}
     prepare_out(lay, cfg, specs, overwrite, "curate")

@@ -27,9 +27,11 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
-from infu_model.faces import analyzer_models
+from infu_model.faces import analyzer_models, analyzer_needs
+from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
+from pipelines.models import fetch_models
 from pipelines.config import (ConfigError, JobConfig, between, packaged_path, plain, read_yaml, stage_models,
                               unknown_keys)
 from pipelines.job import RayOptions
@@ -56,8 +58,8 @@ class IdMetricOptions:
 
 @dataclass(frozen=True)
 class ScorerOptions:
-    model: str | None                    # local folder; null: the scorer does not run (and says so)
-    processor: str | None                # its tokenizer + processor when not beside the weights
+    model: ModelRef | None               # path or hf://... (infu_model/hub.py); null: not run (and it says so)
+    processor: ModelRef | None           # its tokenizer + processor when not beside the weights
     device: str
 
 
@@ -104,6 +106,11 @@ class EvalConfig(JobConfig):
                                                                        ("pickscore", self.pickscore)) if c.model]
         faces = [(f"id_metric: {m}", d, r) for m, d, r in analyzer_models(self.id_metric.faces)]
         return [*stage_models([self.generate]), *faces, *scorers]
+
+    def needs(self) -> list:
+        scorers = [n for key, c in (("CLIPScore", self.clipscore), ("PickScore", self.pickscore)) if c.model
+                   for n in (*Need.of(c.model, FOLDER, key), *Need.of(c.processor, FOLDER, f"{key} processor"))]
+        return [*self.generate.needs(), *analyzer_needs(self.id_metric.faces), *scorers]
 
 
 # ------------------------------------------------------------- identities ---
@@ -364,6 +371,7 @@ def run_eval(ids_dir, out, cfg: EvalConfig, *, ray_address: str | None = None, l
 
     t0 = time.time()
     identities, items = check_eval(ids_dir, cfg)
+    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
     out = claim_output(out, "eval")
     (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     failures = generate(items, identities, cfg, out, ray_address, log)

@@ -116,6 +116,19 @@ def claim_output(out: str | Path, job: str) -> Path:
     """Make ``out`` the output folder of a ``job`` run, or refuse with one line: a job writes only
     into a missing or empty folder or one holding its own earlier output (its run.json), never
     among a user's files or into another job's output."""
+    out = check_output(out, job)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        mark = out / MARK
+        old = json.loads(mark.read_text()) if owner(out) else {}
+        write_json(mark, {**old, "job": job})
+    except OSError as e:
+        raise OutputRefused(f"cannot write the output folder {out}: {e.strerror or e}") from None
+    return out
+
+
+def check_output(out: str | Path, job: str) -> Path:
+    """``out`` as a folder ``job`` may claim (``claim_output``), refused in one line otherwise; writes nothing."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputRefused(f"{out} is a file, not a folder")
@@ -127,13 +140,6 @@ def claim_output(out: str | Path, job: str) -> Path:
         if found not in (job, "legacy") or (found == "legacy" and OWNED[job] is not ROW_JOB):
             raise OutputRefused(f"{out} holds the output of `infu {found}`, not of `infu {job}`: refusing to write "
                                 "into it (nothing was changed); give another folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        mark = out / MARK
-        old = json.loads(mark.read_text()) if owner(out) else {}
-        write_json(mark, {**old, "job": job})
-    except OSError as e:
-        raise OutputRefused(f"cannot write the output folder {out}: {e.strerror or e}") from None
     return out
 
 

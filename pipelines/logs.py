@@ -26,6 +26,20 @@ def quiet_import_notices() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def quiet_loading() -> None:
+    """``infu generate`` and ``infu app`` say what they fetch (download bars) and one line when done: no
+    bars for reading weights from disk, and not diffusers' notice about its own deprecated import inside
+    ``FluxControlNetModel`` (diffusers' call, not ours; our calls use the current arguments)."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`FluxPosEmbed` is deprecated", category=FutureWarning)
+
+
 def _console_handlers():
     """(logger, handler) for every handler that writes to the console rather than a file."""
     loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()

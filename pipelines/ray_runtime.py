@@ -9,10 +9,16 @@ from pathlib import Path
 def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     """Start (``opts``: the job's ``ray`` block, a ``pipelines.job.RayOptions``) or join Ray. Workers'
     output stays in Ray's session logs (``pipelines.logs`` links them beside the job's output):
-    errors come back as exceptions and quarantine rows, not as forwarded lines."""
+    errors come back as exceptions and quarantine rows, not as forwarded lines. Workers read models
+    from the cache only (the driver made them ready: pipelines/models.py); on a cluster every other
+    node first pulls them into its own cache."""
     import ray
     from ray.data import DataContext
 
+    from infu_model.hub import FETCH_ENV
+    from pipelines.models import pull_on_nodes, ready_needs
+
+    env = {"env_vars": {FETCH_ENV: "0"}}
     if not ray.is_initialized():
         if address or os.environ.get("RAY_ADDRESS"):
             import curation
@@ -24,12 +30,12 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
             # as folders, not module objects: Ray deep-copies them into the job's runtime env
             code = [str(Path(m.__file__).parent) for m in (curation, synth, infu_model, pipelines)]
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                     runtime_env={"py_modules": code})
+                     runtime_env={"py_modules": code, **env})
         else:
             ray.init(num_cpus=opts.num_cpus if opts else None,
                      object_store_memory=opts.object_store_memory if opts else None,
                      include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
-                     log_to_driver=False)
+                     log_to_driver=False, runtime_env=env)
     ctx = DataContext.get_current()
     # Ray Data reserves a share of the CPUs for each operator; on a small machine that
     # leaves the decode stage one core of two. Off unless the config asks for it.
@@ -37,3 +43,4 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     ctx.enable_progress_bars = progress
     ctx.use_ray_tqdm = False  # Ray's tqdm draws through the worker-log channel, which we keep off the terminal
     ctx.print_on_execution_start = False
+    pull_on_nodes(ready_needs())  # a no-op on one machine

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ConfigError, fingerprint, load_config, merge, packaged, parse, read_yaml, unknown_keys
+from infu_model.hub import ModelError, ModelRef
 from pipelines.jobs import JOBS
 
 TOP_KEYS = ("root", "sources", "base", "ray", "progress", "stages")
@@ -124,27 +125,38 @@ def _upstream(steps: dict, st: dict, where: str, *names: str) -> Path:
     raise PipelineError(f"{where}: no input: add one of the stages {', '.join(names)} or give input: PATH")
 
 
-def _weights(steps: dict, st: dict, key: str, where: str, *trained: str) -> Path:
+def _weights(steps: dict, st: dict, key: str, where: str, *trained: str) -> str:
     value = st.get(key) or "auto"
     if value in ("auto", "stage1", "stage2"):
         names = {"auto": trained, "stage1": ("train_stage1",), "stage2": ("train_stage2",)}[value]
         for n in names:
             if n in steps:
-                return steps[n].out / "final"
+                return str(steps[n].out / "final")
         raise PipelineError(f"{where}: {key}: {value} needs the stage {' or '.join(names)} in this pipeline, "
-                            "or give the weights' folder")
-    p = Path(value).expanduser()
-    if not p.exists():
-        raise PipelineError(f"{where}: {key} {p} does not exist")
-    return p
+                            "or give the weights (a folder or hf://...)")
+    return _model(value, f"{where}: {key}")
 
 
-def _base(spec: dict, where: str) -> str:
-    base = spec.get("base")
-    if not base or not Path(base).expanduser().exists():
-        raise PipelineError(f"{where}: needs the FLUX base folder: base: PATH at the top of the pipeline file"
-                            + (f" ({base} does not exist)" if base else ""))
-    return str(Path(base).expanduser())
+def _model(value, where: str) -> str:
+    """A model reference from the pipeline file: its syntax checked, a local one present."""
+    try:
+        ref = ModelRef.parse(value)
+    except ModelError as e:
+        raise PipelineError(f"{where}: {e}") from None
+    if ref.kind == "local" and not Path(ref.location).expanduser().exists():
+        raise PipelineError(f"{where}: {ref.location} does not exist")
+    return str(Path(ref.location).expanduser()) if ref.kind == "local" else ref.text
+
+
+def _base(spec: dict, where: str) -> dict:
+    """The pipeline's FLUX base for a stage's ``model`` block ({}: each stage's default, FLUX.1-dev)."""
+    return {"base": _model(spec["base"], f"{where}: base")} if spec.get("base") else {}
+
+
+def produced_here(need, root: Path) -> bool:
+    """A model an earlier stage of this pipeline trains (under its root): it exists only once that stage ran."""
+    return need.ref.kind == "local" and Path(need.ref.location).expanduser().resolve().is_relative_to(
+        root.expanduser().resolve())
 
 
 def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
@@ -165,21 +177,21 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
         s.input = _upstream(steps, st, where, "curate")
     elif name == "train_stage1":
         s.input = _upstream(steps, st, where, "caption", "curate")
-        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where)}})
+        s.cfg = s.cfg.updated({"model": _base(spec, where)})
     elif name == "synth":
         s.input = _upstream(steps, st, where, "caption", "curate")
-        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where),
-                                         "path": str(_weights(steps, st, "model", where, "train_stage1"))}})
+        s.cfg = s.cfg.updated({"model": {**_base(spec, where),
+                                         "path": _weights(steps, st, "model", where, "train_stage1")}})
     elif name == "train_stage2":
         s.input = _upstream(steps, st, where, "synth")
-        init = str(_weights(steps, st, "init", where, "train_stage1"))
-        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where), "init": init}})
+        init = _weights(steps, st, "init", where, "train_stage1")
+        s.cfg = s.cfg.updated({"model": {**_base(spec, where), "init": init}})
     elif name == "eval":
         if not st.get("ids") or not Path(st["ids"]).expanduser().is_dir():
             raise PipelineError(f"{where}: ids: the folder of identity photos is missing ({st.get('ids')})")
         s.input = Path(st["ids"]).expanduser()
         model = _weights(steps, st, "model", where, "train_stage2", "train_stage1")
-        s.cfg = s.cfg.updated({"model": {"base": _base(spec, where), "path": str(model)},
+        s.cfg = s.cfg.updated({"model": {**_base(spec, where), "path": model},
                                **({"label": st["label"]} if st.get("label") else {})})
 
 
@@ -196,8 +208,10 @@ def _fp(step: Step) -> str:
 def execute(step: Step, ray_address: str | None, log) -> dict:
     """Run one stage through its job, print the job's own summary; returns rows in / out."""
     from pipelines.doctor import job_lines
+    from pipelines.models import fetch_models
 
     job = JOBS[step.stage.job]
+    fetch_models(step.cfg.needs(), log)  # what an earlier stage trained, and the face models it names
     for line in job_lines(step.name, step.cfg):
         log(line)
     stats = job("run")(step.input, step.out, step.cfg, ray_address=ray_address, log=log)
@@ -206,12 +220,19 @@ def execute(step: Step, ray_address: str | None, log) -> dict:
     return {"in": rows_in, "out": rows_out}
 
 
-def read_pipeline(path: str | Path, quiet: bool = False) -> tuple[dict, list[Step]]:
-    """The pipeline file, checked whole: its spec and the stages to run (errors before any work)."""
+def read_pipeline(path: str | Path, quiet: bool = False, log=None) -> tuple[dict, list[Step]]:
+    """The pipeline file, checked whole: its spec and the stages to run, with every model they name
+    made ready (but those its own stages train) (errors before any work)."""
+    from pipelines.job import check_output
+    from pipelines.models import fetch_models
+
     spec = read_yaml(Path(path), "pipeline file")
     if quiet:
         spec["progress"] = False
-    return spec, plan(spec, str(path))
+    steps = plan(spec, str(path))
+    root = check_output(spec["root"], "run")  # a root that is not the pipeline's is refused before any download
+    fetch_models([n for s in steps for n in s.cfg.needs() if not produced_here(n, root)], log)
+    return spec, steps
 
 
 def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: bool = False, log=print) -> list[dict]:

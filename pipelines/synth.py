@@ -21,11 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.records import KEPT, QUARANTINED, REJECTED
+from pipelines.models import fetch_models
 from pipelines.config import JobConfig, between, packaged_path, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
                            count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
-from synth.gender import GenderOptions
+from synth.gender import GenderOptions, gender_needs
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.id_filter import IDFilterStage
 from synth.plan import Planner, PromptsOptions
@@ -74,6 +75,9 @@ class SynthConfig(JobConfig):
 
     def models(self) -> list[tuple[str, str, str]]:
         return stage_models(s for s in self.chain() if s.enabled)
+
+    def needs(self) -> list:
+        return [*(n for s in self.chain() if s.enabled for n in s.needs()), *gender_needs(self.gender)]
 
     def planner(self, prompts: list | None = None) -> Planner:
         """The planner (``prompts``: the bank already loaded, else read now)."""
@@ -189,10 +193,11 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, ray_address: str | None = None
               log=print) -> dict:
     t0 = time.time()
     check_synth(spss_dir, cfg)
+    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
     files = input_files(spss_dir)
     lay = Layout(Path(out))
     specs = [SourceSpec("spss", "input", str(Path(spss_dir).resolve())),
-             SourceSpec("model", "model", str(Path(cfg.model.path).expanduser().resolve())),
+             SourceSpec("model", "model", cfg.model.path.key),
              SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
     prepare_out(lay, cfg, specs, overwrite, "synth")
     selected = select_sources(files, cfg.select, cfg.seed)

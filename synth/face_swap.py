@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from curation.stage import Stage
 from infu_model import images
-from infu_model.faces import analyzer_models, make_face_analyzer
+from infu_model.faces import analyzer_models, analyzer_needs, make_face_analyzer
+from infu_model.hub import FILE, ModelError, ModelRef, Need, resolve
 from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
@@ -34,10 +34,15 @@ class FaceSwapper:
         raise NotImplementedError
 
 
-def _file(path: str, what: str) -> str:
-    p = Path(path).expanduser()
+def _file(path, what: str) -> str:
+    """The local file of a model reference; no public source is named for inswapper, so a missing one
+    says what to give."""
+    try:
+        p = resolve(path, FILE)
+    except ModelError as e:
+        raise FileNotFoundError(f"{what}: {e}; give your copy as a path or hf://... in face_swap") from None
     if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}")
+        raise FileNotFoundError(f"{what} not found: {path} ({p} is not a file)")
     return str(p)
 
 
@@ -76,8 +81,8 @@ class InswapperSwapper(FaceSwapper):
 @dataclass(frozen=True)
 class FaceSwapOptions:
     backend: Literal["none", "inswapper"]
-    model: str           # inswapper_128.onnx
-    recognition: str     # the ArcFace whose embeddings inswapper takes
+    model: ModelRef      # inswapper_128.onnx (no public source: give a path or your own hf://...)
+    recognition: ModelRef  # the ArcFace whose embeddings inswapper takes (buffalo_l's w600k_r50.onnx)
     device: str          # cpu | cuda[:N] (onnxruntime-gpu: scripts/setup.sh --gpu)
     faces: dict          # finds the target face (infu_model.faces.make_face_analyzer checks it)
 
@@ -98,6 +103,12 @@ class FaceSwapStage(Stage):
         if not self.enabled:
             return []
         return [("inswapper + ArcFace", self.device, "onnxruntime"), *analyzer_models(self.opts.faces)]
+
+    def needs(self) -> list:
+        if not self.enabled:
+            return []
+        return [*Need.of(self.opts.model, FILE, "inswapper face swapper"),
+                *Need.of(self.opts.recognition, FILE, "inswapper's ArcFace"), *analyzer_needs(self.opts.faces)]
 
     def setup(self) -> None:
         self.swapper = InswapperSwapper(self.opts.model, self.opts.recognition, self.device)  # the one backend besides none

@@ -8,11 +8,11 @@ pack), run through insightface's own ``Attribute`` wrapper from a local path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from infu_model.hub import FILE, ModelRef, Need, resolve
 from synth.prompts import normalise_gender
 
 
@@ -29,9 +29,9 @@ class InsightFaceGenderAge(GenderClassifier):
     def __init__(self, model: str):
         from insightface.model_zoo.attribute import Attribute
 
-        path = Path(model).expanduser()
+        path = resolve(model, FILE)
         if not path.is_file():
-            raise FileNotFoundError(f"gender model not found: {path} (insightface buffalo_l/genderage.onnx)")
+            raise FileNotFoundError(f"gender model not found: {model} (an insightface genderage.onnx)")
         self.model = Attribute(model_file=str(path))
         self.model.prepare(-1)
 
@@ -46,7 +46,11 @@ class InsightFaceGenderAge(GenderClassifier):
 class GenderOptions:
     """A synth job's ``gender`` block: the classifier for sources without a dataset label."""
     backend: Literal["none", "insightface_genderage"]
-    model: str                # insightface_genderage: buffalo_l/genderage.onnx
+    model: ModelRef           # insightface_genderage: a genderage.onnx (antelopev2's, in the InfU repo)
+
+
+def gender_needs(opts: GenderOptions) -> list:
+    return [] if opts.backend == "none" else Need.of(opts.model, FILE, "gender classifier")
 
 
 def make_gender_classifier(opts: GenderOptions) -> GenderClassifier | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from itertools import groupby
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,13 +21,14 @@ from curation.records import quarantine, reject
 from curation.stage import Resources, Stage
 from infu_model import images
 from infu_model.faces import stored_embedding
-from infu_model.memory import MODES
+from infu_model.hub import ModelRef
+from infu_model.model_options import ModelOptions
 from synth.records import SYNTH_ROW_SCHEMA, encode
 
 
 @dataclass(frozen=True)
 class LoraOptions:
-    path: str
+    path: ModelRef                    # a .safetensors file or a folder: path, hf://... or URL
     weight: float = between(-10, 10, default=1.0)
 
 
@@ -37,28 +37,6 @@ class InfuseNetOptions:
     scale: float = between(0)
     start: float = between(0, 1)
     end: float = between(0, 1)
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """A synth or eval job's ``model`` block: which weights generate, and how they sit in memory."""
-    base: str | None                  # FLUX folder (--base)
-    path: str | None                  # InfU weights (--model)
-    variant: str
-    dtype: Literal["bfloat16", "float16", "float32"]
-    device: str
-    memory: Literal[MODES]            # infu_model/memory.py
-    compile: bool
-    faces: dict                       # the face backend's block; {}: the one the weights were trained with
-
-    def check(self) -> None:
-        """A FLUX base and InfU weights that exist (checked before any work)."""
-        for key, flag in (("base", "--base"), ("path", "--model")):
-            value = getattr(self, key)
-            if not value:
-                raise ValueError(f"model.{key} is not set: give {flag} or set it in the config")
-            if not Path(value).expanduser().exists():
-                raise FileNotFoundError(f"model.{key} not found: {value}")
 
 
 @dataclass(frozen=True)
@@ -111,7 +89,7 @@ class GenerateStage(Stage):
     def __init__(self, opts, resources, label=None):
         super().__init__(opts, resources, label)
         self.settings = settings_of(self.opts)
-        self.loras = [(str(Path(x.path).expanduser()), x.weight) for x in self.opts.loras]
+        self.loras = [(str(x.path), x.weight) for x in self.opts.loras]
         self.model_name = f"{self.opts.model.path}:{self.opts.model.variant}"
 
     @property
@@ -121,17 +99,16 @@ class GenerateStage(Stage):
     def models(self) -> list[tuple[str, str, str]]:
         return [(f"InfU on FLUX, memory {self.opts.model.memory}", self.device, "torch")]
 
+    def needs(self) -> list:
+        return self.opts.model.needs(self.loras)
+
     def setup(self) -> None:
         import logging
-
-        from infu_model.pipeline import load_pipeline
 
         # CLIP only gives FLUX the pooled prompt; truncating long prompts there is by design, and
         # diffusers would say so for every batch of a long run
         logging.getLogger("diffusers.pipelines.flux.pipeline_flux").setLevel(logging.ERROR)
-        m = self.opts.model
-        self.pipe = load_pipeline(m.base, m.path, m.variant, m.dtype, m.device, m.faces or None, self.loras,
-                                  memory=m.memory, compile=m.compile, log=print)  # what auto chose: the worker log
+        self.pipe = self.opts.model.load(self.loras, log=print)  # what memory auto chose: the worker log
         self.pipe.set_progress_bar_config(disable=True)  # the job's own progress is per row, not per step
 
     def report(self) -> dict:

@@ -23,16 +23,17 @@ from curation.options import between
 from curation.records import reject
 from curation.stage import Stage
 from infu_model import images
-from infu_model.faces import (analyzer_device, analyzer_models, cosine, head_pose, main_face, make_face_analyzer,
+from infu_model.faces import (analyzer_device, analyzer_models, analyzer_needs, cosine, head_pose, main_face, make_face_analyzer,
                               stored_embedding)
+from infu_model.hub import FILE, FOLDER, ModelRef, Need
 from infu_model.runtime import is_cuda
 from synth.records import SYNTH_ROW_SCHEMA
 
 
 @dataclass(frozen=True)
 class AestheticOptions:
-    clip: str | None         # local CLIP ViT-L/14 folder; null: no aesthetic filter
-    head: str | None         # the LAION head's safetensors
+    clip: ModelRef | None    # CLIP ViT-L/14 (path or hf://...); null: no aesthetic filter
+    head: ModelRef | None    # the LAION head's safetensors (or .pth)
     min_score: float | None = between(0, 10)
     device: str
 
@@ -63,6 +64,11 @@ class IDFilterStage(Stage):
     def models(self) -> list[tuple[str, str, str]]:
         a = self.opts.aesthetic
         return [*analyzer_models(self.opts.faces), *([("aesthetic CLIP", a.device, "torch")] if a.clip else [])]
+
+    def needs(self) -> list:
+        a = self.opts.aesthetic
+        aesthetic = [*Need.of(a.clip, FOLDER, "aesthetic CLIP"), *Need.of(a.head, FILE, "aesthetic head")] if a.clip else []
+        return [*analyzer_needs(self.opts.faces), *aesthetic]
 
     def setup(self) -> None:
         self.faces = make_face_analyzer(self.opts.faces)

@@ -3,6 +3,12 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# no test reaches the internet: models come from the tests' own Hub on 127.0.0.1 (tests/hub_server.py), into a
+# cache of the session's own; tests that serve one set HF_ENDPOINT and lift HF_HUB_OFFLINE themselves
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(__import__("tempfile").mkdtemp(prefix="infu-hf-"), "hf")
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"   # the discard port: a request that slips through fails at once
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Ray's workers import what a test names in a config (a post-processing hook) from here, as a user's would
 # from their own PYTHONPATH

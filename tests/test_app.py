@@ -19,6 +19,15 @@ from infu_model.tiny import make_tiny
 SETTINGS = {"#width input": 64, "#height input": 64, "#steps input": 2, "#seed input": 7}
 
 
+def tiny_model(tiny):
+    """The app's model description for the tiny FLUX + InfU, on the CPU in float32."""
+    from infu_model.hub import ModelRef
+    from infu_model.model_options import ModelOptions
+
+    return ModelOptions(ModelRef.parse(tiny["base"]), ModelRef.parse(tiny["infu"]), "aes_stage2", "float32", "cpu",
+                        "auto", False, {})
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     pytest.importorskip("gradio")
@@ -29,7 +38,7 @@ def served(tmp_path_factory):
     from pipelines.app import Generator, serve
 
     tiny = make_tiny(tmp_path_factory.mktemp("tiny"))
-    gen = Generator(str(tiny["base"]), str(tiny["infu"]), dtype="float32", device="cpu")
+    gen = Generator(tiny_model(tiny))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -119,7 +128,8 @@ def test_app_refuses_a_missing_model_folder_in_one_line(tmp_path):
     from pipelines.cli import main
 
     r = CliRunner().invoke(main, ["app", "--base", str(tmp_path / "none"), "--infu", str(tmp_path), "--device", "cpu"])
-    assert r.exit_code == 1 and "--base not found" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"Error: FLUX base: model not found: {tmp_path / 'none'}\n" in r.output
 
 
 def test_the_pages_lora_switch_turns_a_lora_off_and_on_again(tmp_path):
@@ -136,8 +146,7 @@ def test_the_pages_lora_switch_turns_a_lora_off_and_on_again(tmp_path):
                                              init_lora_weights=False))
     FluxPipeline.save_lora_weights(tmp_path / "realism", transformer_lora_layers=get_peft_model_state_dict(
         donor.transformer))
-    gen = Generator(str(tiny["base"]), str(tiny["infu"]), dtype="float32", device="cpu",
-                    loras=[(str(tmp_path / "realism"), 0.8)])
+    gen = Generator(tiny_model(tiny), loras=[(str(tmp_path / "realism"), 0.8)])
     photo = samples.grace_hopper_path()
     page = (str(photo), None, "a portrait photo", 1.0, 0.0, 1.0, 3.5, 2, 7, 64, 64)
     on, off, again = (np.asarray(gen(*page, loras=chosen)) for chosen in (["realism"], [], ["realism"]))

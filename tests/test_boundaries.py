@@ -501,9 +501,9 @@ def test_caption_ends_with_stats_that_add_up_for_one_row_and_all_quarantined(ray
     from pipelines.caption import run_caption
     from tiny_vlm import make_tiny_blip2
 
-    cfg = load_config("caption", overrides={"progress": False})
+    cfg = load_config("caption", overrides={"progress": False, "captioners": []})
     one = write_spss(tmp_path / "one", spss_rows(1))
-    stats = run_caption(one, tmp_path / "out-one", cfg, log=lambda m: None)   # no captioner model: kept as they are
+    stats = run_caption(one, tmp_path / "out-one", cfg, log=lambda m: None)   # no captioner: kept as they are
     assert (stats["inputs"], stats["kept"], stats["quarantined"]) == (1, 1, 0) and stats["adds_up"]
     cfg = cfg.updated({"captioners": [{"name": "blip2", "model": str(make_tiny_blip2(tmp_path / "blip2")),
                                        "max_new_tokens": 4}]})   # captions never reject a row: kept or quarantined only
@@ -581,7 +581,7 @@ def test_a_pipeline_whose_curation_keeps_nothing_stops_at_the_next_stage_in_one_
 
     src = _folder(tmp_path / "src", {"broken.jpg": b"\xff\xd8 broken"})
     spec = {"root": str(tmp_path / "root"), "sources": [f"folder={src}"], "progress": False,
-            "stages": {"curate": {"set": {"stages": []}}, "caption": {}}}
+            "stages": {"curate": {"set": {"stages": []}}, "caption": {"set": {"captioners": []}}}}
     r = CliRunner().invoke(main, ["run", str(_write(tmp_path / "p.yaml", yaml.safe_dump(spec)))])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert f"Error: {tmp_path / 'root' / 'curated'} kept no rows" in r.output

@@ -93,10 +93,11 @@ def test_caption_job_with_tiny_blip2_and_native_internvl(ray_local, tmp_path):
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["inputs"] == 4
 
 
-def test_offline_without_weights_keeps_dataset_text_and_invents_none(ray_local, tmp_path):
+def test_without_weights_keeps_dataset_text_and_invents_none(ray_local, tmp_path):
+    """Captioners whose model is null (the default names the Hub's BLIP-2 and InternVL) do not run."""
     spss = _spss(tmp_path / "in")
-    stats = run_caption(spss, tmp_path / "out", load_config("caption", overrides={"progress": False}),
-                        log=lambda m: None)
+    off = {"progress": False, "captioners": [{"name": "blip2", "model": None}, {"name": "internvl", "model": None}]}
+    stats = run_caption(spss, tmp_path / "out", load_config("caption", overrides=off), log=lambda m: None)
     assert not stats["stages"]["blip2"]["ran"] and "no text invented" in stats["stages"]["internvl"]["note"]
     assert stats["captions_per_source"] == {"dataset": 2} and stats["rows_without_captions"] == 2
 

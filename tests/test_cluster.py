@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from test_curate import EXPECTED
+from test_models import hub, published  # noqa: F401 - fixtures: the local Hub
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -111,3 +112,49 @@ def test_doctor_reports_the_clusters_resources(ray_head):
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("ray "))
     assert f"{ray_head['gcs']}: 1 node(s), 2 CPUs" in line and "2 GPUs (2 free)" in line, line
+
+
+def test_each_node_pulls_a_jobs_models_once_into_its_own_cache(ray_head, hub, tmp_path):
+    """A second raylet with a Hub cache of its own joins the cluster. A job's driver makes its models
+    ready in its cache, then every node pulls them once into its own (with the driver's Hub settings),
+    so the job's actors read them locally; a second job fetches nothing anywhere."""
+    from collections import Counter
+
+    from test_models import FLUX, fetched
+
+    node_env = {**ray_head["env"], "HF_HOME": str(tmp_path / "node-b")}
+    ports = [f"--{p}-port={free_port()}" for p in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
+                                                   "runtime-env-agent", "node-manager", "object-manager")]
+    node = subprocess.Popen([str(BIN / "ray"), "start", "--address", ray_head["gcs"], "--block", "--num-cpus", "1",
+                             "--disable-usage-stats", *ports], env=node_env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = ("import json, sys, time, ray\n"
+              "from infu_model.hub import DIFFUSERS, ModelRef, Need\n"
+              "from pipelines.models import fetch_models\n"
+              "from pipelines.ray_runtime import init_ray\n"
+              f"fetch_models([Need(ModelRef.parse('hf://{FLUX}'), DIFFUSERS, 'FLUX base')])\n"
+              "init_ray(sys.argv[1])\n"
+              "print(len([n for n in ray.nodes() if n['Alive']]))\n")
+    try:
+        deadline = time.time() + 120
+        while True:  # the second node is up when the cluster counts two
+            out = subprocess.run([sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], "
+                                  "logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))",
+                                  ray_head["gcs"]], capture_output=True, text=True, env=ray_head["env"], timeout=120)
+            if out.stdout.strip().endswith("2"):
+                break
+            assert node.poll() is None and time.time() < deadline, "the second node did not join"
+            time.sleep(2)
+        env = {**hub.env, "RAY_AUTH_MODE": "disabled", "HF_HOME": str(tmp_path / "driver")}
+        for run in range(2):
+            job = subprocess.run([sys.executable, "-c", driver, ray_head["gcs"]], capture_output=True, text=True,
+                                 env=env, cwd=ROOT, timeout=300)
+            assert job.returncode == 0 and job.stdout.strip() == "2", job.stderr[-3000:]
+            counts = Counter(fetched(hub))
+            # the driver, the head node and the second node: each fetched every file once, the rerun nothing
+            assert counts and set(counts.values()) == {3}, counts
+        cached = tmp_path / "node-b" / "hub" / "models--black-forest-labs--FLUX.1-dev" / "snapshots"
+        assert [p for p in cached.rglob("model_index.json")], "the second node's own cache holds the model"
+    finally:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(60)

@@ -204,6 +204,6 @@ def test_compare_pairs_items_and_gives_a_bootstrap_interval(tmp_path):
 def test_eval_names_a_missing_model_before_starting_anything(models, ids_dir, bench_file, tmp_path):
     from pipelines.eval import run_eval
 
-    with pytest.raises(FileNotFoundError, match="model.base not found"):
+    with pytest.raises(FileNotFoundError, match=f"FLUX base: model not found: {tmp_path / 'nope'}"):
         run_eval(ids_dir, tmp_path / "r", eval_cfg(models, bench_file, model={"base": str(tmp_path / "nope")}))
     assert not (tmp_path / "r").exists()

@@ -37,10 +37,11 @@ def test_the_documented_pipeline_is_valid_and_wires_each_stage_to_the_one_before
     assert steps["caption"].input == out / "curated"
     assert steps["train_stage1"].input == out / "captioned"
     assert steps["synth"].input == out / "captioned"
-    assert steps["synth"].cfg.model.path == str(out / "train-stage1" / "final"), "synth with the stage-1 model"
-    assert steps["train_stage2"].cfg.model.init == str(out / "train-stage1" / "final")
+    assert str(steps["synth"].cfg.model.path) == str(out / "train-stage1" / "final"), "synth with the stage-1 model"
+    assert str(steps["train_stage2"].cfg.model.init) == str(out / "train-stage1" / "final")
     assert steps["train_stage2"].input == out / "spms"
-    assert steps["eval"].cfg.model.path == str(out / "train-stage2" / "final")
+    assert str(steps["eval"].cfg.model.path) == str(out / "train-stage2" / "final")
+    assert str(steps["synth"].cfg.model.base) == str(tmp_path / "base"), "the pipeline's base in every stage"
     assert steps["train_stage1"].cfg.ray.num_workers == 8 and steps["train_stage1"].cfg.train.lr == 2e-5
 
 
@@ -51,7 +52,9 @@ def test_the_documented_pipeline_is_valid_and_wires_each_stage_to_the_one_before
     (lambda s: s.update(rot="x"), r"unknown key 'rot' \(did you mean 'root'\?\)"),
     (lambda s: s["stages"].pop("curate"), r"stages.caption: no input: add one of the stages curate or give input"),
     (lambda s: s["stages"].pop("train_stage1"), r"stages.synth: model: stage1 needs the stage train_stage1"),
-    (lambda s: s.update(base="/nowhere/flux"), r"needs the FLUX base folder.*/nowhere/flux does not exist"),
+    (lambda s: s.update(base="/nowhere/flux"), r"stages.train_stage1: base: /nowhere/flux does not exist"),
+    (lambda s: s.update(base="hf://flux"), r"stages.train_stage1: base: hf://flux: a Hub model is written"),
+    (lambda s: s["stages"]["eval"].update(model="hf://a/b@"), r"stages.eval: model: hf://a/b@: empty revision"),
     (lambda s: s["stages"]["eval"].update(ids="/nowhere/ids"), r"stages.eval: ids: .*/nowhere/ids"),
     (lambda s: s.update(sources=["no_equals_sign"]), r"stages.curate: .*KIND"),
     (lambda s: s.update(sources=["ffhq=/nowhere/ffhq"]), r"stages.curate: ffhq: path does not exist: /nowhere/ffhq"),
@@ -90,7 +93,7 @@ def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(tiny_r
     again = CliRunner().invoke(main, ["run", str(path), "--quiet"])
     assert again.exit_code == 0, again.output
     assert again.output.count("skipped (done)") == 2
-    spec["stages"]["caption"] = {"set": {"max_chars": 300}}   # a changed stage runs again, the rest stays done
+    spec["stages"]["caption"] = {"set": {"max_chars": 300, "captioners": []}}   # a changed stage runs again, the rest stays done
     path.write_text(yaml.safe_dump(spec))
     third = CliRunner().invoke(main, ["run", str(path), "--quiet"])
     assert third.exit_code == 1 and "--overwrite" in third.output, "caption's own guard: same output, new config"

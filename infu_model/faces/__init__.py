@@ -131,6 +131,15 @@ def analyzer_models(cfg: dict) -> list[tuple[str, str, str]]:
     return [("dlib faces", "cpu", "dlib")]
 
 
+def analyzer_needs(cfg: dict) -> list:
+    """The models (infu_model.hub.Need) the backend named by ``cfg`` loads: dlib's ship in its wheel."""
+    if cfg.get("backend", "dlib") != "insightface":
+        return []
+    from infu_model.faces.insightface_backend import model_needs
+
+    return model_needs(**(cfg.get("insightface") or {}))
+
+
 def make_face_analyzer(cfg: dict) -> FaceAnalyzer:
     """Build the backend named by ``cfg["backend"]`` with its own sub-config."""
     backend = cfg.get("backend", "dlib")

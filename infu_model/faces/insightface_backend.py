@@ -3,20 +3,29 @@
 Exactly as the published InfU pipeline computes identity: detect on BGR at det
 size 640, then 320, then 160 until something is found; take the largest face;
 ``norm_crop`` its five keypoints to 112x112 (BGR), scale to [-1, 1], ArcFace,
-L2-normalise. Model files come from local paths only; a missing file raises an
-error naming the expected path (insightface would otherwise try a download).
+L2-normalise. Both models are model references (infu_model/hub.py): by default antelopev2's SCRFD
+from the InfU repo (``supports/insightface``, the folder the official app passes as its insightface
+root; only the detector is fetched) and facexlib's ArcFace by its release URL and sha256. A missing
+file raises an error naming it (insightface would otherwise try a download of its own).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from infu_model.faces import Face, FaceAnalyzer, FaceModelMissing, largest_first
 from infu_model.faces.arcface import load_arcface
+from infu_model.hub import FILE, ModelError, Need, patterns, resolve
+from infu_model.published import ARCFACE, INSIGHTFACE_ROOT
 
 SCRFD_FILE = "scrfd_10g_bnkps.onnx"
+
+
+def model_needs(root: str = INSIGHTFACE_ROOT, pack: str = "antelopev2", arcface: str = ARCFACE, **_) -> list[Need]:
+    """The two models this backend loads (the detector alone out of its pack)."""
+    return [*Need.of(root, patterns(f"models/{pack}/{SCRFD_FILE}"), f"SCRFD detector ({pack})"),
+            *Need.of(arcface, FILE, "ArcFace IR-SE50")]
 
 
 def arcface_input(bgr: np.ndarray, kps: np.ndarray) -> torch.Tensor:
@@ -32,13 +41,17 @@ class InsightFaceAnalyzer(FaceAnalyzer):
     embedding_dim = 512
     metric = "cosine"
 
-    def __init__(self, root: str = "~/.insightface", pack: str = "antelopev2",
-                 arcface: str = "~/.cache/facexlib/recognition_arcface_ir_se50.pth",
+    def __init__(self, root: str = INSIGHTFACE_ROOT, pack: str = "antelopev2", arcface: str = ARCFACE,
                  det_sizes=(640, 320, 160), det_thresh: float = 0.5, device: str = "cpu"):
-        det_file = Path(root).expanduser() / "models" / pack / SCRFD_FILE
-        if not det_file.is_file():
-            raise FaceModelMissing(f"SCRFD detector not found: {det_file} (the {pack} pack unpacked under {root}/models)")
-        arc = Path(arcface).expanduser()
+        detector, arcface_need = model_needs(root, pack, arcface)
+        try:
+            det_file = resolve(detector.ref, detector.selection) / "models" / pack / SCRFD_FILE
+            if not det_file.is_file():
+                raise FaceModelMissing(f"SCRFD detector not found: {det_file} (the {pack} pack unpacked under "
+                                       f"{root}/models)")
+            arc = resolve(arcface_need.ref, arcface_need.selection)
+        except ModelError as e:
+            raise FaceModelMissing(str(e)) from None
         if not arc.is_file():
             raise FaceModelMissing(f"ArcFace weights not found: {arc} (facexlib's recognition_arcface_ir_se50.pth)")
         from insightface.model_zoo.scrfd import SCRFD

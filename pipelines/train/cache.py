@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from infu_model.control import black_control
+from infu_model.hub import DIFFUSERS, resolve
 from infu_model.train_data import Skip, bucket_size, prepare
 from infu_model.training import FlowBatch, check_train_dtype, freeze
 from pipelines.job import input_files
@@ -99,7 +100,7 @@ def write_shard(path: Path, tensors: dict, metadata: dict) -> None:
 
 def cache_settings(cfg: TrainConfig) -> dict:
     """What cached tensors depend on: a cache made under other settings must not be read."""
-    return {"base": str(Path(cfg.model.base).resolve()), "dtype": cfg.model.dtype,
+    return {"base": cfg.model.base.key, "dtype": cfg.model.dtype,
             "max_sequence_length": cfg.data.max_sequence_length}
 
 
@@ -125,7 +126,7 @@ def load_base(m: TrainModelOptions, device, text_encoders_device=None):
         raise ValueError("model.base: the FLUX base folder is required")
     dtype = getattr(torch, m.dtype)
     check_train_dtype(dtype)
-    base = FluxPipeline.from_pretrained(m.base, torch_dtype=dtype, local_files_only=True)
+    base = FluxPipeline.from_pretrained(resolve(m.base, DIFFUSERS), dtype=dtype, local_files_only=True)
     for part in (base.transformer, base.vae, base.text_encoder, base.text_encoder_2):
         freeze(part)
     base.transformer.to(device)

@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from infu_model.hub import DIFFUSERS, ModelRef, Need, infu_weights
 from pipelines.config import JobConfig, between
 
 CHECKPOINTING = {"none": (), "infusenet": ("infusenet",), "all": ("infusenet", "base")}
@@ -12,8 +13,8 @@ CHECKPOINTING = {"none": (), "infusenet": ("infusenet",), "all": ("infusenet", "
 
 @dataclass(frozen=True)
 class TrainModelOptions:
-    base: str | None                  # FLUX.1-dev folder (diffusers layout)
-    init: str | None                  # InfU weights to start from; null: a fresh InfuseNet (i = 4) + projection
+    base: ModelRef | None             # FLUX.1-dev in diffusers layout: path or hf://... (infu_model/hub.py)
+    init: ModelRef | None             # InfU weights to start from; null: a fresh InfuseNet (i = 4) + projection
     init_variant: str                 # when ``init`` is the published layout
     embedding_dim: int = between(1)   # identity embedding size (512 ArcFace; 128 dlib)
     face_backend: str                 # the backend that made the embeddings; inference uses the same
@@ -97,6 +98,11 @@ class TrainConfig(JobConfig):
         device = "cuda" if self.ray.use_gpu else "cpu"
         return [(f"training ({self.ray.num_workers} worker(s), {self.model.dtype})", device, "ray-train")]
 
+    def needs(self) -> list:
+        m = self.model
+        return [*Need.of(m.base, DIFFUSERS, "FLUX base"),
+                *Need.of(m.init, infu_weights(m.init_variant), f"InfU weights to start from ({m.init_variant})")]
+
     def batch_shape(self, world: int | None = None) -> tuple[int, int]:
         """(micro-batches per optimizer step over all workers, per worker)."""
         world = world or self.ray.num_workers
@@ -118,8 +124,11 @@ class TrainConfig(JobConfig):
         def absolute(p):
             return str(Path(p).expanduser().resolve()) if p else p
 
+        def absolute_ref(ref):  # Hub and URL references stay as they are
+            return ModelRef.parse(ref.key) if ref is not None else ref
+
         return replace(self, output=absolute(self.output),
-                       model=replace(self.model, base=absolute(self.model.base), init=absolute(self.model.init)),
+                       model=replace(self.model, base=absolute_ref(self.model.base), init=absolute_ref(self.model.init)),
                        data=replace(self.data, parquet=absolute(self.data.parquet)),
                        cache=replace(self.cache, dir=absolute(self.cache.dir)))
 

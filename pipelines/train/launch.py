@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.models import fetch_models
 from pipelines.config import plain
 from pipelines.job import check_inputs, claim_output, input_files, lease_file
 from pipelines.sink import Lease
@@ -74,10 +75,7 @@ def check_training(data_dir, cfg: TrainConfig) -> None:
     cfg.check()
     m, data = cfg.model, replace(cfg.data, parquet=str(data_dir) if data_dir else None)
     if not m.base:
-        raise ValueError("model.base: the FLUX base folder is required")
-    for key in ("base", "init"):
-        if getattr(m, key) and not Path(getattr(m, key)).expanduser().exists():
-            raise FileNotFoundError(f"model.{key} not found: {getattr(m, key)}")
+        raise ValueError("model.base: the FLUX base model is required")
     if not data.parquet:
         raise ValueError("data.parquet: the training data folder is required")
     files = input_files(data.parquet)
@@ -101,6 +99,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     from pipelines.ray_runtime import init_ray
 
     check_training(data_dir, cfg)
+    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
     claim_output(out, "train")
     Lease.take(lease_file(out))  # the workers it starts hold it; a killed run's, still alive, no longer do
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)})
