@@ -139,10 +139,6 @@ class ModelRef:
         raise ModelError(f"{self}: a URL names one file; it has no {path!r} inside")
 
 
-def ref_or_none(value) -> ModelRef | None:
-    return None if value in (None, "") else ModelRef.parse(value)
-
-
 # ------------------------------------------------------------------------------------- selections --
 # A selection picks, from the files inside a reference's folder (paths relative to it), the ones its
 # loader reads; ``read(name)`` gives a small file's bytes when the choice depends on it.
@@ -278,13 +274,9 @@ def _local(ref: ModelRef, selection: Selection) -> Path:
     return p
 
 
-def pull_command(ref: ModelRef) -> str:
-    return f"infu models pull {ref}"
-
-
 def _not_cached(ref: ModelRef, why: str) -> ModelNotCached:
     return ModelNotCached(f"{ref} is not in the model cache ({hub_cache() if ref.kind == 'hub' else _url_dir()})"
-                          f" and {why}: fetch it with `{pull_command(ref)}` where the Hub can be reached")
+                          f" and {why}: fetch it with `infu models pull {ref}` where the Hub can be reached")
 
 
 def _offline_why() -> str:

@@ -32,7 +32,7 @@ def config(name: str, path, overrides=None) -> dict:
     """The job's config, a key its defaults do not have being a one-line error."""
     try:
         return load_config(name, path, overrides)
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -342,19 +342,11 @@ def doctor(configs, ray_address, as_json, strict) -> None:
     from infu_model.hub import hub_cache
     from infu_model.runtime import machine
     from pipelines.doctor import doctor_lines, placements
+    from pipelines.jobs import JOBS
     from pipelines.models import job_needs, status_line
-    from pipelines.jobs import JOBS, config_class
 
-    chosen = {job.defaults[0]: None for job in JOBS.values()}  # each job's packaged config (train: stage1)
-    for item in configs:
-        name, _, path = item.partition("=")
-        try:
-            config_class(name)
-        except KeyError as e:
-            raise click.ClickException(f"--config {item}: {e.args[0]}") from None
-        if not path:
-            raise click.ClickException(f"--config {item}: give NAME=FILE")
-        chosen[name] = path
+    # each job's packaged config (train: stage1), or the one given
+    chosen = {**{job.defaults[0]: None for job in JOBS.values()}, **given_configs(configs)}
     cfgs = {name: config(name, path) for name, path in chosen.items()}
     found = {name: placements(cfg) for name, cfg in cfgs.items()}
     warnings = sum(bool(p.problem) for placed in found.values() for p in placed)
@@ -391,11 +383,15 @@ job_option = click.option("--job", "jobs", multiple=True, metavar="NAME",
                                "Repeatable.")
 
 
-def chosen_configs(configs, jobs=()) -> dict:
-    """{config name: typed config}: every packaged one (or those ``jobs`` name), with ``configs`` over them."""
-    from pipelines.jobs import JOBS, config_class
+def job_configs(command):
+    """--job and --config: which configs an `infu models` command reads."""
+    return job_option(config_option(command))
 
-    names = [d for job in JOBS.values() for d in job.defaults]
+
+def given_configs(configs) -> dict:
+    """{config name: file} of the --config NAME=FILE options, each name checked."""
+    from pipelines.jobs import config_class
+
     given = {}
     for item in configs:
         name, _, path = item.partition("=")
@@ -406,6 +402,15 @@ def chosen_configs(configs, jobs=()) -> dict:
         if not path:
             raise click.ClickException(f"--config {item}: give NAME=FILE")
         given[name] = path
+    return given
+
+
+def chosen_configs(configs, jobs=()) -> dict:
+    """{config name: typed config}: every packaged one (or those ``jobs`` name), with ``configs`` over them."""
+    from pipelines.jobs import JOBS
+
+    names = [d for job in JOBS.values() for d in job.defaults]
+    given = given_configs(configs)
     for name in jobs:
         if name not in names:
             raise click.ClickException(f"--job {name}: not one of {', '.join(names)}")
@@ -413,8 +418,7 @@ def chosen_configs(configs, jobs=()) -> dict:
 
 
 @models.command("list")
-@job_option
-@config_option
+@job_configs
 @click.option("--offline", is_flag=True, help="Ask the Hub nothing: sizes and licences of models not cached stay "
                                               "unknown.")
 def models_list(jobs, configs, offline) -> None:
@@ -431,8 +435,7 @@ def models_list(jobs, configs, offline) -> None:
 
 @models.command("pull")
 @click.argument("refs", nargs=-1)
-@job_option
-@config_option
+@job_configs
 def models_pull(refs, jobs, configs) -> None:
     """Fetch REFS (models by reference) and/or every model of the --job configs into the cache, only the
     files their loaders read. A reference one of the configs names is fetched as those jobs read it."""
@@ -454,8 +457,7 @@ def models_pull(refs, jobs, configs) -> None:
 
 @models.command("verify")
 @click.argument("refs", nargs=-1)
-@job_option
-@config_option
+@job_configs
 def models_verify(refs, jobs, configs) -> None:
     """Check every cached file of REFS (or of the --job configs' models; none given: every packaged job's)
     against its published hash (sha256 of LFS files, the git blob id of the rest, a URL's own sha256).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infu_model.hub import ModelError, ModelNotCached, Need, hub_cache, resolve
+from infu_model.hub import ModelError, ModelNotCached, ModelRef, Need, hub_cache, resolve
 
 _READY: dict = {}   # (reference text, selection) -> local path: what this driver has made ready
 
@@ -41,13 +41,7 @@ def fetch_models(needs, log=None) -> list[tuple[Need, Path]]:
 
 def ready_needs() -> list[Need]:
     """What this driver made ready, for the other nodes of a cluster to pull."""
-    return [Need(_ref(text), selection) for text, selection in _READY]
-
-
-def _ref(text: str):
-    from infu_model.hub import ModelRef
-
-    return ModelRef.parse(text)
+    return [Need(ModelRef.parse(text), selection) for text, selection in _READY]
 
 
 def _pull(needs: list[Need]) -> int:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 
 from curation import samples
 from hub_server import Hub, Repo
-from infu_model.hub import (DIFFUSERS, FILE, FOLDER, ModelError, ModelNotCached, ModelRef, infu_weights, patterns,
+from infu_model.hub import (DIFFUSERS, FILE, ModelError, ModelNotCached, ModelRef, infu_weights, patterns,
                             resolve)
 from pipelines.cli import main
 
@@ -391,3 +390,17 @@ def test_infu_models_list_pull_and_verify(hub, tmp_path):
     blob.write_bytes(b"tampered")
     bad = CliRunner().invoke(main, ["models", "verify", f"hf://{FLUX}"])
     assert bad.exit_code == 1 and "does not match" in bad.output and "infu models pull" in bad.output, bad.output
+
+
+def test_the_offline_demo_names_no_model_it_would_have_to_fetch(sample_dir, tmp_path):
+    """scripts/demo.sh runs configs/pipeline-tiny.yaml on a machine without network: every model its
+    stages name is a local folder (captioners and CLIP scorers are switched off there, and say so)."""
+    from pipelines.run import plan
+
+    spec = yaml.safe_load((ROOT / "configs" / "pipeline-tiny.yaml").read_text())
+    for d in ("tiny/base", "eval_ids"):
+        (tmp_path / d).mkdir(parents=True)
+    spec.update(root=str(tmp_path / "run"), base=str(tmp_path / "tiny" / "base"), sources=[f"folder={sample_dir}"])
+    spec["stages"]["eval"]["ids"] = str(tmp_path / "eval_ids")
+    named = [n.ref for step in plan(spec) for n in step.cfg.needs()]
+    assert named and [str(r) for r in named if r.kind != "local"] == []
