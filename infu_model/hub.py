@@ -322,6 +322,8 @@ def _remote_listing(ref: ModelRef) -> _Listing | None:
     except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled):
         return None
     except HfHubHTTPError as e:
+        if getattr(e.response, "status_code", 0) >= 500:  # the Hub is down: what the cache holds still serves
+            return None
         raise _hub_error(ref, e) from None
     return _Listing(info.sha, files, info)
 

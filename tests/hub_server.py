@@ -67,6 +67,7 @@ class Hub:
         self.repos, self.files, self.log = repos, dict(files or {}), []
         self._cut_done: set = set()
         self.cut_files: dict = {}    # plain file name -> bytes sent before its first GET drops
+        self.down = False            # True: every request answers 503, as the Hub does when it is down
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,6 +107,8 @@ class Hub:
     def _answer(self, h: BaseHTTPRequestHandler, head: bool) -> None:
         path = urllib.parse.unquote(urllib.parse.urlparse(h.path).path)
         self.log.append(("HEAD" if head else "GET", path, h.headers.get("Range")))
+        if self.down:
+            return self._error(h, 503, "ServiceUnavailable", "Service Unavailable")
         parts = path.strip("/").split("/")
         if parts[0] == "files":
             data = self.files.get("/".join(parts[1:]))

@@ -193,6 +193,15 @@ def test_only_the_files_a_loader_reads_are_fetched_once_and_then_found_offline(h
         resolve(f"hf://{INFU}/infu_flux_v1.0", infu_weights("sim_stage1"))
 
 
+def test_a_hub_that_is_down_leaves_the_cache_serving(hub):
+    first = resolve(f"hf://{FLUX}", DIFFUSERS)
+    hub.down = True
+    assert resolve(f"hf://{FLUX}", DIFFUSERS, fetch=True) == first
+    with pytest.raises(ModelNotCached, match=r"hf://ByteDance/InfiniteYou/infu_flux_v1.0 is not in the model cache .* "
+                                             r"and the Hub cannot be reached"):
+        resolve(f"hf://{INFU}/infu_flux_v1.0", infu_weights("aes_stage2"), fetch=True)
+
+
 def test_a_worker_reads_the_cache_only(hub, monkeypatch):
     monkeypatch.setenv("INFU_MODELS_FETCH", "0")
     with pytest.raises(ModelNotCached, match="this process reads the cache only"):
