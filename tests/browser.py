@@ -14,6 +14,17 @@ from pathlib import Path
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
+def require_chromium() -> str:
+    """Chromium's path; without one a test is skipped on a developer's machine and fails in CI (where
+    .ci/run installs Debian's package), so that CI never passes by skipping what a person would see."""
+    import pytest
+
+    if CHROMIUM is None:
+        message = "no chromium (scripts/test.sh installs Debian's package where it can; apt-get install chromium)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return CHROMIUM
+
+
 def _above_4(fd: int) -> int:
     """The same pipe end on a descriptor above 4, so that moving it onto 3 or 4 clobbers nothing."""
     import fcntl

@@ -31,10 +31,9 @@ def tiny_model(tiny):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     pytest.importorskip("gradio")
-    from browser import CHROMIUM
+    from browser import require_chromium
 
-    if CHROMIUM is None:
-        pytest.skip("no chromium (scripts/test.sh installs Debian's package where it can)")
+    require_chromium()
     from pipelines.app import Generator, serve
 
     tiny = make_tiny(tmp_path_factory.mktemp("tiny"))

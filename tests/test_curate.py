@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -126,14 +127,17 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written = lambda: list((killed / "_work" / "candidates").glob("*.parquet"))  # noqa: E731
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((killed / "_work" / "candidates").glob("*.parquet"))) < 3:
+    while time.time() < deadline and len(written()) < 3:
         assert proc.poll() is None, "the run finished before it could be killed; make the input bigger"
         time.sleep(0.05)
     # the driver, Ray's GCS and raylet die mid-run; Ray's workers (process groups of their own) outlive
     # them by seconds, and a write they finish then must not land in the rerun's output
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    done = sum(pq.read_metadata(f).num_rows for f in written())
+    assert len(written()) >= 3 and 0 < done < 120, f"the kill landed mid-run: {done} of 120 rows written"
     assert not (killed / "stats.json").exists()
 
     cfg = load_config("curate", cfg_file)  # what the killed CLI run used

@@ -2,6 +2,7 @@
 machine, and a warning wherever that is not where its config asks."""
 import json
 
+import numpy as np
 from click.testing import CliRunner
 
 from infu_model import runtime
@@ -61,10 +62,28 @@ def test_the_start_line_says_what_the_stage_then_does(tmp_path):
     assert placement("nudenet", "cuda", "onnxruntime").runs_on == "cpu"
 
 
-def test_with_a_cuda_provider_sessions_ask_for_the_named_gpu(monkeypatch):
+def test_with_a_cuda_provider_sessions_ask_for_the_named_gpu(monkeypatch, tmp_path):
+    """Where ONNX Runtime has CUDA, the session a stage builds asks for the GPU its device names (then
+    the CPU): the session is built here, through ONNX Runtime's own constructor, and runs; this
+    machine's ORT has no CUDA, so it falls back to the CPU as it would on a node without one."""
+    import onnxruntime
+    import tiny_onnx
+
+    real, asked = onnxruntime.InferenceSession, []
+
+    def session(*args, providers=None, **kw):
+        asked.append(providers)
+        return real(*args, providers=providers, **kw)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
     monkeypatch.setattr(runtime, "ort_available", lambda: ("CUDAExecutionProvider", "CPUExecutionProvider"))
-    assert ort_providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
-    assert ort_providers("cpu") == ["CPUExecutionProvider"]
+    model = tiny_onnx.genderage(tmp_path / "g.onnx", male=True)
+    built = runtime.ort_session(model, "cuda:1")
+    assert asked == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]]
+    x = np.zeros((1, 3, 96, 96), np.float32)
+    assert built.run(None, {built.get_inputs()[0].name: x})[0].shape == (1, 3), "the session it built runs"
+    runtime.ort_session(model, "cpu")
+    assert asked[-1] == ["CPUExecutionProvider"]
     p = placement("SCRFD", "cuda", "onnxruntime")
     assert p.runs_on == "cuda" and not p.problem
     assert placement("dlib faces", "cuda", "dlib").problem, "dlib-bin has no CUDA"

@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from curation import samples
+from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, cosine, id_loss, paired_bootstrap
 from pipelines.config import load_config, merge
 from synth.prompts import GENDERS, load_prompts
@@ -130,7 +131,16 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     for r in t:
         if not r["face_found"]:
             assert r["id_loss"] == 2.0  # the configured worst score, counted
-        assert -1 <= r["clip_score"] <= 1 and -1 <= r["pick_score"] <= 1
+    # CLIPScore and PickScore are each image's cosine with its own prompt under the configured CLIP model,
+    # computed here from transformers' own features; the same images against other prompts score otherwise
+    images, prompts = [open_rgb(out / r["image"]) for r in t], [r["prompt"] for r in t]
+    swapped = prompts[1:] + prompts[:1]
+    assert prompts != swapped
+    for key, model, proc in (("clip_score", models["clip"], models["clip"]),
+                             ("pick_score", models["pick"], models["pick_proc"])):
+        stored = [r[key] for r in t]
+        assert stored == pytest.approx(clip_cosines(model, proc, images, prompts), abs=1e-5), key
+        assert stored != pytest.approx(clip_cosines(model, proc, images, swapped), abs=1e-3), key
     # the summary is exactly the per-image Parquet
     for m in ("id_loss", "clip_score", "pick_score", "copy_paste"):
         vals = [r[m] for r in t if r[m] is not None]
@@ -152,6 +162,19 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     assert logs == [] and s2["metrics"]["id_loss"] == pytest.approx(s["metrics"]["id_loss"])
     assert s2["scorers"]["pick_score"]["ran"] is False and s2["metrics"]["pick_score"] is None
     assert "PickScore" in (out / "summary.md").read_text() and "pick_score: not run" in (out / "summary.md").read_text()
+
+
+def clip_cosines(model_dir, processor_dir, images, texts) -> list[float]:
+    """cos(image_i, text_i) under a CLIP model, from transformers' image and text features."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    model, proc = CLIPModel.from_pretrained(model_dir).eval(), CLIPProcessor.from_pretrained(processor_dir)
+    with torch.no_grad():
+        im = model.get_image_features(pixel_values=proc(images=images, return_tensors="pt")["pixel_values"])
+        tx = model.get_text_features(**proc.tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
+    im, tx = (torch.nn.functional.normalize(getattr(e, "pooler_output", e), dim=-1) for e in (im, tx))
+    return (im * tx).sum(-1).tolist()
 
 
 def _items(models, ids_dir, bench_file):

@@ -160,23 +160,64 @@ def test_insightface_backend_detects_and_embeds_with_models_in_the_published_lay
     assert faces.detect(np.asarray(samples.cat())) == []
 
 
-def test_nsfw_scores_real_portraits_low_and_thresholds():
+def test_nsfw_scores_real_portraits_low():
     rows = [row_of(samples.astronaut(), "a"), row_of(samples.grace_hopper(), "g")]
     run_stage(curate_stage("nsfw", backend="nudenet", threshold=0.5), rows)
     assert all(r["status"] == ALIVE and 0.0 <= r["nsfw"] < 0.5 for r in rows)
+
+
+class DetectorOutput:
+    """nudenet's ONNX session with its output replaced by given detections in the detector's own format:
+    the real session runs on the real input, and its output (1 x (4 box + 18 class scores) x 2100
+    boxes, 320-px model coordinates) is zeroed but for the given boxes, so nudenet's pre- and
+    post-processing are the real ones."""
+
+    def __init__(self, session, detections: list[tuple[str, float]]):
+        import nudenet.nudenet
+
+        self.labels = getattr(nudenet.nudenet, "__labels")  # the detector's class order (a module-private list)
+        self.session, self.detections = session, detections
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, names, feeds):
+        out = np.zeros_like(self.session.run(names, feeds)[0])
+        for i, (label, score) in enumerate(self.detections):
+            out[0, :4, i] = (60 + 100 * i, 160, 50, 50)   # centre x, y, width, height: apart, so none suppresses another
+            out[0, 4 + self.labels.index(label), i] = score
+        return [out]
+
+
+@pytest.mark.parametrize("detections,expected", [
+    ([("FEMALE_BREAST_EXPOSED", 0.5)], ("nsfw", 0.5)),                              # at the threshold: rejected
+    ([("FEMALE_BREAST_EXPOSED", 0.49)], (None, 0.49)),                              # just below it: kept, scored
+    ([("FACE_FEMALE", 0.95), ("BUTTOCKS_EXPOSED", 0.8)], ("nsfw", 0.8)),           # the filtered class decides
+    ([("FACE_FEMALE", 0.95), ("FEMALE_BREAST_COVERED", 0.9)], (None, 0.0)),        # classes not filtered: 0
+])
+def test_nsfw_decides_from_the_detectors_output(detections, expected):
+    stage = curate_stage("nsfw", backend="nudenet", threshold=0.5)
+    stage.ensure_setup()
+    stage.model.onnx_session = DetectorOutput(stage.model.onnx_session, detections)
     rows = [row_of(samples.astronaut(), "a")]
-    run_stage(curate_stage("nsfw", backend="nudenet", threshold=0.0), rows)
-    assert rows[0]["reason"] == "nsfw"
+    run_stage(stage, rows)
+    assert (rows[0]["reason"], round(rows[0]["nsfw"], 4)) == expected
 
 
-def _tiny_classifier(path, labels):
+def _tiny_classifier(path, labels, last: float = 0.75):
+    """A tiny ViT classifier whose head ignores the image: zero weights, and biases that give the last
+    label probability ``last`` (softmax over two labels) for every photo."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                     intermediate_size=32, num_labels=len(labels), id2label=dict(enumerate(labels)),
                     label2id={v: k for k, v in enumerate(labels)})
     torch.manual_seed(0)
-    ViTForImageClassification(cfg).save_pretrained(path)
+    model = ViTForImageClassification(cfg)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, float(np.log(last / (1 - last)))]))
+    model.save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
@@ -243,27 +284,36 @@ def test_ocr_watermark_stage_survives_tiny_and_odd_images(shape):
     rgb = np.random.default_rng(0).integers(0, 255, shape + (3,), dtype=np.uint8)
     r = row_of(samples.Image.fromarray(rgb))
     run_stage(curate_stage("watermark", backend="ocr"), [r])
-    assert (r["status"] == ALIVE and r["watermark"] is not None) or r["reason"] == "watermark_error"
+    assert r["status"] == ALIVE and r["watermark"] is not None, (r["reason"], r["error"])
 
 
-def test_watermark_classifier_from_a_local_folder(tmp_path):
+@pytest.mark.parametrize("threshold,reason", [(0.7, "watermark"), (0.8, None)])
+def test_watermark_classifier_from_a_local_folder(tmp_path, threshold, reason):
+    """The classifier's probability of the configured label is the score (0.75 from this head's bias):
+    a threshold under it rejects, one over it keeps."""
     _tiny_classifier(tmp_path / "wm", ["clean", "watermark"])
-    stage = curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), threshold=1.0)
+    stage = curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), threshold=threshold)
     rows = [row_of(samples.watermarked(samples.grace_hopper()), "w"), row_of(samples.astronaut(), "a")]
     run_stage(stage, rows)
-    assert all(0.0 <= r["watermark"] <= 1.0 and r["status"] == ALIVE for r in rows)
+    assert [(r["reason"], round(r["watermark"], 4)) for r in rows] == [(reason, 0.75)] * 2
     assert stage.report()["ran"] is True
+    clean = curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), label="clean",
+                         threshold=threshold)
+    rows = [row_of(samples.astronaut(), "a")]
+    run_stage(clean, rows)
+    assert round(rows[0]["watermark"], 4) == 0.25, "the score is the configured label's"
     with pytest.raises(ValueError, match="not one of the model's labels"):
         curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), label="logo").setup()
     with pytest.raises(FileNotFoundError, match="missing_model"):
         curate_stage("watermark", backend="transformers", model=str(tmp_path / "missing_model")).setup()
 
 
-def test_transformers_nsfw_backend(tmp_path):
+@pytest.mark.parametrize("threshold,reason", [(0.74, "nsfw"), (0.76, None)])
+def test_transformers_nsfw_backend(tmp_path, threshold, reason):
     _tiny_classifier(tmp_path / "nsfw", ["normal", "nsfw"])
     rows = [row_of(samples.astronaut(), "a")]
-    run_stage(curate_stage("nsfw", backend="transformers", model=str(tmp_path / "nsfw"), threshold=0.0), rows)
-    assert rows[0]["reason"] == "nsfw" and 0 < rows[0]["nsfw"] < 1
+    run_stage(curate_stage("nsfw", backend="transformers", model=str(tmp_path / "nsfw"), threshold=threshold), rows)
+    assert (rows[0]["reason"], round(rows[0]["nsfw"], 4)) == (reason, 0.75)
 
 
 def test_a_stage_that_rejects_for_an_undeclared_reason_is_a_bug_not_a_new_reason():

@@ -90,22 +90,35 @@ def test_a_pipeline_runs_its_stages_in_one_command_and_a_rerun_skips_them(tiny_r
     curated = json.loads((tmp_path / "run" / "curated" / "stats.json").read_text())
     captioned = json.loads((tmp_path / "run" / "captioned" / "stats.json").read_text())
     assert curated["adds_up"] and captioned["inputs"] == curated["kept"] == 6 and captioned["adds_up"]
+    before = {stage: files_of(tmp_path / "run" / stage) for stage in ("curated", "captioned")}
     again = CliRunner().invoke(main, ["run", str(path), "--quiet"])
     assert again.exit_code == 0, again.output
-    assert again.output.count("skipped (done)") == 2
+    table = again.output.split("pipeline summary")[1].splitlines()
+    assert [ln.split()[:2] for ln in table[3:]] == [["curate", "skipped"], ["caption", "skipped"]]
+    assert {stage: files_of(tmp_path / "run" / stage) for stage in before} == before, "a skipped stage writes nothing"
     spec["stages"]["caption"] = {"set": {"max_chars": 300, "captioners": []}}   # a changed stage runs again, the rest stays done
     path.write_text(yaml.safe_dump(spec))
     third = CliRunner().invoke(main, ["run", str(path), "--quiet"])
     assert third.exit_code == 1 and "--overwrite" in third.output, "caption's own guard: same output, new config"
+    assert "run: curate already done" in third.output and "run: caption ->" in third.output, "only caption ran"
+    assert {stage: files_of(tmp_path / "run" / stage) for stage in before} == before, \
+        "curate's output stays as it was, and caption's guard refused before writing"
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file of a stage's output (its logs aside) and the sha1 of its bytes."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "logs" not in p.relative_to(folder).parts}
 
 
 def test_the_report_opens_in_a_browser_without_errors_and_shows_the_counts(tiny_run, tmp_path):
     """What a person sees: ROOT/report.html in headless Chromium, no console errors, exceptions or
     failed loads; the funnel it shows adds up to stats.json; one sampled thumbnail per reject."""
-    from browser import CHROMIUM, Page
+    from browser import Page, require_chromium
 
-    if CHROMIUM is None:
-        pytest.skip("no chromium (scripts/test.sh installs Debian's package where it can; apt-get install chromium)")
+    require_chromium()
     root = tiny_run[0] / "run"
     stats = json.loads((root / "curated" / "stats.json").read_text())
     with Page((root / "report.html").resolve().as_uri()) as page:
@@ -129,10 +142,9 @@ def test_the_report_opens_in_a_browser_without_errors_and_shows_the_counts(tiny_
 
 def test_the_browser_check_catches_console_errors_exceptions_and_failed_loads(tmp_path):
     """The check above can fail: a page with each kind of error."""
-    from browser import CHROMIUM, Page
+    from browser import Page, require_chromium
 
-    if CHROMIUM is None:
-        pytest.skip("no chromium")
+    require_chromium()
     bad = tmp_path / "bad.html"
     bad.write_text('<p>x</p><script>console.error("shown"); missingFunction();</script><img src="gone.png">')
     with Page(bad.as_uri()) as page:
