@@ -61,8 +61,9 @@ def one_line_errors():
     output folder that is not the job's), which end as one line instead of a traceback."""
     from infu_model.images import DecodeError, TooLarge
     from pipelines.job import ConfigMismatch, OutputRefused
+    from pipelines.ray_runtime import ClusterUnreachable
 
-    return ConfigMismatch, OutputRefused, FileNotFoundError, ValueError, DecodeError, TooLarge
+    return ConfigMismatch, OutputRefused, ClusterUnreachable, FileNotFoundError, ValueError, DecodeError, TooLarge
 
 
 def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
@@ -72,10 +73,12 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
     from pipelines.job import check_output
     from pipelines.jobs import JOBS
     from pipelines.models import fetch_models
+    from pipelines.ray_runtime import check_cluster
 
     job = JOBS[name]
 
     def check():
+        check_cluster(options.get("ray_address"))  # a cluster that does not answer: one line, at once
         job("check")(inputs, cfg)
         check_output(out_dir, name)  # a folder that is not the job's is refused before any download
         fetch_models(cfg.needs(), say)  # every model ready before the folder is claimed or a worker starts
@@ -298,11 +301,13 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
     under the pipeline's root. The file is checked whole before any work starts; a finished stage is
     skipped when its config and inputs are unchanged, and an interrupted run resumes in the stage it
     stopped in."""
+    from pipelines.ray_runtime import ClusterUnreachable, check_cluster
     from pipelines.run import format_run_summary, read_pipeline, run_steps
 
     try:
+        check_cluster(ray_address)
         spec, steps = read_pipeline(pipeline, quiet, log=say)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ClusterUnreachable) as e:
         raise click.ClickException(str(e)) from None
     report = in_own_folder(spec["root"], "run", lambda log: run_steps(spec, steps, ray_address=ray_address, log=log))
     click.echo(format_run_summary(report))
@@ -344,7 +349,12 @@ def doctor(configs, ray_address, as_json, strict) -> None:
     from pipelines.doctor import doctor_lines, placements
     from pipelines.jobs import JOBS
     from pipelines.models import job_needs, status_line
+    from pipelines.ray_runtime import ClusterUnreachable, check_cluster
 
+    try:
+        check_cluster(ray_address)
+    except ClusterUnreachable as e:
+        raise click.ClickException(str(e)) from None
     # each job's packaged config (train: stage1), or the one given
     chosen = {**{job.defaults[0]: None for job in JOBS.values()}, **given_configs(configs)}
     cfgs = {name: config(name, path) for name, path in chosen.items()}

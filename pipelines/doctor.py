@@ -55,6 +55,9 @@ def ray_lines(address: str | None) -> list[str]:
 
     import ray
 
+    from pipelines.ray_runtime import check_cluster
+
+    check_cluster(address)
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     try:
         total, free = ray.cluster_resources(), ray.available_resources()

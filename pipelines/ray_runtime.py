@@ -6,6 +6,37 @@ import os
 from pathlib import Path
 
 
+class ClusterUnreachable(ConnectionError):
+    """Nothing answers at the Ray cluster address given (raised before any work, in one line)."""
+
+
+def check_cluster(address: str | None, timeout: float = 5.0) -> None:
+    """A cluster address (``--ray-address`` or ``RAY_ADDRESS``: ``host:port`` of the head's GCS, or
+    ``ray://host:port``) where nothing answers is refused within seconds, before any output is
+    claimed: ``ray.init`` would retry for minutes with its messages in the log file. ``auto`` is left
+    to Ray (it fails at once when it finds no cluster); no address means an embedded Ray."""
+    import socket
+    import urllib.parse
+
+    given = address or os.environ.get("RAY_ADDRESS")
+    if not given or given in ("auto", "local"):
+        return
+    parsed = urllib.parse.urlsplit(given if "://" in given else f"gcs://{given}")
+    try:
+        host, port = parsed.hostname, parsed.port or (10001 if parsed.scheme == "ray" else 6379)
+    except ValueError:
+        host = port = None
+    if not host:
+        raise ClusterUnreachable(f"{given} is not a Ray cluster address (host:port of the head, or ray://host:port)")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterUnreachable(f"no Ray cluster answers at {given} ({e.strerror or e}): start one with "
+                                 "`ray start --head` (it prints its address), or give the head's address with "
+                                 "--ray-address / RAY_ADDRESS; without either, the job runs on an embedded Ray"
+                                 ) from None
+
+
 def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     """Start (``opts``: the job's ``ray`` block, a ``pipelines.job.RayOptions``) or join Ray. Workers'
     output stays in Ray's session logs (``pipelines.logs`` links them beside the job's output):

@@ -74,3 +74,44 @@ def test_a_value_of_the_wrong_kind_is_an_error_naming_the_key(tmp_path):
         load_config("stage1", cfg)
     cfg.write_text("filters: {min_blur: 30}\nprogress: yes\nstages: []\n")   # numbers and true/false as meant
     assert load_config("curate", cfg).filters.min_blur == 30
+
+
+@pytest.mark.parametrize("command", [
+    lambda t, s, a: ["curate", "--source", f"folder={s}", "--out", str(t / "out"), "--ray-address", a],
+    lambda t, s, a: ["train", "--config", str(_stage1(t)), "--ray-address", a],
+    lambda t, s, a: ["run", str(_pipeline(t, s)), "--ray-address", a],
+    lambda t, s, a: ["doctor", "--ray-address", a],
+], ids=["curate", "train", "run", "doctor"])
+def test_a_cluster_that_does_not_answer_is_one_line_at_once(tmp_path, sample_dir, command):
+    """A wrong --ray-address (nothing listens there) ends in seconds with one line naming it, before any
+    output folder exists, instead of Ray retrying for minutes out of sight."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    t0 = time.time()
+    r = CliRunner().invoke(main, command(tmp_path, sample_dir, address))
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert r.exit_code == 1 and len(errors) == 1 and "Traceback" not in r.output, r.output
+    assert f"no Ray cluster answers at {address}" in errors[0] and "ray start --head" in errors[0]
+    assert time.time() - t0 < 15
+    assert not (tmp_path / "out").exists() and not (tmp_path / "train-out").exists()
+
+
+def _stage1(tmp_path):
+    import yaml
+
+    f = tmp_path / "s1.yaml"
+    f.write_text(yaml.safe_dump({"data": {"parquet": str(tmp_path)}, "output": str(tmp_path / "train-out")}))
+    return f
+
+
+def _pipeline(tmp_path, sample_dir):
+    import yaml
+
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"root": str(tmp_path / "out"), "sources": [f"folder={sample_dir}"],
+                                 "stages": {"curate": {"set": {"stages": []}}}}))
+    return f
