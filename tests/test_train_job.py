@@ -91,6 +91,15 @@ def _relative_gap(a: dict, b: dict, per_tensor: bool = False) -> float:
     return float((va - vb).norm() / va.norm())
 
 
+def test_a_run_logs_its_first_step_then_every_log_every_steps(tiny, spss, tmp_path):
+    """Step 1 is logged whatever log_every is, so a long run shows its first step at once; then every
+    log_every steps and the last one, each record averaging the steps since the one before."""
+    res = train_loop(_cfg(tiny, spss, tmp_path / "out", 4, "plan", checkpoint_every=4, log_every=3))
+    log = [json.loads(ln) for ln in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 3, 4]
+    assert [r["loss"] for r in log] == pytest.approx([res["losses"][0], sum(res["losses"][1:3]) / 2, res["losses"][3]])
+
+
 @pytest.mark.parametrize("loader", ["ray", "plan"])
 def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_path, ray_local, loader):
     full = train_loop(_cfg(tiny, spss, tmp_path / "full", 4, loader, checkpoint_every=2))

@@ -172,7 +172,8 @@ class Trainer:
         while self.step < max_steps:
             window.append(self.train_step())
             rec = saved = None
-            if self.step % log_every == 0 or self.step == max_steps:
+            # the first step too: a long run shows it is going before its first log_every steps are done
+            if self.step % log_every == 0 or self.step in (1, max_steps):
                 rec = self.log(window, log_path)
                 window = []
             if self.step % every == 0 or self.step == max_steps:
