@@ -107,11 +107,18 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
         claim_output(out_dir, name)
     except errors as e:
         raise click.ClickException(str(e)) from None
-    with job_logs(out_dir, name, libraries):
-        try:
-            result = work(say)
-        except errors as e:
-            raise click.ClickException(str(e)) from None
+    try:
+        with job_logs(out_dir, name, libraries):  # records the run as ok, error or interrupted
+            try:
+                result = work(say)
+            except errors as e:
+                raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what finished stays; the same command resumes
+        from pipelines.ray_runtime import Terminated
+
+        stage = f" in stage {e.stage}" if getattr(e, "stage", None) else ""
+        say(f"interrupted{stage}: rerun the same command to resume")
+        raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
     from pipelines.report import write_report
 
     try:
@@ -128,7 +135,10 @@ def main() -> None:
     Every command runs on an embedded local Ray by default; pass --ray-address
     (or run it under `ray job submit`) to use a cluster.
     """
+    from pipelines.ray_runtime import stop_on_sigterm
+
     quiet_import_notices()
+    stop_on_sigterm()
 
 
 @main.command()

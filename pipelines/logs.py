@@ -16,9 +16,10 @@ PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 
 
 # what libraries say when they are imported about optional parts this project leaves out on purpose
-# (torchvision, torchao's CUDA kernels on a CPU, bitsandbytes' kernel hub): not news to a user
+# (torchvision, torchao's CUDA kernels on a CPU, bitsandbytes' kernel hub, whose `kernels` package says
+# it skips a trust check under HF_HUB_OFFLINE=1): not news to a user
 IMPORT_NOTICES = ("transformers.utils.import_utils", "torchao", "bitsandbytes", "torch.utils._pytree",
-                  "diffusers.quantizers.torchao.torchao_quantizer")
+                  "diffusers.quantizers.torchao.torchao_quantizer", "kernels")
 
 
 def quiet_import_notices() -> None:
@@ -91,7 +92,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     logs = Path(out_dir).expanduser() / "_work" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{name}.log"
-    started, t0, ok = time.strftime("%Y-%m-%d %H:%M:%S"), time.time(), False
+    started, t0, ended = time.strftime("%Y-%m-%d %H:%M:%S"), time.time(), "error"
     import ray.data  # noqa: F401  (configures Ray Data's loggers now, so the routing below sees them)
 
     _hand_over_library_logging(libraries)
@@ -123,7 +124,10 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     progress_propagate, progress.propagate = progress.propagate, False
     try:
         yield path
-        ok = True
+        ended = "ok"
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (pipelines.ray_runtime.Terminated)
+        ended = "interrupted"
+        raise
     finally:
         notes = [f"logs: {path} (library warnings, Ray's own lines)"]
         with contextlib.suppress(Exception):
@@ -143,6 +147,6 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
         sink.close()
         with open(logs.parent / "runs.jsonl", "a") as f:  # the commands that made this folder, for its report
             f.write(json.dumps({"argv": ["infu", *sys.argv[1:]], "started": started, "seconds": round(time.time() - t0, 1),
-                                "ended": "ok" if ok else "error"}) + "\n")
+                                "ended": ended}) + "\n")
         for note in notes:
             print(note, file=sys.stderr, flush=True)

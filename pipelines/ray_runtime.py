@@ -6,6 +6,23 @@ import os
 from pathlib import Path
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what finished stays, and the rerun resumes (exit 143, not 130)."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises ``Terminated`` in the main thread (``ray.init`` puts its own exit handler in place:
+    this is called again after it)."""
+    import signal
+    import threading
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)
+
+
 class ClusterUnreachable(ConnectionError):
     """Nothing answers at the Ray cluster address given (raised before any work, in one line)."""
 
@@ -67,6 +84,7 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
                      object_store_memory=opts.object_store_memory if opts else None,
                      include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
                      log_to_driver=False, runtime_env=env)
+    stop_on_sigterm()  # ray.init replaced the handler with its own sys.exit
     ctx = DataContext.get_current()
     # Ray Data reserves a share of the CPUs for each operator; on a small machine that
     # leaves the decode stage one core of two. Off unless the config asks for it.

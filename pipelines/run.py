@@ -255,7 +255,11 @@ def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, 
             log(f"run: {step.name} already done in {step.out}")
             continue
         log(f"run: {step.name} -> {step.out}")
-        counts = execute(step, ray_address, log)
+        try:
+            counts = execute(step, ray_address, log)
+        except KeyboardInterrupt as e:
+            e.stage = step.name  # the command's one line names it
+            raise
         rec = {"stage": step.name, "status": "ran", **counts, "seconds": round(time.time() - t, 1),
                "output": str(step.out)}
         (step.out / DONE).write_text(json.dumps({"fingerprint": _fp(step), "report": rec}, indent=1))

@@ -87,6 +87,27 @@ def check_training(data_dir, cfg: TrainConfig) -> None:
                             "data.loader: plan")
 
 
+def fit_off_main_thread(trainer) -> None:
+    """``trainer.fit()`` in a thread of its own, the main thread waiting: Ctrl-C and SIGTERM then reach
+    our handling (what finished stays, one line, exit 130/143) instead of Ray Train's SIGINT handler,
+    which it installs only on the main thread and which ends the process with exit 1 and no word. The
+    run's actors stop with the driver, its finished checkpoints stay."""
+    failed = []
+
+    def fit():
+        try:
+            trainer.fit()
+        except BaseException as e:  # noqa: BLE001 - raised again in the main thread
+            failed.append(e)
+
+    runner = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    runner.start()
+    while runner.is_alive():
+        runner.join(0.5)
+    if failed:
+        raise failed[0]
+
+
 def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None, build_cache: bool = False,
               log=print) -> dict:
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
@@ -125,7 +146,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     reporter = threading.Thread(target=show_progress, args=(metrics, cfg.train.max_steps, log, stop), daemon=True)
     reporter.start()
     try:
-        trainer.fit()
+        fit_off_main_thread(trainer)
     except Exception as e:  # a worker refusing the data or a checkpoint is a one-line error, not a crash
         refused = [f for f in (getattr(e, "worker_failures", None) or {}).values()
                    if isinstance(f, (NotEnoughData, UnsafeCheckpoint))]
