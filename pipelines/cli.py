@@ -98,7 +98,7 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
     ``name`` (pipelines.job.claim_output), then ``work(log)`` with its noise routed to
     ``out_dir/_work/logs`` (a refused job leaves no folder and no log behind), then the report.
     The mistakes a user can make end as one line."""
-    from pipelines.job import claim_output
+    from pipelines.job import claim_output, release_live
 
     errors = one_line_errors()
     try:
@@ -119,6 +119,8 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
         stage = f" in stage {e.stage}" if getattr(e, "stage", None) else ""
         say(f"interrupted{stage}: rerun the same command to resume")
         raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
+    finally:
+        release_live()  # the run has ended: its folders are free for the next one
     from pipelines.report import write_report
 
     try:

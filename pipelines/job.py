@@ -3,8 +3,13 @@ against reusing it with another config, finding input Parquet, reading columns b
 accounting check, and the run-wide near-duplicate decision that turns candidates into kept/."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import socket
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +90,60 @@ class OutputRefused(Exception):
     """The output folder is not the job's to write in (a user's folder, another job's output)."""
 
 
+LIVE = Path("_work") / "live"   # a folder's live lock: held (flock) by the driver of the run writing it
+_HELD: dict[Path, int] = {}     # folder -> the descriptor this process holds its live lock by
+
+
+def live_run(out: Path) -> dict | None:
+    """The run that holds ``out`` now (its run id, host, pid, start), or None: a live run's driver holds
+    its folder's lock for as long as it runs; the kernel drops it when the driver dies, however it dies."""
+    path = out / LIVE
+    if out.resolve() in _HELD or not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        try:
+            return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except ValueError:
+            return {}
+    finally:
+        os.close(fd)
+
+
+def hold_live(out: Path, job: str) -> None:
+    """Take ``out``'s live lock for this process (refused when another run holds it) and say who holds it."""
+    if out.resolve() in _HELD:
+        return
+    path = out / LIVE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputRefused(in_use(out, live_run(out) or {})) from None
+    info = {"run": uuid.uuid4().hex[:12], "job": job, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    _HELD[out.resolve()] = fd
+
+
+def release_live() -> None:
+    """Let go of every folder this process's run held (its job has ended)."""
+    for out in list(_HELD):
+        os.close(_HELD.pop(out))
+
+
+def in_use(out: Path, holder: dict) -> str:
+    who = ", ".join(f"{k} {holder[k]}" for k in ("run", "host", "pid", "started") if k in holder)
+    return (f"{out} is in use by a live `infu {holder.get('job', '?')}` run ({who or 'unknown'}): refusing to start a "
+            "second run on it; wait for that one to end, or stop it and rerun this command to resume")
+
+
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
@@ -119,6 +178,7 @@ def claim_output(out: str | Path, job: str) -> Path:
     out = check_output(out, job)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        hold_live(out, job)
         mark = out / MARK
         old = json.loads(mark.read_text()) if owner(out) else {}
         write_json(mark, {**old, "job": job})
@@ -140,6 +200,9 @@ def check_output(out: str | Path, job: str) -> Path:
         if found not in (job, "legacy") or (found == "legacy" and OWNED[job] is not ROW_JOB):
             raise OutputRefused(f"{out} holds the output of `infu {found}`, not of `infu {job}`: refusing to write "
                                 "into it (nothing was changed); give another folder")
+        holder = live_run(out)
+        if holder is not None:
+            raise OutputRefused(in_use(out, holder))
     return out
 
 
@@ -184,7 +247,7 @@ def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job:
     # first, so that no write of a killed run still in flight lands in what follows
     lay.lease = Lease.take(lay.lease_file)
     if overwrite:
-        clear(lay.out, job, keep=(lay.work / "logs", lay.lease_file))
+        clear(lay.out, job, keep=(lay.work / "logs", lay.lease_file, lay.out / LIVE))
     for own in (lay.kept, lay.rejected, lay.work):
         for tmp in own.rglob("*.tmp") if own.is_dir() else ():
             tmp.unlink()

@@ -18,6 +18,7 @@ import pytest
 from test_curate import EXPECTED
 from test_models import hub, published  # noqa: F401 - fixtures: the local Hub
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

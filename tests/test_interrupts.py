@@ -14,6 +14,7 @@ import yaml
 
 from test_curate import _many_photos
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -115,3 +116,33 @@ class _Factory:
         p = self.root / name
         p.mkdir()
         return p
+
+
+def test_a_second_run_on_a_live_runs_folder_is_refused_at_once(photos, tmp_path):
+    """Two runs on one folder: the second is refused within seconds, naming the first (run id, host,
+    pid, start), and writes nothing; the first finishes normally."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"progress": False, "output": {"rows_per_file": 6}}))
+    out = tmp_path / "out"
+    cmd = [str(BIN / "infu"), "curate", "--source", f"folder={photos}", "--out", str(out), "--config", str(cfg),
+           "--quiet"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "_work" / "live").is_file() or not (out / "_work" / "live").read_text():
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    holder = json.loads((out / "_work" / "live").read_text())
+    t0 = time.time()
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    took = time.time() - t0
+    errors = [ln for ln in second.stderr.splitlines() if ln.startswith("Error:")]
+    assert second.returncode == 1 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    assert f"in use by a live `infu curate` run (run {holder['run']}, host {holder['host']}, pid {first.pid}, " \
+           f"started {holder['started']})" in errors[0]
+    assert took < 5, f"refused after {took:.1f} s"
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["adds_up"] and stats["inputs"] == 90
+    assert ended(out) == ["ok"], "the second run did no work: the folder's run log holds the first alone"

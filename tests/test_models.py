@@ -301,6 +301,7 @@ def test_code_from_a_checkpoint_runs_only_when_asked_and_pinned():
 
 
 # ------------------------------------------------------------------------------------ by name, end to end --
+@pytest.mark.slow
 def test_generate_with_no_model_path_then_offline_from_the_cache(hub, tmp_path):
     """`infu generate --id-image X --prompt P`: FLUX.1-dev and InfU v1.0 by their published names (the
     tiny ones here), only what the loaders read; then the same command with the Hub gone and
@@ -337,6 +338,7 @@ def test_insightface_backend_by_name(hub, tmp_path):
     assert sorted(Path(p).name for p in got) == ["recognition_arcface_ir_se50.pth", "scrfd_10g_bnkps.onnx"]
 
 
+@pytest.mark.slow
 def test_infu_run_with_models_by_name_then_offline(hub, tmp_path):
     """`infu run` of a pipeline that names every model by its Hub id (base, the InfU weights, CLIP and
     PickScore by their defaults): fetched once in the driver before any work, its workers reading the
