@@ -236,7 +236,7 @@ def resolve(ref, selection: Selection = FOLDER, fetch: bool | None = None) -> Pa
     published hashes when fetched."""
     ref = ModelRef.parse(ref)
     if ref.kind == "local":
-        return _local(ref, selection)
+        return _local(ref)
     if fetch is None:
         fetch = os.environ.get(FETCH_ENV, "1") != "0"
     if ref.kind == "url":
@@ -264,7 +264,7 @@ def _endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
-def _local(ref: ModelRef, selection: Selection) -> Path:
+def _local(ref: ModelRef) -> Path:
     p = Path(ref.location).expanduser()
     if not p.exists():
         hint = ""
@@ -415,11 +415,7 @@ def _check_file(path: Path, entry) -> str | None:
     if lfs is not None:
         want, got = lfs.sha256, _sha256(path)
         return None if got == want else f"does not match its sha256 (expected {want[:12]}..., got {got[:12]}...)"
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    got = h.hexdigest()
+    got = _digest(path, hashlib.sha1(b"blob %d\0" % path.stat().st_size))  # git's blob id
     return None if got == entry.blob_id else f"does not match its git blob id ({entry.blob_id[:12]}...)"
 
 
@@ -433,7 +429,11 @@ def _remove_cached(link: Path) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    return _digest(path, hashlib.sha256())
+
+
+def _digest(path: Path, h) -> str:
+    """``h`` (a hashlib object, perhaps primed) over the file's bytes, read a MiB at a time."""
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
