@@ -1,6 +1,7 @@
 """`infu`: one command per stage of the InfU data engine."""
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -60,10 +61,12 @@ def one_line_errors():
     """The mistakes a user can make (a changed config, a missing or unusable input, a bad value, an
     output folder that is not the job's), which end as one line instead of a traceback."""
     from infu_model.images import DecodeError, TooLarge
+    from pipelines.faults import WorkersLost
     from pipelines.job import ConfigMismatch, OutputRefused
     from pipelines.ray_runtime import ClusterUnreachable
 
-    return ConfigMismatch, OutputRefused, ClusterUnreachable, FileNotFoundError, ValueError, DecodeError, TooLarge
+    return (ConfigMismatch, OutputRefused, ClusterUnreachable, FileNotFoundError, ValueError, DecodeError, TooLarge,
+            WorkersLost)
 
 
 def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
@@ -97,22 +100,16 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
     """``check()`` (everything the job can be refused for), then ``out_dir`` claimed for the job
     ``name`` (pipelines.job.claim_output), then ``work(log)`` with its noise routed to
     ``out_dir/_work/logs`` (a refused job leaves no folder and no log behind), then the report.
-    The mistakes a user can make end as one line."""
+    The mistakes a user can make, and a full disk, end as one line."""
     from pipelines.job import claim_output, release_live
 
-    errors = one_line_errors()
-    try:
+    with one_line(out_dir):
         if check is not None:
             check()
         claim_output(out_dir, name)
-    except errors as e:
-        raise click.ClickException(str(e)) from None
     try:
-        with job_logs(out_dir, name, libraries):  # records the run as ok, error or interrupted
-            try:
-                result = work(say)
-            except errors as e:
-                raise click.ClickException(str(e)) from None
+        with one_line(out_dir), job_logs(out_dir, name, libraries):  # records the run: ok, error or interrupted
+            result = work(say)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what finished stays; the same command resumes
         from pipelines.ray_runtime import Terminated
 
@@ -121,13 +118,30 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
         raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
     finally:
         release_live()  # the run has ended: its folders are free for the next one
+    from pipelines.faults import disk_full_line
     from pipelines.report import write_report
 
     try:
         say(f"report: {write_report(out_dir)}")
     except Exception as e:  # the job's outputs stand; `infu report DIR` retries and shows the full error
-        say(f"report: not written ({type(e).__name__}: {e})")
+        say(f"report: not written ({disk_full_line(e, out_dir) or f'{type(e).__name__}: {e}'})")
     return result
+
+
+@contextlib.contextmanager
+def one_line(out_dir):
+    """A user's mistake (``one_line_errors``) or a full disk, wherever it was met, as one line."""
+    from pipelines.faults import disk_full_line
+
+    try:
+        yield
+    except one_line_errors() as e:
+        raise click.ClickException(disk_full_line(e, out_dir) or str(e)) from None
+    except Exception as e:
+        line = disk_full_line(e, out_dir)
+        if line is None:
+            raise
+        raise click.ClickException(line) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -83,12 +83,20 @@ def link_ray_logs(logs: Path) -> str:
     return f"worker logs: {link} (this node's Ray session; other nodes: `ray logs` / the dashboard)"
 
 
+class LogFile(logging.StreamHandler):
+    """The job's log file, where a line that cannot be written (a full disk) is dropped without a word:
+    the run's own error, on the terminal, says what happened."""
+
+    def handleError(self, record) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffusers")):
     """Route everything but our own output to ``out_dir/_work/logs/<name>.log`` while the job runs.
 
-    The file takes stderr at the descriptor level (C/C++ code, child processes) and every console
-    logging handler; ``sys.stderr`` stays on the terminal for our lines, progress bars and errors."""
+    The file takes stderr at the descriptor level (C/C++ code, child processes), ``sys.stdout`` and every
+    console logging handler; ``sys.stderr`` stays on the terminal for our lines, progress bars and errors."""
     logs = Path(out_dir).expanduser() / "_work" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{name}.log"
@@ -98,7 +106,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     _hand_over_library_logging(libraries)
     sink = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
     sink.write(f"\n===== infu {name}  {started}  pid {os.getpid()}\n")
-    to_file = logging.StreamHandler(sink)
+    to_file = LogFile(sink)
     to_file.setLevel(logging.INFO)  # Ray Data's DEBUG chatter has its own file in Ray's session logs
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     moved = _console_handlers()
@@ -113,7 +121,8 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     sys.stderr.flush()
     saved = os.dup(2)
     os.dup2(sink.fileno(), 2)
-    old_stderr = sys.stderr
+    old_stderr, old_stdout = sys.stderr, sys.stdout
+    sys.stdout = sink  # where Ray's driver prints the cluster's own notices ("(raylet) The node ... marked dead")
     if _writes_to_fd2(old_stderr):
         sys.stderr = open(saved, "w", buffering=1, encoding=old_stderr.encoding, errors="backslashreplace",
                           closefd=False)
@@ -136,7 +145,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-        sys.stderr = old_stderr
+        sys.stderr, sys.stdout = old_stderr, old_stdout
         progress.removeHandler(on_screen)
         progress.propagate = progress_propagate
         logging.captureWarnings(False)
@@ -144,8 +153,9 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
             lg.removeHandler(to_file)
             lg.addHandler(h)
         root.removeHandler(to_file)
-        sink.close()
-        with open(logs.parent / "runs.jsonl", "a") as f:  # the commands that made this folder, for its report
+        with contextlib.suppress(OSError):  # a full disk: the run's own error says so
+            sink.close()
+        with contextlib.suppress(OSError), open(logs.parent / "runs.jsonl", "a") as f:  # what made this folder
             f.write(json.dumps({"argv": ["infu", *sys.argv[1:]], "started": started, "seconds": round(time.time() - t0, 1),
                                 "ended": ended}) + "\n")
         for note in notes:

@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+from pipelines.config import load_config
+
 SCRIPT = textwrap.dedent("""
     import logging, os, sys, warnings
     from pipelines.logs import job_logs
@@ -41,24 +43,34 @@ def test_overwrite_clears_the_output_but_not_the_running_jobs_log(tmp_path):
         "_work", "_work/logs", "_work/logs/curate.log", "notes.txt"], "a file the job did not write stays"
 
 
-def test_training_progress_is_said_from_the_metrics_workers_report(ray_local):
+def test_training_progress_and_recoveries_are_said_from_what_ray_train_reports(ray_local, tmp_path):
     """Ray Train's controller hands each report (one dict per worker) to the callback; the driver says
-    worker 0's log records in order, and not the reports that carry only a checkpoint."""
+    worker 0's log records in order, and not the reports that carry only a checkpoint. A worker group
+    that lost a worker, which Ray Train restarts, is one line naming the worker and the checkpoint."""
     import threading
 
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2._internal.execution.controller.state import RestartingState, RunningState
+    from ray.train.v2.api.exceptions import WorkerGroupError
     from ray.util.queue import Queue
 
-    from pipelines.train.launch import reported_to, show_progress
+    from pipelines.train.launch import show_progress, watched_by
 
+    cfg = load_config("stage1", overrides={"train": {"max_steps": 3}, "output": str(tmp_path)})
+    (tmp_path / "checkpoints" / "step-00000002").mkdir(parents=True)
     queue = Queue(actor_options={"num_cpus": 0})
-    callback = reported_to(queue)
+    reports, recoveries = watched_by(queue)
     rec = {"loss": 0.5, "lr": 1e-5, "samples_per_s": 3.0, "gpu_mem_gib": 61.2}
-    callback.after_report(None, [{**rec, "step": 2}, {}], None)
-    callback.after_report(None, [{}, {}], "a checkpoint")
-    callback.after_report(None, [{**rec, "step": 3, "gpu_mem_gib": 0.0}, {}], "a checkpoint")
+    reports.after_report(None, [{**rec, "step": 2}, {}], None)
+    reports.after_report(None, [{}, {}], "a checkpoint")
+    lost = WorkerGroupError("worker 1 died", {0: RuntimeError("gloo: Connection closed by peer"), 1: ActorDiedError()})
+    recoveries.after_controller_state_update(RunningState(), RestartingState(lost))
+    reports.after_report(None, [{**rec, "step": 3, "gpu_mem_gib": 0.0}, {}], "a checkpoint")
     said, done = [], threading.Event()
     done.set()  # the run has ended: what is queued is said, then it returns
-    show_progress(queue, 3, said.append, done)
+    show_progress(queue, cfg, said.append, done)
     queue.shutdown()
     assert said == ["train: step 2/3  loss 0.5000  lr 1.00e-05  3.00 samples/s  61.2 GiB",
+                    "train: lost worker 1; Ray Train restarts every worker from step-00000002 once 1 can be placed "
+                    "(ray.max_failures: 3)",
                     "train: step 3/3  loss 0.5000  lr 1.00e-05  3.00 samples/s"]

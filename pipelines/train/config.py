@@ -78,6 +78,7 @@ class TrainRayOptions:
     use_gpu: bool
     cpus_per_worker: float = between(0)
     fsdp: bool                        # with several workers: FSDP (else DDP)
+    max_failures: int = between(-1)   # worker-group failures (a lost node) Ray Train recovers from; -1: always
 
 
 @dataclass(frozen=True)

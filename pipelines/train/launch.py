@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,10 +14,11 @@ import yaml
 
 from pipelines.models import fetch_models
 from pipelines.config import plain
+from pipelines.faults import WorkersLost
 from pipelines.job import check_inputs, claim_output, input_files, lease_file
 from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
-from pipelines.train.checkpoint import UnsafeCheckpoint
+from pipelines.train.checkpoint import UnsafeCheckpoint, latest_checkpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
 from pipelines.train.loop import ray_train_loop
@@ -41,29 +44,109 @@ def progress_line(metrics: dict, max_steps: int) -> str:
             f"{metrics['samples_per_s']:.2f} samples/s{mem}")
 
 
-def reported_to(queue):
-    """A Ray Train callback (it runs in Ray Train's controller) that puts worker 0's reported metrics
-    on ``queue`` for the driver: the workers' and the controller's output stay in their logs."""
+def watched_by(queue) -> list:
+    """Ray Train callbacks (they run in its controller) that put on ``queue`` for the driver worker 0's
+    reported metrics and each failure Ray Train recovers from: the workers' and the controller's output
+    stay in their logs."""
+    from ray.train.v2._internal.execution.callback import ControllerCallback
     from ray.train.v2.api.callback import UserCallback
+    from ray.train.v2.api.exceptions import WorkerGroupError
 
     class ReportedMetrics(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             if metrics and "loss" in metrics[0]:  # a checkpoint reported between log records has none
                 queue.put(metrics[0])
 
-    return ReportedMetrics()
+    class Recoveries(ControllerCallback):
+        def after_controller_state_update(self, previous_state, current_state):
+            error = getattr(current_state, "training_failed_error", None)
+            if type(current_state).__name__ in ("RestartingState", "ReschedulingState") and error is not None:
+                # lost workers are restarted; a worker group that could not be placed in time is waited for
+                queue.put({"lost": lost_workers(error)} if isinstance(error, WorkerGroupError) else {"waiting": 1})
+
+    return [ReportedMetrics(), Recoveries()]
 
 
-def show_progress(queue, max_steps: int, log, done: threading.Event) -> None:
-    """Say each reported record until ``done`` and the queue is empty."""
+def lost_workers(error) -> str:
+    """Which workers a failed worker group lost and where ('worker 1 on 10.0.0.7 (its node died)'), or
+    the first failure's first line when no worker died."""
+    failures = getattr(error, "worker_failures", None) or {}
+    lost = []
+    for rank, e in sorted(failures.items()):
+        if died(e) is not None:
+            text = str(e)  # a failed health check's text has the worker's node_ip; an actor error its ip
+            ip = re.search(r"\bnode_ip='([^']+)'|\bip: (\S+)", text)
+            node = " (its node died)" if re.search(r"node .*(died|dead)|(died|dead).* node", text, re.I | re.S) else ""
+            lost.append(f"worker {rank}{f' on {ip.group(1) or ip.group(2)}' if ip else ''}{node}")
+    if lost:
+        return ", ".join(lost)
+    first = next(iter(failures.values()), error)
+    return f"{type(first).__name__}: {(str(first).strip().splitlines() or [''])[0]}"
+
+
+def died(failure):
+    """The error saying a worker's process or node died or stopped answering, if that is what ``failure``
+    is (directly or behind a failed health check), else None."""
+    from ray.exceptions import RayActorError
+
+    failure = getattr(failure, "health_check_failure", failure)
+    hung = type(failure).__name__ == "WorkerHealthCheckTimeoutError"
+    return failure if hung or isinstance(failure, RayActorError) else None
+
+
+def lost_for_good(error) -> bool:
+    """Ray Train gave up on a worker group that lost a worker (its process or node died)."""
+    return any(died(f) is not None for f in (getattr(error, "worker_failures", None) or {}).values())
+
+
+def step_reached(out: Path) -> int:
+    """The last step the run logged (train_log.jsonl), 0 before the first."""
+    path = out / "train_log.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
+def show_progress(queue, cfg: TrainConfig, log, done: threading.Event) -> None:
+    """Say each reported record, and each recovery, until ``done`` and the queue is empty. After lost
+    workers, say once if their replacements wait for resources."""
     from ray.util.queue import Empty
 
+    restarted, waiting_said = 0.0, False
     while True:
         try:
-            log(progress_line(queue.get(timeout=0.5), max_steps))
+            event = queue.get(timeout=0.5)
         except Empty:
             if done.is_set():
                 return
+            if restarted and not waiting_said and time.time() - restarted > WAIT_NOTICE_S:
+                log(waiting_line(cfg.ray))
+                waiting_said = True
+            continue
+        if "lost" in event:
+            ckpt = latest_checkpoint(Path(cfg.output))
+            log(f"train: lost {event['lost']}; Ray Train restarts every worker from "
+                f"{ckpt.name if ckpt else 'step 0'} once {cfg.ray.num_workers} can be placed "
+                f"(ray.max_failures: {cfg.ray.max_failures})")
+            restarted, waiting_said = time.time(), False
+        elif "waiting" in event:
+            if not waiting_said:
+                log(waiting_line(cfg.ray))
+                waiting_said = True
+        else:
+            log(progress_line(event, cfg.train.max_steps))
+            restarted = 0.0
+
+
+WAIT_NOTICE_S = 15  # lost workers not replaced after this long: say that the run waits for resources
+
+
+def waiting_line(r: TrainRayOptions) -> str:
+    import ray
+
+    free = ray.available_resources()
+    need = f"{r.cpus_per_worker:g} CPU{' + 1 GPU' if r.use_gpu else ''}"
+    return (f"train: waiting for resources: {r.num_workers} workers x {need} (free now: {free.get('CPU', 0):g} CPU, "
+            f"{free.get('GPU', 0):g} GPU); it resumes by itself once a node joins or frees them")
 
 
 def check_training(data_dir, cfg: TrainConfig) -> None:
@@ -113,7 +196,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
     (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``); ``build_cache``: first store the frozen
     encoders' outputs (``pipelines.train.cache.build_cache``) and train with them."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
@@ -141,9 +224,10 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
                                                         resources_per_worker=per_worker),
                            run_config=RunConfig(name="checkpoints", storage_path=str(out),
                                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-                                                callbacks=[reported_to(metrics)]))
+                                                failure_config=FailureConfig(max_failures=r.max_failures),
+                                                callbacks=watched_by(metrics)))
     stop = threading.Event()
-    reporter = threading.Thread(target=show_progress, args=(metrics, cfg.train.max_steps, log, stop), daemon=True)
+    reporter = threading.Thread(target=show_progress, args=(metrics, cfg, log, stop), daemon=True)
     reporter.start()
     try:
         fit_off_main_thread(trainer)
@@ -152,6 +236,11 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
                    if isinstance(f, (NotEnoughData, UnsafeCheckpoint))]
         if refused:
             raise refused[0] from None
+        if lost_for_good(e):
+            ckpt = latest_checkpoint(out)
+            raise WorkersLost(f"train: stopped at step {step_reached(out)} after {max(r.max_failures, 0) + 1} worker "
+                              f"failure(s), the last: {lost_workers(e)} (ray.max_failures: {r.max_failures}); rerun "
+                              f"the same command to resume from {ckpt.name if ckpt else 'the start'}") from None
         raise
     finally:
         stop.set()
