@@ -14,7 +14,7 @@ import yaml
 
 from pipelines.models import fetch_models
 from pipelines.config import plain
-from pipelines.faults import WorkersLost
+from pipelines.faults import WorkersLost, causes
 from pipelines.job import check_inputs, claim_output, input_files, lease_file
 from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
@@ -22,6 +22,9 @@ from pipelines.train.checkpoint import UnsafeCheckpoint, latest_checkpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
 from pipelines.train.loop import ray_train_loop
+
+
+REFUSALS = (NotEnoughData, UnsafeCheckpoint)  # what the workers refuse to train on: one line, never retried
 
 
 def check_cpus(r: TrainRayOptions, loader: str) -> None:
@@ -56,6 +59,13 @@ def watched_by(queue) -> list:
         def after_report(self, run_context, metrics, checkpoint):
             if metrics and "loss" in metrics[0]:  # a checkpoint reported between log records has none
                 queue.put(metrics[0])
+
+        def after_exception(self, run_context, worker_exceptions):
+            # data or a checkpoint the workers refuse would be refused again by every retry: raising here
+            # ends the run (a failing callback is not retried) with the refusal as its error
+            refused = [e for e in worker_exceptions.values() if isinstance(e, REFUSALS)]
+            if refused:
+                raise refused[0]
 
     class Recoveries(ControllerCallback):
         def after_controller_state_update(self, previous_state, current_state):
@@ -232,8 +242,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
     try:
         fit_off_main_thread(trainer)
     except Exception as e:  # a worker refusing the data or a checkpoint is a one-line error, not a crash
-        refused = [f for f in (getattr(e, "worker_failures", None) or {}).values()
-                   if isinstance(f, (NotEnoughData, UnsafeCheckpoint))]
+        refused = [f for f in causes(e) if isinstance(f, REFUSALS)]
         if refused:
             raise refused[0] from None
         if lost_for_good(e):
