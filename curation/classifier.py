@@ -36,8 +36,13 @@ class ImageClassifier:
 
     def scores(self, images: list[np.ndarray]) -> list[float]:
         """Probability of the configured label for each RGB image."""
+        return self.predict(images)[0]
+
+    def predict(self, images: list[np.ndarray]) -> tuple[list[float], list[str]]:
+        """For each RGB image: the configured label's probability, and the label the model ranks first."""
         with self.torch.no_grad():
             inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
             logits = self.model(**inputs).logits.float()
         probs = logits.sigmoid() if self.multi_label else logits.softmax(-1)
-        return probs[:, self.index].cpu().tolist()
+        top = [self.model.config.id2label[int(i)] for i in probs.argmax(-1).cpu().tolist()]
+        return probs[:, self.index].cpu().tolist(), top

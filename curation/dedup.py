@@ -8,9 +8,12 @@ hashes by those bits and only compare neighbours that share them, so the work
 grows with N log N times C(blocks, blocks - k) tables, not N^2. Every pair within
 ``k`` is found (no misses, unlike exact-hash or single-band matching).
 
-Which copy survives is deterministic: rows are ranked by pixel count, then
-sharpness, then id; walking that ranking, a row is a duplicate of the
-best-ranked already-kept row within ``k`` of it, otherwise it is kept.
+Which copy survives is deterministic: rows are ranked by the cleanest copy first
+(``KEEP_RULE``: lowest watermark score, then lowest NSFW score, then pixel count,
+then sharpness, then id); walking that ranking, a row is a duplicate of the
+best-ranked already-kept row within ``k`` of it, otherwise it is kept. A faint
+overlay that stayed under the watermark threshold still scores above the clean
+original, and its extra edges would otherwise win on sharpness.
 """
 from __future__ import annotations
 
@@ -66,14 +69,23 @@ def near_pairs(hashes: np.ndarray, k: int, blocks: int = 8) -> np.ndarray:
     return np.unique(np.concatenate(found), axis=0)
 
 
-def find_duplicates(table: pa.Table, k: int, blocks: int = 8) -> pa.Table:
-    """``table`` has id, phash, width, height, blur. Returns (id, duplicate_of) for every duplicate."""
+# the copy that survives a group of near duplicates: (column, order) best first; then the smaller id.
+# A column a run lacks (its stage did not run) or a null in it decides nothing
+KEEP_RULE = (("watermark", "ascending"), ("watermark_classifier", "ascending"), ("nsfw", "ascending"),
+             ("pixels", "descending"), ("blur", "descending"))
+
+
+def find_duplicates(table: pa.Table, k: int, blocks: int = 8, prefer=KEEP_RULE) -> pa.Table:
+    """``table`` has id, phash and the ``prefer`` columns (``pixels`` may come as width and height).
+    Returns (id, duplicate_of) for every duplicate."""
     if table.num_rows == 0:
         return pa.table({"id": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string())})
-    pixels = pc.multiply(pc.cast(table["width"], pa.int64()), pc.cast(table["height"], pa.int64()))
-    ranked = table.append_column("_pixels", pixels)
-    order = pc.sort_indices(ranked, sort_keys=[("_pixels", "descending"), ("blur", "descending"), ("id", "ascending")])
-    ranked = ranked.take(order)
+    ranked = table
+    if "pixels" not in table.column_names and {"width", "height"} <= set(table.column_names):
+        pixels = pc.multiply(pc.cast(table["width"], pa.int64()), pc.cast(table["height"], pa.int64()))
+        ranked = table.append_column("pixels", pixels)
+    keys = [(c, o) for c, o in prefer if c in ranked.column_names] + [("id", "ascending")]
+    ranked = ranked.take(pc.sort_indices(ranked, sort_keys=keys, null_placement="at_end"))
     ids = ranked["id"].to_pylist()
     hashes = hex_to_u64(ranked["phash"])
     uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)

@@ -39,6 +39,8 @@ SPSS_FIELDS = [
     pa.field("nsfw", pa.float32()),
     pa.field("watermark", pa.float32()),
     pa.field("watermark_text", pa.string()),              # the watermark rule that fired strongest and the text read
+    pa.field("watermark_classifier", pa.float32()),       # the watermark classifier's probability of its label
+    pa.field("watermark_label", pa.string()),             # the label the watermark classifier ranks first
     pa.field("captions", pa.list_(CAPTION)),
     pa.field("caption_drops", pa.list_(pa.struct([("source", pa.string()), ("reason", pa.string())]))),
     pa.field("id_embedding", pa.list_(pa.float32())),

@@ -1,22 +1,28 @@
-"""Watermark stage (``watermark``): rejects photos with visible overlaid text or logos.
+"""Watermark stage (``watermark``): rejects photos with visible overlaid text or logos, by one or
+two opinions (``combine``):
 
-Backends:
 - ``ocr`` (offline default): reads the text on the analysis image with PP-OCRv4
   (inside the ``rapidocr-onnxruntime`` wheel) and scores it with the rules in
   ``curation/watermark_ocr.py`` (stock/URL/copyright vocabulary, text over the
-  face or the centre, tiled repeats, semi-transparent strokes). The score goes
-  to ``watermark``, the strongest rule and the text it read to
-  ``watermark_text`` ("vocabulary: 'Shutterstock' (shutterstock)").
-- ``transformers``: an image classifier from a local folder (``model``), scored
-  on the probability of ``label``.
-- ``none``: does not run; the column stays null and the summary says so.
+  face or the centre, tiled repeats, semi-transparent strokes); the strongest
+  rule and the text it read go to ``watermark_text`` ("vocabulary: 'Shutterstock'
+  (shutterstock)").
+- ``classifier``: a transformers image classifier (``classifier.model``), scored on
+  the probability of ``classifier.label``; that probability goes to
+  ``watermark_classifier`` and the label it ranks first to ``watermark_label``. It
+  sees what has no legible text (a logo, a pattern).
+- ``any``: both; a photo either one flags is rejected.
+- ``none``: does not run; the columns stay null and the summary says so.
+
+``watermark`` is the deciding score: the larger of the opinions that ran, rejected
+at ``threshold``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from curation.options import between
+from curation.options import ConfigError, between
 from curation.records import analysis_image
 from curation.stage import Stage, score_and_threshold
 from curation.watermark_ocr import OcrOptions
@@ -24,13 +30,23 @@ from infu_model.hub import FOLDER, ModelRef, Need
 
 
 @dataclass(frozen=True)
+class WatermarkClassifierOptions:
+    model: ModelRef | None   # an image classifier (a folder or hf://...; infu_model/hub.py)
+    label: str               # the label that means "has a watermark"
+
+
+@dataclass(frozen=True)
 class WatermarkOptions:
-    backend: Literal["ocr", "transformers", "none"]
+    combine: Literal["ocr", "classifier", "any", "none"]
     threshold: float = between(0, 1)
     device: str
     ocr: OcrOptions
-    model: ModelRef | None   # transformers: an image classifier (path, hf://... ; infu_model/hub.py)
-    label: str          # transformers: the label that means "has a watermark"
+    classifier: WatermarkClassifierOptions
+
+    def __post_init__(self):
+        if self.combine in ("classifier", "any") and self.classifier.model is None:
+            raise ConfigError(f"stages.watermark: combine: {self.combine} needs classifier.model (an image classifier: a folder or "
+                             "hf://OWNER/NAME)")
 
 
 class WatermarkStage(Stage):
@@ -40,48 +56,60 @@ class WatermarkStage(Stage):
 
     @property
     def enabled(self) -> bool:
-        return self.opts.backend != "none"
+        return self.opts.combine != "none"
+
+    @property
+    def opinions(self) -> tuple[str, ...]:
+        return {"ocr": ("ocr",), "classifier": ("classifier",), "any": ("ocr", "classifier")}.get(self.opts.combine, ())
 
     def models(self) -> list[tuple[str, str, str]]:
-        if not self.enabled:
-            return []
-        if self.opts.backend == "ocr":
-            return [("PP-OCR detector + recogniser", self.device, "onnxruntime")]
-        return [(f"classifier {self.opts.model}", self.device, "torch")]
+        names = {"ocr": ("PP-OCR detector + recogniser", self.device, "onnxruntime"),
+                 "classifier": (f"classifier {self.opts.classifier.model}", self.device, "torch")}
+        return [names[o] for o in self.opinions]
 
     def needs(self) -> list:
-        return Need.of(self.opts.model, FOLDER, "watermark classifier") if self.opts.backend == "transformers" else []
+        if "classifier" not in self.opinions:
+            return []
+        return Need.of(self.opts.classifier.model, FOLDER, "watermark classifier")
 
     def setup(self) -> None:
-        if self.opts.backend == "ocr":
+        self.ocr = self.classifier = None
+        if "ocr" in self.opinions:
             from curation.watermark_ocr import OcrReader
 
             ocr = self.opts.ocr
-            self.model = OcrReader(ocr.det_side, self.device, ocr.threads, ocr.min_confidence, ocr.equalize)
-        else:
+            self.ocr = OcrReader(ocr.det_side, self.device, ocr.threads, ocr.min_confidence, ocr.equalize)
+        if "classifier" in self.opinions:
             from curation.classifier import ImageClassifier
 
-            self.model = ImageClassifier(self.opts.model, self.opts.label, self.device)
+            c = self.opts.classifier
+            self.classifier = ImageClassifier(c.model, c.label, self.device)
 
     def report(self) -> dict:
         if not self.enabled:
-            return {"ran": False, "note": "backend: none (stages: watermark); the watermark column stays null"}
+            return {"ran": False, "note": "combine: none (stages: watermark); the watermark columns stay null"}
         o = self.opts
-        return {"ran": True, "backend": o.backend, "threshold": o.threshold,
-                **({"model": o.model} if o.backend == "transformers" else {})}
+        return {"ran": True, "combine": o.combine, "threshold": o.threshold,
+                **({"model": o.classifier.model} if "classifier" in self.opinions else {})}
 
     def process(self, rows: list[dict]) -> None:
         images = [analysis_image(r) for r in rows]
-        o = self.opts
-        if o.backend == "transformers":
-            score_and_threshold(rows, self.model.scores(images), "watermark", o.threshold, "watermark")
-            return
-        from curation.watermark_ocr import judge
+        opinions = []
+        if self.ocr is not None:
+            from curation.watermark_ocr import judge
 
-        for row, rgb in zip(rows, images):
-            verdict = judge(self.model(rgb), rgb, face_box(row, rgb), o.ocr)
-            row["watermark_text"] = verdict.describe()
-            score_and_threshold([row], [verdict.score], "watermark", o.threshold, "watermark")
+            scores = []
+            for row, rgb in zip(rows, images):
+                verdict = judge(self.ocr(rgb), rgb, face_box(row, rgb), self.opts.ocr)
+                row["watermark_text"] = verdict.describe()
+                scores.append(verdict.score)
+            opinions.append(scores)
+        if self.classifier is not None:
+            scores, labels = self.classifier.predict(images)
+            for row, p, label in zip(rows, scores, labels):
+                row["watermark_classifier"], row["watermark_label"] = float(p), label
+            opinions.append(scores)
+        score_and_threshold(rows, [max(s) for s in zip(*opinions)], "watermark", self.opts.threshold, "watermark")
 
 
 def face_box(row: dict, rgb) -> tuple[float, ...] | None:

@@ -229,7 +229,7 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
 def watermark_examples(lay: Layout, n: int = 5) -> list[dict]:
     """A few rows rejected as watermarked, with what the detector read on them."""
     ds = pads.dataset(parquet_files(lay.rejected), format="parquet")
-    return ds.head(n, columns=["source", "path", "watermark", "watermark_text"],
+    return ds.head(n, columns=["source", "path", "watermark", "watermark_text", "watermark_classifier", "watermark_label"],
                    filter=pc.field("reason") == "watermark").to_pylist()
 
 

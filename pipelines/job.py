@@ -19,7 +19,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from curation.dedup import find_duplicates
+from curation.dedup import KEEP_RULE, find_duplicates
 from curation.records import KEPT, REJECTED, SPSS_SCHEMA
 from pipelines.config import between, fingerprint, plain
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
@@ -301,18 +301,19 @@ def check_inputs(files: list[str], needed: list[str], what: str) -> int:
 
 
 def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, schema: pa.Schema = SPSS_SCHEMA,
-                       key: str = "id", rank: str = "blur", image: str = "image") -> None:
+                       key: str = "id", prefer=KEEP_RULE, image: str = "image") -> None:
     """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
 
-    Among near duplicates the largest image wins, then the higher ``rank`` column, then the smaller ``key``.
-    """
+    Among near duplicates the survivor is the best by ``prefer`` ((column, order), best first; the
+    columns ``schema`` lacks are left out), then the smaller ``key``."""
     files = parquet_files(lay.candidates)
     if not lay.dedup.exists():
-        cols = read_column(files, [key, "phash", "width", "height", rank], schema).rename_columns(
-            ["id", "phash", "width", "height", "blur"])
+        ranks = [c for c, _ in prefer if c in schema.names]
+        cols = read_column(files, [key, "phash", "width", "height", *ranks], schema).rename_columns(
+            ["id", "phash", "width", "height", *ranks])
         if not dedup.enabled:
             cols = cols.slice(0, 0)
-        dups = find_duplicates(cols, dedup.max_distance, dedup.blocks)
+        dups = find_duplicates(cols, dedup.max_distance, dedup.blocks, prefer)
         write_atomic(dups, lay.dedup)
     dups = pq.read_table(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))

@@ -106,10 +106,14 @@ class IdIn:
 
 
 def images_by_id(files: list[str], ids, id_col: str = "id", image_col: str = "image") -> dict:
+    return {k: row[image_col] for k, row in rows_by_id(files, ids, [image_col], id_col).items()}
+
+
+def rows_by_id(files: list[str], ids, columns: list[str], id_col: str = "id") -> dict:
     if not ids:
         return {}
-    found = sample_by(files, id_col, [image_col], per_value=1, where=IdIn(id_col, ids), want=dict.fromkeys(ids, 1))
-    return {k: rows[0][image_col] for k, rows in found.items()}
+    found = sample_by(files, id_col, columns, per_value=1, where=IdIn(id_col, ids), want=dict.fromkeys(ids, 1))
+    return {k: rows[0] for k, rows in found.items()}
 
 
 # ------------------------------------------------------------------ drawing ----
@@ -210,6 +214,26 @@ def funnel(stats: dict) -> str:
             f'</table></div>')
 
 
+def watermark_evidence(row: dict) -> str:
+    """Each watermark opinion that ran: the OCR rule and text, the classifier's probability and top label."""
+    said = [f"watermark {fmt(row.get('watermark'))}"]
+    if row.get("watermark_text") is not None:
+        said.append(f"OCR: {esc(row['watermark_text'])}")
+    if row.get("watermark_classifier") is not None:
+        said.append(f"classifier {fmt(row['watermark_classifier'])} ({esc(row.get('watermark_label'))})")
+    return "; ".join(said)
+
+
+def kept_scores(row: dict) -> str:
+    """What the dedup keep rule compared (curation/dedup.py KEEP_RULE), for a duplicate and its survivor."""
+    said = [f"{fmt(row.get('width'))}x{fmt(row.get('height'))}", f"blur {fmt(row.get('blur'), 1)}"]
+    if row.get("watermark") is not None:
+        said.insert(0, watermark_evidence(row))
+    if row.get("nsfw") is not None:
+        said.insert(-1, f"nsfw {fmt(row['nsfw'])}")
+    return ", ".join(said)
+
+
 def evidence(row: dict) -> str:
     """The score that decided a curation row's fate, per reason."""
     r = row.get("reason")
@@ -220,7 +244,7 @@ def evidence(row: dict) -> str:
     if r == "nsfw":
         return f"nsfw {fmt(row.get('nsfw'))}"
     if r == "watermark":
-        return f"watermark {fmt(row.get('watermark'))}: {esc(row.get('watermark_text'))}"
+        return watermark_evidence(row)
     if r in ("low_resolution", "too_large", "bad_aspect"):
         return f"{fmt(row.get('width'))}x{fmt(row.get('height'))}" + (f" {esc(row.get('error'))}" if row.get("error") else "")
     return esc(row.get("error") or "")
@@ -228,10 +252,11 @@ def evidence(row: dict) -> str:
 
 def curate_section(d: Path, stats: dict) -> str:
     cols = ["id", "source", "path", "image", "reason", "error", "blur", "face_ratio", "face_count", "nsfw", "watermark",
-            "watermark_text", "width", "height", "duplicate_of"]
+            "watermark_text", "watermark_classifier", "watermark_label", "width", "height", "duplicate_of"]
     rejected = sample_by(parquet_files(d / "rejected"), "reason", cols, want=stats.get("by_reason", {}))
     kept_files = parquet_files(d / "kept")
-    originals = images_by_id(kept_files, [r["duplicate_of"] for r in rejected.get("duplicate", []) if r["duplicate_of"]])
+    survivors = rows_by_id(kept_files, [r["duplicate_of"] for r in rejected.get("duplicate", []) if r["duplicate_of"]],
+                           [c for c in cols if c not in ("id", "reason", "error", "duplicate_of")])
     parts = [f"<h3>Funnel</h3>{funnel(stats)}", "<h3>Per source</h3>",
              table(["source", "listed", "inputs", "kept", "rejected", "quarantined"],
                    [[s, v.get("listed"), v["inputs"], v["kept"], sum(v["rejected"].values()),
@@ -242,9 +267,10 @@ def curate_section(d: Path, stats: dict) -> str:
         for row in rejected.get(reason, []):
             cap = f"<b>{esc(row['source'])}</b> {esc(row['path'])}<br>{evidence(row)}<br><code>{esc(row['id'])}</code>"
             if reason == "duplicate" and row.get("duplicate_of"):
-                figs.append('<div class="pair">' + thumb(row["image"], cap) +
-                            thumb(originals.get(row["duplicate_of"]), f"kept instead: <code>{esc(row['duplicate_of'])}</code>")
-                            + "</div>")
+                kept = survivors.get(row["duplicate_of"], {})
+                figs.append('<div class="pair">' + thumb(row["image"], f"{cap}<br>{kept_scores(row)}") +
+                            thumb(kept.get("image"), f"kept instead: <code>{esc(row['duplicate_of'])}</code>"
+                                                     f"<br>{kept_scores(kept) if kept else ''}") + "</div>")
             else:
                 figs.append(thumb(row["image"], cap))
         parts.append(grid(f"{reason}: {n} rows (showing {len(figs)}{rejected.note()})", figs))

@@ -22,7 +22,10 @@ def curate_summary(stats: dict, out_dir) -> str:
     if stats["by_reason"]:
         lines += ["", "reasons:"] + [f"  {r:<16} {n}" for r, n in stats["by_reason"].items()]
     for ex in stats.get("watermark_examples", []):
-        lines.append(f"    watermark on {ex['source']}/{ex['path']}: {ex['watermark_text']} (score {ex['watermark']:.2f})")
+        said = [ex["watermark_text"]] if ex.get("watermark_text") is not None else []
+        if ex.get("watermark_classifier") is not None:
+            said.append(f"classifier {ex['watermark_classifier']:.2f} ({ex['watermark_label']})")
+        lines.append(f"    watermark on {ex['source']}/{ex['path']}: {'; '.join(said)} (score {ex['watermark']:.2f})")
     lines += ["", "stages:"] + stage_lines(stats["stages"])
     errors = [(src, e) for src, s in stats["by_source"].items() for e in s.get("errors", [])]
     if errors:

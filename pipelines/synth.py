@@ -217,8 +217,8 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, ray_address: str | None = None
         process(lay, files, cfg, sources, skip, log)
         generated = count_unaccounted(
             read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"], done)
-    dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, SPMS_SCHEMA, key="pair_id", rank="id_similarity",
-                       image="target_image")
+    dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, SPMS_SCHEMA, key="pair_id",
+                       prefer=(("pixels", "descending"), ("id_similarity", "descending")), image="target_image")
     stats = synth_stats(lay, selected, None if expected is None else expected["pair_id"], cfg, time.time() - t0)
     stats["written_this_run"] = generated
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))

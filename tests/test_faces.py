@@ -222,7 +222,7 @@ def _tiny_classifier(path, labels, last: float = 0.75):
 
 
 def test_watermark_stage_none_reports_not_run():
-    stage = curate_stage("watermark", backend="none")
+    stage = curate_stage("watermark", combine="none")
     assert not stage.enabled and stage.report()["ran"] is False
 
 
@@ -265,7 +265,7 @@ def test_ocr_watermark_stage_rejects_overlaid_marks_and_keeps_scene_text():
                                              size=0.075, font_name=samples.FONTS[1])}
     # Grace Hopper's name tag is real scene text; a shop sign and a T-shirt print are painted on
     clean = {"name_tag": g, "sign_and_shirt": samples.scene_text(samples.scene_text(a, "CAFE"), "SUMMER", where="shirt")}
-    faces, stage = curate_stage("faces", **FACE_CFG), curate_stage("watermark", backend="ocr")
+    faces, stage = curate_stage("faces", **FACE_CFG), curate_stage("watermark", combine="ocr")
     rows = {k: row_of(im, k) for k, im in {**marked, **clean}.items()}
     run_stage(faces, list(rows.values()))
     for r in rows.values():
@@ -283,7 +283,7 @@ def test_ocr_watermark_stage_rejects_overlaid_marks_and_keeps_scene_text():
 def test_ocr_watermark_stage_survives_tiny_and_odd_images(shape):
     rgb = np.random.default_rng(0).integers(0, 255, shape + (3,), dtype=np.uint8)
     r = row_of(samples.Image.fromarray(rgb))
-    run_stage(curate_stage("watermark", backend="ocr"), [r])
+    run_stage(curate_stage("watermark", combine="ocr"), [r])
     assert r["status"] == ALIVE and r["watermark"] is not None, (r["reason"], r["error"])
 
 
@@ -292,20 +292,93 @@ def test_watermark_classifier_from_a_local_folder(tmp_path, threshold, reason):
     """The classifier's probability of the configured label is the score (0.75 from this head's bias):
     a threshold under it rejects, one over it keeps."""
     _tiny_classifier(tmp_path / "wm", ["clean", "watermark"])
-    stage = curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), threshold=threshold)
+    stage = curate_stage("watermark", combine="classifier", classifier={"model": str(tmp_path / "wm")},
+                          threshold=threshold)
     rows = [row_of(samples.watermarked(samples.grace_hopper()), "w"), row_of(samples.astronaut(), "a")]
     run_stage(stage, rows)
     assert [(r["reason"], round(r["watermark"], 4)) for r in rows] == [(reason, 0.75)] * 2
     assert stage.report()["ran"] is True
-    clean = curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), label="clean",
+    clean = curate_stage("watermark", combine="classifier", classifier={"model": str(tmp_path / "wm"), "label": "clean"},
                          threshold=threshold)
     rows = [row_of(samples.astronaut(), "a")]
     run_stage(clean, rows)
     assert round(rows[0]["watermark"], 4) == 0.25, "the score is the configured label's"
     with pytest.raises(ValueError, match="not one of the model's labels"):
-        curate_stage("watermark", backend="transformers", model=str(tmp_path / "wm"), label="logo").setup()
+        curate_stage("watermark", combine="classifier", classifier={"model": str(tmp_path / "wm"), "label": "logo"}).setup()
     with pytest.raises(FileNotFoundError, match="missing_model"):
-        curate_stage("watermark", backend="transformers", model=str(tmp_path / "missing_model")).setup()
+        curate_stage("watermark", combine="classifier", classifier={"model": str(tmp_path / "missing_model")}).setup()
+
+
+@pytest.mark.parametrize("classifier_says", [0.25, 0.75])
+def test_watermark_opinions_combine(tmp_path, classifier_says):
+    """combine: any rejects what either opinion flags, ocr what the OCR rules flag, classifier what the
+    classifier flags; `watermark` is the larger score, and the row keeps each opinion's evidence (the
+    rule and text read; the classifier's probability and top label), which the report shows. This
+    classifier's head gives every photo the same probability of 'watermark'."""
+    from pipelines.report import evidence
+
+    _tiny_classifier(tmp_path / "wm", ["clean", "watermark"], last=classifier_says)
+    g = samples.fit(samples.grace_hopper(), 1024)
+    photos = {"marked": samples.overlay_text(g, "Shutterstock", opacity=0.3, size=0.06), "clean": g}
+    faces = curate_stage("faces", **FACE_CFG)
+    decided = {}
+    for combine in ("ocr", "classifier", "any"):
+        stage = curate_stage("watermark", combine=combine, classifier={"model": str(tmp_path / "wm")})
+        rows = {k: row_of(im, k) for k, im in photos.items()}
+        run_stage(faces, list(rows.values()))
+        for r in rows.values():
+            r.update(status=ALIVE, reason=None)
+        run_stage(stage, list(rows.values()))
+        decided[combine] = {k: r["reason"] for k, r in rows.items()}
+        for r in rows.values():  # the deciding score is the larger opinion
+            assert r["watermark"] >= (r.get("watermark_classifier") or 0.0)
+            assert (r.get("watermark_text") is not None) == (combine != "classifier")
+        if combine == "any":
+            marked = rows["marked"]
+            assert marked["watermark_text"].startswith("vocabulary") and marked["watermark_label"] == (
+                "watermark" if classifier_says > 0.5 else "clean")
+            said = evidence(marked)
+            assert "OCR: vocabulary" in said and f"classifier {classifier_says:.3f}" in said, said
+    flagged = classifier_says >= 0.5
+    assert decided["ocr"] == {"marked": "watermark", "clean": None}
+    assert decided["classifier"] == ({"marked": "watermark", "clean": "watermark"} if flagged else
+                                     {"marked": None, "clean": None})
+    assert decided["any"] == {"marked": "watermark", "clean": "watermark" if flagged else None}
+
+
+def test_dedup_keeps_the_clean_copy_over_one_with_a_faint_overlay_the_watermark_rule_let_through():
+    """The same photo twice at the same size, one with a faint corner mark the OCR rules score under the
+    threshold: the marked copy is sharper (its edges), which used to make it the survivor. Ranked by
+    the watermark score first, the clean copy is kept. A larger clean copy still beats a smaller one."""
+    import pyarrow as pa
+
+    from curation.dedup import find_duplicates
+    from curation.quality import blur_score, phash_hex
+
+    g = samples.fit(samples.astronaut(), 768)
+    photos = {"clean": g, "marked": samples.overlay_text(g, "Anna Kim", opacity=0.15, size=0.05, placement="corner"),
+              "small": g.resize((512, 512))}
+    rows = {k: row_of(im, k) for k, im in photos.items()}
+    run_stage(curate_stage("faces", **FACE_CFG), list(rows.values()))
+    for r in rows.values():
+        r.update(status=ALIVE, reason=None)
+    run_stage(curate_stage("watermark", combine="ocr"), list(rows.values()))
+    assert all(r["status"] == ALIVE for r in rows.values()), "the faint mark is under the threshold"
+    assert 0 < rows["marked"]["watermark"] < 0.5 and rows["clean"]["watermark"] == 0.0
+    table = pa.Table.from_pylist([{"id": k, "phash": phash_hex(np.asarray(im)), "width": im.width, "height": im.height,
+                                   "blur": blur_score(np.asarray(im)), "watermark": rows[k]["watermark"], "nsfw": None}
+                                  for k, im in photos.items()])
+    blur = dict(zip(table["id"].to_pylist(), table["blur"].to_pylist()))
+    assert blur["marked"] > blur["clean"], "sharpness alone would keep the marked copy"
+    dups = {r["id"]: r["duplicate_of"] for r in find_duplicates(table, k=8).to_pylist()}
+    assert dups == {"marked": "clean", "small": "clean"}
+
+
+def test_a_combined_watermark_decision_needs_its_classifier():
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match="combine: any needs classifier.model"):
+        curate_stage("watermark", combine="any")
 
 
 @pytest.mark.parametrize("threshold,reason", [(0.74, "nsfw"), (0.76, None)])
