@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from infu_model.images import DecodeError
+from infu_model.storage import local_copy
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -19,7 +20,13 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def read_video_frames(path: str, indices: list[int]) -> dict[int, np.ndarray]:
-    """RGB frames at ``indices`` (sorted reads, one pass). Missing ones are absent."""
+    """RGB frames at ``indices`` (sorted reads, one pass; a clip in object storage is fetched once).
+    Missing ones are absent."""
+    with local_copy(path) as local:
+        return _read_frames(local, indices)
+
+
+def _read_frames(path: str, indices: list[int]) -> dict[int, np.ndarray]:
     import cv2
 
     cap = cv2.VideoCapture(path)
@@ -49,6 +56,11 @@ def read_video_frames(path: str, indices: list[int]) -> dict[int, np.ndarray]:
 
 def video_frame_count(path: str) -> int:
     """Frames in a clip, from the container header, or by counting when it has none."""
+    with local_copy(path) as local:
+        return _frame_count(local)
+
+
+def _frame_count(path: str) -> int:
     import cv2
 
     cap = cv2.VideoCapture(path)

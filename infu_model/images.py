@@ -61,12 +61,13 @@ class Decoded:
 
 
 def read_file(path: str | os.PathLike, limits: Limits = LIMITS) -> bytes:
-    """A file's bytes, refused (TooLarge) before reading when it is over ``max_file_bytes``."""
-    size = os.path.getsize(path)
+    """A file's (or an object's) bytes, refused (TooLarge) before reading when over ``max_file_bytes``."""
+    from infu_model import storage
+
+    size = storage.size(path) if storage.is_uri(path) else os.path.getsize(path)
     if size > limits.max_file_bytes:
         raise TooLarge(f"file is {size} bytes, limit {limits.max_file_bytes}")
-    with open(path, "rb") as f:
-        return f.read()
+    return storage.read_bytes(path)
 
 
 def decode(data: bytes, limits: Limits = LIMITS, max_side: int | None = None) -> Decoded:

@@ -66,7 +66,10 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     from infu_model.hub import FETCH_ENV
     from pipelines.models import pull_on_nodes, ready_needs
 
-    env = {"env_vars": {FETCH_ENV: "0"}}
+    # the driver's object-storage settings (an S3-compatible endpoint, region, profile or keys) reach
+    # the workers that read the job's data; a node's instance role needs none of them
+    storage = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
+    env = {"env_vars": {FETCH_ENV: "0", **storage}}
     if not ray.is_initialized():
         if address or os.environ.get("RAY_ADDRESS"):
             import curation

@@ -13,6 +13,7 @@ from typing import ClassVar, Iterator
 
 from curation.video import even_indices, video_frame_count
 from infu_model.images import DecodeError
+from infu_model.storage import ObjectPath, listdir, location, missing
 from curation.records import ALIVE, QUARANTINED, stable_id
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})
@@ -32,14 +33,14 @@ class Source:
 
     def __init__(self, label: str, root: str | os.PathLike, frames_per_clip: int, opts=None):
         self.label = label
-        self.root = Path(root).expanduser().resolve()
+        self.root = location(root)  # a Path, or an ObjectPath for a URI (s3://...): the same calls
         self.frames_per_clip, self.opts = frames_per_clip, opts
         self.errors: list[str] = []     # directory-level problems, reported in stats
         self.ignored_files = 0          # files that are not images/videos by extension
 
     def check(self) -> None:
         if not self.root.exists():
-            raise SourceError(f"{self.label}: path does not exist: {self.root}")
+            raise SourceError(f"{self.label}: {missing(self.root)}")
         if not self.root.is_dir():
             raise SourceError(f"{self.label}: not a directory: {self.root}")
 
@@ -67,6 +68,9 @@ class Source:
         """Yield (relative dir, sorted file names with a wanted extension), depth first. Symlinked
         directories are followed, each real directory once: a link loop ends instead of running forever."""
         top = top or self.root
+        if isinstance(top, ObjectPath):
+            yield from self._walk_objects(top, exts)
+            return
         stack, seen = [top], set()
         while stack:
             d = stack.pop()
@@ -99,6 +103,23 @@ class Source:
             rel = os.path.relpath(d, self.root)
             yield ("" if rel == "." else rel), files
             stack.extend(reversed(dirs))
+
+    def _walk_objects(self, top: ObjectPath, exts) -> Iterator[tuple[str, list[str]]]:
+        """``walk`` over object storage: one listing per prefix (no links there), the same order."""
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = listdir(d.uri)
+            except OSError as e:
+                self.errors.append(f"cannot list {d}: {e}")
+                continue
+            files = [n for n, is_dir in entries if not is_dir and os.path.splitext(n)[1].lower() in exts]
+            self.ignored_files += sum(1 for n, is_dir in entries
+                                      if not is_dir and n not in files and not n.startswith("."))
+            rel = d.uri[len(self.root.uri):].strip("/")
+            yield rel, files
+            stack.extend(reversed([d / n for n, is_dir in entries if is_dir]))
 
     def walk_files(self, top: Path | None = None, exts=IMAGE_EXTS) -> Iterator[str]:
         for rel_dir, files in self.walk(top, exts):

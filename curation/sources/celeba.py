@@ -103,12 +103,12 @@ class CelebASource(Source):
     def _lines(self, path) -> Iterator[tuple[str, list[str]]]:
         if path is None:
             return iter(())
-        return ((p[0], p[1:]) for p in (ln.split() for ln in open(path, encoding="utf-8", errors="replace")) if p)
+        return ((p[0], p[1:]) for p in (ln.split() for ln in path.open(encoding="utf-8", errors="replace")) if p)
 
     def _attr_lines(self, path) -> Iterator[tuple[str, dict[str, bool]]]:
         if path is None:
             return
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with path.open(encoding="utf-8", errors="replace") as f:
             next(f, None)  # the count
             names = next(f, "").split()
             for ln in f:

@@ -45,7 +45,10 @@ class CosmicManHQSource(Source):
             yield from self._rows(f)
 
     def _rows(self, path):
-        pf = pq.ParquetFile(path)
+        with path.open("rb") as f:  # a file on disk, or an object read once
+            yield from self._read(path, pq.ParquetFile(f))
+
+    def _read(self, path, pf):
         names = pf.schema_arrow.names
         pcol = self.opts.path_column or next((c for c in _PATH_COLS if c in names), None)
         tcol = self.opts.caption_column or next((c for c in _TEXT_COLS if c in names), None)

@@ -30,6 +30,6 @@ class EasyPortraitSource(Source):
         if meta is None:
             self.errors.append("meta.csv not found: rows have no identity")
             return {}
-        with open(meta, newline="", encoding="utf-8", errors="replace") as f:
+        with meta.open(newline="", encoding="utf-8", errors="replace") as f:
             return {r["attachment_id"]: r["user_id"] for r in csv.DictReader(f)
                     if r.get("attachment_id") and r.get("user_id")}

@@ -35,7 +35,7 @@ class FolderSource(Source):
 
     def _texts(self, rel_dir: str) -> set[str]:
         try:
-            return {os.path.splitext(n)[0] for n in os.listdir(self.root / rel_dir) if n.endswith(".txt")}
+            return {os.path.splitext(p.name)[0] for p in (self.root / rel_dir).iterdir() if p.name.endswith(".txt")}
         except OSError:
             return set()
 

@@ -33,7 +33,7 @@ class VGGFace2Source(Source):
         if meta is None:
             return {}
         out = {}
-        with open(meta, newline="", encoding="utf-8", errors="replace") as f:
+        with meta.open(newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.reader(f, skipinitialspace=True)
             header = [h.strip().lower() for h in next(reader, [])]
             if "class_id" not in header or "gender" not in header:

@@ -1,0 +1,262 @@
+"""Where data lives: a local path, or a URI in object storage (``s3://BUCKET/KEY``, ``gs://``, ``hdfs://``,
+any scheme pyarrow.fs knows). One filesystem per scheme and bucket, made once per process; credentials
+come from the standard chains (environment, profile, instance role) and ``AWS_ENDPOINT_URL`` points at
+an S3-compatible store (MinIO, R2, a local test server). Local paths go through the same calls.
+
+The mistakes a user makes with a bucket (it does not exist, no credentials, access denied, a scheme
+with no filesystem installed) are ``StorageError``: one line naming the URI."""
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az")
+
+
+class StorageError(FileNotFoundError):
+    """A URI that cannot be read: its bucket, its credentials, its permissions or its scheme."""
+
+
+def is_uri(path) -> bool:
+    if isinstance(path, ObjectPath):
+        return True
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def join(base, *parts: str) -> str:
+    """``base`` with ``parts`` appended ('/'-separated for a URI, the OS's for a path)."""
+    if is_uri(base):
+        return posixpath.join(str(base).rstrip("/"), *parts)
+    return str(Path(base).joinpath(*parts))
+
+
+def name(uri) -> str:
+    return posixpath.basename(str(uri).rstrip("/")) if is_uri(uri) else Path(uri).name
+
+
+@functools.lru_cache(maxsize=None)
+def _filesystem(scheme: str, authority: str, endpoint: str | None):
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(f"{scheme}://{authority}/")[0]
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid / ArrowNotImplementedError / OSError
+        raise StorageError(f"{scheme}://{authority}: no filesystem for this URI ({first_line(e)})") from None
+
+
+def resolve(uri: str):
+    """(pyarrow filesystem, path inside it) for a URI or a local path."""
+    if not is_uri(uri):
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+    parts = urlsplit(uri)
+    if parts.scheme not in SCHEMES:
+        raise StorageError(f"{uri}: {parts.scheme}:// is not a storage scheme this engine reads "
+                           f"({', '.join(s + '://' for s in SCHEMES)}, or a local path)")
+    fs = _filesystem(parts.scheme, parts.netloc, os.environ.get("AWS_ENDPOINT_URL"))
+    return fs, f"{parts.netloc}{parts.path}".rstrip("/")
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def storage_error(uri: str, e: BaseException) -> StorageError:
+    """The one line for what went wrong reading ``uri`` (pyarrow's S3 messages carry the AWS error code)."""
+    text = str(e)
+    bucket = urlsplit(uri).netloc if is_uri(uri) else ""
+    if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text.lower():
+        return StorageError(f"{uri}: the bucket {bucket!r} does not exist (or is not visible at this endpoint)")
+    if "ACCESS_DENIED" in text or "AccessDenied" in text or "Forbidden" in text or "403" in text:
+        return StorageError(f"{uri}: access denied (the credentials in use, from AWS_ACCESS_KEY_ID, AWS_PROFILE or "
+                            "an instance role, may not read it)")
+    if "INVALID_ACCESS_KEY" in text or "SIGNATURE_DOES_NOT_MATCH" in text.upper() or "credentials" in text.lower():
+        return StorageError(f"{uri}: the credentials were refused or none were found (set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an instance role applies)")
+    return StorageError(f"{uri}: {first_line(e)}")
+
+
+def missing(root) -> str:
+    """Why ``root`` (not there) is not there, in words: a path, a bucket, or a prefix with nothing under it."""
+    if not is_uri(root):
+        return f"path does not exist: {root}"
+    scheme, rest = str(root).split("://", 1)
+    bucket = rest.split("/", 1)[0]
+    if not exists(f"{scheme}://{bucket}"):
+        return f"the bucket {bucket!r} does not exist (or is not visible at this endpoint): {root}"
+    return f"nothing under {root} (an empty or mistyped prefix)"
+
+
+def info(uri: str):
+    """pyarrow's FileInfo for ``uri`` (type NotFound when it is not there); a bucket problem is a StorageError."""
+    fs, path = resolve(uri)
+    try:
+        return fs.get_file_info(path)
+    except OSError as e:
+        raise storage_error(uri, e) from None
+
+
+def exists(uri: str) -> bool:
+    from pyarrow import fs
+
+    return info(uri).type != fs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    from pyarrow import fs
+
+    got = info(uri)
+    # a bucket's top level, or a prefix holding objects, is a directory
+    return got.type == fs.FileType.Directory
+
+
+def size(uri: str) -> int:
+    got = info(uri)
+    if got.size is None:
+        raise FileNotFoundError(f"not found: {uri}")
+    return got.size
+
+
+def read_bytes(uri) -> bytes:
+    if not is_uri(uri):
+        with open(uri, "rb") as f:
+            return f.read()
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_file(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise storage_error(uri, e) from None
+
+
+def read_text(uri, encoding: str = "utf-8", errors: str = "replace") -> str:
+    return read_bytes(uri).decode(encoding, errors)
+
+
+def listdir(uri: str) -> list[tuple[str, bool]]:
+    """(name, is a directory) of the entries right under ``uri``, sorted by name."""
+    from pyarrow import fs as pafs
+
+    fs, path = resolve(uri)
+    try:
+        got = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise storage_error(uri, e) from None
+    return sorted((posixpath.basename(i.path.rstrip("/")), i.type == pafs.FileType.Directory) for i in got)
+
+
+@functools.lru_cache(maxsize=1)
+def reader_pool():
+    """Threads that read objects for one process: object stores answer each GET after a round trip, so
+    a batch's reads overlap instead of queueing (local files need no help)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(16, thread_name_prefix="infu-read")
+
+
+def location(root) -> "Path | ObjectPath":
+    """A dataset root as the handle its adapter walks: a ``Path`` for a local folder, an ``ObjectPath``
+    (the same calls) for a URI."""
+    return ObjectPath(root) if is_uri(root) else Path(root).expanduser().resolve()
+
+
+class ObjectPath:
+    """The part of ``pathlib.Path`` the dataset adapters use (``/``, ``name``, ``parents``, ``is_dir``,
+    ``is_file``, ``exists``, ``iterdir``, ``open``, ``read_text``), over a URI."""
+
+    def __init__(self, uri: str):
+        self.uri = str(uri).rstrip("/")
+
+    def __truediv__(self, rel) -> "ObjectPath":
+        return ObjectPath(join(self.uri, str(rel).replace(os.sep, "/").lstrip("/")))
+
+    def __str__(self) -> str:
+        return self.uri
+
+    __repr__ = __str__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectPath) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def __lt__(self, other: "ObjectPath") -> bool:
+        return self.uri < other.uri
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.uri)
+
+    @property
+    def parents(self) -> list["ObjectPath"]:
+        scheme, rest = self.uri.split("://", 1)
+        parts = rest.split("/")
+        return [ObjectPath(f"{scheme}://{'/'.join(parts[:i])}") for i in range(len(parts) - 1, 0, -1)]
+
+    def exists(self) -> bool:
+        return exists(self.uri)
+
+    def is_dir(self) -> bool:
+        return is_dir(self.uri)
+
+    def is_file(self) -> bool:
+        from pyarrow import fs
+
+        return info(self.uri).type == fs.FileType.File
+
+    def rglob(self, pattern: str):
+        """Objects under this prefix whose name matches ``pattern`` (one recursive listing)."""
+        import fnmatch
+
+        from pyarrow import fs as pafs
+
+        fs, path = resolve(self.uri)
+        scheme = self.uri.split("://", 1)[0]
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        return sorted(ObjectPath(f"{scheme}://{i.path}") for i in found
+                      if i.type == pafs.FileType.File and fnmatch.fnmatch(posixpath.basename(i.path), pattern))
+
+    def iterdir(self):
+        return (self / n for n, _ in listdir(self.uri))
+
+    def read_bytes(self) -> bytes:
+        return read_bytes(self.uri)
+
+    def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return read_bytes(self.uri).decode(encoding, errors)
+
+    def open(self, mode: str = "r", newline=None, encoding: str = "utf-8", errors: str = "strict"):
+        import io
+
+        if mode not in ("r", "rb"):
+            raise ValueError(f"{self.uri}: opened for reading only")
+        data = io.BytesIO(read_bytes(self.uri))
+        return data if mode == "rb" else io.TextIOWrapper(data, encoding=encoding, errors=errors, newline=newline)
+
+
+def local_copy(uri):
+    """A context giving a local path for ``uri`` (a temporary download for a URI): for readers such as
+    OpenCV's video capture that only open files."""
+    import contextlib
+    import tempfile
+
+    if not is_uri(uri):
+        return contextlib.nullcontext(str(uri))
+
+    @contextlib.contextmanager
+    def downloaded():
+        with tempfile.NamedTemporaryFile(suffix=posixpath.splitext(uri)[1]) as f:
+            f.write(read_bytes(uri))
+            f.flush()
+            yield f.name
+
+    return downloaded()

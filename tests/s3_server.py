@@ -1,0 +1,65 @@
+"""An S3-compatible server on 127.0.0.1 for the tests (moto's standalone server, S3's semantics: no
+rename, listing after write), with the environment a user would set for such an endpoint."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+class S3Server:
+    def __init__(self, unauthenticated_actions: int | None = None):
+        """``unauthenticated_actions``: that many requests are served to anyone, then only to known IAM
+        users (moto's INITIAL_NO_AUTH_ACTION_COUNT): a store that refuses the test's keys."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        auth = {} if unauthenticated_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
+        self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     env={**os.environ, **auth}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                assert self.proc.poll() is None and time.time() < deadline, "the S3 server did not start"
+                time.sleep(0.1)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                            region_name="us-east-1")
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def upload(self, folder: Path, uri: str) -> str:
+        """Every file under ``folder`` as objects under ``uri`` (s3://BUCKET/PREFIX); returns ``uri``."""
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        c = self.client()
+        for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            key = "/".join(filter(None, [prefix.strip("/"), f.relative_to(folder).as_posix()]))
+            c.upload_file(str(f), bucket, key)
+        return uri
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def run_env(self) -> dict:
+        return {**os.environ, **self.env, "RAY_AUTH_MODE": "disabled"}

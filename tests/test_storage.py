@@ -1,0 +1,91 @@
+"""Datasets in object storage (#34, the read side): every adapter lists and reads a dataset under
+s3:// as it does on disk (an S3-compatible server on 127.0.0.1: no rename, listing after write), and
+`infu curate` from s3:// sources keeps and rejects the same rows for the same reasons. A bucket that
+does not exist, credentials that are refused and a scheme with no filesystem are one line each."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curation.sources import make_source
+from pipelines.config import load_config
+from replicas import BUILDERS
+from s3_server import S3Server
+from test_curate import outcome
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    return s3
+
+
+def listed(kind: str, root: str) -> list[dict]:
+    src = make_source(kind, kind, root, load_config("curate").sources)
+    src.check()
+    rows = list(src.items())
+    base = root if root.startswith("s3://") else str(Path(root).resolve())
+    for r in rows:  # where the bytes are read from, and errors naming it, differ only by the root
+        r["_uri"] = r["_uri"] and r["_uri"].replace(base, "ROOT")
+        r["error"] = r["error"] and r["error"].replace(base, "ROOT")
+    return sorted(rows, key=lambda r: (r["id"]))
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_every_adapter_lists_a_dataset_in_a_bucket_as_on_disk(kind, s3_env, tmp_path):
+    BUILDERS[kind](tmp_path / kind)
+    bucket = s3_env.bucket("ds-" + kind.replace("_", "-"))
+    uri = s3_env.upload(tmp_path / kind, f"{bucket}/data/{kind}")
+    on_disk, in_bucket = listed(kind, str(tmp_path / kind)), listed(kind, uri)
+    assert on_disk and in_bucket == on_disk
+
+
+@pytest.mark.slow
+def test_curate_from_a_bucket_keeps_what_it_keeps_from_disk(sample_dir, s3, tmp_path):
+    uri = s3.upload(sample_dir, f"{s3.bucket('photos')}/samples")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"stages": [], "progress": False}))
+    runs = {}
+    for name, src in (("disk", str(sample_dir)), ("bucket", uri)):
+        done = subprocess.run([str(BIN / "infu"), "curate", "--source", f"folder:sample={src}", "--out",
+                               str(tmp_path / name), "--config", str(cfg)], capture_output=True, text=True,
+                              env=s3.run_env(), timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = outcome(tmp_path / name)
+    assert runs["bucket"] == runs["disk"] and len(runs["disk"]) == 20
+
+
+@pytest.mark.parametrize("case", ["no bucket", "empty prefix", "refused credentials", "unknown scheme"])
+def test_a_source_that_cannot_be_read_is_one_line(s3, tmp_path, case):
+    src = {"no bucket": "s3://no-such-bucket/photos", "empty prefix": f"{s3.bucket('exists')}/nothing-here",
+           "refused credentials": "s3://locked/photos", "unknown scheme": "ftp://host/photos"}[case]
+    server = S3Server(unauthenticated_actions=2) if case == "refused credentials" else s3
+    try:
+        if case == "refused credentials":  # the bucket and a photo go in before the store starts checking keys
+            server.bucket("locked")
+            server.client().put_object(Bucket="locked", Key="photos/a.jpg", Body=b"x")
+        done = subprocess.run([str(BIN / "infu"), "curate", "--source", f"folder={src}", "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True, env=server.run_env(), timeout=300)
+    finally:
+        if server is not s3:
+            server.stop()
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert src in lines[0] and not (tmp_path / "out").exists(), lines[0]
+    expected = {"no bucket": "the bucket 'no-such-bucket' does not exist", "empty prefix": "an empty or mistyped prefix",
+                "refused credentials": "access denied (the credentials in use", "unknown scheme": "not a storage scheme"}[case]
+    assert expected in lines[0], lines[0]
