@@ -42,7 +42,7 @@ from infu_model.infusenet import build_infusenet  # noqa: E402
 from infu_model.memory import PLANS  # noqa: E402
 from infu_model.pipeline import InfUPipeline  # noqa: E402
 from infu_model.projection import ProjectionNetwork  # noqa: E402
-from infu_model.tiny import _clip_tokenizer, _t5_tokenizer  # noqa: E402
+from infu_model.tiny import clip_tokenizer, t5_tokenizer  # noqa: E402
 
 FULL = dict(transformer=dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
                              joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64,
@@ -88,8 +88,8 @@ def build(full: bool, device, dtype) -> InfUPipeline:
     size = FULL if full else NARROW
     torch.manual_seed(0)
     transformer, infusenet, cfg = models(full, device, dtype)
-    clip_tok, clip_vocab = _clip_tokenizer()
-    t5_tok, t5_vocab = _t5_tokenizer()
+    clip_tok, clip_vocab = clip_tokenizer()
+    t5_tok, t5_vocab = t5_tokenizer()
     with torch.device(device), default_dtype(dtype):
         vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
                             up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=size["vae"],

@@ -165,9 +165,12 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def packaged(name: str) -> dict:
-    """The packaged defaults ``configs/<name>.yaml`` (read once per process)."""
+    """The packaged defaults ``configs/<name>.yaml`` (read once per process). A file that starts with
+    ``extends: OTHER`` states only what differs from ``configs/OTHER.yaml`` and takes the rest from it."""
     if name not in _PACKAGED:
-        _PACKAGED[name] = read_yaml(CONFIG_DIR / f"{name}.yaml")
+        data = read_yaml(CONFIG_DIR / f"{name}.yaml")
+        base = data.pop("extends", None)
+        _PACKAGED[name] = merge(packaged(base), data) if base else data
     return copy.deepcopy(_PACKAGED[name])
 
 

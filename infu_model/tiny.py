@@ -21,7 +21,7 @@ from infu_model.projection import ProjectionNetwork
 TINY = dict(inner=32, heads=2, head_dim=16, double=2, single=4, text=32, latent_channels=16)
 
 
-def _clip_tokenizer():
+def clip_tokenizer():
     """A byte-level CLIP BPE tokenizer with no merges: every byte is a token."""
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
@@ -33,7 +33,7 @@ def _clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77), len(vocab)
 
 
-def _t5_tokenizer():
+def t5_tokenizer():
     """A character-level Unigram T5 tokenizer (the T5 tokenizer's real model type)."""
     from transformers import T5TokenizerFast
 
@@ -58,11 +58,11 @@ def tiny_base(seed: int = 0):
                         up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[8, 16], layers_per_block=1,
                         latent_channels=t["latent_channels"], norm_num_groups=4, scaling_factor=0.3611,
                         shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
-    clip_tok, clip_vocab = _clip_tokenizer()
+    clip_tok, clip_vocab = clip_tokenizer()
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=clip_vocab, hidden_size=t["text"], intermediate_size=37,
                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
                                         projection_dim=t["text"], bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    t5_tok, t5_vocab = _t5_tokenizer()
+    t5_tok, t5_vocab = t5_tokenizer()
     t5 = T5EncoderModel(T5Config(vocab_size=t5_vocab, d_model=t["text"], d_ff=37, d_kv=8, num_layers=2,
                                  num_heads=4, relative_attention_num_buckets=8, decoder_start_token_id=0))
     return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),

@@ -11,7 +11,6 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +29,6 @@ SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", 
 @dataclass(frozen=True)
 class CaptionConfig(JobConfig):
     """``configs/caption.yaml``, typed."""
-    defaults: ClassVar[str] = "caption"
     ray: RayOptions
     progress: bool
     max_chars: int = between(1)       # captions are cut at the last sentence end under this length

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import ClassVar
 
 from curation.options import (  # noqa: F401 - the jobs' config API
     CONFIG_DIR, ConfigError, between, merge, named_block, packaged, parse, plain, read_yaml, unknown_keys)
@@ -24,9 +23,8 @@ _NOT_OUTPUT = {"ray", "resources", "progress"}
 
 
 class JobConfig:
-    """Base of the jobs' typed configs (frozen dataclasses); ``defaults`` names the packaged YAML."""
-
-    defaults: ClassVar[str]
+    """Base of the jobs' typed configs (frozen dataclasses); the job table (pipelines/jobs.py) names
+    each one's packaged YAML files."""
 
     @classmethod
     def complete(cls, data: dict) -> dict:
@@ -64,10 +62,20 @@ def load_config(name: str, path: str | Path | None = None, overrides: dict | Non
     from pipelines.jobs import config_class
 
     data = packaged(name)
-    if path is not None:
-        data = merge(data, read_yaml(Path(path)))
     where = where or (str(path) if path is not None else f"configs/{name}.yaml")
+    if path is not None:
+        data = merge(data, own_file(name, read_yaml(Path(path)), where))
     return config_class(name).parse(merge(data, overrides or {}), where)
+
+
+def own_file(name: str, data: dict, where: str) -> dict:
+    """A user's file for the job whose defaults are ``configs/<name>.yaml``. A copy of a packaged file may
+    keep its ``extends:`` line, which must name what those defaults already extend."""
+    base = data.pop("extends", None)
+    if base is not None and base != read_yaml(CONFIG_DIR / f"{name}.yaml").get("extends"):
+        raise ConfigError(f"{where}: extends: {base!r}: a {name} config builds on configs/{name}.yaml; "
+                          "leave the line out")
+    return data
 
 
 def _strip(obj):

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,7 +58,6 @@ class ExecutionOptions:
 @dataclass(frozen=True)
 class CurateConfig(JobConfig):
     """``configs/curate.yaml``, typed."""
-    defaults: ClassVar[str] = "curate"
     ray: RayOptions
     progress: bool
     listing: ListingOptions

@@ -18,7 +18,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,6 @@ class GridOptions:
 @dataclass(frozen=True)
 class EvalConfig(JobConfig):
     """``configs/eval.yaml``, typed."""
-    defaults: ClassVar[str] = "eval"
     ray: RayOptions
     progress: bool
     benchmark: str

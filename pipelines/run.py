@@ -268,9 +268,9 @@ def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, 
 
 
 def format_run_summary(report: list[dict]) -> str:
-    from pipelines.summary import _table
+    from pipelines.summary import text_table
 
     rows = [[r["stage"], r["status"], r.get("in", ""), r.get("out", ""), r["seconds"], r.get("output", "")]
             for r in report]
-    return "\n".join(["", "pipeline summary"] + _table(["stage", "status", "in", "out", "seconds", "output"], rows))
+    return "\n".join(["", "pipeline summary"] + text_table(["stage", "status", "in", "out", "seconds", "output"], rows))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def text_table(header: list[str], rows: list[list]) -> list[str]:
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -18,7 +18,7 @@ def curate_summary(stats: dict, out_dir) -> str:
                      sum(s["rejected"].values()), sum(s["quarantined"].values())])
     rows.append(["total", stats["manifest_rows"], stats["inputs"], stats["kept"], stats["rejected"], stats["quarantined"]])
     lines = ["", f"curate summary  ({out_dir}, {stats['elapsed_s']} s)"]
-    lines += _table(["source", "listed", "rows", "kept", "rejected", "quarantined"], rows)
+    lines += text_table(["source", "listed", "rows", "kept", "rejected", "quarantined"], rows)
     if stats["by_reason"]:
         lines += ["", "reasons:"] + [f"  {r:<16} {n}" for r, n in stats["by_reason"].items()]
     for ex in stats.get("watermark_examples", []):

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,7 +48,6 @@ class SelectOptions:
 @dataclass(frozen=True)
 class SynthConfig(JobConfig):
     """``configs/synth.yaml``, typed."""
-    defaults: ClassVar[str] = "synth"
     ray: RayOptions
     progress: bool
     seed: int

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curation.options import ConfigError
+from curation.options import ConfigError, merge
 from pipelines.config import load_config, plain
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -14,7 +14,10 @@ JOBS = ["curate", "caption", "synth", "stage1", "stage2", "eval"]
 
 
 def _yaml(name):
-    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    """A packaged YAML as a whole config: one that ``extends`` another laid over it."""
+    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    base = data.pop("extends", None)
+    return merge(_yaml(base), data) if base else data
 
 
 def _without_unset(block: dict, documented: dict) -> dict:
@@ -120,3 +123,32 @@ def test_the_job_table_is_what_the_cli_the_pipeline_and_the_report_use():
         assert all(isinstance(load_config(d), job("config")) for d in job.defaults)
         assert job.name in main.commands, f"infu {job.name}"
     assert {s.job for s in STAGES} == set(JOBS)
+
+
+def test_stage2_states_only_what_differs_and_takes_the_rest_from_stage1(tmp_path, monkeypatch):
+    """configs/stage2.yaml extends stage1.yaml: the paper's stage-2 values (lr, batch, the SPMS columns,
+    the prompt captions, the init) are its own, and a value they share (weight_decay) changed once in
+    stage1.yaml changes both."""
+    import shutil
+
+    import yaml
+
+    from curation import options
+
+    s1, s2 = load_config("stage1"), load_config("stage2")
+    assert (s2.stage, s2.train.lr, s2.train.global_batch_size, s2.data.image_column) == (2, 1e-5, 256, "target_image")
+    assert (s1.train.lr, s1.train.global_batch_size, s1.data.image_column) == (2e-5, 512, "image")
+    assert s2.train.weight_decay == s1.train.weight_decay == 0.01 and str(s2.model.init) == "runs/stage1/final"
+    assert load_config("stage2", CONFIGS / "stage2.yaml") == s2, "a copy of the file, extends line and all, is a config"
+    mistaken = tmp_path / "s1.yaml"
+    mistaken.write_text("extends: stage2\n")
+    with pytest.raises(ConfigError, match="s1.yaml: extends: 'stage2'"):
+        load_config("stage1", mistaken)
+    configs = tmp_path / "configs"
+    shutil.copytree(options.CONFIG_DIR, configs)
+    stage1 = yaml.safe_load((configs / "stage1.yaml").read_text())
+    stage1["train"]["weight_decay"] = 0.05
+    (configs / "stage1.yaml").write_text(yaml.safe_dump(stage1))
+    monkeypatch.setattr(options, "CONFIG_DIR", configs)
+    monkeypatch.setattr(options, "_PACKAGED", {})
+    assert load_config("stage1").train.weight_decay == load_config("stage2").train.weight_decay == 0.05

@@ -12,9 +12,9 @@ def make_tiny_clip(out: Path, seed: int = 0, processor_apart: bool = False) -> t
     folder, as PickScore's does (weights in PickScore_v1, processor in the LAION CLIP-H repo)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from infu_model.tiny import _clip_tokenizer
+    from infu_model.tiny import clip_tokenizer
 
-    tok, vocab = _clip_tokenizer()
+    tok, vocab = clip_tokenizer()
     torch.manual_seed(seed)
     cfg = CLIPConfig(
         text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

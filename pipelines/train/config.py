@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from infu_model.hub import DIFFUSERS, ModelRef, Need, infu_weights
 from pipelines.config import JobConfig, between
@@ -84,7 +84,6 @@ class TrainRayOptions:
 @dataclass(frozen=True)
 class TrainConfig(JobConfig):
     """A training run's whole config (stage 1 and stage 2 share the shape)."""
-    defaults: ClassVar[str] = "stage1"
     stage: Literal[1, 2]
     seed: int
     model: TrainModelOptions
