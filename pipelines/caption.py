@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.records import ALIVE, SPSS_SCHEMA, to_table
+from pipelines.jobs import Checked
 from pipelines.models import fetch_models
 from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
@@ -98,8 +99,8 @@ def check_caption(in_dir, cfg: CaptionConfig) -> list[CaptionStage]:
     return captioners
 
 
-def run_caption(in_dir, out, cfg: CaptionConfig, *, ray_address: str | None = None, overwrite: bool = False,
-                log=print) -> dict:
+def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: str | None = None,
+                overwrite: bool = False, log=print) -> dict:
     import ray
 
     from pipelines.ray_runtime import init_ray
@@ -107,12 +108,15 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, ray_address: str | None = No
     from pipelines.sink import RowSink
 
     t0 = time.time()
-    captioners = check_caption(in_dir, cfg)
-    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
+    by_runner = checked is not None
+    if not by_runner:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
+        checked = Checked(check_caption(in_dir, cfg))
+        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+    captioners = checked.found
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}
     lay = Layout(Path(out))
-    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite, "caption")
+    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite, "caption", by_runner)
     done = read_column(parquet_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     if total - len(done) > 0:

@@ -70,29 +70,22 @@ def one_line_errors():
 
 
 def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
-    """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked, run in its own
-    folder (``in_own_folder``), its summary on the terminal."""
-    from pipelines.doctor import job_lines
-    from pipelines.job import check_output
-    from pipelines.jobs import JOBS
-    from pipelines.models import fetch_models
+    """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked once, run in its
+    own folder (``in_own_folder``), its summary on the terminal."""
+    from pipelines.jobs import JOBS, check_job, run_checked
     from pipelines.ray_runtime import check_cluster
 
-    job = JOBS[name]
+    checked = []
 
     def check():
         check_cluster(options.get("ray_address"))  # a cluster that does not answer: one line, at once
-        job("check")(inputs, cfg)
-        check_output(out_dir, name)  # a folder that is not the job's is refused before any download
-        fetch_models(cfg.needs(), say)  # every model ready before the folder is claimed or a worker starts
+        checked.append(check_job(name, inputs, out_dir, cfg, say))  # before the folder is claimed
 
     def work(log):
-        for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
-            log(line)
-        return job("run")(inputs, out_dir, cfg, log=log, **options)
+        return run_checked(name, inputs, out_dir, cfg, checked[0], log=log, **options)
 
     stats = in_own_folder(out_dir, name, work, check=check, libraries=libraries)
-    click.echo(job("summary")(stats, out_dir))
+    click.echo(JOBS[name]("summary")(stats, out_dir))
     return stats
 
 
@@ -106,7 +99,7 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
     with one_line(out_dir):
         if check is not None:
             check()
-        claim_output(out_dir, name)
+        claim_output(out_dir, name, checked=True)  # check() (or, for infu run, read_pipeline) checked it
     try:
         with one_line(out_dir), job_logs(out_dir, name, libraries):  # records the run: ok, error or interrupted
             result = work(say)

@@ -264,16 +264,18 @@ def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
     if not any(next(iter(src.items()), None) for src in sources):
         raise ValueError("nothing to curate: no source holds an image ("
                          + ", ".join(f"{s.kind}={s.root}" for s in sources) + ")")
+    return sources
 
 
-def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, ray_address: str | None = None,
-               overwrite: bool = False, log=print) -> dict:
+def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, checked=None,
+               ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    check_curate(specs, cfg)
-    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
+    if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
+        check_curate(specs, cfg)
+        fetch_models(cfg.needs())  # the Ray workers then read the cache only
     lay = Layout(Path(out))
     timings = {}
-    prepare_out(lay, cfg, specs, overwrite, "curate")
+    prepare_out(lay, cfg, specs, overwrite, "curate", checked is not None)
     facts = write_manifest(lay, cfg, specs, log)
     files, left = make_todo(lay)
     timings["listing"] = time.time() - t0

@@ -34,6 +34,7 @@ from pipelines.models import fetch_models
 from pipelines.config import (ConfigError, JobConfig, between, packaged_path, plain, read_yaml, stage_models,
                               unknown_keys)
 from pipelines.job import RayOptions
+from pipelines.jobs import Checked
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
@@ -176,11 +177,10 @@ def file_name(value, where: str) -> str:
     return text
 
 
-def check_photos(identities: list[Identity]) -> None:
-    """Every identity photo decodes (an error names the file, before any model loads)."""
-    for ident in identities:
-        for p in [ident.reference, *ident.held_out]:
-            open_rgb(p)
+def check_photos(identities: list[Identity]) -> dict:
+    """Every identity photo decoded (an error names the file, before any model loads): {path: RGB}, which
+    scoring uses (a benchmark's few photos; decoded once)."""
+    return {p: open_rgb(p) for ident in identities for p in [ident.reference, *ident.held_out]}
 
 
 def plan_items(identities: list[Identity], prompts, cfg: EvalConfig) -> list[dict]:
@@ -268,13 +268,15 @@ class Scorers:
             row["id_loss"] = self.no_face_loss
 
 
-def score(items: list[dict], identities: list[Identity], cfg: EvalConfig, out: Path) -> tuple[pa.Table, dict]:
-    """Per-image scores (written to OUT/scores.parquet) and what each scorer ran with."""
+def score(items: list[dict], identities: list[Identity], photos: dict, cfg: EvalConfig,
+          out: Path) -> tuple[pa.Table, dict]:
+    """Per-image scores (written to OUT/scores.parquet) and what each scorer ran with; ``photos``: the
+    identity photos as the check decoded them."""
     sc = Scorers(cfg)
     refs, held = {}, {}
     for ident in identities:
-        refs[ident.name] = sc.embedding(open_rgb(ident.reference))
-        held[ident.name] = [e for e in (sc.embedding(open_rgb(p)) for p in ident.held_out) if e is not None]
+        refs[ident.name] = sc.embedding(photos[ident.reference])
+        held[ident.name] = [e for e in (sc.embedding(photos[p]) for p in ident.held_out) if e is not None]
     sc.reports["id_loss"]["references_without_face"] = sorted(n for n, e in refs.items() if e is None)
     rows = [dict(it) for it in items if (out / it["image"]).is_file()]
     batch = cfg.score_batch
@@ -350,30 +352,33 @@ def grids(table: pa.Table, out: Path, g: GridOptions) -> None:
         sheet.save(out / "grids" / f"{ident}.jpg", quality=90)
 
 
-def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict]]:
+def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict], dict]:
     """Everything an eval run can be refused for, before it touches its output or loads a model
     (the config was checked when it was parsed): the model folders, the identities and their
-    photos, the benchmark. Returns the identities and the planned items."""
+    photos, the benchmark. Returns the identities, the planned items and the decoded photos."""
     cfg.model.check()
     identities = load_identities(ids_dir)
-    check_photos(identities)
+    photos = check_photos(identities)
     items = plan_items(identities, load_prompts(packaged_path(cfg.benchmark)), cfg)
     if not items:
         raise ValueError(f"no benchmark prompt fits the identities in {ids_dir} (genders: "
                          f"{sorted({str(i.gender) for i in identities})})")
-    return identities, items
+    return identities, items, photos
 
 
-def run_eval(ids_dir, out, cfg: EvalConfig, *, ray_address: str | None = None, log=print) -> dict:
+def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | None = None, log=print) -> dict:
     from pipelines.job import claim_output
 
     t0 = time.time()
-    identities, items = check_eval(ids_dir, cfg)
-    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
-    out = claim_output(out, "eval")
+    by_runner = checked is not None
+    if not by_runner:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
+        checked = Checked(check_eval(ids_dir, cfg))
+        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+    identities, items, photos = checked.found
+    out = claim_output(out, "eval", by_runner)
     (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     failures = generate(items, identities, cfg, out, ray_address, log)
-    table, reports = score(items, identities, cfg, out)
+    table, reports = score(items, identities, photos, cfg, out)
     summary = summarise(table, reports, len(items), failures, cfg.label or Path(str(cfg.model.path)).name)
     summary["elapsed_s"] = round(time.time() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

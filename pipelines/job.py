@@ -171,11 +171,16 @@ def finished_checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in (Path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
 
 
-def claim_output(out: str | Path, job: str) -> Path:
+def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
     """Make ``out`` the output folder of a ``job`` run, or refuse with one line: a job writes only
     into a missing or empty folder or one holding its own earlier output (its run.json), never
-    among a user's files or into another job's output."""
-    out = check_output(out, job)
+    among a user's files or into another job's output. ``checked``: the caller ran ``check_output``.
+    A folder this process already holds is claimed (a job's run claims what its command claimed)."""
+    out = Path(out).expanduser()
+    if out.resolve() in _HELD:
+        return out
+    if not checked:
+        check_output(out, job)
     try:
         out.mkdir(parents=True, exist_ok=True)
         hold_live(out, job)
@@ -233,10 +238,11 @@ def _remove(path: Path, keep: tuple[Path, ...]) -> None:
         path.unlink()
 
 
-def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job: str) -> str:
-    """Claim ``lay.out`` for ``job`` and check it holds no run of another config (``--overwrite``:
-    clear that run first); partial files of a killed run are removed from the job's own folders."""
-    claim_output(lay.out, job)
+def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job: str, checked: bool = False) -> str:
+    """Claim ``lay.out`` for ``job`` (``checked``: the runner checked it) and check it holds no run of
+    another config (``--overwrite``: clear that run first); partial files of a killed run are removed
+    from the job's own folders."""
+    claim_output(lay.out, job, checked)
     fp = fingerprint(cfg, [s.__dict__ for s in specs])
     run_file = lay.out / MARK
     old = json.loads(run_file.read_text()).get("fingerprint")

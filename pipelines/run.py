@@ -59,6 +59,7 @@ class Step:
     out: Path
     cfg: object                 # the job's typed config
     input: object = None        # what the job takes: sources, an upstream folder, the identities
+    found: object = None        # what its check found, when it ran with the pipeline file's (curate)
 
     @property
     def name(self) -> str:
@@ -170,7 +171,7 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
 
         try:
             s.input = [SourceSpec.parse(x) for x in spec["sources"]]
-            check_curate(s.input, s.cfg)  # a wrong path or no image stops the pipeline before any work
+            s.found = check_curate(s.input, s.cfg)  # a wrong path or no image stops the pipeline before any work
         except ValueError as e:
             raise PipelineError(f"{where}: {e}") from None
     elif name == "caption":
@@ -206,15 +207,14 @@ def _fp(step: Step) -> str:
 
 
 def execute(step: Step, ray_address: str | None, log) -> dict:
-    """Run one stage through its job, print the job's own summary; returns rows in / out."""
-    from pipelines.doctor import job_lines
-    from pipelines.models import fetch_models
+    """Run one stage through the job runner (pipelines/jobs.py), print the job's own summary; returns
+    rows in / out. Its check runs now, once: its input is an earlier stage's output (curate's sources
+    were checked with the pipeline file, and what that found is reused)."""
+    from pipelines.jobs import check_job, run_checked
 
     job = JOBS[step.stage.job]
-    fetch_models(step.cfg.needs(), log)  # what an earlier stage trained, and the face models it names
-    for line in job_lines(step.name, step.cfg):
-        log(line)
-    stats = job("run")(step.input, step.out, step.cfg, ray_address=ray_address, log=log)
+    checked = check_job(step.stage.job, step.input, step.out, step.cfg, log, found=step.found)
+    stats = run_checked(step.stage.job, step.input, step.out, step.cfg, checked, ray_address=ray_address, log=log)
     log(job("summary")(stats, step.out))
     rows_in, rows_out = job("counts")(stats)
     return {"in": rows_in, "out": rows_out}
@@ -244,7 +244,7 @@ def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, 
     from pipelines.job import claim_output
     from pipelines.ray_runtime import init_ray
 
-    claim_output(spec["root"], "run")
+    claim_output(spec["root"], "run", checked=True)  # read_pipeline checked it
     init_ray(ray_address, ray_options(spec, "pipeline"), bool(spec.get("progress", True)))
     report = []
     for step in steps:

@@ -177,7 +177,7 @@ def process(lay: Layout, files: list[str], cfg: SynthConfig, selected: pa.Array,
                       ray_remote_args={"num_cpus": 0.25})
 
 
-def check_synth(spss_dir, cfg: SynthConfig) -> None:
+def check_synth(spss_dir, cfg: SynthConfig) -> bool:
     """Everything a synth run can be refused for, before it touches its output (the config was
     checked when it was parsed): the model folders, the prompt bank, and SPSS Parquet with rows and
     the columns synthesis reads."""
@@ -185,19 +185,21 @@ def check_synth(spss_dir, cfg: SynthConfig) -> None:
     load_prompts(cfg.prompts_file)
     if not check_inputs(input_files(spss_dir), SOURCE_COLUMNS, "infu synth"):
         raise ValueError(f"no identity sources: the Parquet in {spss_dir} holds no rows")
+    return True
 
 
-def run_synth(spss_dir, out, cfg: SynthConfig, *, ray_address: str | None = None, overwrite: bool = False,
-              log=print) -> dict:
+def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str | None = None,
+              overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    check_synth(spss_dir, cfg)
-    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
+    if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
+        check_synth(spss_dir, cfg)
+        fetch_models(cfg.needs())  # the Ray workers then read the cache only
     files = input_files(spss_dir)
     lay = Layout(Path(out))
     specs = [SourceSpec("spss", "input", str(Path(spss_dir).resolve())),
              SourceSpec("model", "model", cfg.model.path.key),
              SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
-    prepare_out(lay, cfg, specs, overwrite, "synth")
+    prepare_out(lay, cfg, specs, overwrite, "synth", checked is not None)
     selected = select_sources(files, cfg.select, cfg.seed)
     expected = expected_pairs(files, selected, cfg)
     done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"]

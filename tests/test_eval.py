@@ -106,9 +106,14 @@ def eval_cfg(models, bench_file, **over):
         "bootstrap": {"samples": 500}}, over))
 
 
-def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, models, ids_dir, bench_file, tmp_path):
+def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, models, ids_dir, bench_file, tmp_path,
+                                                                    monkeypatch):
+    import pipelines.eval
     from pipelines.eval import run_eval
     from pipelines.job import claim_output
+
+    decoded = []  # the identity photos the driver decodes: each once (checked, then scored from that)
+    monkeypatch.setattr(pipelines.eval, "open_rgb", lambda p, _f=pipelines.eval.open_rgb: decoded.append(p) or _f(p))
 
     out = claim_output(tmp_path / "res", "eval")
     # an interrupted earlier run "generated" two items: real photos of grace, so the face metrics meet real faces
@@ -121,6 +126,8 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     s = run_eval(ids_dir, out, eval_cfg(models, bench_file), log=logs.append)
     # grace: w1 a1 a2; eileen (no gender): a1 a2; one InfU actor on this CPU-only cluster
     assert logs == ["eval: generating 3 of 5 images", "actor pools: generate 1 x (0.5 CPU)"]
+    photos = [p for p in decoded if Path(p).is_relative_to(ids_dir)]
+    assert photos and len(photos) == len(set(photos)), "each identity photo is decoded once"
     t = pq.read_table(out / "scores.parquet").to_pylist()
     assert sorted((r["identity"], r["prompt_id"]) for r in t) == [
         ("eileen", "a1"), ("eileen", "a2"), ("grace", "a1"), ("grace", "a2"), ("grace", "w1")]

@@ -159,7 +159,7 @@ def waiting_line(r: TrainRayOptions) -> str:
             f"{free.get('GPU', 0):g} GPU); it resumes by itself once a node joins or frees them")
 
 
-def check_training(data_dir, cfg: TrainConfig) -> None:
+def check_training(data_dir, cfg: TrainConfig) -> bool:
     """Everything a training run on ``data_dir`` (its ``data.parquet``) can be refused for, before it
     touches its output or starts Ray (the config was checked when it was parsed): the batch
     arithmetic, the model folders, and training data that can form its batches (Parquet with the
@@ -178,6 +178,7 @@ def check_training(data_dir, cfg: TrainConfig) -> None:
         raise NotEnoughData(f"{data.parquet} forms {per_epoch} micro-batch(es) per epoch, fewer than the "
                             f"{cfg.ray.num_workers} workers of the ray loader each need: use fewer workers or "
                             "data.loader: plan")
+    return True
 
 
 def fit_off_main_thread(trainer) -> None:
@@ -201,8 +202,8 @@ def fit_off_main_thread(trainer) -> None:
         raise failed[0]
 
 
-def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None, build_cache: bool = False,
-              log=print) -> dict:
+def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str | None = None,
+              build_cache: bool = False, log=print) -> dict:
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
     (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``); ``build_cache``: first store the frozen
     encoders' outputs (``pipelines.train.cache.build_cache``) and train with them."""
@@ -212,9 +213,10 @@ def run_train(data_dir, out, cfg: TrainConfig, *, ray_address: str | None = None
 
     from pipelines.ray_runtime import init_ray
 
-    check_training(data_dir, cfg)
-    fetch_models(cfg.needs())  # a no-op after the CLI's; the Ray workers then read the cache only
-    claim_output(out, "train")
+    if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
+        check_training(data_dir, cfg)
+        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+    claim_output(out, "train", checked is not None)
     Lease.take(lease_file(out))  # the workers it starts hold it; a killed run's, still alive, no longer do
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)})
     if build_cache:

@@ -1,0 +1,54 @@
+"""The job runner (pipelines/jobs.py): the CLI and `infu run` check each job once (its own check, its
+output folder), then claim and run it; the job's run takes what the check found instead of checking
+again. A job function called directly as a library function still checks first."""
+from collections import Counter
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import pipelines.caption
+import pipelines.curate
+import pipelines.job
+from pipelines.cli import main
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = Counter()
+    for module, name in ((pipelines.curate, "check_curate"), (pipelines.caption, "check_caption"),
+                         (pipelines.job, "check_output")):
+        def wrapper(*a, _fn=getattr(module, name), _name=name, **k):
+            calls[_name] += 1
+            return _fn(*a, **k)
+        monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_infu_curate_checks_once(counted, sample_dir, ray_local, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"stages": [], "progress": False}))
+    r = CliRunner().invoke(main, ["curate", "--source", f"folder={sample_dir}", "--out", str(tmp_path / "out"),
+                                  "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert counted == {"check_curate": 1, "check_output": 1}
+
+
+def test_infu_run_checks_each_stage_once(counted, sample_dir, ray_local, tmp_path):
+    spec = {"root": str(tmp_path / "root"), "sources": [f"folder={sample_dir}"], "progress": False,
+            "stages": {"curate": {"set": {"stages": []}}, "caption": {"set": {"captioners": []}}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "p.yaml")])
+    assert r.exit_code == 0, r.output
+    # the root, curate's folder and caption's folder: each checked once, as is each stage
+    assert counted == {"check_curate": 1, "check_caption": 1, "check_output": 3}
+
+
+def test_a_job_called_as_a_library_function_checks_first(counted, sample_dir, ray_local, tmp_path):
+    from pipelines.config import load_config
+    from pipelines.curate import run_curate
+    from pipelines.job import SourceSpec
+
+    run_curate([SourceSpec("folder", "s", str(sample_dir))], tmp_path / "out",
+               load_config("curate", overrides={"stages": [], "progress": False}), log=lambda m: None)
+    assert counted == {"check_curate": 1, "check_output": 1}
