@@ -177,7 +177,7 @@ def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
     among a user's files or into another job's output. ``checked``: the caller ran ``check_output``.
     A folder this process already holds is claimed (a job's run claims what its command claimed)."""
     out = Path(out).expanduser()
-    if out.resolve() in _HELD:
+    if out.resolve() in _HELD and owner(out) == job:
         return out
     if not checked:
         check_output(out, job)
