@@ -4,6 +4,7 @@ same images (800x1000 JPEGs derived from the sample photos):
     python bench/curate.py --sizes 1000 10000       # the spine: read, decode, cheap filters, dedup
     python bench/curate.py --full --sizes 300 2000  # every default stage (dlib faces, nudenet, OCR watermarks)
     python bench/curate.py --full --sizes 300 10000 --modes fused   # memory and spill at 10,000 images
+    python bench/curate.py --full --marginal 300 900   # the command's marginal rate and start-up vs the ceiling
 
 - decode-only: read + safe decode in a plain loop (the floor of any pipeline);
 - a cost table (``--full``): each stage's seconds per image in one process and its share of the total;
@@ -14,11 +15,17 @@ same images (800x1000 JPEGs derived from the sample photos):
   row by row;
 - the pipeline's peak memory (PSS summed over the driver and Ray's processes) and the bytes Ray
   spilled to disk, at each size: neither may grow with the number of images.
+
+``--marginal N1 N2`` times the whole command a user runs (``infu curate``, a fresh process each) on N1
+and N2 images: the marginal rate (N2 - N1) / (T2 - T1), which leaves start-up out; the start-up,
+T1 - N1 / rate; and the ceiling the models' own work sets on these cores (cores / the seconds per image
+of the stages in one process, measured on the N1 images), side by side.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -156,6 +163,37 @@ def decisions(out: Path) -> dict:
     return {r["id"]: (r["status"], r["reason"], r["bucket"]) for r in t.to_pylist()}
 
 
+def command_seconds(folder: Path, out: Path, cfg_file: Path) -> float:
+    """Wall seconds of ``infu curate`` on ``folder`` in a fresh process: what a user waits, start-up included."""
+    t = time.perf_counter()
+    done = subprocess.run([str(Path(sys.executable).parent / "infu"), "curate", "--source", f"folder:bench={folder}",
+                           "--out", str(out), "--config", str(cfg_file), "--quiet", "--overwrite"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return time.perf_counter() - t
+
+
+def marginal(work: Path, n1: int, n2: int, full: bool) -> None:
+    cfg_file = work / "marginal.yaml"
+    cfg_file.write_text("progress: false\n" + ("" if full else "stages: []\n"))
+    first, second = make_images(work, n1), make_images(work, n2)
+    t1 = command_seconds(first, work / "marginal1", cfg_file)
+    t2 = command_seconds(second, work / "marginal2", cfg_file)
+    rate = (n2 - n1) / (t2 - t1)
+    cfg = load_config("curate", overrides={"progress": False, **({} if full else {"stages": []})})
+    _, spent = plain_loop(first, cfg)
+    per_image = sum(v for k, v in spent.items() if k != "dedup") / n1
+    ceiling = (os.cpu_count() or 1) / per_image
+    startup = t1 - n1 / rate
+    print(f"\n`infu curate` on 800x1000 JPEGs, {os.cpu_count()} cores, stages: quality"
+          + "".join(f", {s.name}" for s in cfg.stages if s.enabled))
+    print(f"  {n1} images: {t1:.1f} s    {n2} images: {t2:.1f} s")
+    print(f"  marginal rate {rate:.2f} images/s   ceiling {ceiling:.2f} images/s ({per_image:.3f} s of stage work "
+          f"per image, one process)   rate / ceiling {rate / ceiling:.2f}")
+    print(f"  start-up {startup:.1f} s ({startup / t1:.0%} of the {n1}-image run)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -163,8 +201,12 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", choices=["fused", "pools"], default=["fused", "pools"],
                     help="execution modes to run (fused only with --full)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "infu_bench_curate"))
+    ap.add_argument("--marginal", type=int, nargs=2, metavar=("N1", "N2"),
+                    help="time the whole command on N1 and N2 images: marginal rate, start-up, ceiling")
     args = ap.parse_args()
     work = Path(args.workdir)
+    if args.marginal:
+        return marginal(work, *args.marginal, args.full)
     cfg = load_config("curate", overrides={"progress": False, **({} if args.full else {"stages": []})})
     import ray
 

@@ -163,22 +163,25 @@ def test_each_node_pulls_a_jobs_models_once_into_its_own_cache(ray_head, hub, tm
 
 def join_node(ray_head, cpus: int, env=None) -> subprocess.Popen:
     """A second raylet on this machine joining ``ray_head``'s cluster with ``cpus`` CPUs, up when the
-    cluster counts one more live node."""
-    def alive() -> int:
-        out = subprocess.run([sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], "
-                              "logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))",
-                              ray_head["gcs"]], capture_output=True, text=True, env=ray_head["env"], timeout=120)
-        counts = [ln for ln in out.stdout.splitlines() if ln.isdigit()]  # (Ray may print a node's death too)
-        return int(counts[-1]) if out.returncode == 0 and counts else 0
+    cluster lists it alive (by its node manager's port: a node killed just before may still count)."""
+    port = free_port()
 
-    before = alive()
+    def joined() -> bool:
+        out = subprocess.run([sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], "
+                              "logging_level='ERROR'); print([n['NodeManagerPort'] for n in ray.nodes() if n['Alive']])",
+                              ray_head["gcs"]], capture_output=True, text=True, env=ray_head["env"], timeout=120)
+        return out.returncode == 0 and any(ln.startswith("[") and str(port) in ln for ln in out.stdout.splitlines())
+
     ports = [f"--{p}-port={free_port()}" for p in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
-                                                   "runtime-env-agent", "node-manager", "object-manager")]
+                                                   "runtime-env-agent", "object-manager")]
+    # its own address on the loopback: a driver on this machine attaches to the head's raylet, never to this one
     node = subprocess.Popen([str(BIN / "ray"), "start", "--address", ray_head["gcs"], "--block", "--num-cpus",
-                             str(cpus), "--disable-usage-stats", *ports], env=env or ray_head["env"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(cpus), "--disable-usage-stats", "--node-ip-address", "127.0.0.2",
+                             f"--node-manager-port={port}", *ports],
+                            env=env or ray_head["env"], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while alive() <= before:
+    while not joined():
         assert node.poll() is None and time.time() < deadline, "the node did not join"
         time.sleep(1)
     return node
@@ -186,28 +189,30 @@ def join_node(ray_head, cpus: int, env=None) -> subprocess.Popen:
 
 def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(ray_head, tmp_path):
     """Two training workers, one per node (2 CPUs each), ray.max_failures 1. The second node is killed
-    (kill -9: its raylet and workers) after the step-2 checkpoint: the run names the worker it lost,
-    says it waits for resources, and once a node joins again Ray Train restarts both workers from
-    step-2 by itself. The next node lost, after step-4, uses up the retries: one line, exit 1, and the
-    same command resumes from step-4. The final weights are an uninterrupted run's (one worker, the
-    same global batches)."""
+    (kill -9: its raylet and workers) after the step-2 checkpoint: the run names the worker it lost and
+    where, says it waits for resources, and once a node joins again Ray Train restarts both workers from
+    the last checkpoint by itself. The next node lost, after step 4, uses up the retries: one line, exit
+    1, and the same command resumes from the last checkpoint. The final weights are an uninterrupted
+    run's (one worker, the same global batches)."""
     import contextlib
+    import re
 
     import yaml
 
     from infu_model.tiny import make_tiny
     from pipelines.config import plain
     from pipelines.train import train_loop
+    from pipelines.train.checkpoint import latest_checkpoint
     from test_interrupts import _Factory
     from test_train_job import _cfg, _relative_gap, _weights, spss
 
     models, data = {"base": make_tiny(tmp_path / "tiny")["base"]}, spss.__wrapped__(_Factory(tmp_path))
     kw = dict(loader="plan", global_batch_size=4, checkpoint_every=2)
-    one = train_loop(_cfg(models, data, tmp_path / "one", 6, **kw))
+    train_loop(_cfg(models, data, tmp_path / "one", 12, **kw))
     out = tmp_path / "two"
     cfg = tmp_path / "s1.yaml"
-    cfg.write_text(yaml.safe_dump(plain(_cfg(models, data, out, 6, ray={"num_workers": 2, "cpus_per_worker": 2,
-                                                                         "max_failures": 1}, **kw))))
+    cfg.write_text(yaml.safe_dump(plain(_cfg(models, data, out, 12, ray={"num_workers": 2, "cpus_per_worker": 2,
+                                                                          "max_failures": 1}, **kw))))
     cmd = [str(BIN / "infu"), "train", "--config", str(cfg), "--ray-address", ray_head["gcs"]]
     said, nodes = tmp_path / "said.txt", [join_node(ray_head, 2)]
 
@@ -227,7 +232,7 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
             until(lambda: (out / "checkpoints" / "step-00000004").is_dir(), run, deadline)
             os.killpg(nodes[-1].pid, signal.SIGKILL)  # the second loss: more than max_failures allows
             assert run.wait(300) == 1, said.read_text()[-3000:]
-        first = said.read_text()
+        first, resume_from = said.read_text(), latest_checkpoint(out).name
         nodes.append(join_node(ray_head, 2))
         again = subprocess.run(cmd, cwd=tmp_path, env=ray_head["env"], capture_output=True, text=True, timeout=400)
         assert again.returncode == 0, again.stderr[-3000:]
@@ -237,10 +242,11 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
                 os.killpg(node.pid, signal.SIGKILL)
             node.wait(60)
     lost = [ln for ln in first.splitlines() if ln.startswith("train: lost")]
-    assert len(lost) == 1 and "from step-00000002" in lost[0] and "worker 1" in lost[0], first[-3000:]
+    assert len(lost) == 1 and re.search(r"worker \d on 127\.0\.0\.2; .* from step-\d{8} ", lost[0]), first[-3000:]
     end = [ln for ln in first.splitlines() if ln.startswith("Error: ")]
     assert len(end) == 1 and "Traceback" not in first and "(raylet)" not in first, first[-3000:]
-    assert end[0].startswith("Error: train: stopped at step ") and "worker 1" in end[0], end
-    assert end[0].endswith("rerun the same command to resume from step-00000004"), end
-    assert "train: step 5/6" in again.stderr and "train: step 3/6" not in again.stderr
+    assert end[0].startswith("Error: train: stopped at step ") and "on 127.0.0.2" in end[0], end
+    assert end[0].endswith(f"rerun the same command to resume from {resume_from}"), (end, resume_from)
+    steps = [int(m) for m in re.findall(r"train: step (\d+)/12", again.stderr)]
+    assert steps and min(steps) == int(resume_from.split("-")[1]) + 1 and max(steps) == 12, steps
     assert _relative_gap(_weights(tmp_path / "one" / "final"), _weights(out / "final")) < 1e-5

@@ -209,7 +209,9 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
     encoders' outputs (``pipelines.train.cache.build_cache``) and train with them."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    import ray
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from pipelines.ray_runtime import init_ray
 
@@ -228,7 +230,9 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
     out = Path(cfg.output)
     (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     per_worker = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})}
-    metrics = Queue(actor_options={"num_cpus": 0})
+    # the queue lives on the driver's node, as Ray Train's controller does: a lost worker node takes neither
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    metrics = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     # Ray Train's experiment folder is OUT/checkpoints: it records each checkpoint there, keeps the
     # newest and gives a resumed run (the same OUT) the latest
     trainer = TorchTrainer(ray_train_loop, train_loop_config=cfg,
