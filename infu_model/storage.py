@@ -33,12 +33,8 @@ def join(base, *parts: str) -> str:
     return str(Path(base).joinpath(*parts))
 
 
-def name(uri) -> str:
-    return posixpath.basename(str(uri).rstrip("/")) if is_uri(uri) else Path(uri).name
-
-
 @functools.lru_cache(maxsize=None)
-def _filesystem(scheme: str, authority: str, endpoint: str | None):
+def _filesystem(scheme: str, authority: str, endpoint: str | None):  # (the endpoint keys the cache only)
     from pyarrow import fs
 
     try:
@@ -133,10 +129,6 @@ def read_bytes(uri) -> bytes:
         raise
     except OSError as e:
         raise storage_error(uri, e) from None
-
-
-def read_text(uri, encoding: str = "utf-8", errors: str = "replace") -> str:
-    return read_bytes(uri).decode(encoding, errors)
 
 
 def listdir(uri: str) -> list[tuple[str, bool]]:

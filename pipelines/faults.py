@@ -54,9 +54,9 @@ def disk_full_line(exc: BaseException, out_dir) -> str | None:
     code, filename = found
     folder = Path(filename).parent if filename else Path(out_dir)
     where = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    free = f", {gib(shutil.disk_usage(where).free)} free there now" if where else ""
+    free = f", {human_size(shutil.disk_usage(where).free)} free there now" if where else ""
     return f"{NO_SPACE[code]} writing to {folder}{free}: free some space, then rerun the same command to resume"
 
 
-def gib(n: int) -> str:
+def human_size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n // 1024} KiB"
