@@ -15,6 +15,8 @@ from curation.stage import Resources, Stage  # noqa: E402
 @dataclass(frozen=True)
 class ProbeOptions:
     device: str
+    barrier: str   # a folder where each actor signs in; none works until the whole pool has
+    actors: int
 
 
 class GpuProbe(Stage):
@@ -27,7 +29,12 @@ class GpuProbe(Stage):
 
         import ray
 
-        time.sleep(0.3)  # long enough that every actor of the pool gets blocks
+        # every actor of the pool gets blocks, however loaded the machine: each signs in, then waits
+        # (a minute at most) until all have, so the first ones cannot take every block
+        Path(self.opts.barrier, str(os.getpid())).touch()
+        deadline = time.time() + 60
+        while len(os.listdir(self.opts.barrier)) < self.opts.actors and time.time() < deadline:
+            time.sleep(0.05)
 
         for r in rows:
             r["id_backend"] = json.dumps({"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
@@ -43,7 +50,11 @@ def main() -> None:
 
     ray.init(address=sys.argv[1], log_to_driver=False)
     rows = [{**empty_row(), "id": str(i), "source": "t", "path": str(i), "frame": -1, "status": ALIVE} for i in range(16)]
-    [probe] = plan_pools([GpuProbe(ProbeOptions("cuda"), Resources(num_cpus=0.25, batch_size=1))], reads=0.25)
+    import tempfile
+
+    barrier = tempfile.mkdtemp(prefix="probe")
+    [probe] = plan_pools([GpuProbe(ProbeOptions("cuda", barrier, 4), Resources(num_cpus=0.25, batch_size=1))],
+                         reads=0.25)
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=ROW_SCHEMA)).repartition(8)
     ds = add_stage(ds, probe)
     seen = [json.loads(r["id_backend"]) for r in ds.select_columns(["id_backend"]).take_all()]

@@ -46,7 +46,8 @@ def test_overwrite_clears_the_output_but_not_the_running_jobs_log(tmp_path):
 def test_training_progress_and_recoveries_are_said_from_what_ray_train_reports(ray_local, tmp_path):
     """Ray Train's controller hands each report (one dict per worker) to the callback; the driver says
     worker 0's log records in order, and not the reports that carry only a checkpoint. A worker group
-    that lost a worker, which Ray Train restarts, is one line naming the worker and the checkpoint."""
+    that lost a worker, which Ray Train restarts, is one line naming the worker and the checkpoint Ray
+    Train recorded last (where it restarts), not a newer folder."""
     import threading
 
     from ray.exceptions import ActorDiedError
@@ -57,7 +58,9 @@ def test_training_progress_and_recoveries_are_said_from_what_ray_train_reports(r
     from pipelines.train.launch import show_progress, watched_by
 
     cfg = load_config("stage1", overrides={"train": {"max_steps": 3}, "output": str(tmp_path)})
-    (tmp_path / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-00000004").mkdir(parents=True)  # written, but its report was cut short
+    (tmp_path / "checkpoints" / "checkpoint_manager_snapshot.json").write_text(  # what Ray Train recorded
+        '{"latest_checkpoint_result": {"checkpoint_dir_name": "step-00000002"}}')
     queue = Queue(actor_options={"num_cpus": 0})
     reports, recoveries = watched_by(queue)
     rec = {"loss": 0.5, "lr": 1e-5, "samples_per_s": 3.0, "gpu_mem_gib": 61.2}

@@ -109,6 +109,18 @@ def lost_for_good(error) -> bool:
     return any(died(f) is not None for f in (getattr(error, "worker_failures", None) or {}).values())
 
 
+def resumes_from(out: Path) -> str:
+    """The checkpoint a restart or a rerun resumes from (RayTrainCheckpoints.latest): the latest Ray Train
+    recorded (its snapshot in OUT/checkpoints), not a newer folder whose report a lost worker cut short;
+    with none recorded, the newest whole folder."""
+    try:
+        snapshot = json.loads((out / "checkpoints" / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        newest = latest_checkpoint(out)
+        return newest.name if newest else "the start"
+
+
 def step_reached(out: Path) -> int:
     """The last step the run logged (train_log.jsonl), 0 before the first."""
     path = out / "train_log.jsonl"
@@ -133,10 +145,8 @@ def show_progress(queue, cfg: TrainConfig, log, done: threading.Event) -> None:
                 waiting_said = True
             continue
         if "lost" in event:
-            ckpt = latest_checkpoint(Path(cfg.output))
-            log(f"train: lost {event['lost']}; Ray Train restarts every worker from "
-                f"{ckpt.name if ckpt else 'step 0'} once {cfg.ray.num_workers} can be placed "
-                f"(ray.max_failures: {cfg.ray.max_failures})")
+            log(f"train: lost {event['lost']}; Ray Train restarts every worker from {resumes_from(Path(cfg.output))} "
+                f"once {cfg.ray.num_workers} can be placed (ray.max_failures: {cfg.ray.max_failures})")
             restarted, waiting_said = time.time(), False
         elif "waiting" in event:
             if not waiting_said:
@@ -252,10 +262,9 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
         if refused:
             raise refused[0] from None
         if lost_for_good(e):
-            ckpt = latest_checkpoint(out)
             raise WorkersLost(f"train: stopped at step {step_reached(out)} after {max(r.max_failures, 0) + 1} worker "
                               f"failure(s), the last: {lost_workers(e)} (ray.max_failures: {r.max_failures}); rerun "
-                              f"the same command to resume from {ckpt.name if ckpt else 'the start'}") from None
+                              f"the same command to resume from {resumes_from(out)}") from None
         raise
     finally:
         stop.set()
