@@ -191,8 +191,8 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
     """Two training workers, one per node (2 CPUs each), ray.max_failures 1. The second node is killed
     (kill -9: its raylet and workers) after the step-2 checkpoint: the run names the worker it lost and
     where, says it waits for resources, and once a node joins again Ray Train restarts both workers from
-    the last checkpoint by itself. The next node lost, after step 4, uses up the retries: one line, exit
-    1, and the same command resumes from the last checkpoint. The final weights are an uninterrupted
+    the last checkpoint by itself. The next node lost, once the restarted workers saved a checkpoint, uses up the retries: one line, exit
+    1, and the same command resumes from the last checkpoint Ray Train recorded. The final weights are an uninterrupted
     run's (one worker, the same global batches)."""
     import contextlib
     import re
@@ -207,10 +207,10 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
 
     models, data = {"base": make_tiny(tmp_path / "tiny")["base"]}, spss.__wrapped__(_Factory(tmp_path))
     kw = dict(loader="plan", global_batch_size=4, checkpoint_every=2)
-    train_loop(_cfg(models, data, tmp_path / "one", 12, **kw))
+    train_loop(_cfg(models, data, tmp_path / "one", 16, **kw))
     out = tmp_path / "two"
     cfg = tmp_path / "s1.yaml"
-    cfg.write_text(yaml.safe_dump(plain(_cfg(models, data, out, 12, ray={"num_workers": 2, "cpus_per_worker": 2,
+    cfg.write_text(yaml.safe_dump(plain(_cfg(models, data, out, 16, ray={"num_workers": 2, "cpus_per_worker": 2,
                                                                           "max_failures": 1}, **kw))))
     cmd = [str(BIN / "infu"), "train", "--config", str(cfg), "--ray-address", ray_head["gcs"]]
     said, nodes = tmp_path / "said.txt", [join_node(ray_head, 2)]
@@ -228,7 +228,10 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
             os.killpg(nodes[-1].pid, signal.SIGKILL)  # the node and every worker it ran
             until(lambda: "waiting for resources" in said.read_text(), run, deadline)
             nodes.append(join_node(ray_head, 2))
-            until(lambda: (out / "checkpoints" / "step-00000004").is_dir(), run, deadline)
+            # the restarted workers train (a step after the restart line), then save a checkpoint of their own
+            until(lambda: "train: step" in said.read_text().split("train: lost", 1)[-1], run, deadline)
+            saved = set((out / "checkpoints").glob("step-????????"))
+            until(lambda: set((out / "checkpoints").glob("step-????????")) - saved, run, deadline)
             os.killpg(nodes[-1].pid, signal.SIGKILL)  # the second loss: more than max_failures allows
             assert run.wait(300) == 1, said.read_text()[-3000:]
         first = said.read_text()
@@ -244,12 +247,12 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
     lost = [i for i, ln in enumerate(lines) if ln.startswith("train: lost")]
     assert len(lost) == 1, first[-3000:]
     restart = re.search(r"worker \d on 127\.0\.0\.2; .* from step-(\d{8}) ", lines[lost[0]])
-    after = [int(m.group(1)) for ln in lines[lost[0]:] if (m := re.match(r"train: step (\d+)/12", ln))]
+    after = [int(m.group(1)) for ln in lines[lost[0]:] if (m := re.match(r"train: step (\d+)/16", ln))]
     assert restart and after and after[0] == int(restart.group(1)) + 1, first[-3000:]  # it restarted where it said
     end = [ln for ln in lines if ln.startswith("Error: ")]
     assert len(end) == 1 and "Traceback" not in first and "(raylet)" not in first, first[-3000:]
     assert end[0].startswith("Error: train: stopped at step ") and "on 127.0.0.2" in end[0], end
     resume = re.search(r"rerun the same command to resume from step-(\d{8})$", end[0])
-    steps = [int(m) for m in re.findall(r"train: step (\d+)/12", again.stderr)]
-    assert resume and steps and min(steps) == int(resume.group(1)) + 1 and max(steps) == 12, (end, steps)
+    steps = [int(m) for m in re.findall(r"train: step (\d+)/16", again.stderr)]
+    assert resume and steps and min(steps) == int(resume.group(1)) + 1 and max(steps) == 16, (end, steps)
     assert _relative_gap(_weights(tmp_path / "one" / "final"), _weights(out / "final")) < 1e-5
