@@ -29,7 +29,9 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from curation import samples  # noqa: E402
 from curation.caption_stage import CaptionStage, clean_dataset_captions  # noqa: E402
-from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id, to_table  # noqa: E402
+from curation.engine import ALIVE  # noqa: E402
+from curation.records import empty_row, stable_id, to_table  # noqa: E402
+from curation.registry import spss_schema  # noqa: E402
 from pipelines.caption import run_caption  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.ray_stages import table_to_rows  # noqa: E402
@@ -47,7 +49,7 @@ def spss(d: Path, n: int) -> Path:
                  image=photos[i % 3], captions=[])
         rows.append(r)
     (d / "kept").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), d / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), d / "kept" / "part-0.parquet")
     return d
 
 
@@ -62,7 +64,7 @@ def plain_loop(src: Path, out: Path, stage: CaptionStage, batch: int) -> float:
         stage.process(rows[i:i + batch])
     for r in rows:
         r["status"] = "kept"
-    pq.write_table(to_table(rows).select([f.name for f in SPSS_SCHEMA]), out)
+    pq.write_table(to_table(rows, spss_schema(transient_too=True)).select([f.name for f in spss_schema()]), out)
     return len(rows) / (time.perf_counter() - t)
 
 

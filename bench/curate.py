@@ -113,7 +113,7 @@ def plain_loop(folder: Path, cfg) -> tuple[float, dict]:
     per stage)."""
     import pyarrow as pa
 
-    from curation.stage import run_stage
+    from curation.engine import run_stage
 
     rows = rows_of(folder)
     stages = [cfg.quality_stage(keep_analysis=True), *[s for s in cfg.stages if s.enabled]]

@@ -25,7 +25,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from curation import samples  # noqa: E402
-from curation.records import SPSS_SCHEMA, empty_row, stable_id  # noqa: E402
+from curation.records import empty_row, stable_id  # noqa: E402
+from curation.registry import spss_schema  # noqa: E402
 
 
 def write(d: Path, rows: int, files: int) -> list[str]:
@@ -41,7 +42,7 @@ def write(d: Path, rows: int, files: int) -> list[str]:
                      id_embedding=[0.0] * 128, captions=[{"source": "dataset", "text": f"photo {i}"}])
             recs.append(r)
         out.append(str(d / f"part-{f:04d}.parquet"))
-        pq.write_table(pa.Table.from_pylist(recs, schema=SPSS_SCHEMA), out[-1])
+        pq.write_table(pa.Table.from_pylist(recs, schema=spss_schema()), out[-1])
     return out
 
 

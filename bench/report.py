@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from curation import samples  # noqa: E402
-from curation.records import SPSS_SCHEMA  # noqa: E402
+from curation.registry import spss_schema  # noqa: E402
 from pipelines.report import write_report  # noqa: E402
 
 REASONS = {"decode_error": 0.01, "low_resolution": 0.06, "blurry": 0.05, "bad_aspect": 0.02, "no_face": 0.08,
@@ -61,7 +61,7 @@ def build(out: Path, rows: int, seed: int = 0) -> dict:
 
     def write(folder, prefix, part, ids, status, reasons, buckets, dup_of=None):
         n = len(ids)
-        cols = {f.name: pa.nulls(n, f.type) for f in SPSS_SCHEMA}
+        cols = {f.name: pa.nulls(n, f.type) for f in spss_schema()}
         cols.update(id=pa.array(ids), source=pa.array(["bench"] * n), path=pa.array([f"{i}.jpg" for i in ids]),
                     frame=pa.array([-1] * n, pa.int32()), image=pa.array([image] * n, pa.binary()),
                     status=pa.array([status] * n), reason=pa.array(reasons, pa.string()),
@@ -69,8 +69,8 @@ def build(out: Path, rows: int, seed: int = 0) -> dict:
                     height=pa.array([48] * n, pa.int32()), face_count=pa.array([1] * n, pa.int32()))
         if dup_of is not None:
             cols["duplicate_of"] = pa.array(dup_of, pa.string())
-        pq.write_table(pa.table(cols, schema=SPSS_SCHEMA), out / folder / f"{prefix}-{part:07d}.parquet",
-                       compression={f.name: "none" if f.name == "image" else "zstd" for f in SPSS_SCHEMA})
+        pq.write_table(pa.table(cols, schema=spss_schema()), out / folder / f"{prefix}-{part:07d}.parquet",
+                       compression={f.name: "none" if f.name == "image" else "zstd" for f in spss_schema()})
 
     for start in range(0, rows, ROWS_PER_FILE):
         chunk = pick[start:start + ROWS_PER_FILE]

@@ -33,18 +33,19 @@ import torch  # noqa: E402
 
 def spss(d: Path, n: int) -> Path:
     from curation import samples
-    from curation.records import SPSS_SCHEMA, stable_id
+    from curation.records import stable_id
+    from curation.registry import spss_schema
     from test_synth import spss_row
 
     base = [spss_row(samples.grace_hopper(), "g.png", gender="female"), spss_row(samples.astronaut(), "a.png")]
     rows = [{**base[i % 2], "id": stable_id("bench", str(i)), "path": f"{i}.png"} for i in range(n)]
     (d / "kept").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), d / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), d / "kept" / "part-0.parquet")
     return d
 
 
 def plain_loop(src: Path, out: Path, cfg, batch: int) -> tuple[float, int]:
-    from curation.stage import run_stage
+    from curation.engine import run_stage
     from pipelines.sink import conform
     from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA
 

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from curation import samples  # noqa: E402
-from curation.records import SPSS_SCHEMA, empty_row, stable_id  # noqa: E402
+from curation.records import empty_row, stable_id  # noqa: E402
+from curation.registry import spss_schema  # noqa: E402
 from infu_model.pipeline import load_infu_weights  # noqa: E402
 from infu_model.tiny import make_tiny  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -46,7 +47,7 @@ def spss(root: Path, rows: int = 8) -> Path:
                  captions=[{"source": "dataset", "text": f"a portrait photo number {i}"}])
         out.append(r)
     (root / "kept").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(out, schema=SPSS_SCHEMA), root / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(out, schema=spss_schema()), root / "kept" / "part-0.parquet")
     return root
 
 

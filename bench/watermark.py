@@ -21,7 +21,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from curation.samples import watermark_set  # noqa: E402
-from curation.stage import run_stage  # noqa: E402
+from curation.engine import run_stage  # noqa: E402
 from faces import row  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 

@@ -15,10 +15,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+import pyarrow as pa
+
 from curation.caption_text import clean_caption
+from curation.records import CAPTION
 from curation.captioners import BACKENDS, check_folder
-from curation.options import ConfigError, between
-from curation.stage import Stage
+from curation.engine import ConfigError, between
+from curation.engine import Stage
 from infu_model.hub import FOLDER, ModelNotCached, ModelRef, Need
 from infu_model.images import rgb_image
 
@@ -47,6 +50,11 @@ class CaptionStage(Stage):
 
     name = "caption"
     reasons = ()  # rows are never rejected for their captions
+    reads = ("image",)
+    writes = (
+        pa.field("captions", pa.list_(CAPTION)),  # adds its own to the dataset's, with its label as source
+        pa.field("caption_drops", pa.list_(pa.struct([("source", pa.string()), ("reason", pa.string())]))),
+    )
 
     @property
     def label(self) -> str:

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 
-from curation.options import between, plain
-from curation.records import analysis_image, reject
-from curation.stage import Stage
+from curation.engine import between, plain
+from curation.engine import reject
+from curation.records import ANALYSIS, analysis_image
+from curation.engine import Stage
 from infu_model.faces import (analyzer_device, analyzer_models, analyzer_needs, head_pose, main_face,
                               make_face_analyzer)
 from infu_model.hub import ModelRef
@@ -66,6 +68,19 @@ class FaceOptions:
 class FaceStage(Stage):
     name = "faces"
     reasons = ("no_face", "multiple_faces", "small_face")
+    reads = ("width", "height", *ANALYSIS)
+    writes = (
+        pa.field("bbox", pa.list_(pa.float32(), 4)),          # x1, y1, x2, y2 in image pixels
+        pa.field("kps", pa.list_(pa.list_(pa.float32(), 2), 5)),  # eyes, nose, mouth corners
+        pa.field("det_score", pa.float32()),
+        pa.field("face_ratio", pa.float32()),                 # face box area / image area
+        pa.field("face_count", pa.int32()),
+        pa.field("yaw", pa.float32()),
+        pa.field("pitch", pa.float32()),
+        pa.field("id_embedding", pa.list_(pa.float32())),     # identity embedding (embed: true)
+        pa.field("id_backend", pa.string()),                  # the model that made it
+    )
+    scores = ("face_count", "face_ratio")
     Options = FaceOptions
 
     @property

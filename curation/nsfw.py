@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 
-from curation.options import between
-from curation.records import analysis_image
-from curation.stage import Stage, score_and_threshold
+from curation.engine import between
+from curation.records import ANALYSIS, analysis_image
+from curation.engine import Stage, score_and_threshold
 from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.runtime import ort_session
 
@@ -36,6 +37,9 @@ class NSFWOptions:
 class NSFWStage(Stage):
     name = "nsfw"
     reasons = ("nsfw",)
+    reads = ANALYSIS
+    writes = (pa.field("nsfw", pa.float32()),)
+    scores = ("nsfw",)
     Options = NSFWOptions
 
     def models(self) -> list[tuple[str, str, str]]:

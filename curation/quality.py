@@ -21,15 +21,16 @@ from dataclasses import dataclass
 import cv2
 import imagehash
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from curation.buckets import assign_bucket, bucket_name
 from curation.video import encode_png, read_video_frames
 from infu_model.images import DecodeError, Decoded, Limits, TooLarge, decode, read_file
 from infu_model.storage import is_uri, reader_pool
-from curation.options import ConfigError, between
-from curation.records import quarantine, reject
-from curation.stage import Stage
+from curation.engine import ConfigError, between
+from curation.engine import quarantine, reject
+from curation.engine import Stage
 
 
 def blur_score(rgb: np.ndarray, reference_side: int = 512) -> float:
@@ -89,6 +90,20 @@ class QualityStage(Stage):
 
     name = "quality"
     reasons = ("decode_error", "too_large", "low_resolution", "bad_aspect", "blurry")
+    reads = ("frame", "_uri", "_media")
+    writes = (
+        pa.field("image", pa.binary()),             # original encoded bytes, never re-encoded
+        pa.field("image_format", pa.string()),      # jpeg / png / webp ... (png for video frames)
+        pa.field("width", pa.int32()),              # after EXIF orientation
+        pa.field("height", pa.int32()),
+        pa.field("bucket", pa.string()),            # aspect-ratio bucket "WxH"
+        pa.field("blur", pa.float32()),             # sharpness, see blur_score
+        pa.field("phash", pa.string()),             # 64-bit perceptual hash, hex
+        pa.field("_analysis", pa.binary()),         # decoded RGB uint8, reduced size, row-major (keep_analysis)
+        pa.field("_analysis_h", pa.int32()),
+        pa.field("_analysis_w", pa.int32()),
+    )
+    scores = ("blur",)
     stateful = False  # no model: plain Ray tasks scale with the cluster
     Options = QualityOptions
 

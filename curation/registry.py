@@ -1,13 +1,17 @@
-"""The model-backed curation stages by the name ``configs/curate.yaml: stages`` uses.
+"""The model-backed curation stages by the name ``configs/curate.yaml: stages`` uses, and the SPSS
+record they make.
 
-A plain table of names to ``module:Class``, imported when a config names the stage (the modules
-load model code). Adding a stage is its own file plus one line here."""
+A plain table of names to ``module:Class``. Adding a stage is its own file (its options, reasons,
+the columns it reads and writes), one line here and its block in ``configs/curate.yaml``: its
+columns then join the record, the Parquet, ``stats.json`` and the report."""
 from __future__ import annotations
 
 import importlib
 
-from curation.options import ConfigError
-from curation.stage import Stage
+import pyarrow as pa
+
+from curation.engine import ConfigError, Stage, chain_schema, transient
+from curation.records import LISTED_FIELDS, LISTED_TRANSIENT, STATUS_FIELDS
 
 STAGES = {
     "faces": "curation.faces:FaceStage",
@@ -29,6 +33,10 @@ class NamedStage:
 
 
 def stage_class(name: str) -> type[Stage]:
+    if name == "quality":
+        from curation.quality import QualityStage
+
+        return QualityStage
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; known: {', '.join(sorted(STAGES))}")
     module, cls = STAGES[name].split(":")
@@ -38,10 +46,27 @@ def stage_class(name: str) -> type[Stage]:
 def stage_reasons(name: str) -> tuple[str, ...]:
     """What a curate stage may reject for: the model stages', and the two every run has
     (``quality``, the cheap filters, and ``dedup``, the run-wide near-duplicate pass)."""
-    if name == "quality":
-        from curation.quality import QualityStage
+    return ("duplicate",) if name == "dedup" else stage_class(name).reasons
 
-        return QualityStage.reasons
-    if name == "dedup":
-        return ("duplicate",)
-    return stage_class(name).reasons
+
+def row_schema(stages) -> pa.Schema:
+    """The rows of a curate job running ``stages`` (the quality stage first), checked as a chain: the
+    listing's columns, each stage's, then status (transient columns included)."""
+    return chain_schema(list(stages), [*LISTED_FIELDS, *LISTED_TRANSIENT], STATUS_FIELDS)
+
+
+def spss_schema(transient_too: bool = False) -> pa.Schema:
+    """The SPSS record: what every curate output holds whatever its config (a stage that did not run
+    leaves its columns null), built from the quality stage and every registered stage."""
+    schema = row_schema([stage_class("quality"), *map(stage_class, STAGES)])
+    return schema if transient_too else written(schema)
+
+
+def written(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without its transient (hand-over) columns: what reaches the Parquet."""
+    return pa.schema([f for f in schema if not transient(f.name)])
+
+
+def scores() -> list[str]:
+    """Every registered stage's score columns, in order (the report's and the stats' evidence)."""
+    return list(dict.fromkeys(c for name in ["quality", *STAGES] for c in stage_class(name).scores))

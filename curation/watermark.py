@@ -22,9 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from curation.options import ConfigError, between
-from curation.records import analysis_image
-from curation.stage import Stage, score_and_threshold
+import pyarrow as pa
+
+from curation.engine import ConfigError, between
+from curation.records import ANALYSIS, analysis_image
+from curation.engine import Stage, score_and_threshold
 from curation.watermark_ocr import OcrOptions
 from infu_model.hub import FOLDER, ModelRef, Need
 
@@ -52,6 +54,14 @@ class WatermarkOptions:
 class WatermarkStage(Stage):
     name = "watermark"
     reasons = ("watermark",)
+    reads = ANALYSIS
+    writes = (
+        pa.field("watermark", pa.float32()),              # the larger opinion of those that ran
+        pa.field("watermark_text", pa.string()),          # the OCR rule that fired strongest and the text read
+        pa.field("watermark_classifier", pa.float32()),   # the classifier's probability of its label
+        pa.field("watermark_label", pa.string()),         # the label the classifier ranks first
+    )
+    scores = ("watermark", "watermark_classifier")
     Options = WatermarkOptions
 
     @property

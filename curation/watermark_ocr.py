@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from curation.options import between
+from curation.engine import between
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
-from curation.records import ALIVE, SPSS_SCHEMA, to_table
+from curation.engine import ALIVE
+from curation.records import to_table
 from pipelines.jobs import Checked
 from pipelines.models import fetch_models
-from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
+from curation.engine import between
+from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
-                           parquet_files, prepare_out, read_column)
+                           parquet_files, prepare_out, read_column, record_schema)
 from pipelines.ray_stages import table_to_rows
 
 SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
@@ -74,16 +76,16 @@ def real_names(names_file: str | None) -> list[str]:
     return [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
 
 
-def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str]) -> pa.Table:
+def _prepare(table: pa.Table, done: pa.Array, max_chars: int, names: list[str], schema: pa.Schema) -> pa.Table:
     """Drop rows already written (resume), reopen the rest, clean the dataset's own captions."""
     if len(done):
         table = table.filter(pc.invert(pc.is_in(table["id"], value_set=done)))
-    rows = table_to_rows(table)
+    rows = table_to_rows(table, schema)
     known = frozenset(names)
     for r in rows:
         r["status"] = ALIVE
         clean_dataset_captions(r, max_chars, known)
-    return to_table(rows)
+    return to_table(rows, schema)
 
 
 def check_caption(in_dir, cfg: CaptionConfig) -> list[CaptionStage]:
@@ -123,14 +125,16 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
         init_ray(ray_address, cfg.ray, cfg.progress)
         pools = plan_pools(captioners, log=log)
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
-        ds = ray.data.read_parquet(files, schema=SPSS_SCHEMA)
+        schema = record_schema(files)
+        ds = ray.data.read_parquet(files, schema=schema)
         # a light CPU request for the cleaning glue leaves the captioners' slots free
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
-                            fn_kwargs={"done": done, "max_chars": cfg.max_chars, "names": real_names(cfg.names_file)})
+                            fn_kwargs={"done": done, "max_chars": cfg.max_chars, "names": real_names(cfg.names_file),
+                                       "schema": schema})
         for stage in pools:
-            ds = add_stage(ds, stage)
+            ds = add_stage(ds, stage, schema)
         ds.write_datasink(RowSink(lay.kept, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                                  alive_status="kept", lease=lay.lease))
+                                  schema, alive_status="kept", lease=lay.lease))
     stats = caption_stats(lay, files, reports, time.time() - t0)
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats

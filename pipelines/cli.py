@@ -9,7 +9,8 @@ import click
 
 from infu_model.memory import MODES
 from infu_model.published import ARCFACE, FLUX_DEV, GENERATION, INFU_V1, INSIGHTFACE_ROOT, LORAS, VARIANTS
-from pipelines.config import ConfigError, load_config
+from curation.engine import ConfigError
+from pipelines.config import load_config
 from pipelines.logs import job_logs, quiet_import_notices, quiet_loading
 
 

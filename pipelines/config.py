@@ -12,12 +12,16 @@ block are left out, so a resumed run may use a different pool size.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 
-from curation.options import (  # noqa: F401 - the jobs' config API
-    CONFIG_DIR, ConfigError, between, merge, named_block, packaged, parse, plain, read_yaml, unknown_keys)
+import yaml
+
+from curation.engine import ConfigError, parse, plain
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 _NOT_OUTPUT = {"ray", "resources", "progress"}
 
@@ -99,3 +103,47 @@ def packaged_path(path: str | Path) -> Path:
         return p
     inside = CONFIG_DIR.parent / p
     return inside if inside.exists() else p
+
+
+def read_yaml(path: Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; a malformed one is a ConfigError naming the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def packaged(name: str) -> dict:
+    """The packaged defaults ``configs/<name>.yaml`` (read once per process). A file that starts with
+    ``extends: OTHER`` states only what differs from ``configs/OTHER.yaml`` and takes the rest from it."""
+    if name not in _PACKAGED:
+        data = read_yaml(CONFIG_DIR / f"{name}.yaml")
+        base = data.pop("extends", None)
+        _PACKAGED[name] = merge(packaged(base), data) if base else data
+    return copy.deepcopy(_PACKAGED[name])
+
+
+_PACKAGED: dict[str, dict] = {}
+
+
+def named_block(blocks: list, key: str, value: str) -> dict:
+    """The block of a list like ``stages:`` whose ``key`` is ``value`` ({} when none is)."""
+    return next((dict(b) for b in blocks or [] if isinstance(b, dict) and b.get(key) == value), {})

@@ -27,13 +27,15 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from curation.quality import DecodeLimits, FilterOptions, QualityOptions, QualityStage
-from curation.records import KEPT, MANIFEST_SCHEMA, REJECTED
-from curation.registry import NamedStage, stage_reasons
+from curation.engine import KEPT, REJECTED
+from curation.records import MANIFEST_SCHEMA
+from curation.registry import NamedStage, row_schema, spss_schema, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
-from curation.stage import Chain, Resources, Stage
+from curation.engine import Chain, Resources, Stage
 from infu_model.runtime import is_cuda
 from pipelines.models import fetch_models
-from pipelines.config import JobConfig, between, merge, named_block, packaged, stage_models
+from curation.engine import between
+from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
                            dedup_and_finalize, parquet_files, prepare_out, read_column)
 from pipelines.sink import write_atomic
@@ -96,6 +98,11 @@ class CurateConfig(JobConfig):
         """The read + decode + cheap-filter stage (``keep_analysis``: hand the decoded image on)."""
         return QualityStage(QualityOptions(self.decode, self.filters, self.buckets, keep_analysis),
                             self.quality.resources)
+
+    def chain(self) -> list[Stage]:
+        """The stages every row meets, in order: the quality stage, then the enabled model stages."""
+        enabled = [s for s in self.stages if s.enabled]
+        return [self.quality_stage(keep_analysis=bool(enabled)), *enabled]
 
 
 def write_manifest(lay: Layout, cfg: CurateConfig, specs: list[SourceSpec], log=print) -> dict:
@@ -160,15 +167,16 @@ def make_todo(lay: Layout) -> tuple[list[str], int]:
 
 
 # --------------------------------------------------------------- the job ----
-def process(lay: Layout, files: list[str], cfg: CurateConfig, stages: list[Stage], log=print) -> None:
-    """Decode and filter the listed rows: the quality stage, then the enabled model ``stages``, fused
+def process(lay: Layout, files: list[str], cfg: CurateConfig, log=print) -> None:
+    """Decode and filter the listed rows: the quality stage, then the enabled model stages, fused
     in one actor pool or as the quality tasks and an actor pool per stage (``execution.mode``)."""
     import ray
 
     from pipelines.ray_stages import READS, add_stage, plan_pools
     from pipelines.sink import RowSink
 
-    quality = cfg.quality_stage(keep_analysis=bool(stages))
+    quality, *stages = cfg.chain()
+    schema = spss_schema(transient_too=True)  # every run writes the whole record (columns of stages off: null)
     if cfg.fused(stages):
         chain = [Chain([quality, *stages], cfg.execution.resources)]
         operators = plan_pools(chain, reads=READS, log=log)
@@ -182,9 +190,9 @@ def process(lay: Layout, files: list[str], cfg: CurateConfig, stages: list[Stage
     # lets every core (or node) decode.
     ds = ds.repartition(target_num_rows_per_block=batch)
     for op in operators:
-        ds = add_stage(ds, op)
+        ds = add_stage(ds, op, schema)
     ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                              lease=lay.lease),
+                              spss_schema(), lease=lay.lease),
                       ray_remote_args={"num_cpus": READS / 2})
 
 
@@ -251,8 +259,9 @@ def stage_reports(cfg: CurateConfig) -> dict:
 
 def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
     """Everything a curate run can be refused for, before it touches its output (the config was
-    checked when it was parsed): source names, a source path that is not a folder, and no image in
-    any source."""
+    checked when it was parsed): stages chained so that one reads what none before it writes, source
+    names, a source path that is not a folder, and no image in any source."""
+    row_schema(cfg.chain())  # a stage reading a column no stage before it writes: refused here
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a source is given twice: {labels}; use KIND:LABEL=PATH to name them apart")
@@ -287,10 +296,10 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, c
         init_ray(ray_address, cfg.ray, cfg.progress)
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
         t = time.time()
-        process(lay, files, cfg, [s for s in cfg.stages if s.enabled], log)
+        process(lay, files, cfg, log)
         timings["stages"] = time.time() - t
     t = time.time()
-    dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images)
+    dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, spss_schema())
     shutil.rmtree(lay.todo, ignore_errors=True)
     timings["dedup"] = time.time() - t
     stats = compute_stats(lay, facts, stage_reports(cfg), time.time() - t0)

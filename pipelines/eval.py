@@ -31,8 +31,8 @@ from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
 from pipelines.models import fetch_models
-from pipelines.config import (ConfigError, JobConfig, between, packaged_path, plain, read_yaml, stage_models,
-                              unknown_keys)
+from curation.engine import ConfigError, between, plain, unknown_keys
+from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
 from pipelines.job import RayOptions
 from pipelines.jobs import Checked
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
@@ -216,7 +216,7 @@ def generate(items: list[dict], identities: list[Identity], cfg: EvalConfig, out
              "status": "pending", "_source_image": refs[it["identity"]]} for it in todo]
     rows.sort(key=lambda r: r["source_id"])  # a batch mostly holds one identity: one embedding per batch
     [stage] = plan_pools([cfg.generate], log=log)
-    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), stage)
+    ds = add_stage(ray.data.from_arrow(pa.Table.from_pylist(rows, schema=SYNTH_ROW_SCHEMA)), stage, SYNTH_ROW_SCHEMA)
     failures = []
     for batch in ds.select_columns(["pair_id", "source_id", "status", "reason", "error", "target_image"]).iter_batches(
             batch_format="pyarrow", batch_size=None):

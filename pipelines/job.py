@@ -20,8 +20,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.dedup import KEEP_RULE, find_duplicates
-from curation.records import KEPT, REJECTED, SPSS_SCHEMA
-from pipelines.config import between, fingerprint, plain
+from curation.engine import KEPT, REJECTED
+from curation.registry import spss_schema
+from curation.engine import between, plain
+from pipelines.config import fingerprint
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
 
@@ -268,13 +270,22 @@ def parquet_files(*dirs: Path) -> list[str]:
     return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
 
 
-def read_column(files: list[str], columns: list[str], schema: pa.Schema = SPSS_SCHEMA) -> pa.Table:
-    """``columns`` of ``files``, typed (and nullable) as ``schema`` names them whether or not any file
-    holds a row: reads of kept/, rejected/ and an empty folder always concatenate."""
+def read_column(files: list[str], columns: list[str], schema: pa.Schema | None = None) -> pa.Table:
+    """``columns`` of ``files``, typed (and nullable) as ``schema`` (default: the SPSS record) names them
+    whether or not any file holds a row: reads of kept/, rejected/ and an empty folder always concatenate."""
+    schema = schema or spss_schema()
     want = pa.schema([schema.field(c).with_nullable(True) for c in columns])
     if not files:
         return want.empty_table()
     return pads.dataset(files, format="parquet").to_table(columns=columns).cast(want)
+
+
+def record_schema(files: list[str]) -> pa.Schema:
+    """The SPSS record, plus the columns ``files`` hold beyond it (a stage registered where they were
+    curated): a job that rewrites the rows passes those on."""
+    known = spss_schema()
+    extra = [f for f in pads.dataset(files, format="parquet").schema if f.name not in known.names]
+    return pa.schema([*known, *extra])
 
 
 def input_files(in_dir: str | Path) -> list[str]:
@@ -306,7 +317,7 @@ def check_inputs(files: list[str], needed: list[str], what: str) -> int:
         return sum(pool.map(rows, files))
 
 
-def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, schema: pa.Schema = SPSS_SCHEMA,
+def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, schema: pa.Schema,
                        key: str = "id", prefer=KEEP_RULE, image: str = "image") -> None:
     """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
 

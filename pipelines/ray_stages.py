@@ -10,14 +10,14 @@ from dataclasses import replace
 import pyarrow as pa
 import ray
 
-from curation.records import ROW_SCHEMA, to_table
-from curation.stage import Stage, run_stage
+from curation.records import to_table
+from curation.engine import Stage, run_stage, shed
 from infu_model.runtime import is_cuda
 
 READS = 1.0  # CPUs a job's read and write tasks keep beside a pool that fills the cluster (file listing takes one)
 
 
-def table_to_rows(table: pa.Table, schema: pa.Schema = ROW_SCHEMA) -> list[dict]:
+def table_to_rows(table: pa.Table, schema: pa.Schema) -> list[dict]:
     """Rows with every field of ``schema`` (manifest tables lack most of them)."""
     missing = [f for f in schema if f.name not in table.column_names]
     rows = table.to_pylist()
@@ -27,36 +27,39 @@ def table_to_rows(table: pa.Table, schema: pa.Schema = ROW_SCHEMA) -> list[dict]
     return rows
 
 
-def apply_stage(table: pa.Table, stage: Stage) -> pa.Table:
-    return to_table(run_stage(stage, table_to_rows(table, stage.schema)), stage.schema)
+def apply_stage(table: pa.Table, stage: Stage, schema: pa.Schema) -> pa.Table:
+    """One operator of the chain Ray runs: a row the stage let go sheds its hand-over columns here."""
+    rows = run_stage(stage, table_to_rows(table, schema))
+    shed(rows)
+    return to_table(rows, schema)
 
 
 class StageActor:
     """Callable class for ``map_batches``: sets up the stage (loads its model) once."""
 
-    def __init__(self, stage: Stage):
-        self.stage = stage
+    def __init__(self, stage: Stage, schema: pa.Schema):
+        self.stage, self.schema = stage, schema
         self.stage.ensure_setup()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return apply_stage(table, self.stage)
+        return apply_stage(table, self.stage, self.schema)
 
 
-def _stateless(table: pa.Table, stage: Stage) -> pa.Table:
-    return apply_stage(table, stage)
+def _stateless(table: pa.Table, stage: Stage, schema: pa.Schema) -> pa.Table:
+    return apply_stage(table, stage, schema)
 
 
-def add_stage(ds: ray.data.Dataset, stage: Stage) -> ray.data.Dataset:
-    """``stage`` (built in the driver, its pool resolved) as a Ray Data operator: the workers get the
-    built stage (they need neither configs/ nor a second check); a stateful one loads its model
-    once per actor."""
+def add_stage(ds: ray.data.Dataset, stage: Stage, schema: pa.Schema) -> ray.data.Dataset:
+    """``stage`` (built in the driver, its pool resolved) as a Ray Data operator over rows of ``schema``
+    (the job's, built from its stages in the driver): the workers get the built stage (they need
+    neither configs/ nor a second check); a stateful one loads its model once per actor."""
     res = stage.resources
     common = dict(batch_format="pyarrow", batch_size=int(res.batch_size), num_cpus=res.num_cpus)
     if res.gpus:
         common["num_gpus"] = res.gpus
     if not stage.stateful:
-        return ds.map_batches(_stateless, fn_kwargs={"stage": stage}, **common)
-    return ds.map_batches(StageActor, fn_constructor_args=(stage,),
+        return ds.map_batches(_stateless, fn_kwargs={"stage": stage, "schema": schema}, **common)
+    return ds.map_batches(StageActor, fn_constructor_args=(stage, schema),
                           compute=ray.data.ActorPoolStrategy(size=res.actors), **common)
 
 

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.config import ConfigError, fingerprint, load_config, merge, packaged, parse, read_yaml, unknown_keys
+from curation.engine import ConfigError, parse, unknown_keys
+from pipelines.config import fingerprint, load_config, merge, packaged, read_yaml
 from infu_model.hub import ModelError, ModelRef
 from pipelines.jobs import JOBS
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-from curation.records import ALIVE, SPSS_SCHEMA
+from curation.engine import ALIVE
 
 
 IMAGE_COLUMNS = ("image", "target_image")
@@ -98,7 +98,7 @@ def content_name(table: pa.Table, prefix: str = "part", key: str = "id") -> str:
     return f"{prefix}-{h}.parquet"
 
 
-def conform(table: pa.Table, schema: pa.Schema = SPSS_SCHEMA) -> pa.Table:
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """The output schema's columns only (transient ``_`` columns dropped), in its order and types."""
     return table.select([f.name for f in schema]).cast(schema)
 
@@ -121,13 +121,13 @@ class RowSink(Datasink):
     dedup follows); the rest -> ``rejected_dir``. SPSS rows by default, SPMS pairs for synth."""
 
     def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool,
-                 alive_status: str = ALIVE, schema: pa.Schema = SPSS_SCHEMA, key: str = "id", image: str = "image",
+                 schema: pa.Schema, alive_status: str = ALIVE, key: str = "id", image: str = "image",
                  lease: Lease | None = None):
         self.candidates_dir, self.rejected_dir = Path(candidates_dir), Path(rejected_dir)
         self.rows_per_file = rows_per_file
         self.rejected_images = rejected_images
         self.alive_status = alive_status  # what surviving rows are marked (kept, when no dedup follows)
-        self.schema, self.key, self.image = schema, key, image  # SPSS rows by default; SPMS pairs for synth
+        self.schema, self.key, self.image = schema, key, image  # the job's written columns
         self.lease = lease
 
     @property

@@ -19,9 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.records import KEPT, QUARANTINED, REJECTED
+from curation.engine import KEPT, QUARANTINED, REJECTED
 from pipelines.models import fetch_models
-from pipelines.config import JobConfig, between, packaged_path, stage_models
+from curation.engine import between
+from pipelines.config import JobConfig, packaged_path, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
                            count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
@@ -171,9 +172,9 @@ def process(lay: Layout, files: list[str], cfg: SynthConfig, selected: pa.Array,
         ds = ds.map_batches(_plan, fn_kwargs={"planner": planner, "selected": selected, "done": done},
                             batch_format="pyarrow", batch_size=4, num_cpus=0.25)
     for stage in stages:
-        ds = add_stage(ds, stage)
+        ds = add_stage(ds, stage, SYNTH_ROW_SCHEMA)
     ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                              schema=SPMS_SCHEMA, key="pair_id", image="target_image", lease=lay.lease),
+                              SPMS_SCHEMA, key="pair_id", image="target_image", lease=lay.lease),
                       ray_remote_args={"num_cpus": 0.25})
 
 

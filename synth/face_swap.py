@@ -17,11 +17,11 @@ from typing import Literal
 
 import numpy as np
 
-from curation.stage import Stage
+from curation.engine import Stage
 from infu_model import images
 from infu_model.faces import analyzer_models, analyzer_needs, make_face_analyzer
 from infu_model.hub import FILE, ModelError, ModelRef, Need, resolve
-from synth.records import SYNTH_ROW_SCHEMA, encode
+from synth.records import encode
 
 
 class FaceSwapper:
@@ -92,7 +92,6 @@ class FaceSwapStage(Stage):
     the ID filter rejects them)."""
 
     name = "face_swap"
-    schema = SYNTH_ROW_SCHEMA
     Options = FaceSwapOptions
 
     @property

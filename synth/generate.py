@@ -16,14 +16,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from curation.options import between
-from curation.records import quarantine, reject
-from curation.stage import Resources, Stage
+from curation.engine import between
+from curation.engine import quarantine, reject
+from curation.engine import Resources, Stage
 from infu_model import images
 from infu_model.faces import stored_embedding
 from infu_model.hub import ModelRef
 from infu_model.model_options import ModelOptions
-from synth.records import SYNTH_ROW_SCHEMA, encode
+from synth.records import encode
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,6 @@ def generate_stage(model: ModelOptions, generation: GenerationBlock, loras: tupl
 class GenerateStage(Stage):
     name = "generate"
     reasons = ("source_no_face",)
-    schema = SYNTH_ROW_SCHEMA
     gpu_share = 1.0  # FLUX + InfuseNet: a GPU per actor
     Options = GenerateOptions
 

@@ -19,15 +19,14 @@ import numpy as np
 from PIL import Image
 
 from curation.quality import phash_hex
-from curation.options import between
-from curation.records import reject
-from curation.stage import Stage
+from curation.engine import between
+from curation.engine import reject
+from curation.engine import Stage
 from infu_model import images
 from infu_model.faces import (analyzer_device, analyzer_models, analyzer_needs, cosine, head_pose, main_face, make_face_analyzer,
                               stored_embedding)
 from infu_model.hub import FILE, FOLDER, ModelRef, Need
 from infu_model.runtime import is_cuda
-from synth.records import SYNTH_ROW_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,6 @@ class IDFilterOptions:
 class IDFilterStage(Stage):
     name = "id_filter"
     reasons = ("no_face", "multiple_faces", "source_no_face", "low_id_similarity", "extreme_pose", "low_aesthetic")
-    schema = SYNTH_ROW_SCHEMA
     Options = IDFilterOptions
 
     @property

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curation.options import between
-from curation.records import ALIVE, quarantine, reject
+from curation.engine import between
+from curation.engine import ALIVE, quarantine, reject
 from infu_model import images
 from synth.gender import GenderOptions, make_gender_classifier, resolve_gender
 from synth.prompts import Prompt, choose

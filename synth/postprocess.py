@@ -10,9 +10,9 @@ import importlib
 from dataclasses import dataclass
 
 
-from curation.stage import Stage
+from curation.engine import Stage
 from infu_model import images
-from synth.records import SYNTH_ROW_SCHEMA, encode
+from synth.records import encode
 
 
 def load_hook(spec: str):
@@ -33,7 +33,6 @@ class PostprocessOptions:
 
 class PostprocessStage(Stage):
     name = "postprocess"
-    schema = SYNTH_ROW_SCHEMA
     Options = PostprocessOptions
 
     def __init__(self, opts, resources, label=None):

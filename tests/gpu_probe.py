@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.options import plain  # noqa: E402
-from curation.stage import Resources, Stage  # noqa: E402
+from curation.engine import plain  # noqa: E402
+from curation.engine import Resources, Stage  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def main() -> None:
     import pyarrow as pa
     import ray
 
-    from curation.records import ALIVE, ROW_SCHEMA, empty_row
+    from curation.engine import ALIVE
+    from curation.records import empty_row
+    from curation.registry import spss_schema
     from pipelines.ray_stages import add_stage, plan_pools
 
     ray.init(address=sys.argv[1], log_to_driver=False)
@@ -55,8 +57,8 @@ def main() -> None:
     barrier = tempfile.mkdtemp(prefix="probe")
     [probe] = plan_pools([GpuProbe(ProbeOptions("cuda", barrier, 4), Resources(num_cpus=0.25, batch_size=1))],
                          reads=0.25)
-    ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=ROW_SCHEMA)).repartition(8)
-    ds = add_stage(ds, probe)
+    ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=spss_schema(transient_too=True))).repartition(8)
+    ds = add_stage(ds, probe, spss_schema(transient_too=True))
     seen = [json.loads(r["id_backend"]) for r in ds.select_columns(["id_backend"]).take_all()]
     print(json.dumps({"resources": plain(probe.resources), "seen": seen}))
 

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import samples
-from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
+from curation.engine import ALIVE
+from curation.records import empty_row, stable_id
+from curation.registry import spss_schema
 from infu_model import images
 from pipelines.config import load_config
 from stages import caption_stage, curate_stage
@@ -40,14 +42,14 @@ def _mean_abs(a, b) -> float:
 @pytest.fixture(scope="module")
 def curated_odd(tmp_path_factory):
     """The odd files through curation's own stages (quality + dlib faces), as SPSS rows."""
-    from curation.records import ROW_SCHEMA
-    from curation.stage import run_stage
+    from curation.registry import spss_schema
+    from curation.engine import run_stage
 
     d = tmp_path_factory.mktemp("odd")
     rows = []
     for name, (make, _) in ODD.items():
         (d / name).write_bytes(make())
-        r = {f.name: None for f in ROW_SCHEMA}
+        r = {f.name: None for f in spss_schema(transient_too=True)}
         r.update(id=stable_id("odd", name), source="odd", path=name, frame=-1, _uri=str(d / name), _media="image",
                  status="pending")
         rows.append(r)
@@ -175,10 +177,10 @@ def test_a_killed_runs_late_write_never_lands_in_the_rerun(tmp_path):
     cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
     killed, rerun = Layout(tmp_path / "out"), Layout(tmp_path / "out")
     prepare_out(killed, cfg, specs, False, "curate")
-    late = RowSink(killed.candidates, killed.rejected, 4, False, lease=killed.lease)  # a dead run's writer
+    late = RowSink(killed.candidates, killed.rejected, 4, False, spss_schema(), lease=killed.lease)  # a dead run's writer
     alive = {**spss_rows(1)[0], "status": ALIVE}
     dropped = {**spss_rows(2)[1], "status": "rejected", "reason": "blurry"}
-    block = pa.Table.from_pylist([alive, dropped], schema=SPSS_SCHEMA)
+    block = pa.Table.from_pylist([alive, dropped], schema=spss_schema())
     late.write([block], None)  # before the rerun: lands, and the rerun counts it as done
     assert len(list(killed.candidates.glob("*.parquet"))) == len(list(killed.rejected.glob("*.parquet"))) == 1
 
@@ -186,7 +188,7 @@ def test_a_killed_runs_late_write_never_lands_in_the_rerun(tmp_path):
     with pytest.raises(Superseded, match="taken over by another run"):
         late.write([block.slice(0, 1).set_column(0, "id", pa.array(["other"]))], None)
     assert len(list(killed.candidates.glob("*"))) == 1, "nothing added, no .tmp left"
-    RowSink(rerun.candidates, rerun.rejected, 4, False, lease=rerun.lease).write(
+    RowSink(rerun.candidates, rerun.rejected, 4, False, spss_schema(), lease=rerun.lease).write(
         [block.slice(1).set_column(0, "id", pa.array(["mine"]))], None)
     assert len(list(rerun.rejected.glob("*.parquet"))) == 2
 
@@ -295,7 +297,7 @@ def test_data_that_can_form_no_batch_is_refused_not_waited_on(tmp_path, tiny_mod
         next(stream_batches(files, ["bucket"], 5, seed=0))
     empty = tmp_path / "empty"
     empty.mkdir()
-    pq.write_table(SPSS_SCHEMA.empty_table(), empty / "part.parquet")
+    pq.write_table(spss_schema().empty_table(), empty / "part.parquet")
     with pytest.raises(NotEnoughData, match="holds 0 rows"):
         check_training(empty, train_cfg(tiny_models, empty, tmp_path / "out", steps=2))
     assert not (tmp_path / "out").exists()
@@ -328,7 +330,7 @@ def spss_rows(n: int, broken: bool = False) -> list[dict]:
 
 def write_spss(d: Path, rows: list[dict]) -> Path:
     (d / "kept").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), d / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), d / "kept" / "part-0.parquet")
     return d
 
 
@@ -404,11 +406,11 @@ MISTAKES = {  # name: (invocation(tmp, models, sample_dir) -> args, what the one
         t, m, _parquet(t / "d" / "a.parquet", pa.table({"id": ["x"], "bucket": ["64x64"]})).parent))],
         "a.parquet: lacks the column(s) image, id_embedding that infu train reads"),
     "train: no rows": (lambda t, m, s: ["train", "--config", str(_train_yaml(
-        t, m, _parquet(t / "d" / "a.parquet", SPSS_SCHEMA.empty_table()).parent))], "holds 0 rows"),
+        t, m, _parquet(t / "d" / "a.parquet", spss_schema().empty_table()).parent))], "holds 0 rows"),
     "caption: not Parquet": (lambda t, m, s: ["caption", str(_write(t / "in" / "x.parquet", "id,image\n").parent),
                                               "--out", str(t / "out")], "x.parquet: not a readable Parquet file"),
     "caption: no rows": (lambda t, m, s: ["caption", str(_parquet(t / "in" / "kept" / "a.parquet",
-                                                                   SPSS_SCHEMA.empty_table()).parent.parent),
+                                                                   spss_schema().empty_table()).parent.parent),
                                           "--out", str(t / "out")], "nothing to caption"),
     "synth: malformed prompt bank": (lambda t, m, s: [
         "synth", "--spss", str(write_spss(t / "spss", spss_rows(1))), "--model", str(m["infu"]), "--base",
@@ -419,7 +421,7 @@ MISTAKES = {  # name: (invocation(tmp, models, sample_dir) -> args, what the one
         "--model", str(m["infu"]), "--base", str(m["base"]), "--out", str(t / "out")],
         "a.parquet: lacks the column(s) source, identity, gender, bbox, kps"),
     "synth: no rows": (lambda t, m, s: [
-        "synth", "--spss", str(_parquet(t / "spss" / "a.parquet", SPSS_SCHEMA.empty_table()).parent),
+        "synth", "--spss", str(_parquet(t / "spss" / "a.parquet", spss_schema().empty_table()).parent),
         "--model", str(m["infu"]), "--base", str(m["base"]), "--out", str(t / "out")], "no identity sources"),
     "eval: no identity photos": (lambda t, m, s: [
         "eval", "--model", str(m["infu"]), "--base", str(m["base"]), "--out", str(t / "out"),
@@ -530,7 +532,7 @@ def test_synth_ends_with_stats_that_add_up(case, ray_local, tiny_models, tmp_pat
         row.update(image=b"\xff\xd8 broken", id_embedding=None)   # nothing to take the identity from
     spss = tmp_path / "spss"
     (spss / "kept").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist([row], schema=SPSS_SCHEMA), spss / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist([row], schema=spss_schema()), spss / "kept" / "part-0.parquet")
     cfg = load_config("synth", overrides={
         "progress": False, "model": {"base": str(tiny_models["base"]), "path": str(tiny_models["infu"]),
                                      "dtype": "float32"},

@@ -9,8 +9,10 @@ import pytest
 
 from curation import samples
 from curation.caption_text import clean_caption
-from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
-from curation.stage import run_stage
+from curation.engine import ALIVE
+from curation.records import empty_row, stable_id
+from curation.registry import spss_schema
+from curation.engine import run_stage
 from pipelines.caption import run_caption
 from pipelines.config import load_config
 from stages import caption_stage
@@ -65,7 +67,7 @@ def _spss(tmp: Path, n: int = 4) -> Path:
                  captions=[{"source": "dataset", "text": "The image shows a person outdoors."}] if i % 2 else [])
         rows.append(r)
     (tmp / "kept").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), tmp / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), tmp / "kept" / "part-0.parquet")
     return tmp
 
 

@@ -200,7 +200,7 @@ def test_training_survives_a_lost_node_and_ends_with_the_uninterrupted_weights(r
     import yaml
 
     from infu_model.tiny import make_tiny
-    from pipelines.config import plain
+    from curation.engine import plain
     from pipelines.train import train_loop
     from test_interrupts import _Factory
     from test_train_job import _cfg, _relative_gap, _weights, spss

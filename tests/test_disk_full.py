@@ -103,7 +103,7 @@ def test_a_full_disk_at_a_training_checkpoint_is_one_line_and_the_rerun_resumes(
     from test_train_job import _cfg, spss
 
     from infu_model.tiny import make_tiny
-    from pipelines.config import plain
+    from curation.engine import plain
 
     models, data = {"base": make_tiny(tmp_path / "tiny")["base"]}, spss.__wrapped__(_Factory(tmp_path))
     disk = tmp_path / "disk"

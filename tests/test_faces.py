@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from curation import samples
-from curation.records import ALIVE, empty_row
-from curation.stage import run_stage
+from curation.engine import ALIVE
+from curation.records import empty_row
+from curation.engine import run_stage
 from infu_model.faces import FaceModelMissing, head_pose, make_face_analyzer
 from infu_model.faces.arcface import IRSE50, load_arcface
 from infu_model.faces.insightface_backend import InsightFaceAnalyzer, arcface_input
@@ -375,7 +376,7 @@ def test_dedup_keeps_the_clean_copy_over_one_with_a_faint_overlay_the_watermark_
 
 
 def test_a_combined_watermark_decision_needs_its_classifier():
-    from pipelines.config import ConfigError
+    from curation.engine import ConfigError
 
     with pytest.raises(ConfigError, match="combine: any needs classifier.model"):
         curate_stage("watermark", combine="any")
@@ -392,8 +393,8 @@ def test_transformers_nsfw_backend(tmp_path, threshold, reason):
 def test_a_stage_that_rejects_for_an_undeclared_reason_is_a_bug_not_a_new_reason():
     """A stage's `reasons` are what the stats and the report's funnel count: an undeclared one
     fails the batch loudly; declared reasons and the stage's own `<name>_error` pass."""
-    from curation.records import reject
-    from curation.stage import Stage, UndeclaredReason
+    from curation.engine import reject
+    from curation.engine import Stage, UndeclaredReason
 
     class Picky(Stage):
         name, reasons, stateful = "picky", ("too_red",), False

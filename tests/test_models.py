@@ -142,7 +142,8 @@ def test_a_malformed_reference_is_refused_in_one_line(text, message):
 
 
 def test_a_config_refuses_a_malformed_model_naming_its_key(tmp_path):
-    from pipelines.config import ConfigError, load_config
+    from curation.engine import ConfigError
+    from pipelines.config import load_config
 
     (tmp_path / "s.yaml").write_text("model: {base: 'hf://flux'}\n")
     with pytest.raises(ConfigError, match=r"s.yaml: model.base: hf://flux: a Hub model is written"):
@@ -284,7 +285,8 @@ def test_offline_without_the_model_names_the_repo_and_the_command(hub, monkeypat
 
 
 def test_code_from_a_checkpoint_runs_only_when_asked_and_pinned():
-    from pipelines.config import ConfigError, load_config
+    from curation.engine import ConfigError
+    from pipelines.config import load_config
 
     def captioner(**block):
         cfg = load_config("caption", overrides={"captioners": [{"name": "iv2", "backend": "internvl2", **block}]})

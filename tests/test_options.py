@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curation.options import ConfigError, merge
-from pipelines.config import load_config, plain
+from curation.engine import ConfigError
+from pipelines.config import merge
+from pipelines.config import merge
+from curation.engine import plain
+from pipelines.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 JOBS = ["curate", "caption", "synth", "stage1", "stage2", "eval"]
@@ -133,7 +136,7 @@ def test_stage2_states_only_what_differs_and_takes_the_rest_from_stage1(tmp_path
 
     import yaml
 
-    from curation import options
+    from pipelines import config as options
 
     s1, s2 = load_config("stage1"), load_config("stage2")
     assert (s2.stage, s2.train.lr, s2.train.global_batch_size, s2.data.image_column) == (2, 1e-5, 256, "target_image")

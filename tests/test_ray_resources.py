@@ -3,7 +3,7 @@
 
 import pytest
 
-from curation.options import ConfigError
+from curation.engine import ConfigError
 from pipelines.config import load_config
 from pipelines.ray_stages import resolve_gpus
 

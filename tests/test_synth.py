@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import samples
-from curation.records import ALIVE, SPSS_SCHEMA, empty_row, stable_id
+from curation.engine import ALIVE
+from curation.records import empty_row, stable_id
+from curation.registry import spss_schema
 from infu_model.faces import make_face_analyzer
 from infu_model.images import decode
 from pipelines.config import load_config, merge
@@ -48,7 +50,7 @@ def spss_dir(tmp_path_factory):
     rows = [spss_row(samples.grace_hopper(), "grace.png", gender="female", identity="hopper"),
             spss_row(samples.astronaut(), "astronaut.png")]
     (d / "kept").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), d / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), d / "kept" / "part-0.parquet")
     return d
 
 
@@ -141,7 +143,7 @@ def _pair(source: dict, target_img) -> dict:
 
 
 def test_id_filter_keeps_the_same_person_and_rejects_others():
-    from curation.stage import run_stage
+    from curation.engine import run_stage
 
     grace = samples.grace_hopper()
     source = spss_row(grace, "g.png")
@@ -163,7 +165,7 @@ def test_id_filter_keeps_the_same_person_and_rejects_others():
 
 def test_kept_pairs_are_stage2_training_samples():
     """What synth writes is what stage-2 training reads (target, its keypoints, source identity, prompt)."""
-    from curation.stage import run_stage
+    from curation.engine import run_stage
     from pipelines.sink import conform
     from infu_model.train_data import prepare
 
@@ -297,10 +299,10 @@ def test_synth_job_generates_every_planned_pair_accounts_for_it_and_resumes(ray_
 def test_source_selection_is_a_stable_sample_with_caps(tmp_path):
     from pipelines.synth import SelectOptions, select_sources
 
-    rows = [{**{f.name: None for f in SPSS_SCHEMA}, "id": f"r{i}", "source": "s", "path": f"{i}", "frame": -1,
+    rows = [{**{f.name: None for f in spss_schema()}, "id": f"r{i}", "source": "s", "path": f"{i}", "frame": -1,
              "status": "kept", "identity": f"p{i % 5}"} for i in range(200)]
     f = tmp_path / "part.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), f)
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), f)
     def pick(fraction=1.0, per_identity=None, max_sources=None):
         return select_sources([str(f)], SelectOptions(fraction, per_identity, max_sources), seed=0).to_pylist()
 
@@ -320,7 +322,7 @@ def mirror_hook(image, row, border: int = 0):
 
 
 def test_postprocess_hook_runs_on_every_target():
-    from curation.stage import run_stage
+    from curation.engine import run_stage
 
     source = {"id": "s", "image": None, "kps": None, "bbox": None, "id_embedding": None, "id_backend": None}
     img = samples.astronaut().resize((64, 48))
@@ -337,7 +339,7 @@ def test_aesthetic_head_scores_and_filters(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from curation.stage import run_stage
+    from curation.engine import run_stage
     from infu_model.scoring import AestheticScorer
     from tiny_clip import make_tiny_clip
 
@@ -364,7 +366,7 @@ def test_aesthetic_head_scores_and_filters(tmp_path):
 
 
 def test_generation_rejects_faceless_sources_and_quarantines_corrupt_ones(tiny):
-    from curation.stage import run_stage
+    from curation.engine import run_stage
 
     good = spss_row(samples.grace_hopper(), "g.png")
     cat = {**good, "id": "cat", "image": samples.jpeg_bytes(samples.cat()), "id_embedding": None}

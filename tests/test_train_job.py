@@ -13,10 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import samples
-from curation.records import SPSS_SCHEMA, empty_row, stable_id
+from curation.records import empty_row, stable_id
+from curation.registry import spss_schema
 from infu_model.pipeline import InfUPipeline
 from infu_model.tiny import make_tiny
-from pipelines.config import load_config, plain
+from curation.engine import plain
+from pipelines.config import load_config
 from pipelines.train import train_loop
 
 KILL_DURING_SECOND_SAVE = """
@@ -57,7 +59,7 @@ def spss(tmp_path_factory):
     rows[3]["id_embedding"] = None          # no identity: skipped, counted
     rows[5]["image"] = b"\xff\xd8 not a jpeg"  # corrupt bytes: skipped, counted
     (d / "kept").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SPSS_SCHEMA), d / "kept" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=spss_schema()), d / "kept" / "part-0.parquet")
     return d
 
 

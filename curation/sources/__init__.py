@@ -1,7 +1,7 @@
 """Dataset adapters, one per file. ``SOURCES`` maps the ``--source`` kind to its class."""
 from dataclasses import dataclass
 
-from curation.options import between
+from curation.engine import between
 from curation.sources.base import IMAGE_EXTS, VIDEO_EXTS, Source, SourceError
 from curation.sources.celeba import CelebAOptions, CelebASource
 from curation.sources.celebv_hq import CelebVHQSource

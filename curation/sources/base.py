@@ -14,7 +14,8 @@ from typing import ClassVar, Iterator
 from curation.video import even_indices, video_frame_count
 from infu_model.images import DecodeError
 from infu_model.storage import ObjectPath, listdir, location, missing
-from curation.records import ALIVE, QUARANTINED, stable_id
+from curation.engine import ALIVE, QUARANTINED
+from curation.records import stable_id
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from curation.records import QUARANTINED
+from curation.engine import QUARANTINED
 from curation.sources.base import Source
 
 _PATH_COLS = ("img_path", "image_path", "path", "file_name", "filename", "image")

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Literal
 
 from infu_model.hub import DIFFUSERS, ModelRef, Need, infu_weights
-from pipelines.config import JobConfig, between
+from curation.engine import between
+from pipelines.config import JobConfig
 
 CHECKPOINTING = {"none": (), "infusenet": ("infusenet",), "all": ("infusenet", "base")}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.models import fetch_models
-from pipelines.config import plain
+from curation.engine import plain
 from pipelines.faults import WorkersLost, causes
 from pipelines.job import check_inputs, claim_output, input_files, lease_file
 from pipelines.sink import Lease

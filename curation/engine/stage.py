@@ -1,10 +1,14 @@
-"""The stage contract every curation step follows.
+"""The stage contract: what every row stage of every job (curation's filters, synthesis, scoring) follows.
 
-A stage is a small class: it declares its resources, loads its model once in
-``setup()`` and turns a batch of row dicts into the same rows, each either
-still alive (``status == "pending"``) with new fields filled in, or rejected with
-a reason, or quarantined with the error. Rows that arrive already rejected pass
-through untouched, so every input reaches the sink and is counted.
+A stage is a small class: it declares its resources, the columns it reads and the columns it adds,
+loads its model once in ``setup()`` and turns a batch of row dicts into the same rows, each either
+still alive (``status == "pending"``) with its columns filled in, or rejected with a reason, or
+quarantined with the error. Rows that arrive already rejected pass through untouched, so every
+input reaches the sink and is counted.
+
+The declarations are checked: ``chain_schema`` builds the rows' schema from the stages in order and
+refuses, when the job is built, a stage that reads a column nothing before it writes; ``run_stage``
+refuses a stage that fills a column it did not declare (it would be lost on write).
 
 Only ``pipelines/`` knows Ray: it wraps a stage into a Ray Data actor pool (or
 task pool when ``stateful`` is False) with ``resources``. Tests call
@@ -19,8 +23,8 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from curation.options import ConfigError, between, parse, plain
-from curation.records import ROW_SCHEMA, alive, drop_analysis, quarantine, reject
+from curation.engine.options import ConfigError, between, parse, plain
+from curation.engine.rows import STATUS_COLUMNS, alive, quarantine, reject, shed, transient
 from infu_model.runtime import is_cuda
 
 
@@ -57,8 +61,10 @@ class Stage:
 
     name: ClassVar[str] = "stage"
     reasons: ClassVar[tuple[str, ...]] = ()   # reject codes this stage may emit
+    reads: ClassVar[tuple[str, ...]] = ()      # columns it reads, which the input or an earlier stage holds
+    writes: ClassVar[tuple[pa.Field, ...]] = ()  # columns it fills (a ``_`` name hands data to later stages)
+    scores: ClassVar[tuple[str, ...]] = ()     # of those, what explains its rejections (report, stats)
     stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
-    schema: ClassVar[pa.Schema] = ROW_SCHEMA   # the rows it reads and writes (SPMS stages have their own)
     gpu_share: ClassVar[float] = 0.25          # of a GPU per actor when its model runs on cuda (small models share)
     fills_cpus: ClassVar[bool] = False         # a CPU pool left unsized gets an actor per CPU the cluster spares
     Options: ClassVar[type] = NoOptions        # its typed options (a frozen dataclass, curation/options.py)
@@ -149,7 +155,11 @@ class Chain(Stage):
         super().__init__(None, resources)
         self.stages = list(stages)
         self.reasons = tuple(r for s in self.stages for r in (*s.reasons, f"{s.name}_error"))
-        self.schema = self.stages[0].schema
+        written = [f.name for s in self.stages for f in s.writes]
+        self.reads = tuple(dict.fromkeys(c for i, s in enumerate(self.stages) for c in s.reads
+                                         if c not in {f.name for t in self.stages[:i] for f in t.writes}))
+        self.writes = tuple({f.name: f for s in self.stages for f in s.writes}.values())
+        self.scores = tuple(dict.fromkeys(c for s in self.stages for c in s.scores if c in written))
 
     @property
     def label(self) -> str:
@@ -173,10 +183,7 @@ class Chain(Stage):
             s.ensure_setup()
 
     def process(self, rows: list[dict]) -> None:
-        for s in self.stages:
-            run_stage(s, rows)
-        for r in rows:  # the decoded image served the stages; it does not travel on
-            drop_analysis(r)
+        run_chain(self.stages, rows)
 
     def report(self) -> dict:
         return {s.name: s.report() for s in self.stages}
@@ -194,6 +201,36 @@ class UndeclaredReason(RuntimeError):
     """A stage rejected a row for a reason missing from its ``reasons``: a bug in the stage."""
 
 
+class UndeclaredColumn(RuntimeError):
+    """A stage filled a column missing from its ``writes``: a bug in the stage (the column would be
+    dropped when the rows are written)."""
+
+
+class ChainError(ConfigError):
+    """Stages chained so that one reads a column nothing before it writes, or two write one column
+    with different types: refused when the job is built."""
+
+
+def chain_schema(stages: list[Stage], given: list[pa.Field], last: list[pa.Field] = ()) -> pa.Schema:
+    """The rows' schema when ``stages`` run in order over rows that hold the ``given`` columns: those,
+    each column a stage adds (in order), then ``last`` (the status columns)."""
+    fields = {f.name: f for f in [*given, *last]}
+    added: dict[str, pa.Field] = {}
+    for s in stages:
+        missing = [c for c in s.reads if c not in fields and c not in added]
+        if missing:
+            raise ChainError(f"stage {s.name!r} reads {', '.join(missing)}, which nothing before it writes "
+                             f"(the input holds {', '.join(f.name for f in given)}; earlier stages add "
+                             f"{', '.join(added) or 'nothing'})")
+        for f in s.writes:
+            have = fields.get(f.name) or added.get(f.name)
+            if have is not None and not have.type.equals(f.type):
+                raise ChainError(f"stage {s.name!r} writes {f.name} as {f.type}, which is already {have.type}")
+            if have is None:
+                added[f.name] = f
+    return pa.schema([*given, *added.values(), *last])
+
+
 def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
     """Apply ``stage`` to the alive rows of a batch; one bad row never sinks the batch.
 
@@ -204,6 +241,7 @@ def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
     if not live:
         return rows
     stage.ensure_setup()
+    had = [set(r) for r in live]
     try:
         stage.process(live)
     except Exception:
@@ -218,4 +256,23 @@ def run_stage(stage: Stage, rows: list[dict]) -> list[dict]:
     if undeclared:  # a stage's reasons are its contract with the stats and the report
         raise UndeclaredReason(f"stage {stage.name!r} gave reasons {sorted(undeclared)} it does not declare "
                                f"(reasons = {stage.reasons})")
+    declared = {f.name for f in stage.writes}
+    new = {k for row, keys in zip(live, had) for k in row.keys() - keys} - declared - set(STATUS_COLUMNS)
+    if new:
+        raise UndeclaredColumn(f"stage {stage.name!r} filled {sorted(new)}, which it does not declare "
+                               f"(writes = {sorted(declared)}): they would be lost on write")
+    return rows
+
+
+def run_chain(stages: list[Stage], rows: list[dict]) -> list[dict]:
+    """Apply ``stages`` one after another. A row that leaves (rejected, quarantined) sheds its
+    hand-over columns at once; what the stages handed each other stays inside the chain."""
+    handed = []
+    for s in stages:
+        run_stage(s, rows)
+        shed(rows)
+        handed += [f.name for f in s.writes if transient(f.name)]
+    for row in rows:
+        for k in handed:
+            row[k] = None
     return rows

@@ -4,24 +4,18 @@ A stage's ``Options`` is a frozen dataclass. A field's type gives the kind (``fl
 ``bool``, ``str``, ``ModelRef`` (a model: path, Hub id or URL), ``Literal[...]`` choices, ``X | None``, ``tuple[X, ...]``, a nested options
 dataclass, ``dict`` for free-form blocks) and ``between(lo, hi)`` its range. The values
 themselves live in one place, the packaged YAML (``configs/*.yaml``: documented, the paper's
-values): a stage reads its block there and lays the given config over it (``Stage.__init__``).
+values), which the jobs read (``pipelines/config.py``) and hand each stage its block of.
 ``parse`` refuses an unknown key (with a did-you-mean), a wrong kind, a value outside its range
 or choices, naming the key path, before any work starts.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import types
 import typing
-from pathlib import Path
-
-import yaml
 
 from infu_model.hub import ModelError, ModelRef
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class ConfigError(ValueError):
@@ -122,25 +116,6 @@ def unknown_keys(given: dict, allowed, where: str, error=ConfigError) -> None:
             raise error(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(map(str, allowed))}")
 
 
-def read_yaml(path: Path, what: str = "config file") -> dict:
-    """A YAML file whose top level is a mapping; a malformed one is a ConfigError naming the file and line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, not {type(data).__name__}")
-    return data
-
-
 def plain(obj):
     """A typed config (or any value inside one) as plain YAML values: dataclasses as mappings,
     tuples as lists, a built stage as its block."""
@@ -155,28 +130,3 @@ def plain(obj):
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
     return obj
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def packaged(name: str) -> dict:
-    """The packaged defaults ``configs/<name>.yaml`` (read once per process). A file that starts with
-    ``extends: OTHER`` states only what differs from ``configs/OTHER.yaml`` and takes the rest from it."""
-    if name not in _PACKAGED:
-        data = read_yaml(CONFIG_DIR / f"{name}.yaml")
-        base = data.pop("extends", None)
-        _PACKAGED[name] = merge(packaged(base), data) if base else data
-    return copy.deepcopy(_PACKAGED[name])
-
-
-_PACKAGED: dict[str, dict] = {}
-
-
-def named_block(blocks: list, key: str, value: str) -> dict:
-    """The block of a list like ``stages:`` whose ``key`` is ``value`` ({} when none is)."""
-    return next((dict(b) for b in blocks or [] if isinstance(b, dict) and b.get(key) == value), {})
