@@ -49,6 +49,11 @@ def stage_reasons(name: str) -> tuple[str, ...]:
     return ("duplicate",) if name == "dedup" else stage_class(name).reasons
 
 
+def stage_of(reason: str) -> type[Stage] | None:
+    """The curate stage that may reject for ``reason`` (None for dedup's, a listing's or an unknown one)."""
+    return next((stage_class(n) for n in ["quality", *STAGES] if reason in stage_class(n).reasons), None)
+
+
 def row_schema(stages) -> pa.Schema:
     """The rows of a curate job running ``stages`` (the quality stage first), checked as a chain: the
     listing's columns, each stage's, then status (transient columns included)."""

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from curation.quality import DecodeLimits, FilterOptions, QualityOptions, QualityStage
 from curation.engine import KEPT, REJECTED
 from curation.records import MANIFEST_SCHEMA
-from curation.registry import NamedStage, row_schema, spss_schema, stage_reasons
+from curation.registry import NamedStage, row_schema, spss_schema, stage_class, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
 from curation.engine import Chain, Resources, Stage
 from infu_model.runtime import is_cuda
@@ -229,8 +229,24 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
         "by_reason": dict(sorted(by_reason.items())), "by_source": by_source, "stages": stage_reports,
         "by_bucket": {b["values"]: b["counts"] for b in sorted(buckets, key=lambda b: -b["counts"])},
         "watermark_examples": watermark_examples(lay) if by_reason.get("watermark") else [],
+        "scores": score_summary(lay, stage_reports),
         "elapsed_s": round(elapsed, 2),
     }
+
+
+def score_summary(lay: Layout, stage_reports: dict) -> dict:
+    """How each score of the stages that ran is spread over the rows it was measured on (kept and
+    rejected alike): where a threshold falls among them."""
+    cols = [c for name, rep in stage_reports.items() if rep.get("ran") and name != "dedup"
+            for c in stage_class(name).scores]
+    t = read_column(parquet_files(lay.kept, lay.rejected), cols)
+    out = {}
+    for c in cols:
+        v = pc.drop_null(t[c])
+        if len(v):
+            q = pc.quantile(v, q=[0.0, 0.5, 0.95, 1.0]).to_pylist()
+            out[c] = {"rows": len(v), **{k: round(x, 4) for k, x in zip(("min", "median", "p95", "max"), q)}}
+    return out
 
 
 def watermark_examples(lay: Layout, n: int = 5) -> list[dict]:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from curation.registry import scores, stage_of, stage_reasons
 from pipelines.job import finished_checkpoints, owner, parquet_files
 
 PER_GROUP = 12       # thumbnails per reason / bucket / status
@@ -178,8 +179,6 @@ def grid(title: str, figures: list[str]) -> str:
 def funnel_steps(stats: dict) -> list[tuple[str, int, dict]]:
     """(stage, rows left after it, its reasons with counts) in the order rows meet the stages:
     quality, the model stages, then the run-wide dedup."""
-    from curation.registry import stage_reasons
-
     by_reason = dict(stats.get("by_reason", {}))
     order = ["quality"] + [s for s in stats.get("stages", {}) if s not in ("quality", "dedup")] + ["dedup"]
     left, steps = stats["inputs"], []
@@ -247,13 +246,30 @@ def evidence(row: dict) -> str:
         return watermark_evidence(row)
     if r in ("low_resolution", "too_large", "bad_aspect"):
         return f"{fmt(row.get('width'))}x{fmt(row.get('height'))}" + (f" {esc(row.get('error'))}" if row.get("error") else "")
+    stage = stage_of(r) if r else None
+    if stage is not None and stage.scores:  # a stage's own reason: the scores it declares
+        return ", ".join(f"{esc(c)} {fmt(row.get(c))}" for c in stage.scores)
     return esc(row.get("error") or "")
 
 
+def evidence_columns(files: list[str]) -> list[str]:
+    """What the curate section reads of a rejected row: who it is, then every registered stage's scores
+    (and the watermark's text and label), those the files hold."""
+    want = ["id", "source", "path", "image", "reason", "error", "width", "height", "duplicate_of", *scores(),
+            "watermark_text", "watermark_label"]
+    have = set(pq.read_schema(files[0]).names) if files else set(want)
+    return [c for c in dict.fromkeys(want) if c in have]
+
+
+def score_table(stats: dict) -> str:
+    rows = [[c, s["rows"], s["min"], s["median"], s["p95"], s["max"]] for c, s in stats.get("scores", {}).items()]
+    return "<h3>Scores</h3>" + table(["score", "rows", "min", "median", "p95", "max"], rows) if rows else ""
+
+
 def curate_section(d: Path, stats: dict) -> str:
-    cols = ["id", "source", "path", "image", "reason", "error", "blur", "face_ratio", "face_count", "nsfw", "watermark",
-            "watermark_text", "watermark_classifier", "watermark_label", "width", "height", "duplicate_of"]
-    rejected = sample_by(parquet_files(d / "rejected"), "reason", cols, want=stats.get("by_reason", {}))
+    rejected_files = parquet_files(d / "rejected")
+    cols = evidence_columns(rejected_files)
+    rejected = sample_by(rejected_files, "reason", cols, want=stats.get("by_reason", {}))
     kept_files = parquet_files(d / "kept")
     survivors = rows_by_id(kept_files, [r["duplicate_of"] for r in rejected.get("duplicate", []) if r["duplicate_of"]],
                            [c for c in cols if c not in ("id", "reason", "error", "duplicate_of")])
@@ -261,7 +277,7 @@ def curate_section(d: Path, stats: dict) -> str:
              table(["source", "listed", "inputs", "kept", "rejected", "quarantined"],
                    [[s, v.get("listed"), v["inputs"], v["kept"], sum(v["rejected"].values()),
                      sum(v["quarantined"].values())] for s, v in stats.get("by_source", {}).items()]),
-             "<h3>Rejected and quarantined, by reason</h3>"]
+             score_table(stats), "<h3>Rejected and quarantined, by reason</h3>"]
     for reason, n in sorted(stats.get("by_reason", {}).items(), key=lambda kv: -kv[1]):
         figs = []
         for row in rejected.get(reason, []):

@@ -2,7 +2,6 @@
 s3:// as it does on disk (an S3-compatible server on 127.0.0.1: no rename, listing after write), and
 `infu curate` from s3:// sources keeps and rejects the same rows for the same reasons. A bucket that
 does not exist, credentials that are refused and a scheme with no filesystem are one line each."""
-import os
 import subprocess
 import sys
 from pathlib import Path
