@@ -20,8 +20,7 @@ import pyarrow as pa
 from curation.caption_text import clean_caption
 from curation.records import CAPTION
 from curation.captioners import BACKENDS, check_folder
-from curation.engine import ConfigError, between
-from curation.engine import Stage
+from curation.engine import ConfigError, Stage, between
 from infu_model.hub import FOLDER, ModelNotCached, ModelRef, Need
 from infu_model.images import rgb_image
 

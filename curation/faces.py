@@ -25,10 +25,8 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from curation.engine import between, plain
-from curation.engine import reject
+from curation.engine import Stage, between, plain, reject
 from curation.records import ANALYSIS, analysis_image
-from curation.engine import Stage
 from infu_model.faces import (analyzer_device, analyzer_models, analyzer_needs, head_pose, main_face,
                               make_face_analyzer)
 from infu_model.hub import ModelRef

@@ -16,9 +16,8 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from curation.engine import between
+from curation.engine import Stage, between, score_and_threshold
 from curation.records import ANALYSIS, analysis_image
-from curation.engine import Stage, score_and_threshold
 from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.runtime import ort_session
 

@@ -28,9 +28,7 @@ from curation.buckets import assign_bucket, bucket_name
 from curation.video import encode_png, read_video_frames
 from infu_model.images import DecodeError, Decoded, Limits, TooLarge, decode, read_file
 from infu_model.storage import is_uri, reader_pool
-from curation.engine import ConfigError, between
-from curation.engine import quarantine, reject
-from curation.engine import Stage
+from curation.engine import ConfigError, Stage, between, quarantine, reject
 
 
 def blur_score(rgb: np.ndarray, reference_side: int = 512) -> float:

@@ -24,9 +24,8 @@ from typing import Literal
 
 import pyarrow as pa
 
-from curation.engine import ConfigError, between
+from curation.engine import ConfigError, Stage, between, score_and_threshold
 from curation.records import ANALYSIS, analysis_image
-from curation.engine import Stage, score_and_threshold
 from curation.watermark_ocr import OcrOptions
 from infu_model.hub import FOLDER, ModelRef, Need
 

@@ -154,6 +154,13 @@ def reader_pool():
     return ThreadPoolExecutor(16, thread_name_prefix="infu-read")
 
 
+def as_path(path) -> "Path | ObjectPath":
+    """``path`` as a handle with pathlib's calls: an ``ObjectPath`` for a URI, else a ``Path``."""
+    if isinstance(path, (Path, ObjectPath)):
+        return path
+    return ObjectPath(path) if is_uri(path) else Path(path).expanduser()
+
+
 def location(root) -> "Path | ObjectPath":
     """A dataset root as the handle its adapter walks: a ``Path`` for a local folder, an ``ObjectPath``
     (the same calls) for a URI."""
@@ -161,8 +168,8 @@ def location(root) -> "Path | ObjectPath":
 
 
 class ObjectPath:
-    """The part of ``pathlib.Path`` the dataset adapters use (``/``, ``name``, ``parents``, ``is_dir``,
-    ``is_file``, ``exists``, ``iterdir``, ``open``, ``read_text``), over a URI."""
+    """The part of ``pathlib.Path`` the dataset adapters and the jobs' output folders use, over a URI.
+    An object store has no folders: ``mkdir`` does nothing, and a prefix exists while it holds objects."""
 
     def __init__(self, uri: str):
         self.uri = str(uri).rstrip("/")
@@ -181,12 +188,71 @@ class ObjectPath:
     def __hash__(self) -> int:
         return hash(self.uri)
 
+    def __fspath__(self) -> str:  # never a local path: a call that wants one fails instead of writing one
+        raise TypeError(f"{self.uri} is in object storage, not a local path")
+
     def __lt__(self, other: "ObjectPath") -> bool:
         return self.uri < other.uri
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.uri)
+
+    @property
+    def parent(self) -> "ObjectPath":
+        return self.parents[0]
+
+    def with_name(self, name: str) -> "ObjectPath":
+        return self.parent / name
+
+    def expanduser(self) -> "ObjectPath":
+        return self
+
+    resolve = absolute = expanduser
+
+    def is_relative_to(self, other) -> bool:
+        return isinstance(other, ObjectPath) and (self.uri == other.uri or self.uri.startswith(other.uri + "/"))
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to make: an object's prefix needs no folder."""
+
+    def glob(self, pattern: str) -> list["ObjectPath"]:
+        """The objects right under this prefix whose name matches ``pattern``."""
+        import fnmatch
+
+        from pyarrow import fs as pafs
+
+        fs, path = resolve(self.uri)
+        try:
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+        except OSError as e:
+            raise storage_error(self.uri, e) from None
+        return sorted(self / posixpath.basename(i.path) for i in found
+                      if i.type == pafs.FileType.File and fnmatch.fnmatch(posixpath.basename(i.path), pattern))
+
+    def write_bytes(self, data: bytes) -> None:
+        fs, path = resolve(self.uri)
+        try:
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+        except OSError as e:
+            raise storage_error(self.uri, e) from None
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        fs, path = resolve(self.uri)
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        except OSError as e:
+            raise storage_error(self.uri, e) from None
 
     @property
     def parents(self) -> list["ObjectPath"]:
@@ -233,6 +299,66 @@ class ObjectPath:
             raise ValueError(f"{self.uri}: opened for reading only")
         data = io.BytesIO(read_bytes(self.uri))
         return data if mode == "rb" else io.TextIOWrapper(data, encoding=encoding, errors=errors, newline=newline)
+
+
+def remove_tree(path) -> None:
+    """Delete ``path`` and everything under it (every object under the prefix), if it is there."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, inner = resolve(str(path))
+    try:
+        fs.delete_dir_contents(inner, missing_dir_ok=True)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise storage_error(str(path), e) from None
+
+
+def copy(src, dst) -> None:
+    """``src`` to ``dst`` within one store (an object store copies on its side: no download)."""
+    fs, a = resolve(str(src))
+    _, b = resolve(str(dst))
+    try:
+        fs.copy_file(a, b)
+    except OSError as e:
+        raise storage_error(str(src), e) from None
+
+
+def arrow(files) -> tuple:
+    """(pyarrow filesystem, paths inside it) for a list of local paths or URIs of one store."""
+    resolved = [resolve(str(f)) for f in files]
+    if not resolved:
+        return None, []
+    return resolved[0][0], [p for _, p in resolved]
+
+
+def read_parquet(path, **kw):
+    """A Parquet file (local or an object) as a table."""
+    import pyarrow.parquet as pq
+
+    fs, inner = resolve(str(path))
+    return pq.read_table(inner, filesystem=fs, **kw)
+
+
+def parquet_file(path):
+    """A Parquet file (local or an object) opened for reading its footer and row groups."""
+    import pyarrow.parquet as pq
+
+    if not is_uri(path):
+        return pq.ParquetFile(str(path))
+    fs, inner = resolve(str(path))
+    return pq.ParquetFile(fs.open_input_file(inner))
+
+
+def write_parquet(table, path, **kw) -> None:
+    """``table`` to ``path``; an object store makes an object visible whole once it is written."""
+    import pyarrow.parquet as pq
+
+    fs, inner = resolve(str(path))
+    pq.write_table(table, inner, filesystem=fs, **kw)
 
 
 def local_copy(uri):

@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.caption_stage import CaptionStage, clean_dataset_captions
-from curation.engine import ALIVE
+from curation.engine import ALIVE, between
 from curation.records import to_table
 from pipelines.jobs import Checked
 from pipelines.models import fetch_models
-from curation.engine import between
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
                            parquet_files, prepare_out, read_column, record_schema)

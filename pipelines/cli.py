@@ -157,8 +157,9 @@ def main() -> None:
                    "celebv_hq, ffhq, vfhq, easyportrait, celebv_text, cosmicmanhq, folder. "
                    "LABEL names the source in the output (default: KIND); use it to give one KIND twice.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output directory: kept/, rejected/, stats.json, config.yaml. Rerunning the same "
-                   "command on it resumes an interrupted run.")
+              help="Output directory: kept/, rejected/, stats.json, config.yaml; a local folder or a prefix in "
+                   "object storage (s3://BUCKET/KEY, any pyarrow.fs scheme). Rerunning the same command on it "
+                   "resumes an interrupted run.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML merged over the defaults in configs/curate.yaml (thresholds, stages, buckets).")
 @row_job_options
@@ -334,16 +335,20 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
 
 
 @main.command("report")
-@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir")
 def report_cmd(out_dir) -> None:
     """Write OUT_DIR/report.html: one self-contained page (no server, no network) of a job's output
     or of a whole `infu run` root: the curation funnel and sampled rejects per reason with the score
     that decided them, kept rows by bucket, caption samples, SPMS pairs beside their source photo
     and acceptance per prompt axis, training curves, the benchmark table and grids, and a header
     with the commands, versions, time per stage and whether the accounting adds up. Every job
-    writes it when it ends; this command rewrites it."""
+    writes it when it ends; this command rewrites it. OUT_DIR may be a prefix in object storage
+    (s3://BUCKET/KEY) where `infu curate` wrote."""
+    from infu_model.storage import is_uri
     from pipelines.report import write_report
 
+    if not is_uri(out_dir) and not Path(out_dir).expanduser().is_dir():
+        raise click.ClickException(f"not a folder: {out_dir}")
     try:
         click.echo(f"wrote {write_report(out_dir)}")
     except FileNotFoundError as e:

@@ -15,29 +15,25 @@ only the rest, and ends with exactly the rows an uninterrupted run gives.
 from __future__ import annotations
 
 import json
-import shutil
+import posixpath
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
+from curation.engine import KEPT, REJECTED, Chain, Resources, Stage, between
 from curation.quality import DecodeLimits, FilterOptions, QualityOptions, QualityStage
-from curation.engine import KEPT, REJECTED
 from curation.records import MANIFEST_SCHEMA
 from curation.registry import NamedStage, row_schema, spss_schema, stage_class, stage_reasons
 from curation.sources import SourceError, SourcesOptions, make_source
-from curation.engine import Chain, Resources, Stage
 from infu_model.runtime import is_cuda
-from pipelines.models import fetch_models
-from curation.engine import between
+from infu_model.storage import arrow, parquet_file, read_parquet, remove_tree
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
-from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
+from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted, dataset,
                            dedup_and_finalize, parquet_files, prepare_out, read_column)
+from pipelines.models import fetch_models
 from pipelines.sink import write_atomic
 
 
@@ -110,7 +106,7 @@ def write_manifest(lay: Layout, cfg: CurateConfig, specs: list[SourceSpec], log=
     done = lay.manifest / "_DONE"
     if done.exists():
         return json.loads(done.read_text())
-    shutil.rmtree(lay.manifest, ignore_errors=True)
+    remove_tree(lay.manifest)
     lay.manifest.mkdir(parents=True)
     shard_rows = cfg.listing.shard_rows
     facts, buf, shard = {}, [], 0
@@ -150,16 +146,16 @@ def write_manifest(lay: Layout, cfg: CurateConfig, specs: list[SourceSpec], log=
 def make_todo(lay: Layout) -> tuple[list[str], int]:
     """Manifest shards restricted to ids not yet in any output file."""
     manifest = parquet_files(lay.manifest)
-    done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["id"])["id"]
+    done = read_column(lay.written(), ["id"])["id"]
     if len(done) == 0:
-        return manifest, sum(pq.ParquetFile(f).metadata.num_rows for f in manifest)
-    shutil.rmtree(lay.todo, ignore_errors=True)
+        return manifest, sum(parquet_file(f).metadata.num_rows for f in manifest)
+    remove_tree(lay.todo)
     todo, left = [], 0
     for f in manifest:
-        t = pq.read_table(f)
+        t = read_parquet(f)
         t = t.filter(pc.invert(pc.is_in(t["id"], value_set=done)))
         if t.num_rows:
-            path = lay.todo / Path(f).name
+            path = lay.todo / posixpath.basename(f)
             write_atomic(t, path)
             todo.append(str(path))
             left += t.num_rows
@@ -184,15 +180,16 @@ def process(lay: Layout, files: list[str], cfg: CurateConfig, log=print) -> None
     else:
         operators = [quality, *plan_pools(stages, reads=quality.resources.num_cpus, log=log)]
         batch = quality.resources.batch_size
-    ds = ray.data.read_parquet(files, schema=MANIFEST_SCHEMA, num_cpus=READS / 2)
+    fs, paths = arrow(files)
+    ds = ray.data.read_parquet(paths, filesystem=fs, schema=MANIFEST_SCHEMA, num_cpus=READS / 2)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with
     # the decode stage, run it on one core. A streaming split into batch-sized blocks
     # lets every core (or node) decode.
     ds = ds.repartition(target_num_rows_per_block=batch)
     for op in operators:
         ds = add_stage(ds, op, schema)
-    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                              spss_schema(), lease=lay.lease),
+    ds.write_datasink(RowSink(lay.candidates, lay.parts_rejected, cfg.output.rows_per_file,
+                              cfg.output.rejected_images, spss_schema(), lease=lay.lease),
                       ray_remote_args={"num_cpus": READS / 2})
 
 
@@ -251,9 +248,8 @@ def score_summary(lay: Layout, stage_reports: dict) -> dict:
 
 def watermark_examples(lay: Layout, n: int = 5) -> list[dict]:
     """A few rows rejected as watermarked, with what the detector read on them."""
-    ds = pads.dataset(parquet_files(lay.rejected), format="parquet")
-    return ds.head(n, columns=["source", "path", "watermark", "watermark_text", "watermark_classifier", "watermark_label"],
-                   filter=pc.field("reason") == "watermark").to_pylist()
+    return dataset(parquet_files(lay.rejected)).head(n, columns=["source", "path", "watermark", "watermark_text", "watermark_classifier", "watermark_label"],
+                        filter=pc.field("reason") == "watermark").to_pylist()
 
 
 def _count(t: pa.Table) -> dict:
@@ -292,13 +288,13 @@ def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
     return sources
 
 
-def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, checked=None,
+def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
                ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
     if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         check_curate(specs, cfg)
         fetch_models(cfg.needs())  # the Ray workers then read the cache only
-    lay = Layout(Path(out))
+    lay = Layout(out)
     timings = {}
     prepare_out(lay, cfg, specs, overwrite, "curate", checked is not None)
     facts = write_manifest(lay, cfg, specs, log)
@@ -316,7 +312,7 @@ def run_curate(specs: list[SourceSpec], out: str | Path, cfg: CurateConfig, *, c
         timings["stages"] = time.time() - t
     t = time.time()
     dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, spss_schema())
-    shutil.rmtree(lay.todo, ignore_errors=True)
+    remove_tree(lay.todo)
     timings["dedup"] = time.time() - t
     stats = compute_stats(lay, facts, stage_reports(cfg), time.time() - t0)
     stats["timings_s"] = {k: round(v, 2) for k, v in timings.items()}

@@ -6,6 +6,8 @@ import errno
 import shutil
 from pathlib import Path
 
+from infu_model.storage import is_uri
+
 NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 # how libraries that do not keep the OSError say it: pyarrow and Ray in text, safetensors as Rust's io kind
 NO_SPACE_WORDS = {"No space left on device": errno.ENOSPC, "StorageFull": errno.ENOSPC,
@@ -52,6 +54,8 @@ def disk_full_line(exc: BaseException, out_dir) -> str | None:
     if found is None:
         return None
     code, filename = found
+    if not filename and is_uri(out_dir):  # the output is in a bucket: a local disk ran short (logs, Ray's spill)
+        return f"{NO_SPACE[code]} on this machine: free some space, then rerun the same command to resume"
     folder = Path(filename).parent if filename else Path(out_dir)
     where = next((p for p in (folder, *folder.parents) if p.exists()), None)
     free = f", {human_size(shutil.disk_usage(where).free)} free there now" if where else ""

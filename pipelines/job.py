@@ -1,12 +1,15 @@
 """What every row job (curate, caption, synth) shares: its output folder's layout and the guard
 against reusing it with another config, finding input Parquet, reading columns back, the
-accounting check, and the run-wide near-duplicate decision that turns candidates into kept/."""
+accounting check, and the run-wide near-duplicate decision that turns candidates into kept/.
+
+An output may be a local folder or a prefix in object storage (``s3://BUCKET/KEY``): the same
+layout, with a heartbeat and a seal (``pipelines/bucket_runs.py``) where a folder has locks."""
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import shutil
+import posixpath
 import socket
 import time
 import uuid
@@ -16,13 +19,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import yaml
 
 from curation.dedup import KEEP_RULE, find_duplicates
-from curation.engine import KEPT, REJECTED
+from curation.engine import KEPT, REJECTED, between, plain
 from curation.registry import spss_schema
-from curation.engine import between, plain
+from infu_model.storage import (ObjectPath, arrow, as_path, copy, exists, is_uri, parquet_file, read_parquet,
+                                remove_tree)
+from pipelines.bucket_runs import BucketLease, Heartbeat, live_record, stale_s
 from pipelines.config import fingerprint
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
@@ -72,20 +76,29 @@ class SourceSpec:
 
 class Layout:
     """Where a row job keeps what under its output folder ``out``: kept/ and rejected/ (the
-    output), _work/ (resume state: manifest, todo, candidates and the dedup decisions)."""
+    output), _work/ (resume state: manifest, todo, candidates and the dedup decisions). In object
+    storage the workers' rejected rows wait in _work/rejected/ too: the driver publishes the ones
+    that count (``BucketLease.counts``) at the end, so a dead run's late object never reaches the output."""
 
-    def __init__(self, out: Path):
-        self.out = Path(out)
+    def __init__(self, out):
+        self.out = as_path(out)
         self.kept, self.rejected, self.work = self.out / "kept", self.out / "rejected", self.out / "_work"
         self.manifest, self.todo, self.candidates = (self.work / d for d in ("manifest", "todo", "candidates"))
+        self.parts_rejected = self.work / "rejected" if is_uri(self.out) else self.rejected
         self.dedup = self.work / "dedup.parquet"
         self.lease_file = lease_file(self.out)
-        self.lease: Lease | None = None  # taken by prepare_out; the run's writes carry it
+        self.lease: Lease | BucketLease | None = None  # taken by prepare_out; the run's writes carry it
+
+    def written(self) -> list[str]:
+        """Every output file whose rows count so far: the workers' (those the run's lease counts) and
+        the driver's (kept/, rejected/)."""
+        workers = parquet_files(self.candidates, self.parts_rejected)
+        return sorted({*self.lease.counts(workers), *parquet_files(self.kept, self.rejected)})
 
 
-def lease_file(out: Path) -> Path:
-    """Where a job's run holds its output folder (``pipelines.sink.Lease``)."""
-    return Path(out) / "_work" / "lease"
+def lease_file(out):
+    """Where a job's run holds its output folder (``pipelines.sink.Lease``; a seal in object storage)."""
+    return as_path(out) / "_work" / ("seal.json" if is_uri(out) else "lease")
 
 
 class OutputRefused(Exception):
@@ -93,14 +106,19 @@ class OutputRefused(Exception):
 
 
 LIVE = Path("_work") / "live"   # a folder's live lock: held (flock) by the driver of the run writing it
-_HELD: dict[Path, int] = {}     # folder -> the descriptor this process holds its live lock by
+_HELD: dict = {}                # folder -> the descriptor this process holds its live lock by (a Heartbeat in a bucket)
 
 
-def live_run(out: Path) -> dict | None:
+def live_run(out) -> dict | None:
     """The run that holds ``out`` now (its run id, host, pid, start), or None: a live run's driver holds
-    its folder's lock for as long as it runs; the kernel drops it when the driver dies, however it dies."""
+    its folder's lock for as long as it runs; the kernel drops it when the driver dies, however it dies.
+    In object storage: its heartbeat is fresh (``pipelines/bucket_runs.py``)."""
     path = out / LIVE
-    if out.resolve() in _HELD or not path.is_file():
+    if out.resolve() in _HELD:
+        return None
+    if isinstance(out, ObjectPath):
+        return live_record(path)
+    if not path.is_file():
         return None
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -115,11 +133,17 @@ def live_run(out: Path) -> dict | None:
         os.close(fd)
 
 
-def hold_live(out: Path, job: str) -> None:
+def hold_live(out, job: str) -> None:
     """Take ``out``'s live lock for this process (refused when another run holds it) and say who holds it."""
     if out.resolve() in _HELD:
         return
     path = out / LIVE
+    if isinstance(out, ObjectPath):
+        holder = live_record(path)
+        if holder is not None:
+            raise OutputRefused(in_use(out, holder))
+        _HELD[out] = Heartbeat(path, job)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -137,16 +161,20 @@ def hold_live(out: Path, job: str) -> None:
 def release_live() -> None:
     """Let go of every folder this process's run held (its job has ended)."""
     for out in list(_HELD):
-        os.close(_HELD.pop(out))
+        held = _HELD.pop(out)
+        held.stop() if isinstance(held, Heartbeat) else os.close(held)
 
 
-def in_use(out: Path, holder: dict) -> str:
+def in_use(out, holder: dict) -> str:
     who = ", ".join(f"{k} {holder[k]}" for k in ("run", "host", "pid", "started") if k in holder)
+    if "seen_s" in holder:
+        who += f", last heartbeat {holder['seen_s']} s ago (taken as dead after {stale_s():.0f} s without one)"
     return (f"{out} is in use by a live `infu {holder.get('job', '?')}` run ({who or 'unknown'}): refusing to start a "
             "second run on it; wait for that one to end, or stop it and rerun this command to resume")
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
+IN_BUCKETS = ("curate",)  # the jobs whose output may be a prefix in object storage (pipelines/bucket_runs.py)
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
     "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
@@ -162,7 +190,7 @@ def owner(folder: Path) -> str | None:
     """The kind of job whose output ``folder`` is (its run.json says), or None. Row jobs' folders
     from before run.json named its job count as the asking job's (``legacy``)."""
     try:
-        mark = json.loads((Path(folder) / MARK).read_text())
+        mark = json.loads((as_path(folder) / MARK).read_text())
     except (OSError, ValueError):
         return None
     return mark.get("job", "legacy") if isinstance(mark, dict) else None
@@ -170,7 +198,7 @@ def owner(folder: Path) -> str | None:
 
 def finished_checkpoints(out: Path) -> list[Path]:
     """A training output's whole checkpoints, oldest first (``step-N.tmp`` is a save in progress or a killed one)."""
-    return sorted(p for p in (Path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    return sorted(p for p in (as_path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
 
 
 def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
@@ -178,7 +206,7 @@ def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
     into a missing or empty folder or one holding its own earlier output (its run.json), never
     among a user's files or into another job's output. ``checked``: the caller ran ``check_output``.
     A folder this process already holds is claimed (a job's run claims what its command claimed)."""
-    out = Path(out).expanduser()
+    out = in_storage_for(out, job)
     if out.resolve() in _HELD and owner(out) == job:
         return out
     if not checked:
@@ -194,9 +222,24 @@ def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
     return out
 
 
+def in_storage_for(out, job: str):
+    """``out`` as a path handle, refused in one line when it is in object storage and ``job`` cannot write there."""
+    out = as_path(out)
+    if isinstance(out, ObjectPath) and job not in IN_BUCKETS:
+        raise OutputRefused(f"{out}: `infu {job}` writes to a local or shared folder; of the jobs, `infu curate` "
+                            "writes into object storage so far")
+    return out
+
+
 def check_output(out: str | Path, job: str) -> Path:
     """``out`` as a folder ``job`` may claim (``claim_output``), refused in one line otherwise; writes nothing."""
-    out = Path(out).expanduser()
+    out = in_storage_for(out, job)
+    if isinstance(out, ObjectPath):
+        bucket = out.uri.split("://", 1)[0] + "://" + out.uri.split("://", 1)[1].split("/", 1)[0]
+        if not exists(bucket):
+            raise OutputRefused(f"{out}: the bucket {bucket} does not exist (or is not visible at this endpoint)")
+        if bucket == out.uri:
+            raise OutputRefused(f"{out}: give a prefix inside the bucket (s3://BUCKET/NAME), not the bucket itself")
     if out.exists() and not out.is_dir():
         raise OutputRefused(f"{out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -213,21 +256,24 @@ def check_output(out: str | Path, job: str) -> Path:
     return out
 
 
-def write_json(path: Path, obj) -> None:
-    """``obj`` as JSON, written whole under a temporary name and renamed."""
+def write_json(path, obj) -> None:
+    """``obj`` as JSON, written whole under a temporary name and renamed (an object: written whole)."""
+    if isinstance(path, ObjectPath):
+        path.write_text(json.dumps(obj, indent=1))
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
 
 
-def clear(folder: Path, job: str, keep: tuple[Path, ...]) -> None:
+def clear(folder, job: str, keep: tuple) -> None:
     """Delete what a ``job`` wrote in ``folder`` (its ``OWNED`` entries), except the paths in ``keep``
     (the running job's log folder and lease). A file the job did not write stays."""
     for name in OWNED[job]:
         _remove(folder / name, keep)
 
 
-def _remove(path: Path, keep: tuple[Path, ...]) -> None:
+def _remove(path, keep: tuple) -> None:
     if path in keep or not (path.exists() or path.is_symlink()):
         return
     if path.is_dir() and not path.is_symlink():
@@ -235,7 +281,7 @@ def _remove(path: Path, keep: tuple[Path, ...]) -> None:
             for child in path.iterdir():
                 _remove(child, keep)
         else:
-            shutil.rmtree(path)
+            remove_tree(path)
     else:
         path.unlink()
 
@@ -252,11 +298,13 @@ def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job:
         raise ConfigMismatch(
             f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
             "Use another --out, the same config to resume, or --overwrite to start over.")
-    # first, so that no write of a killed run still in flight lands in what follows
-    lay.lease = Lease.take(lay.lease_file)
+    # first, so that no write of a killed run still in flight lands (or, in a bucket, counts) in what follows
+    lay.lease = take_lease(lay)
     if overwrite:
         clear(lay.out, job, keep=(lay.work / "logs", lay.lease_file, lay.out / LIVE))
-    for own in (lay.kept, lay.rejected, lay.work):
+        if isinstance(lay.lease, BucketLease):  # the cleared run's objects, even a retried one landing late, never count
+            lay.lease = BucketLease.start(lay.lease_file)
+    for own in (lay.kept, lay.rejected, lay.work) if not is_uri(lay.out) else ():
         for tmp in own.rglob("*.tmp") if own.is_dir() else ():
             tmp.unlink()
     write_json(run_file, {"job": job, "fingerprint": fp, "sources": [s.__dict__ for s in specs]})
@@ -265,7 +313,14 @@ def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job:
     return fp
 
 
-def parquet_files(*dirs: Path) -> list[str]:
+def take_lease(lay: Layout):
+    """The run's hold on ``lay.out``: a lease on a local folder, a seal of the workers' objects in a bucket."""
+    if is_uri(lay.out):
+        return BucketLease.take(lay.lease_file, [lay.candidates, lay.parts_rejected])
+    return Lease.take(lay.lease_file)
+
+
+def parquet_files(*dirs) -> list[str]:
     """The Parquet files directly in ``dirs``, sorted."""
     return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
 
@@ -277,19 +332,25 @@ def read_column(files: list[str], columns: list[str], schema: pa.Schema | None =
     want = pa.schema([schema.field(c).with_nullable(True) for c in columns])
     if not files:
         return want.empty_table()
-    return pads.dataset(files, format="parquet").to_table(columns=columns).cast(want)
+    return dataset(files).to_table(columns=columns).cast(want)
+
+
+def dataset(files: list[str]) -> pads.Dataset:
+    """Parquet ``files`` (local or objects of one store) as one dataset."""
+    fs, paths = arrow(files)
+    return pads.dataset(paths, filesystem=fs, format="parquet")
 
 
 def record_schema(files: list[str]) -> pa.Schema:
     """The SPSS record, plus the columns ``files`` hold beyond it (a stage registered where they were
     curated): a job that rewrites the rows passes those on."""
     known = spss_schema()
-    extra = [f for f in pads.dataset(files, format="parquet").schema if f.name not in known.names]
+    extra = [f for f in dataset(files).schema if f.name not in known.names]
     return pa.schema([*known, *extra])
 
 
 def input_files(in_dir: str | Path) -> list[str]:
-    d = Path(in_dir)
+    d = as_path(in_dir)
     files = parquet_files(d / "kept") or parquet_files(d)
     if not files and owner(d):
         raise ValueError(f"{d} kept no rows (its stats.json says why): there is nothing to read")
@@ -305,7 +366,7 @@ def check_inputs(files: list[str], needed: list[str], what: str) -> int:
 
     def rows(f: str) -> int:
         try:
-            meta = pq.read_metadata(f)
+            meta = parquet_file(f).metadata
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
         missing = [c for c in needed if c not in meta.schema.to_arrow_schema().names]
@@ -322,8 +383,10 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
     """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
 
     Among near duplicates the survivor is the best by ``prefer`` ((column, order), best first; the
-    columns ``schema`` lacks are left out), then the smaller ``key``."""
-    files = parquet_files(lay.candidates)
+    columns ``schema`` lacks are left out), then the smaller ``key``. In object storage the rejected
+    rows the workers wrote are published to rejected/ too, and objects that do not count (a dead run's
+    late writes) are removed."""
+    files = lay.lease.counts(parquet_files(lay.candidates))
     if not lay.dedup.exists():
         ranks = [c for c, _ in prefer if c in schema.names]
         cols = read_column(files, [key, "phash", "width", "height", *ranks], schema).rename_columns(
@@ -332,12 +395,12 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
             cols = cols.slice(0, 0)
         dups = find_duplicates(cols, dedup.max_distance, dedup.blocks, prefer)
         write_atomic(dups, lay.dedup)
-    dups = pq.read_table(lay.dedup)
+    dups = read_parquet(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
     for f in files:
-        kept_path = lay.kept / Path(f).name
+        kept_path = lay.kept / posixpath.basename(f)
         if not kept_path.exists():
-            t = pq.read_table(f)
+            t = read_parquet(f)
             is_dup = pc.is_in(t[key], value_set=dups["id"])
             rej = t.filter(is_dup)
             if rej.num_rows:
@@ -349,7 +412,20 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
                 write_atomic(conform(rej, schema), lay.rejected / content_name(rej, "dup", key))
             keep = set_status(t.filter(pc.invert(is_dup)), KEPT)
             write_atomic(conform(keep, schema), kept_path)
-        Path(f).unlink()
+        as_path(f).unlink()
+    if lay.parts_rejected != lay.rejected:
+        publish(lay)
+
+
+def publish(lay: Layout) -> None:
+    """In object storage: the workers' rejected rows that count, copied into rejected/; the objects that
+    do not count (a dead run's late writes) removed."""
+    for f in parquet_files(lay.parts_rejected):
+        if f in lay.lease.counts([f]):
+            copy(f, lay.rejected / posixpath.basename(f))
+        as_path(f).unlink(missing_ok=True)
+    for f in parquet_files(lay.candidates):  # every candidate that counts was split above
+        as_path(f).unlink(missing_ok=True)
 
 
 def count_unaccounted(expected_ids, written_ids) -> int:

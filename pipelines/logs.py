@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from infu_model.storage import as_path, is_uri
+
 # Ray Data's progress report when stderr is not a terminal: progress, so it stays on screen
 PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 
@@ -68,6 +70,26 @@ def _writes_to_fd2(stream) -> bool:
         return False  # a captured stream (click's test runner, a notebook): nothing to swap
 
 
+def log_folder(out_dir) -> Path:
+    """Where a job's logs go: ``out_dir/_work/logs``, or, for an output in object storage, a folder on this
+    machine (``~/.cache/infu/logs/SCHEME/BUCKET/KEY``)."""
+    if not is_uri(out_dir):
+        return Path(out_dir).expanduser() / "_work" / "logs"
+    scheme, rest = str(out_dir).split("://", 1)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "infu" / "logs" / scheme / rest.strip("/") / "_work" / "logs"
+
+
+def upload_logs(logs: Path, out_dir) -> str:
+    """The run's log files (and the folder's run history) copied into the bucket; where they went."""
+    target = as_path(out_dir) / "_work"
+    with contextlib.suppress(OSError):
+        for f in [*logs.glob("*.log"), logs.parent / "runs.jsonl"]:
+            if f.is_file():
+                (target / ("logs" if f.suffix == ".log" else "") / f.name).write_bytes(f.read_bytes())
+    return str(target / "logs")
+
+
 def link_ray_logs(logs: Path) -> str:
     """``logs/ray`` -> this node's Ray session logs (every worker's stdout/stderr); what to tell the user."""
     import ray
@@ -96,8 +118,10 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     """Route everything but our own output to ``out_dir/_work/logs/<name>.log`` while the job runs.
 
     The file takes stderr at the descriptor level (C/C++ code, child processes), ``sys.stdout`` and every
-    console logging handler; ``sys.stderr`` stays on the terminal for our lines, progress bars and errors."""
-    logs = Path(out_dir).expanduser() / "_work" / "logs"
+    console logging handler; ``sys.stderr`` stays on the terminal for our lines, progress bars and errors.
+    An output in object storage (where a file cannot be appended to) gets its log on this machine
+    (``log_folder``), copied into ``out_dir/_work/logs/`` when the job ends."""
+    logs = log_folder(out_dir)
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{name}.log"
     started, t0, ended = time.strftime("%Y-%m-%d %H:%M:%S"), time.time(), "error"
@@ -158,5 +182,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
         with contextlib.suppress(OSError), open(logs.parent / "runs.jsonl", "a") as f:  # what made this folder
             f.write(json.dumps({"argv": ["infu", *sys.argv[1:]], "started": started, "seconds": round(time.time() - t0, 1),
                                 "ended": ended}) + "\n")
+        if is_uri(out_dir):
+            notes[0] = f"logs: {upload_logs(logs, out_dir)} (library warnings, Ray's own lines; here: {path})"
         for note in notes:
             print(note, file=sys.stderr, flush=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from curation.registry import scores, stage_of, stage_reasons
+from infu_model.storage import ObjectPath, as_path, parquet_file, read_parquet
 from pipelines.job import finished_checkpoints, owner, parquet_files
 
 PER_GROUP = 12       # thumbnails per reason / bucket / status
@@ -38,7 +38,7 @@ def count_by(files: list[str], column: str) -> Counter:
     """Value counts of one column, one row group at a time (nothing else is read)."""
     counts = Counter()
     for f in files:
-        pf = pq.ParquetFile(f)
+        pf = parquet_file(f)
         if column not in pf.schema_arrow.names:
             continue
         for g in range(pf.num_row_groups):
@@ -65,7 +65,7 @@ def sample_by(files: list[str], key: str, columns: list[str], per_value: int = P
         if visited == max_files:
             break
         visited += 1
-        pf = pq.ParquetFile(f)
+        pf = parquet_file(f)
         names = pf.schema_arrow.names
         if key not in names:
             continue
@@ -257,7 +257,7 @@ def evidence_columns(files: list[str]) -> list[str]:
     (and the watermark's text and label), those the files hold."""
     want = ["id", "source", "path", "image", "reason", "error", "width", "height", "duplicate_of", *scores(),
             "watermark_text", "watermark_label"]
-    have = set(pq.read_schema(files[0]).names) if files else set(want)
+    have = set(parquet_file(files[0]).schema_arrow.names) if files else set(want)
     return [c for c in dict.fromkeys(want) if c in have]
 
 
@@ -336,7 +336,7 @@ def synth_section(d: Path, stats: dict) -> str:
     except (OSError, ValueError):
         tags = {}
     if tags:
-        t = pa.concat_tables([pq.read_table(f, columns=["prompt_id", "status"]) for f in files]) if files else None
+        t = pa.concat_tables([read_parquet(f, columns=["prompt_id", "status"]) for f in files]) if files else None
         per_axis: dict = {}
         for pid, status in zip(*(t[c].to_pylist() for c in ("prompt_id", "status"))) if t is not None else ():
             for axis, value in tags.get(pid, {}).items():
@@ -464,8 +464,8 @@ def job_folders(root: Path) -> list[tuple[Path, str]]:
     return [(root / s.folder, k) for s in STAGES if (root / s.folder).is_dir() and (k := kind(root / s.folder))]
 
 
-def write_report(out_dir: str | Path) -> Path:
-    root = Path(out_dir).expanduser()
+def write_report(out_dir):
+    root = as_path(out_dir)
     folders = job_folders(root)
     if not folders:
         raise FileNotFoundError(f"{root} holds no finished job output (a run.json with stats.json, train_log.jsonl "
@@ -478,6 +478,9 @@ def write_report(out_dir: str | Path) -> Path:
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>InfU report: {esc(root.name)}</title>'
             f"<style>{CSS}</style></head><body>{header(root, jobs)}{''.join(bodies)}</body></html>")
     path = root / "report.html"
+    if isinstance(path, ObjectPath):  # an object is written whole
+        path.write_text(page)
+        return path
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)

@@ -5,6 +5,8 @@ half-written file; the name is a hash of the ids inside, so a retried write
 task replaces its own file instead of duplicating rows. A run holds its folder's
 ``Lease``: Ray's workers outlive a killed driver by seconds, and a write of the
 dead run that lands after a rerun has listed what is done would duplicate rows.
+In object storage an object appears whole once written, and the run's seal
+(``pipelines/bucket_runs.py``) decides which objects count instead of the lease.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 
 from curation.engine import ALIVE
+from infu_model.storage import is_uri, write_parquet
 
 
 IMAGE_COLUMNS = ("image", "target_image")
@@ -64,6 +67,14 @@ class Lease:
                 raise Superseded(f"{self.path.parent.parent} was taken over by another run; this one stops writing")
             yield
 
+    def tag(self, name: str) -> str:
+        """A file's name as this run writes it (a local folder's needs no run id: the lock decides)."""
+        return name
+
+    def counts(self, files: list[str]) -> list[str]:
+        """Those of ``files`` that count: every one that landed (a dead run's late write cannot land)."""
+        return files
+
     @contextmanager
     def _locked(self, how: int):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -74,12 +85,16 @@ class Lease:
             os.close(fd)  # releases the lock
 
 
-def write_atomic(table: pa.Table, path: Path, lease: Lease | None = None) -> None:
+def write_atomic(table: pa.Table, path, lease=None) -> None:
     """``table`` to ``path`` whole or not at all (and, with a ``lease``, only while the run holds it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # a dead run's writer may use the name
     # encoded images do not compress: spend zstd only on the other columns
     codec = {name: ("none" if name in IMAGE_COLUMNS else "zstd") for name in table.column_names}
+    if is_uri(path):  # an object is visible whole once written, or not at all
+        with holding(lease):
+            write_parquet(table, path, compression=codec)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # a dead run's writer may use the name
     pq.write_table(table, tmp, compression=codec)
     try:
         with holding(lease):
@@ -123,12 +138,16 @@ class RowSink(Datasink):
     def __init__(self, candidates_dir: Path, rejected_dir: Path, rows_per_file: int, rejected_images: bool,
                  schema: pa.Schema, alive_status: str = ALIVE, key: str = "id", image: str = "image",
                  lease: Lease | None = None):
-        self.candidates_dir, self.rejected_dir = Path(candidates_dir), Path(rejected_dir)
+        self.candidates_dir, self.rejected_dir = candidates_dir, rejected_dir  # a Path, or an ObjectPath
         self.rows_per_file = rows_per_file
         self.rejected_images = rejected_images
         self.alive_status = alive_status  # what surviving rows are marked (kept, when no dedup follows)
         self.schema, self.key, self.image = schema, key, image  # the job's written columns
         self.lease = lease
+
+    def named(self, table: pa.Table) -> str:
+        name = content_name(table, key=self.key)
+        return self.lease.tag(name) if self.lease is not None else name
 
     @property
     def min_rows_per_write(self) -> int:
@@ -144,9 +163,9 @@ class RowSink(Datasink):
         if good.num_rows and self.alive_status != ALIVE:
             good = set_status(good, self.alive_status)
         if good.num_rows:
-            write_atomic(good, self.candidates_dir / content_name(good, key=self.key), self.lease)
+            write_atomic(good, self.candidates_dir / self.named(good), self.lease)
         if bad.num_rows:
             if not self.rejected_images:
                 bad = drop_images(bad, self.image)
-            write_atomic(bad, self.rejected_dir / content_name(bad, key=self.key), self.lease)
+            write_atomic(bad, self.rejected_dir / self.named(bad), self.lease)
         return {"rows": table.num_rows}

@@ -19,9 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.engine import KEPT, QUARANTINED, REJECTED
+from curation.engine import KEPT, QUARANTINED, REJECTED, between
 from pipelines.models import fetch_models
-from curation.engine import between
 from pipelines.config import JobConfig, packaged_path, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
                            count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)

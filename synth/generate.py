@@ -16,9 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from curation.engine import between
-from curation.engine import quarantine, reject
-from curation.engine import Resources, Stage
+from curation.engine import Resources, Stage, between, quarantine, reject
 from infu_model import images
 from infu_model.faces import stored_embedding
 from infu_model.hub import ModelRef

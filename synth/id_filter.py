@@ -19,9 +19,7 @@ import numpy as np
 from PIL import Image
 
 from curation.quality import phash_hex
-from curation.engine import between
-from curation.engine import reject
-from curation.engine import Stage
+from curation.engine import Stage, between, reject
 from infu_model import images
 from infu_model.faces import (analyzer_device, analyzer_models, analyzer_needs, cosine, head_pose, main_face, make_face_analyzer,
                               stored_embedding)

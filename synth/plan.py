@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curation.engine import between
-from curation.engine import ALIVE, quarantine, reject
+from curation.engine import ALIVE, between, quarantine, reject
 from infu_model import images
 from synth.gender import GenderOptions, make_gender_classifier, resolve_gender
 from synth.prompts import Prompt, choose

@@ -8,8 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.engine import plain  # noqa: E402
-from curation.engine import Resources, Stage  # noqa: E402
+from curation.engine import Resources, Stage, plain  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ import pytest
 
 from curation import samples
 from curation.caption_text import clean_caption
-from curation.engine import ALIVE
+from curation.engine import ALIVE, run_stage
 from curation.records import empty_row, stable_id
 from curation.registry import spss_schema
-from curation.engine import run_stage
 from pipelines.caption import run_caption
 from pipelines.config import load_config
 from stages import caption_stage

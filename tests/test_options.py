@@ -6,10 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curation.engine import ConfigError
+from curation.engine import ConfigError, plain
 from pipelines.config import merge
-from pipelines.config import merge
-from curation.engine import plain
 from pipelines.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -1,0 +1,144 @@
+"""A run's hold on an output in object storage, where there is neither a file lock nor a rename.
+
+Two small objects stand in for a local folder's live lock (``pipelines/job.py``) and lease
+(``pipelines/sink.py``):
+
+- ``_work/live``: who runs on the output now (run, job, host, pid, started) and when it last said
+  so (``beat``). The driver rewrites it every ``BEAT_S`` seconds while its job runs and deletes it
+  when the job ends; a record older than ``stale_s()`` is a dead run's (a killed driver stops
+  beating), so a rerun after ``kill -9`` waits at most that long. Hosts' clocks must agree (NTP).
+- ``_work/seal.json``: which objects the workers wrote count. Every worker object carries its run's
+  id in its name (``part-HASH.RUN.parquet``: write-once, a retried task rewrites its own). A run,
+  first thing, seals its output: the objects the previous seal named plus the previous run's own,
+  then works under its own id. Readers count an object when the seal names it or it is the sealing
+  run's. A killed run's workers outlive its driver by seconds: an object one writes after the rerun
+  sealed is never counted (the rerun writes those rows itself), so no row is counted twice, and the
+  driver alone publishes what counts to the output's ``kept/`` and ``rejected/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from infu_model.storage import ObjectPath
+from pipelines.sink import Superseded
+
+BEAT_S = 5.0
+
+
+def stale_s() -> float:
+    """Seconds without a heartbeat after which a run is taken as dead (``INFU_BUCKET_STALE_S``, default 30)."""
+    return float(os.environ.get("INFU_BUCKET_STALE_S", "30"))
+
+
+class BucketLease:
+    """The seal of a run on an output in object storage (the bucket's counterpart of ``sink.Lease``)."""
+
+    def __init__(self, path: ObjectPath, run_id: str, counted: frozenset = frozenset()):
+        self.path, self.run_id, self.counted = path, run_id, counted
+
+    @classmethod
+    def take(cls, path: ObjectPath, prefixes: list[ObjectPath]) -> BucketLease:
+        """Seal what the earlier runs wrote under ``prefixes`` and start a new run."""
+        before = read_seal(path)
+        counted = set(before.get("objects", []))
+        if before.get("run"):
+            counted |= {o.name for p in prefixes for o in p.glob("*.parquet") if run_of(o.name) == before["run"]}
+        lease = cls(path, uuid.uuid4().hex[:16], frozenset(counted))
+        path.write_text(json.dumps({"run": lease.run_id, "objects": sorted(counted)}))
+        return lease
+
+    @classmethod
+    def start(cls, path: ObjectPath) -> BucketLease:
+        """A new run on an output with nothing in it that counts (after ``--overwrite`` cleared it)."""
+        lease = cls(path, uuid.uuid4().hex[:16])
+        path.write_text(json.dumps({"run": lease.run_id, "objects": []}))
+        return lease
+
+    @classmethod
+    def current(cls, path: ObjectPath) -> BucketLease | None:
+        seal = read_seal(path)
+        return cls(path, seal["run"], frozenset(seal.get("objects", []))) if seal.get("run") else None
+
+    def __getstate__(self) -> dict:  # what a write task carries: workers check and tag; only the driver counts
+        return {**self.__dict__, "counted": frozenset()}
+
+    @contextmanager
+    def held(self):
+        """While this run is still the sealing one (else ``Superseded``); an object written after a
+        rerun sealed is not counted whatever this says, so the check only saves the upload."""
+        if read_seal(self.path).get("run") != self.run_id:
+            raise Superseded(f"{self.path.parent.parent} was taken over by another run; this one stops writing")
+        yield
+
+    def tag(self, name: str) -> str:
+        """A worker object's name, carrying this run's id."""
+        stem, ext = posixpath.splitext(name)
+        return f"{stem}.{self.run_id}{ext}"
+
+    def counts(self, files: list[str]) -> list[str]:
+        """Those of ``files`` that count: named in the seal, or this run's own."""
+        return [f for f in files if posixpath.basename(str(f)) in self.counted
+                or run_of(posixpath.basename(str(f))) == self.run_id]
+
+
+def read_seal(path: ObjectPath) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def run_of(name: str) -> str | None:
+    """The run id a worker object's name carries (``part-HASH.RUN.parquet``), or None."""
+    parts = name.split(".")
+    return parts[-2] if len(parts) >= 3 else None
+
+
+class Heartbeat:
+    """A driver's live record on an output in object storage, rewritten every ``BEAT_S`` seconds."""
+
+    def __init__(self, path: ObjectPath, job: str):
+        self.path = path
+        self.info = {"run": uuid.uuid4().hex[:12], "job": job, "host": socket.gethostname(), "pid": os.getpid(),
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._stop = threading.Event()
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="infu-heartbeat", daemon=True)
+        self._thread.start()
+
+    def beat(self) -> None:
+        self.path.write_text(json.dumps({**self.info, "beat": time.time()}))
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_S):
+            try:
+                self.beat()
+            except OSError:  # a store that does not answer for a moment: the next beat tries again
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def live_record(path: ObjectPath) -> dict | None:
+    """The live record at ``path`` when its run still beats (with ``seen_s``, seconds since), else None."""
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        rec = {}
+    seen = time.time() - float(rec.get("beat", 0))
+    return {**rec, "seen_s": round(seen, 1)} if seen < stale_s() else None

@@ -1,0 +1,207 @@
+"""Outputs in object storage (#34, the write side for `infu curate`): an S3-compatible server on
+127.0.0.1 (S3's semantics: no rename, no lock, listing after write). The same rows as on disk; a
+rerun resumes; kill -9 then rerun gives the uninterrupted result; a dead run's late object never
+counts; --overwrite removes only what the job wrote; each mistake with an output bucket is one line."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from curation.engine import ALIVE
+from curation.registry import spss_schema
+from infu_model.storage import ObjectPath, write_parquet
+from pipelines.job import dedup_and_finalize, parquet_files, read_column
+from s3_server import S3Server
+from test_boundaries import spss_rows
+from test_curate import SPINE_ONLY, _many_photos, outcome
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The server, and this process's environment pointed at it (the test reads what the jobs wrote)."""
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    return s3
+
+
+def rows(uri: str, sub: str, columns: list[str]) -> list[dict]:
+    files = parquet_files(ObjectPath(uri) / sub)
+    return read_column(files, columns).to_pylist()
+
+
+def bucket_outcome(uri: str) -> list[tuple]:
+    cols = ["id", "status", "reason", "duplicate_of"]
+    return sorted(tuple(r[c] for c in cols) for sub in ("kept", "rejected") for r in rows(uri, sub, cols))
+
+
+def kept_digest(out) -> list[str]:
+    return sorted(hashlib.sha1(r["image"]).hexdigest() for r in rows(str(out), "kept", ["image"]))
+
+
+def curate(s3, src: str, out: str, cfg: Path, *extra, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "infu"), "curate", "--source", f"folder:sample={src}", "--out", out,
+                           "--config", str(cfg), *extra], capture_output=True, text=True,
+                          env={**s3.run_env(), **(env or {})}, timeout=600)
+
+
+@pytest.mark.slow
+def test_curate_into_a_bucket_writes_what_it_writes_on_disk_resumes_and_overwrites_only_its_own(
+        sample_dir, s3_env, tmp_path):
+    s3 = s3_env
+    uri = s3.upload(sample_dir, f"{s3.bucket('photos')}/samples")
+    out = f"{s3.bucket('curated')}/run1"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**SPINE_ONLY, "progress": False}))
+    on_disk = curate(s3, str(sample_dir), str(tmp_path / "disk"), cfg)
+    in_bucket = curate(s3, uri, out, cfg)
+    assert on_disk.returncode == 0 and in_bucket.returncode == 0, in_bucket.stderr[-3000:]
+    assert bucket_outcome(out) == outcome(tmp_path / "disk") and len(bucket_outcome(out)) == 20
+    assert kept_digest(out) == kept_digest(tmp_path / "disk")  # the original bytes, as on disk
+    stats = json.loads(ObjectPath(out + "/stats.json").read_text())
+    assert stats["adds_up"] and stats["kept"] == 10 and stats["duplicate_ids"] == 0
+    keys = s3.keys("curated")
+    assert {"run1/report.html", "run1/run.json", "run1/config.yaml", "run1/_work/logs/curate.log"} <= set(keys)
+    assert "run1/_work/live" not in keys, "the run ended: its heartbeat is gone, the output is free"
+    assert not [k for k in keys if k.startswith(("run1/_work/candidates/", "run1/_work/rejected/"))
+                and k.endswith(".parquet")], "every worker object was published or removed"
+
+    again = curate(s3, uri, out, cfg)  # the same command: nothing left to do, the same output
+    assert again.returncode == 0 and bucket_outcome(out) == outcome(tmp_path / "disk"), again.stderr[-2000:]
+    s3.client().delete_object(Bucket="curated", Key="run1/report.html")
+    report = subprocess.run([str(BIN / "infu"), "report", out], capture_output=True, text=True, env=s3.run_env())
+    assert report.returncode == 0 and f"wrote {out}/report.html" in report.stdout, report.stderr[-2000:]
+    assert 'data-funnel="kept">10<' in ObjectPath(out + "/report.html").read_text()
+
+    s3.client().put_object(Bucket="curated", Key="run1/my-notes.txt", Body=b"mine")
+    s3.client().put_object(Bucket="curated", Key="elsewhere/keep.txt", Body=b"mine")
+    stricter = tmp_path / "s.yaml"
+    stricter.write_text(yaml.safe_dump({**SPINE_ONLY, "progress": False, "filters": {"min_side": 400}}))
+    refused = curate(s3, uri, out, stricter)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    redone = curate(s3, uri, out, stricter, "--overwrite")
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    keys = s3.keys("curated")
+    assert {"run1/my-notes.txt", "elsewhere/keep.txt"} <= set(keys), "objects the job did not write stay"
+    reasons = [r for _, _, r, _ in bucket_outcome(out)]
+    assert reasons.count("low_resolution") > 1 and len(reasons) == 20
+
+
+@pytest.mark.slow
+def test_kill_9_mid_curate_into_a_bucket_then_rerun_gives_the_uninterrupted_result(s3_env, tmp_path):
+    s3 = s3_env
+    data = tmp_path / "data"
+    data.mkdir()
+    _many_photos(data, 120)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**SPINE_ONLY, "output": {"rows_per_file": 6}, "quality": {"resources": {"batch_size": 3}},
+                                   "ray": {"num_cpus": 2, "object_store_memory": 300_000_000}, "progress": False}))
+    out = f"{s3.bucket('killed')}/out"
+    env = {**s3.run_env(), "INFU_BUCKET_STALE_S": "2"}
+    proc = subprocess.Popen([str(BIN / "infu"), "curate", "--source", f"folder={data}", "--out", out, "--config",
+                             str(cfg), "--quiet"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written = lambda: [k for k in s3.keys("killed") if k.startswith("out/_work/candidates/") and k.endswith(".parquet")]  # noqa: E731
+    deadline = time.time() + 180
+    while time.time() < deadline and len(written()) < 3:
+        assert proc.poll() is None, "the run finished before it could be killed; make the input bigger"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-run; its Ray workers outlive it for seconds
+    proc.wait()
+    assert len(written()) >= 3 and "out/stats.json" not in s3.keys("killed")
+    time.sleep(2.5)  # its heartbeat is stale: the output is free
+
+    rerun = subprocess.run([str(BIN / "infu"), "curate", "--source", f"folder={data}", "--out", out, "--config",
+                            str(cfg), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    clean = subprocess.run([str(BIN / "infu"), "curate", "--source", f"folder={data}", "--out", str(tmp_path / "clean"),
+                            "--config", str(cfg), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0 and clean.returncode == 0, rerun.stderr[-3000:]
+    assert bucket_outcome(out) == outcome(tmp_path / "clean")
+    stats = json.loads(ObjectPath(out + "/stats.json").read_text())
+    assert stats["adds_up"] and stats["inputs"] == 120 and stats["duplicate_ids"] == 0
+    assert kept_digest(out) == kept_digest(tmp_path / "clean")
+
+
+def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
+    """A killed run's worker finishes an object after the rerun sealed the output (its lease check
+    passed just before): the object lands, but the rerun neither counts it nor publishes it."""
+    from pipelines.config import load_config
+    from pipelines.job import DedupOptions, Layout, SourceSpec, prepare_out, release_live
+    from pipelines.sink import RowSink, Superseded, content_name
+
+    out = f"{s3_env.bucket('late')}/out"
+    cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
+    killed, rerun = Layout(out), Layout(out)
+    try:
+        prepare_out(killed, cfg, specs, False, "curate")
+        late = RowSink(killed.candidates, killed.parts_rejected, 4, False, spss_schema(), lease=killed.lease)
+        first = pa.Table.from_pylist([{**spss_rows(1)[0], "status": ALIVE}], schema=spss_schema())
+        late.write([first], None)  # before the rerun: it counts, and the rerun does not redo its row
+
+        prepare_out(rerun, cfg, specs, False, "curate")
+        second = first.set_column(0, "id", pa.array(["late"]))
+        with pytest.raises(Superseded, match="taken over by another run"):
+            late.write([second], None)
+        write_parquet(second, killed.candidates / killed.lease.tag(content_name(second)))  # the check passed before
+        assert len(parquet_files(rerun.candidates)) == 2
+        assert read_column(rerun.written(), ["id"])["id"].to_pylist() == [first["id"][0].as_py()]
+
+        dedup_and_finalize(rerun, DedupOptions(False, 4, 8), False, spss_schema())
+        assert read_column(parquet_files(rerun.kept), ["id"])["id"].to_pylist() == [first["id"][0].as_py()]
+        assert not parquet_files(rerun.candidates), "the late object is removed at the end"
+    finally:
+        release_live()
+
+
+def test_jobs_that_write_only_to_folders_refuse_a_bucket_in_one_line(s3, tmp_path):
+    s3.bucket("elsewhere")
+    (tmp_path / "kept").mkdir()
+    write_parquet(pa.Table.from_pylist(spss_rows(1), schema=spss_schema()), tmp_path / "kept" / "part-0.parquet")
+    done = subprocess.run([str(BIN / "infu"), "caption", str(tmp_path), "--out", "s3://elsewhere/captioned"],
+                          capture_output=True, text=True, env=s3.run_env(), timeout=120)
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("Error: ")]
+    assert done.returncode != 0 and len(lines) == 1, done.stderr[-2000:]
+    assert "`infu caption` writes to a local or shared folder" in lines[0] and s3.keys("elsewhere") == []
+
+
+@pytest.mark.parametrize("case", ["no bucket", "the bucket itself", "a prefix of ones own", "a live run"])
+def test_an_output_bucket_mistake_is_one_line(s3, sample_dir, tmp_path, case):
+    s3.bucket("taken")
+    out = {"no bucket": "s3://no-such-bucket/out", "the bucket itself": "s3://taken",
+           "a prefix of ones own": "s3://taken/photos", "a live run": "s3://taken/busy"}[case]
+    if case == "a prefix of ones own":
+        s3.client().put_object(Bucket="taken", Key="photos/a.jpg", Body=b"mine")
+    if case == "a live run":
+        s3.client().put_object(Bucket="taken", Key="busy/run.json", Body=json.dumps({"job": "curate"}).encode())
+        s3.client().put_object(Bucket="taken", Key="busy/_work/live", Body=json.dumps(
+            {"run": "r1", "job": "curate", "host": "node-7", "pid": 42, "beat": time.time()}).encode())
+    before = s3.keys("taken")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**SPINE_ONLY, "progress": False}))
+    done = curate(s3, str(sample_dir), out, cfg)
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("Error: ")]
+    assert done.returncode != 0 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    expected = {"no bucket": "the bucket s3://no-such-bucket does not exist",
+                "the bucket itself": "give a prefix inside the bucket",
+                "a prefix of ones own": "is not empty and holds no earlier `infu curate` output",
+                "a live run": "in use by a live `infu curate` run (run r1, host node-7, pid 42"}[case]
+    assert expected in lines[0], lines[0]
+    assert s3.keys("taken") == before, "nothing was written"
