@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from infu_model.storage import arrow, as_path, is_uri
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,7 +24,7 @@ from pipelines.jobs import Checked
 from pipelines.models import fetch_models
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
-                           parquet_files, prepare_out, read_column, record_schema)
+                           parquet_files, prepare_out, publish, read_column, record_schema)
 from pipelines.ray_stages import table_to_rows
 
 SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
@@ -116,24 +118,27 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
     captioners = checked.found
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}
-    lay = Layout(Path(out))
-    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(Path(in_dir).resolve()))], overwrite, "caption", by_runner)
-    done = read_column(parquet_files(lay.kept, lay.rejected), ["id"])["id"].combine_chunks()
+    lay = Layout(out)
+    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(as_path(in_dir).resolve()))], overwrite, "caption", by_runner)
+    done = read_column(lay.written(), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     if total - len(done) > 0:
         init_ray(ray_address, cfg.ray, cfg.progress)
         pools = plan_pools(captioners, log=log)
         log(f"caption: {total - len(done)} rows to caption ({total} in {in_dir})")
         schema = record_schema(files)
-        ds = ray.data.read_parquet(files, schema=schema)
+        fs, paths = arrow(files)
+        ds = ray.data.read_parquet(paths, filesystem=fs, schema=schema)
         # a light CPU request for the cleaning glue leaves the captioners' slots free
         ds = ds.map_batches(_prepare, batch_format="pyarrow", batch_size=64, num_cpus=0.25,
                             fn_kwargs={"done": done, "max_chars": cfg.max_chars, "names": real_names(cfg.names_file),
                                        "schema": schema})
         for stage in pools:
             ds = add_stage(ds, stage, schema)
-        ds.write_datasink(RowSink(lay.kept, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
-                                  schema, alive_status="kept", lease=lay.lease))
+        ds.write_datasink(RowSink(lay.parts_kept, lay.parts_rejected, cfg.output.rows_per_file,
+                                  cfg.output.rejected_images, schema, alive_status="kept", lease=lay.lease))
+    if is_uri(lay.out):
+        publish(lay)
     stats = caption_stats(lay, files, reports, time.time() - t0)
     (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats

@@ -58,6 +58,15 @@ def model_ref(ctx, param, value):
 MODEL_HELP = "A folder, hf://OWNER/NAME[@REVISION][/PATH] (fetched into the Hub cache) or https://...#sha256=HEX."
 
 
+class Location(click.Path):
+    """A folder that must exist here, or a prefix in object storage (``s3://BUCKET/KEY``: the job checks it)."""
+
+    def convert(self, value, param, ctx):
+        from infu_model.storage import is_uri
+
+        return value if is_uri(value) else super().convert(value, param, ctx)
+
+
 def one_line_errors():
     """The mistakes a user can make (a changed config, a missing or unusable input, a bad value, an
     output folder that is not the job's), which end as one line instead of a traceback."""
@@ -181,14 +190,16 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
 
 
 @main.command()
-@click.argument("in_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("in_dir", type=Location(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output directory: kept/, rejected/, stats.json. Rerunning on it resumes.")
+              help="Output directory: kept/, rejected/, stats.json; a local folder or s3://BUCKET/KEY. "
+                   "Rerunning on it resumes.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML merged over configs/caption.yaml (captioner model folders, devices, batch sizes).")
 @row_job_options
 def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None:
-    """Add BLIP-2 / VLM captions to SPSS Parquet (IN_DIR: a curate output or a folder of Parquet).
+    """Add BLIP-2 / VLM captions to SPSS Parquet (IN_DIR: a curate output or a folder of Parquet, on
+    disk or in object storage).
 
     Every caption keeps its source (dataset, blip2, internvl, ...) so training can mix
     them; all go through the same hygiene (prompt echoes, boilerplate, names, loops)."""
@@ -197,9 +208,9 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
 
 
 @main.command()
-@click.option("--spss", "spss_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="SPSS Parquet: a curate/caption output (its kept/) or a folder of Parquet. Its records are "
-                   "the real identity sources.")
+@click.option("--spss", "spss_dir", required=True, type=Location(exists=True, file_okay=False),
+              help="SPSS Parquet: a curate/caption output (its kept/) or a folder of Parquet, on disk or "
+                   "s3://BUCKET/KEY. Its records are the real identity sources.")
 @click.option("--model", "model", callback=model_ref, help="Stage-1 InfU weights: the published infu_flux_v1.0 "
               "folder (model.variant picks sim_stage1 by default) or one of our checkpoints; default: model.path "
               f"({INFU_V1}). {MODEL_HELP}")
@@ -209,7 +220,8 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
               help="Prompt bank: YAML/JSONL with id, text, gender (female|male|any), or text lines "
                    "'GENDER<TAB>prompt'. Default: configs/prompts/synth.yaml.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output: kept/ (SPMS pairs), rejected/ (with reason and scores), stats.json. Rerun to resume.")
+              help="Output: kept/ (SPMS pairs), rejected/ (with reason and scores), stats.json; a local folder or "
+                   "s3://BUCKET/KEY. Rerun to resume.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML merged over configs/synth.yaml (generation, LoRAs, face swap, ID filter, pools).")
 @row_job_options
@@ -335,7 +347,7 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
 
 
 @main.command("report")
-@click.argument("out_dir")
+@click.argument("out_dir", type=Location(exists=True, file_okay=False))
 def report_cmd(out_dir) -> None:
     """Write OUT_DIR/report.html: one self-contained page (no server, no network) of a job's output
     or of a whole `infu run` root: the curation funnel and sampled rejects per reason with the score
@@ -344,11 +356,8 @@ def report_cmd(out_dir) -> None:
     with the commands, versions, time per stage and whether the accounting adds up. Every job
     writes it when it ends; this command rewrites it. OUT_DIR may be a prefix in object storage
     (s3://BUCKET/KEY) where `infu curate` wrote."""
-    from infu_model.storage import is_uri
     from pipelines.report import write_report
 
-    if not is_uri(out_dir) and not Path(out_dir).expanduser().is_dir():
-        raise click.ClickException(f"not a folder: {out_dir}")
     try:
         click.echo(f"wrote {write_report(out_dir)}")
     except FileNotFoundError as e:

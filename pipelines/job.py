@@ -84,7 +84,10 @@ class Layout:
         self.out = as_path(out)
         self.kept, self.rejected, self.work = self.out / "kept", self.out / "rejected", self.out / "_work"
         self.manifest, self.todo, self.candidates = (self.work / d for d in ("manifest", "todo", "candidates"))
-        self.parts_rejected = self.work / "rejected" if is_uri(self.out) else self.rejected
+        bucket = is_uri(self.out)
+        # where the workers write rows that leave (and a job without a run-wide decision, its survivors)
+        self.parts_rejected = self.work / "rejected" if bucket else self.rejected
+        self.parts_kept = self.candidates if bucket else self.kept
         self.dedup = self.work / "dedup.parquet"
         self.lease_file = lease_file(self.out)
         self.lease: Lease | BucketLease | None = None  # taken by prepare_out; the run's writes carry it
@@ -174,7 +177,7 @@ def in_use(out, holder: dict) -> str:
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
-IN_BUCKETS = ("curate",)  # the jobs whose output may be a prefix in object storage (pipelines/bucket_runs.py)
+IN_BUCKETS = ("curate", "caption", "synth")  # the jobs whose output may be a prefix in object storage
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
     "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
@@ -226,8 +229,8 @@ def in_storage_for(out, job: str):
     """``out`` as a path handle, refused in one line when it is in object storage and ``job`` cannot write there."""
     out = as_path(out)
     if isinstance(out, ObjectPath) and job not in IN_BUCKETS:
-        raise OutputRefused(f"{out}: `infu {job}` writes to a local or shared folder; of the jobs, `infu curate` "
-                            "writes into object storage so far")
+        raise OutputRefused(f"{out}: `infu {job}` writes to a local or shared folder; of the jobs, "
+                            f"{', '.join(f'`infu {j}`' for j in IN_BUCKETS)} write into object storage so far")
     return out
 
 
@@ -418,14 +421,14 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
 
 
 def publish(lay: Layout) -> None:
-    """In object storage: the workers' rejected rows that count, copied into rejected/; the objects that
-    do not count (a dead run's late writes) removed."""
-    for f in parquet_files(lay.parts_rejected):
-        if f in lay.lease.counts([f]):
-            copy(f, lay.rejected / posixpath.basename(f))
-        as_path(f).unlink(missing_ok=True)
-    for f in parquet_files(lay.candidates):  # every candidate that counts was split above
-        as_path(f).unlink(missing_ok=True)
+    """In object storage, at the end of a run: the worker objects that count copied into the output
+    (survivors no run-wide decision took into kept/, the rest into rejected/), and every worker object
+    removed, so those that do not count (a dead run's late writes) never reach it."""
+    for parts, final in ((lay.candidates, lay.kept), (lay.parts_rejected, lay.rejected)):
+        for f in parquet_files(parts):
+            if lay.lease.counts([f]):
+                copy(f, final / posixpath.basename(f))
+            as_path(f).unlink(missing_ok=True)
 
 
 def count_unaccounted(expected_ids, written_ids) -> int:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from curation.engine import KEPT, QUARANTINED, REJECTED, between
 from pipelines.models import fetch_models
 from pipelines.config import JobConfig, packaged_path, stage_models
+from infu_model.storage import arrow, as_path
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
                            count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)
 from synth.face_swap import FaceSwapStage
@@ -161,7 +162,8 @@ def process(lay: Layout, files: list[str], cfg: SynthConfig, selected: pa.Array,
     planner = cfg.planner()  # the bank read once, handed to every planning task
     stages = plan_pools(cfg.chain(), extra=0.25 if planner.needs_model else 0.0, log=log)
     # light CPU requests for the glue: the model pools hold most of a small machine's slots
-    ds = ray.data.read_parquet(files, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
+    fs, paths = arrow(files)
+    ds = ray.data.read_parquet(paths, filesystem=fs, num_cpus=0.25).select_columns(SOURCE_COLUMNS)
     # a few sources per block: each expands into prompts x seeds jobs that carry its image
     ds = ds.repartition(target_num_rows_per_block=4)
     if planner.needs_model:  # a gender classifier: load it once
@@ -172,7 +174,7 @@ def process(lay: Layout, files: list[str], cfg: SynthConfig, selected: pa.Array,
                             batch_format="pyarrow", batch_size=4, num_cpus=0.25)
     for stage in stages:
         ds = add_stage(ds, stage, SYNTH_ROW_SCHEMA)
-    ds.write_datasink(RowSink(lay.candidates, lay.rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
+    ds.write_datasink(RowSink(lay.candidates, lay.parts_rejected, cfg.output.rows_per_file, cfg.output.rejected_images,
                               SPMS_SCHEMA, key="pair_id", image="target_image", lease=lay.lease),
                       ray_remote_args={"num_cpus": 0.25})
 
@@ -195,15 +197,14 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str
         check_synth(spss_dir, cfg)
         fetch_models(cfg.needs())  # the Ray workers then read the cache only
     files = input_files(spss_dir)
-    lay = Layout(Path(out))
-    specs = [SourceSpec("spss", "input", str(Path(spss_dir).resolve())),
+    lay = Layout(out)
+    specs = [SourceSpec("spss", "input", str(as_path(spss_dir).resolve())),
              SourceSpec("model", "model", cfg.model.path.key),
              SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
     prepare_out(lay, cfg, specs, overwrite, "synth", checked is not None)
     selected = select_sources(files, cfg.select, cfg.seed)
     expected = expected_pairs(files, selected, cfg)
-    done = read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"]
-    done = done.combine_chunks()
+    done = read_column(lay.written(), ["pair_id"], SPMS_SCHEMA)["pair_id"].combine_chunks()
     sources, skip, todo = pending_work(selected, expected, done)
     generated = 0
     if len(sources) and todo != 0:
@@ -215,8 +216,7 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str
         log(f"synth: {len(sources)} identity sources to (re)visit, "
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
         process(lay, files, cfg, sources, skip, log)
-        generated = count_unaccounted(
-            read_column(parquet_files(lay.candidates, lay.kept, lay.rejected), ["pair_id"], SPMS_SCHEMA)["pair_id"], done)
+        generated = count_unaccounted(read_column(lay.written(), ["pair_id"], SPMS_SCHEMA)["pair_id"], done)
     dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, SPMS_SCHEMA, key="pair_id",
                        prefer=(("pixels", "descending"), ("id_similarity", "descending")), image="target_image")
     stats = synth_stats(lay, selected, None if expected is None else expected["pair_id"], cfg, time.time() - t0)

@@ -17,7 +17,8 @@ import yaml
 
 from curation.engine import ALIVE
 from curation.registry import spss_schema
-from infu_model.storage import ObjectPath, write_parquet
+from curation import samples
+from infu_model.storage import ObjectPath, as_path, write_parquet
 from pipelines.job import dedup_and_finalize, parquet_files, read_column
 from s3_server import S3Server
 from test_boundaries import spss_rows
@@ -205,3 +206,47 @@ def test_an_output_bucket_mistake_is_one_line(s3, sample_dir, tmp_path, case):
                 "a live run": "in use by a live `infu curate` run (run r1, host node-7, pid 42"}[case]
     assert expected in lines[0], lines[0]
     assert s3.keys("taken") == before, "nothing was written"
+
+
+@pytest.mark.slow
+def test_caption_and_synth_read_from_a_bucket_and_write_into_one_as_on_disk(s3_env, tmp_path):
+    """The chain after curate on a bucket: the same captions, and the same SPMS pairs (ids, decisions,
+    target bytes), as the same jobs on disk."""
+    from infu_model.tiny import make_tiny
+    from test_synth import spss_row
+
+    s3, tiny = s3_env, make_tiny(tmp_path / "tiny")
+    disk = tmp_path / "spss"
+    (disk / "kept").mkdir(parents=True)
+    rows = [spss_row(samples.grace_hopper(), "grace.png", gender="female", identity="hopper"),
+            spss_row(samples.astronaut(), "astronaut.png")]
+    write_parquet(pa.Table.from_pylist(rows, schema=spss_schema()), disk / "kept" / "part-0.parquet")
+    bucket = s3.upload(disk, f"{s3.bucket('chain')}/spss")
+    cap_cfg, syn_cfg = tmp_path / "caption.yaml", tmp_path / "synth.yaml"
+    cap_cfg.write_text(yaml.safe_dump({"captioners": [], "progress": False}))
+    syn_cfg.write_text(yaml.safe_dump({
+        "progress": False, "model": {"base": str(tiny["base"]), "path": str(tiny["infu"]), "dtype": "float32"},
+        "generation": {"width": 64, "height": 64, "steps": 3, "images_per_call": 2},
+        "prompts": {"per_source": 2, "seeds_per_prompt": 1}, "output": {"rows_per_file": 3}}))
+    outs = {}
+    for where, spss, root in (("disk", str(disk), str(tmp_path)), ("bucket", bucket, "s3://chain")):
+        for cmd in (["caption", spss, "--out", f"{root}/captioned", "--config", str(cap_cfg)],
+                    ["synth", "--spss", f"{root}/captioned", "--out", f"{root}/spms", "--config", str(syn_cfg)]):
+            done = subprocess.run([str(BIN / "infu"), *cmd], capture_output=True, text=True, env=s3.run_env(),
+                                  timeout=600)
+            assert done.returncode == 0, (where, cmd[0], done.stderr[-3000:])
+        outs[where] = (
+            sorted((r["id"], str(r["captions"])) for r in rows_of(f"{root}/captioned", ["id", "captions"])),
+            sorted((r["pair_id"], r["status"], r["reason"], hashlib.sha1(r["target_image"]).hexdigest())
+                   for r in rows_of(f"{root}/spms", ["pair_id", "status", "reason", "target_image"])))
+    assert outs["bucket"] == outs["disk"] and len(outs["disk"][0]) == 2 and len(outs["disk"][1]) == 4
+    stats = json.loads(ObjectPath("s3://chain/spms/stats.json").read_text())
+    assert stats["adds_up"] and stats["pairs"] == 4
+
+
+def rows_of(root: str, columns: list[str]) -> list[dict]:
+    """Kept and rejected rows of a job's output, local or in a bucket (SPMS columns read as they are)."""
+    from pipelines.job import dataset
+
+    files = parquet_files(as_path(root) / "kept") + parquet_files(as_path(root) / "rejected")
+    return dataset(files).to_table(columns=columns).to_pylist()
