@@ -76,14 +76,19 @@ def storage_error(uri: str, e: BaseException) -> StorageError:
     return StorageError(f"{uri}: {first_line(e)}")
 
 
+def bucket_of(uri) -> str:
+    """``SCHEME://BUCKET`` of a URI."""
+    scheme, rest = str(uri).split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
 def missing(root) -> str:
     """Why ``root`` (not there) is not there, in words: a path, a bucket, or a prefix with nothing under it."""
     if not is_uri(root):
         return f"path does not exist: {root}"
-    scheme, rest = str(root).split("://", 1)
-    bucket = rest.split("/", 1)[0]
-    if not exists(f"{scheme}://{bucket}"):
-        return f"the bucket {bucket!r} does not exist (or is not visible at this endpoint): {root}"
+    bucket = bucket_of(root)
+    if not exists(bucket):
+        return f"the bucket {bucket.split('://', 1)[1]!r} does not exist (or is not visible at this endpoint): {root}"
     return f"nothing under {root} (an empty or mistyped prefix)"
 
 

@@ -47,9 +47,9 @@ class BucketLease:
     def take(cls, path: ObjectPath, prefixes: list[ObjectPath]) -> BucketLease:
         """Seal what the earlier runs wrote under ``prefixes`` and start a new run."""
         before = read_seal(path)
-        counted = set(before.get("objects", []))
-        if before.get("run"):
-            counted |= {o.name for p in prefixes for o in p.glob("*.parquet") if run_of(o.name) == before["run"]}
+        named, run = set(before.get("objects", [])), before.get("run")
+        present = {o.name for p in prefixes for o in p.glob("*.parquet")}  # (what was published is gone from here)
+        counted = {n for n in present if n in named or (run is not None and run_of(n) == run)}
         lease = cls(path, uuid.uuid4().hex[:16], frozenset(counted))
         path.write_text(json.dumps({"run": lease.run_id, "objects": sorted(counted)}))
         return lease

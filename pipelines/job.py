@@ -24,8 +24,8 @@ import yaml
 from curation.dedup import KEEP_RULE, find_duplicates
 from curation.engine import KEPT, REJECTED, between, plain
 from curation.registry import spss_schema
-from infu_model.storage import (ObjectPath, arrow, as_path, copy, exists, is_uri, parquet_file, read_parquet,
-                                remove_tree)
+from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exists, is_uri, parquet_file,
+                                read_parquet, remove_tree)
 from pipelines.bucket_runs import BucketLease, Heartbeat, live_record, stale_s
 from pipelines.config import fingerprint
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
@@ -238,7 +238,7 @@ def check_output(out: str | Path, job: str) -> Path:
     """``out`` as a folder ``job`` may claim (``claim_output``), refused in one line otherwise; writes nothing."""
     out = in_storage_for(out, job)
     if isinstance(out, ObjectPath):
-        bucket = out.uri.split("://", 1)[0] + "://" + out.uri.split("://", 1)[1].split("/", 1)[0]
+        bucket = bucket_of(out)
         if not exists(bucket):
             raise OutputRefused(f"{out}: the bucket {bucket} does not exist (or is not visible at this endpoint)")
         if bucket == out.uri:

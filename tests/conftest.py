@@ -45,3 +45,21 @@ def curate_cfg():
 
     return load_config("curate", overrides={"progress": False, "listing": {"shard_rows": 7},
                                             "output": {"rows_per_file": 4}})
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible server on 127.0.0.1 (tests/s3_server.py), one per test module."""
+    from s3_server import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The server, and this process's environment pointed at it (a test that reads or writes the bucket itself)."""
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    return s3

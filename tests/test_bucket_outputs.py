@@ -20,27 +20,11 @@ from curation.registry import spss_schema
 from curation import samples
 from infu_model.storage import ObjectPath, as_path, write_parquet
 from pipelines.job import dedup_and_finalize, parquet_files, read_column
-from s3_server import S3Server
 from test_boundaries import spss_rows
 from test_curate import SPINE_ONLY, _many_photos, outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = S3Server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    """The server, and this process's environment pointed at it (the test reads what the jobs wrote)."""
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    return s3
 
 
 def rows(uri: str, sub: str, columns: list[str]) -> list[dict]:
@@ -172,15 +156,16 @@ def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
         release_live()
 
 
-def test_jobs_that_write_only_to_folders_refuse_a_bucket_in_one_line(s3, tmp_path):
-    s3.bucket("elsewhere")
-    (tmp_path / "kept").mkdir()
-    write_parquet(pa.Table.from_pylist(spss_rows(1), schema=spss_schema()), tmp_path / "kept" / "part-0.parquet")
-    done = subprocess.run([str(BIN / "infu"), "caption", str(tmp_path), "--out", "s3://elsewhere/captioned"],
-                          capture_output=True, text=True, env=s3.run_env(), timeout=120)
-    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("Error: ")]
-    assert done.returncode != 0 and len(lines) == 1, done.stderr[-2000:]
-    assert "`infu caption` writes to a local or shared folder" in lines[0] and s3.keys("elsewhere") == []
+@pytest.mark.parametrize("job", ["train", "eval", "run"])
+def test_jobs_that_write_only_to_folders_refuse_a_bucket_in_one_line(s3_env, job):
+    from pipelines.job import OutputRefused, check_output, claim_output
+
+    s3_env.bucket("elsewhere")
+    for check in (check_output, claim_output):
+        with pytest.raises(OutputRefused, match=f"`infu {job}` writes to a local or shared folder; of the jobs, "
+                                                "`infu curate`, `infu caption`, `infu synth` write into object"):
+            check(f"s3://elsewhere/{job}", job)
+    assert s3_env.keys("elsewhere") == []
 
 
 @pytest.mark.parametrize("case", ["no bucket", "the bucket itself", "a prefix of ones own", "a live run"])

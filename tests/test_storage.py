@@ -18,20 +18,6 @@ from test_curate import outcome
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = S3Server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    return s3
-
-
 def listed(kind: str, root: str) -> list[dict]:
     src = make_source(kind, kind, root, load_config("curate").sources)
     src.check()
