@@ -101,18 +101,19 @@ def info(uri: str):
         raise storage_error(uri, e) from None
 
 
-def exists(uri: str) -> bool:
+def kind(uri: str) -> str:
+    """``file``, ``directory`` (a bucket's top level, or a prefix holding objects) or ``missing``."""
     from pyarrow import fs
 
-    return info(uri).type != fs.FileType.NotFound
+    return {fs.FileType.File: "file", fs.FileType.Directory: "directory"}.get(info(uri).type, "missing")
+
+
+def exists(uri: str) -> bool:
+    return kind(uri) != "missing"
 
 
 def is_dir(uri: str) -> bool:
-    from pyarrow import fs
-
-    got = info(uri)
-    # a bucket's top level, or a prefix holding objects, is a directory
-    return got.type == fs.FileType.Directory
+    return kind(uri) == "directory"
 
 
 def size(uri: str) -> int:
@@ -272,9 +273,7 @@ class ObjectPath:
         return is_dir(self.uri)
 
     def is_file(self) -> bool:
-        from pyarrow import fs
-
-        return info(self.uri).type == fs.FileType.File
+        return kind(self.uri) == "file"
 
     def rglob(self, pattern: str):
         """Objects under this prefix whose name matches ``pattern`` (one recursive listing)."""

@@ -138,10 +138,8 @@ def one_line(out_dir):
 
     try:
         yield
-    except one_line_errors() as e:
-        raise click.ClickException(disk_full_line(e, out_dir) or str(e)) from None
     except Exception as e:
-        line = disk_full_line(e, out_dir)
+        line = disk_full_line(e, out_dir) or (str(e) if isinstance(e, one_line_errors()) else None)
         if line is None:
             raise
         raise click.ClickException(line) from None
