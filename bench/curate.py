@@ -24,6 +24,7 @@ of the stages in one process, measured on the N1 images), side by side.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -164,14 +165,20 @@ def decisions(out: Path) -> dict:
 
 
 def command_seconds(folder: Path, out: Path, cfg_file: Path) -> float:
-    """Wall seconds of ``infu curate`` on ``folder`` in a fresh process: what a user waits, start-up included."""
+    """Wall seconds of ``infu curate`` on ``folder`` in a fresh process: what a user waits, start-up included.
+    Its phases (stats.json ``timings_s``, and what the command spent outside the job) are printed."""
     t = time.perf_counter()
     done = subprocess.run([str(Path(sys.executable).parent / "infu"), "curate", "--source", f"folder:bench={folder}",
                            "--out", str(out), "--config", str(cfg_file), "--quiet", "--overwrite"],
                           capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    stats = json.loads((out / "stats.json").read_text())
+    phases = {**stats["timings_s"], "stats": round(stats["elapsed_s"] - sum(stats["timings_s"].values()), 2),
+              "outside the job (start, check, report, exit)": round(wall - stats["elapsed_s"], 2)}
+    print(f"  {folder.name}: {wall:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+    return wall
 
 
 def marginal(work: Path, n1: int, n2: int, full: bool) -> None:

@@ -305,7 +305,9 @@ def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
             lay.dedup.unlink()  # new candidates: earlier dedup decisions are stale
         from pipelines.ray_runtime import init_ray
 
+        t = time.time()
         init_ray(ray_address, cfg.ray, cfg.progress)
+        timings["ray_start"] = time.time() - t
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
         t = time.time()
         process(lay, files, cfg, log)

@@ -21,15 +21,16 @@ from collections import Counter, OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
 from infu_model.control import black_control
 from infu_model.hub import DIFFUSERS, resolve
+from infu_model.storage import parquet_file, read_parquet
 from infu_model.train_data import Skip, bucket_size, prepare
 from infu_model.training import FlowBatch, check_train_dtype, freeze
 from pipelines.job import input_files
 from pipelines.train.config import TrainConfig, TrainModelOptions
+from pipelines.train.loaders import stem
 
 SHARED = "_shared"
 
@@ -210,8 +211,9 @@ def build_cache(cfg: TrainConfig, batch: int = 8) -> dict:
         return out
 
     for f in input_files(data.parquet):
-        shard, stem = root / f"{Path(f).stem}.safetensors", Path(f).stem
-        table = pq.read_table(f, columns=[c for c in columns if c in pq.read_schema(f).names])
+        name = stem(f)
+        shard = root / f"{name}.safetensors"
+        table = read_parquet(f, columns=[c for c in columns if c in parquet_file(f).schema_arrow.names])
         sizes.update(bucket_size(b or "", data.max_side, mult) for b in table["bucket"].to_pylist())
         if shard.is_file() and (not want_latents or _has_latents(shard)):
             counts["shards_kept"] += 1
@@ -224,7 +226,7 @@ def build_cache(cfg: TrainConfig, batch: int = 8) -> dict:
             for row in table.to_pylist():
                 size = bucket_size(row["bucket"] or "", data.max_side, mult)
                 try:
-                    s = prepare({**row, "_file": stem}, unchosen, emb_dim, size, random.Random(0))
+                    s = prepare({**row, "_file": name}, unchosen, emb_dim, size, random.Random(0))
                 except Skip as e:
                     counts[f"skipped_{e}"] += 1
                     continue

@@ -5,8 +5,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from infu_model.hub import DIFFUSERS, ModelRef, Need, infu_weights
 from curation.engine import between
+from infu_model.hub import DIFFUSERS, ModelRef, Need, infu_weights
+from infu_model.storage import is_uri
 from pipelines.config import JobConfig
 
 CHECKPOINTING = {"none": (), "infusenet": ("infusenet",), "all": ("infusenet", "base")}
@@ -122,8 +123,8 @@ class TrainConfig(JobConfig):
 
     def absolute(self) -> "TrainConfig":
         """Every path made absolute: Ray Train workers do not share the caller's working directory."""
-        def absolute(p):
-            return str(Path(p).expanduser().resolve()) if p else p
+        def absolute(p):  # a URI (data in object storage) stays as it is
+            return str(Path(p).expanduser().resolve()) if p and not is_uri(p) else p
 
         def absolute_ref(ref):  # Hub and URL references stay as they are
             return ModelRef.parse(ref.key) if ref is not None else ref

@@ -17,12 +17,11 @@ encoder cache is sharded by it).
 """
 from __future__ import annotations
 
+import posixpath
 import random
 from collections import Counter, OrderedDict
-from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from infu_model.storage import arrow, parquet_file, read_parquet
 from infu_model.train_data import bucket_batches
 
 
@@ -34,7 +33,7 @@ def bucket_counts(files: list[str]) -> Counter:
     """Rows per aspect-ratio bucket (only the bucket column is read)."""
     counts = Counter()
     for f in files:
-        counts.update(b or "" for b in pq.read_table(f, columns=["bucket"])["bucket"].to_pylist())
+        counts.update(b or "" for b in read_parquet(f, columns=["bucket"])["bucket"].to_pylist())
     return counts
 
 
@@ -54,7 +53,7 @@ def row_index(files: list[str]) -> list[tuple[int, int, str]]:
     """(file, row, bucket) for every row: the only columns the batch plan needs."""
     out = []
     for fi, f in enumerate(files):
-        for ri, b in enumerate(pq.read_table(f, columns=["bucket"])["bucket"].to_pylist()):
+        for ri, b in enumerate(read_parquet(f, columns=["bucket"])["bucket"].to_pylist()):
             out.append((fi, ri, b or ""))
     return out
 
@@ -94,20 +93,21 @@ def stream_batches(files: list[str], columns: list[str], micro: int, seed: int, 
     from ray.data import DataContext
 
     DataContext.get_current().execution_options.preserve_order = True
-    names = pq.read_schema(files[0]).names
+    names = parquet_file(files[0]).schema_arrow.names
     columns = [c for c in columns if c in names]
     epoch, k = 0, 0
     while True:
         order = [files[i] for i in epoch_order(len(files), seed, epoch)]
         mine = order[rank::world] if len(order) >= world else order
         # include_paths adds "path", the file's (it takes the place of a data column of that name)
-        ds = ray.data.read_parquet(mine, include_paths=True, num_cpus=0.25).select_columns(columns + ["path"])
+        fs, paths = arrow(mine)  # local files or objects of one store
+        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True, num_cpus=0.25).select_columns(columns + ["path"])
         batches = ds.iter_batches(batch_size=64, batch_format="pyarrow", local_shuffle_buffer_size=shuffle_buffer or None,
                                   local_shuffle_seed=seed + epoch)
         rows = (r for b in batches for r in b.to_pylist())
         if len(order) < world:  # fewer files than workers: deal rows instead
             rows = (r for i, r in enumerate(rows) if i % world == rank)
-        rows = ({**r, "bucket": r["bucket"] or "", "_file": Path(r.pop("path")).stem} for r in rows)
+        rows = ({**r, "bucket": r["bucket"] or "", "_file": stem(r.pop("path"))} for r in rows)
         formed = 0
         for batch in bucket_batches(rows, micro, drop_last=True):
             k, formed = k + 1, formed + 1
@@ -130,12 +130,17 @@ class RowReader:
     def __call__(self, ref) -> dict:
         f, r = ref
         if f not in self.cache:
-            schema = pq.read_schema(self.files[f]).names
-            self.cache[f] = pq.read_table(self.files[f], columns=[c for c in self.columns if c in schema])
+            schema = parquet_file(self.files[f]).schema_arrow.names
+            self.cache[f] = read_parquet(self.files[f], columns=[c for c in self.columns if c in schema])
             if len(self.cache) > self.size:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(f)
-        return {**self.cache[f].slice(r, 1).to_pylist()[0], "_file": Path(self.files[f]).stem}
+        return {**self.cache[f].slice(r, 1).to_pylist()[0], "_file": stem(self.files[f])}
+
+
+def stem(path: str) -> str:
+    """A Parquet file's name without its suffix (local path or URI): the encoder cache's shard name."""
+    return posixpath.splitext(posixpath.basename(str(path)))[0]
 
 
 def make_loader(name: str, files: list[str], columns: list[str], micro: int, seed: int, rank: int, world: int,
