@@ -56,7 +56,7 @@ def spss(d: Path, n: int) -> Path:
 def plain_loop(src: Path, out: Path, stage: CaptionStage, batch: int) -> float:
     t = time.perf_counter()
     stage.setup()
-    rows = table_to_rows(pq.read_table(src / "kept" / "part-0.parquet"))
+    rows = table_to_rows(pq.read_table(src / "kept" / "part-0.parquet"), spss_schema(transient_too=True))
     for r in rows:
         r["status"] = ALIVE
         clean_dataset_captions(r, stage.opts.max_chars)
