@@ -49,9 +49,14 @@ def stage_reasons(name: str) -> tuple[str, ...]:
     return ("duplicate",) if name == "dedup" else stage_class(name).reasons
 
 
+def stage_classes() -> list[type[Stage]]:
+    """The quality stage, then every registered stage, in order: what makes the record."""
+    return [stage_class(n) for n in ["quality", *STAGES]]
+
+
 def stage_of(reason: str) -> type[Stage] | None:
     """The curate stage that may reject for ``reason`` (None for dedup's, a listing's or an unknown one)."""
-    return next((stage_class(n) for n in ["quality", *STAGES] if reason in stage_class(n).reasons), None)
+    return next((s for s in stage_classes() if reason in s.reasons), None)
 
 
 def row_schema(stages) -> pa.Schema:
@@ -63,7 +68,7 @@ def row_schema(stages) -> pa.Schema:
 def spss_schema(transient_too: bool = False) -> pa.Schema:
     """The SPSS record: what every curate output holds whatever its config (a stage that did not run
     leaves its columns null), built from the quality stage and every registered stage."""
-    schema = row_schema([stage_class("quality"), *map(stage_class, STAGES)])
+    schema = row_schema(stage_classes())
     return schema if transient_too else written(schema)
 
 
@@ -74,4 +79,4 @@ def written(schema: pa.Schema) -> pa.Schema:
 
 def scores() -> list[str]:
     """Every registered stage's score columns, in order (the report's and the stats' evidence)."""
-    return list(dict.fromkeys(c for name in ["quality", *STAGES] for c in stage_class(name).scores))
+    return list(dict.fromkeys(c for s in stage_classes() for c in s.scores))

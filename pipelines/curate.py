@@ -248,8 +248,9 @@ def score_summary(lay: Layout, stage_reports: dict) -> dict:
 
 def watermark_examples(lay: Layout, n: int = 5) -> list[dict]:
     """A few rows rejected as watermarked, with what the detector read on them."""
-    return dataset(parquet_files(lay.rejected)).head(n, columns=["source", "path", "watermark", "watermark_text", "watermark_classifier", "watermark_label"],
-                        filter=pc.field("reason") == "watermark").to_pylist()
+    columns = ["source", "path", "watermark", "watermark_text", "watermark_classifier", "watermark_label"]
+    return dataset(parquet_files(lay.rejected)).head(n, columns=columns,
+                                                     filter=pc.field("reason") == "watermark").to_pylist()
 
 
 def _count(t: pa.Table) -> dict:

@@ -67,7 +67,7 @@ class Stage:
     stateful: ClassVar[bool] = True            # holds a model: run as an actor pool
     gpu_share: ClassVar[float] = 0.25          # of a GPU per actor when its model runs on cuda (small models share)
     fills_cpus: ClassVar[bool] = False         # a CPU pool left unsized gets an actor per CPU the cluster spares
-    Options: ClassVar[type] = NoOptions        # its typed options (a frozen dataclass, curation/options.py)
+    Options: ClassVar[type] = NoOptions        # its typed options (a frozen dataclass, curation/engine/options.py)
 
     def __init__(self, opts=None, resources: Resources | None = None, label: str | None = None):
         """``opts`` (required when the stage has options) and ``resources`` as the job's config built them; a
@@ -155,11 +155,11 @@ class Chain(Stage):
         super().__init__(None, resources)
         self.stages = list(stages)
         self.reasons = tuple(r for s in self.stages for r in (*s.reasons, f"{s.name}_error"))
-        written = [f.name for s in self.stages for f in s.writes]
+        # as one stage: what its first stages need from outside, and everything its stages fill
+        self.writes = tuple({f.name: f for s in self.stages for f in s.writes}.values())
         self.reads = tuple(dict.fromkeys(c for i, s in enumerate(self.stages) for c in s.reads
                                          if c not in {f.name for t in self.stages[:i] for f in t.writes}))
-        self.writes = tuple({f.name: f for s in self.stages for f in s.writes}.values())
-        self.scores = tuple(dict.fromkeys(c for s in self.stages for c in s.scores if c in written))
+        self.scores = tuple(dict.fromkeys(c for s in self.stages for c in s.scores))
 
     @property
     def label(self) -> str:
