@@ -365,6 +365,71 @@ def write_parquet(table, path, **kw) -> None:
     pq.write_table(table, inner, filesystem=fs, **kw)
 
 
+def download_tree(src, dest: Path, skip: tuple = (), filesystem=None) -> Path:
+    """Every object under ``src`` (a URI, or a path inside ``filesystem``) copied to the local folder
+    ``dest``, streamed, except those named in ``skip``; returns ``dest``."""
+    from pyarrow import fs as pafs
+
+    fs, inner = (filesystem, str(src)) if filesystem is not None else resolve(str(src))
+    try:
+        found = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+        for f in found:
+            rel = posixpath.relpath(f.path, inner)
+            if f.type != pafs.FileType.File or posixpath.basename(rel) in skip:
+                continue
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(f.path, str(dest / rel), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except OSError as e:
+        raise storage_error(str(src), e) from None
+    return dest
+
+
+def upload(src: Path, dst) -> None:
+    """A local file, or a folder with everything under it, to ``dst`` (streamed; a folder's earlier
+    objects under ``dst`` are removed first, so that ``dst`` holds exactly what ``src`` does)."""
+    from pyarrow import fs as pafs
+
+    fs, inner = resolve(str(dst))
+    if Path(src).is_dir():
+        remove_tree(dst)
+    try:
+        pafs.copy_files(str(src), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    except OSError as e:
+        raise storage_error(str(dst), e) from None
+
+
+def cached_copy(uri) -> Path:
+    """A local copy of the object ``uri`` for readers that memory-map files (safetensors), downloaded once per
+    machine into ``~/.cache/infu/objects`` and keyed by the object's size and time: a changed object is
+    fetched again. A local path is returned as it is."""
+    import hashlib
+
+    if not is_uri(uri):
+        return Path(uri)
+    got = info(str(uri))
+    if got.size is None:
+        raise FileNotFoundError(f"not found: {uri}")
+    key = hashlib.sha1(f"{uri}|{got.size}|{got.mtime_ns}".encode()).hexdigest()[:20]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "infu" / "objects" / key
+    path = cache / posixpath.basename(str(uri))
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two workers of one machine may fetch it at once
+        _fetch(str(uri), tmp)
+        tmp.replace(path)
+    return path
+
+
+def _fetch(uri: str, dest: Path) -> None:
+    from pyarrow import fs as pafs
+
+    fs, inner = resolve(uri)
+    try:
+        pafs.copy_files(inner, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except OSError as e:
+        raise storage_error(uri, e) from None
+
+
 def local_copy(uri):
     """A context giving a local path for ``uri`` (a temporary download for a URI): for readers such as
     OpenCV's video capture that only open files."""

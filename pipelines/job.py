@@ -177,7 +177,7 @@ def in_use(out, holder: dict) -> str:
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
-IN_BUCKETS = ("curate", "caption", "synth")  # the jobs whose output may be a prefix in object storage
+IN_BUCKETS = ("curate", "caption", "synth", "train")  # the jobs whose output may be a prefix in object storage
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
     "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
@@ -201,7 +201,9 @@ def owner(folder: Path) -> str | None:
 
 def finished_checkpoints(out: Path) -> list[Path]:
     """A training output's whole checkpoints, oldest first (``step-N.tmp`` is a save in progress or a killed one)."""
-    return sorted(p for p in (as_path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    root = as_path(out) / "checkpoints"  # (in object storage each is a prefix: listed, not globbed)
+    return sorted(p for p in (root.iterdir() if root.is_dir() else ())
+                  if p.name.startswith("step-") and not p.name.endswith(".tmp"))
 
 
 def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:

@@ -8,6 +8,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.path.join(__import__("tempfile").mkdtemp(prefix="infu-hf-"), "hf")
 os.environ.pop("HF_HUB_CACHE", None)
+# the engine's own caches on this machine (job logs of bucket outputs, local copies of objects): the session's too
+os.environ["XDG_CACHE_HOME"] = __import__("tempfile").mkdtemp(prefix="infu-cache-")
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"   # the discard port: a request that slips through fails at once
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Ray's workers import what a test names in a config (a post-processing hook) from here, as a user's would

@@ -156,14 +156,14 @@ def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
         release_live()
 
 
-@pytest.mark.parametrize("job", ["train", "eval", "run"])
+@pytest.mark.parametrize("job", ["eval", "run"])
 def test_jobs_that_write_only_to_folders_refuse_a_bucket_in_one_line(s3_env, job):
     from pipelines.job import OutputRefused, check_output, claim_output
 
     s3_env.bucket("elsewhere")
     for check in (check_output, claim_output):
         with pytest.raises(OutputRefused, match=f"`infu {job}` writes to a local or shared folder; of the jobs, "
-                                                "`infu curate`, `infu caption`, `infu synth` write into object"):
+                                                "`infu curate`, `infu caption`, `infu synth`, `infu train` write into"):
             check(f"s3://elsewhere/{job}", job)
     assert s3_env.keys("elsewhere") == []
 
@@ -235,3 +235,51 @@ def rows_of(root: str, columns: list[str]) -> list[dict]:
 
     files = parquet_files(as_path(root) / "kept") + parquet_files(as_path(root) / "rejected")
     return dataset(files).to_table(columns=columns).to_pylist()
+
+
+@pytest.mark.slow
+def test_infu_train_into_a_bucket_checkpoints_on_ray_train_storage_and_resumes_on_one_worker(s3_env, tmp_path):
+    """`infu train` with its output in a bucket and no folder the workers share: Ray Train uploads each of
+    two FSDP workers' part of every checkpoint and records it; the same command on one worker resumes from
+    that record, with the losses and final weights of one worker's uninterrupted run on disk."""
+    from curation.engine import plain
+    from infu_model.tiny import make_tiny
+    from pipelines.train import train_loop
+    from test_boundaries import spss_rows, write_spss
+    from test_train_job import _cfg, _relative_gap, _weights
+
+    s3, tiny = s3_env, make_tiny(tmp_path / "tiny")
+    data = write_spss(tmp_path / "spss", spss_rows(8))
+    kw = dict(loader="plan", global_batch_size=4, checkpoint_every=2)
+    one = train_loop(_cfg(tiny, data, tmp_path / "one", 4, **kw))
+    out = f"{s3.bucket('trained')}/stage1"
+
+    def train(steps: int, **options) -> list[str]:
+        cfg = tmp_path / "train.yaml"
+        cfg.write_text(yaml.safe_dump(plain(_cfg(tiny, data, out, steps, **kw, **options))))
+        done = subprocess.run([str(BIN / "infu"), "train", "--config", str(cfg)], capture_output=True, text=True,
+                              env=s3.run_env(), timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [ln.split("  ")[0] for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("train: step")]
+
+    def log() -> list[tuple]:
+        text = ObjectPath(f"{out}/train_log.jsonl").read_text()
+        return [(r["step"], r["workers"], r["loss"]) for r in map(json.loads, text.splitlines())]
+
+    assert train(2, ray={"num_workers": 2, "fsdp": True}) == ["train: step 1/2", "train: step 2/2"]
+    keys = {k.split("/", 1)[1] for k in s3.keys("trained")}
+    step2 = {k.split("/", 2)[2] for k in keys if k.startswith("checkpoints/step-00000002/")}
+    assert {"rank-0.json", "rank-1.json", "trainer_state.json", "optimizer.pt", "infu.json"} <= step2, step2
+    assert {"train_log.jsonl", "final/infu.json", "run.json", "config.yaml", "report.html"} <= keys
+    assert "_work/live" not in keys, "the run's heartbeat is gone once it ended"
+    assert [(s, w) for s, w, _ in log()] == [(1, 2), (2, 2)]
+
+    assert train(4, keep_checkpoints=1) == ["train: step 3/4", "train: step 4/4"], "resumed from step 2"
+    assert [(s, w) for s, w, _ in log()] == [(1, 2), (2, 2), (3, 1), (4, 1)]
+    assert [loss for *_, loss in log()] == pytest.approx(one["losses"], rel=1e-5)
+    assert sorted({k.split("/")[2] for k in s3.keys("trained") if k.startswith("stage1/checkpoints/step-")}) == \
+        ["step-00000004"], "Ray Train keeps the newest keep_checkpoints in the bucket"
+    from infu_model.storage import download_tree
+
+    final = _weights(download_tree(f"{out}/final", tmp_path / "final"))
+    assert _relative_gap(_weights(tmp_path / "one" / "final"), final) < 1e-5

@@ -77,9 +77,12 @@ def test_a_source_that_cannot_be_read_is_one_line(s3, tmp_path, case):
 
 
 
-def test_training_reads_its_rows_from_a_bucket_as_from_disk(s3_env, tmp_path):
+def test_training_reads_its_rows_and_encoder_cache_from_a_bucket_as_from_disk(s3_env, tmp_path, monkeypatch):
     """``data.parquet: s3://...``: the same batches, so the same losses, as the same rows on disk (the
-    plan loader, in this process); the encoder cache is built from the bucket's rows too."""
+    plan loader, in this process); the encoder cache is built from the bucket's rows too, and a cache
+    kept in the bucket (``cache.dir: s3://...``) gives the same losses without running the encoders."""
+    from diffusers import FluxPipeline
+
     import pyarrow as pa
 
     from curation.registry import spss_schema
@@ -101,6 +104,18 @@ def test_training_reads_its_rows_from_a_bucket_as_from_disk(s3_env, tmp_path):
         runs[f"{where} cache"] = build_cache(cfg.updated({"cache": {"enabled": True}}))["shards_written"]
     assert runs["bucket"] == runs["disk"] and len(runs["disk"]) == 3
     assert runs["bucket cache"] == runs["disk cache"] == 1
+
+    cfg = _cfg(tiny, bucket, tmp_path / "out-cached", 3, "plan").updated(
+        {"cache": {"enabled": True, "latents": True, "dir": "s3://training/cache"}})
+    assert build_cache(cfg)["shards_written"] == 1 and build_cache(cfg)["shards_kept"] == 1
+    assert sorted(k for k in s3_env.keys("training") if k.startswith("cache/")) == [
+        "cache/_shared.safetensors", "cache/cache.json", "cache/part-0.safetensors"]
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the text encoders ran although their outputs are cached")
+
+    monkeypatch.setattr(FluxPipeline, "encode_prompt", no_encoder)
+    assert train_loop(cfg)["losses"] == runs["disk"]
 
 
 @pytest.mark.slow

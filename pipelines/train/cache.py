@@ -25,7 +25,7 @@ import torch
 
 from infu_model.control import black_control
 from infu_model.hub import DIFFUSERS, resolve
-from infu_model.storage import parquet_file, read_parquet
+from infu_model.storage import ObjectPath, as_path, cached_copy, parquet_file, read_parquet
 from infu_model.train_data import Skip, bucket_size, prepare
 from infu_model.training import FlowBatch, check_train_dtype, freeze
 from pipelines.job import input_files
@@ -48,10 +48,11 @@ def latent_key(kind: str, key: str, size) -> str:
 
 
 class EncoderCache:
-    """Reads the cache shards (see the module doc); ``root=None`` is a cache that never hits."""
+    """Reads the cache shards (see the module doc); ``root=None`` is a cache that never hits. Shards in
+    object storage are memory-mapped from a copy on this machine (``storage.cached_copy``: fetched once)."""
 
     def __init__(self, root: str | Path | None, latents: bool = False, open_files: int = 8):
-        self.root = Path(root) if root else None
+        self.root = as_path(root) if root else None
         self.latents = latents and self.root is not None
         self._open: OrderedDict = OrderedDict()
         self._size = open_files
@@ -65,7 +66,7 @@ class EncoderCache:
                 return None
             from safetensors import safe_open
 
-            handle = safe_open(str(path), framework="pt")
+            handle = safe_open(str(cached_copy(path)), framework="pt")
             self._open[stem] = (handle, set(handle.keys()))
             if len(self._open) > self._size:
                 self._open.popitem(last=False)
@@ -89,10 +90,14 @@ class EncoderCache:
         return self._get(SHARED if key == "black" else file, latent_key(kind, key, size))
 
 
-def write_shard(path: Path, tensors: dict, metadata: dict) -> None:
-    """One shard, written whole under a temporary name and renamed (never half a file)."""
-    from safetensors.torch import save_file
+def write_shard(path, tensors: dict, metadata: dict) -> None:
+    """One shard, written whole under a temporary name and renamed (never half a file; an object is
+    written whole)."""
+    from safetensors.torch import save, save_file
 
+    if isinstance(path, ObjectPath):
+        path.write_bytes(save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -245,8 +250,8 @@ def build_cache(cfg: TrainConfig, batch: int = 8) -> dict:
     return {"dir": str(root), **counts}
 
 
-def _has_latents(shard: Path) -> bool:
+def _has_latents(shard) -> bool:
     from safetensors import safe_open
 
-    with safe_open(str(shard), framework="pt") as f:
+    with safe_open(str(cached_copy(shard)), framework="pt") as f:
         return (f.metadata() or {}).get("latents") == "1"

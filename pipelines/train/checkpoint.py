@@ -24,6 +24,13 @@ Which checkpoint a run resumes from and how many are kept is the launcher's busi
 - ``FolderCheckpoints`` (``train_loop`` called in one process or under any other
   ``torch.distributed`` launcher): the newest whole ``step-N`` folder, the newest
   ``keep_checkpoints`` kept.
+
+An output in object storage (``infu train`` with ``output: s3://...``) has no rename and no shared
+folder: each worker writes its part of ``step-N`` into a folder of its own on its machine and
+reports it; Ray Train uploads every part into ``OUT/checkpoints/step-N`` and records the
+checkpoint once all of them are in (its record is what a resume trusts, so a save cut short is
+never resumed from). A resumed worker downloads the recorded checkpoint (worker 0 alone the
+optimizer state); worker 0 uploads the train log as it grows and ``final/`` at the end.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import json
 import pickle
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +46,8 @@ import torch
 from diffusers import FluxControlNetModel
 
 from infu_model.projection import ProjectionNetwork
+from infu_model.storage import as_path, download_tree, is_uri, upload
+from pipelines.bucket_runs import BucketLease
 from pipelines.job import finished_checkpoints, lease_file
 from pipelines.sink import Lease, holding
 from pipelines.train.parallel import Workers, full_state
@@ -95,14 +105,18 @@ def _json(path: Path, obj) -> None:
 
 
 def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta: dict, workers: Workers,
-                    skipped: dict, lease: Lease | None = None) -> Path:
+                    skipped: dict, lease: Lease | None = None, own_folder: bool = False) -> Path:
     """``OUT/checkpoints/step-N``, written whole or not at all; called by every worker at the same
     step (gathering FSDP shards is collective). With the run's ``lease``, worker 0 touches the
-    folder only while the run holds it: a killed run's workers, alive for seconds, stay out."""
+    folder only while the run holds it: a killed run's workers, alive for seconds, stay out.
+    ``own_folder``: ``out`` is this worker's alone (its part is uploaded, see the module doc)."""
     root = out / "checkpoints"
     d = root / f"step-{step:08d}"
-    tmp = d.with_name(d.name + ".tmp")
-    if workers.rank == 0:
+    tmp = d if own_folder else d.with_name(d.name + ".tmp")
+    if own_folder:
+        shutil.rmtree(root, ignore_errors=True)  # the part saved before: reported, so uploaded already
+        d.mkdir(parents=True)
+    elif workers.rank == 0:
         with holding(lease):
             for stale in root.glob("*.tmp"):  # a save that a killed run left behind
                 shutil.rmtree(stale, ignore_errors=True)
@@ -116,6 +130,8 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, configs: dict, meta
         torch.save(optimizer, tmp / "optimizer.pt")
         _json(tmp / "trainer_state.json",
               {"step": step, "world": workers.world, "scheduler": sched.state_dict(), "skipped": total})
+    if own_folder:
+        return d
     workers.barrier()  # every worker's file is in before the checkpoint becomes visible
     if workers.rank == 0:
         # a run resumed from an older checkpoint than the newest folder (one Ray Train never recorded:
@@ -131,8 +147,14 @@ class FolderCheckpoints:
     """Checkpoints without Ray Train: a run resumes from the newest whole folder, the newest ``keep`` stay;
     ``lease``: the run's, when its launcher took one (a plain call, torchrun or ``mp.spawn`` take none)."""
 
+    own_folder = False
+
     def __init__(self, out: Path, keep: int, lease: Lease | None = None):
-        self.out, self.keep, self.lease = out, keep, lease
+        if is_uri(out):
+            raise ValueError(f"{out}: training into object storage runs on Ray Train (`infu train`, or "
+                             "pipelines.train.run_train), which uploads the checkpoints; give a folder here")
+        self.out = self.work = Path(out)
+        self.keep, self.lease = keep, lease
 
     def latest(self) -> Path | None:
         return latest_checkpoint(self.out)
@@ -142,30 +164,72 @@ class FolderCheckpoints:
             for old in finished_checkpoints(self.out)[:-self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
 
+    def publish(self, *names: str) -> None:
+        """Nothing to do: ``work`` is the output folder."""
+
+    def close(self) -> None:
+        """Nothing to remove."""
+
 
 class RayTrainCheckpoints:
     """Checkpoints and metrics reported to Ray Train (run by ``infu train``'s ``TorchTrainer``, whose
-    experiment folder is ``OUT/checkpoints``); Ray Train keeps the newest and resumes from its record."""
+    experiment folder is ``OUT/checkpoints``); Ray Train keeps the newest and resumes from its record.
+    ``work``: where this worker writes its files, the output folder itself, or for an output in object
+    storage a folder of its own on its machine, whose files ``publish`` uploads."""
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.lease = Lease.current(lease_file(out))  # what run_train took before starting the workers
+    def __init__(self, out):
+        import ray.train
+
+        self.out = as_path(out)
+        self.own_folder = is_uri(out)
+        self.rank = ray.train.get_context().get_world_rank()
+        # what run_train took before starting the workers
+        self.lease = (BucketLease if self.own_folder else Lease).current(lease_file(self.out))
+        self.work = Path(tempfile.mkdtemp(prefix="infu-train-")) if self.own_folder else self.out
 
     def latest(self) -> Path | None:
         import ray.train
 
         ckpt = ray.train.get_checkpoint()
-        # none recorded: checkpoints written by train_loop under another launcher are resumed as well
-        return Path(ckpt.path) if ckpt is not None else latest_checkpoint(self.out)
+        if ckpt is None:
+            # none recorded: checkpoints written by train_loop under another launcher are resumed as well (a
+            # bucket has none: only Ray Train's record tells a whole checkpoint from one cut short)
+            return None if self.own_folder else latest_checkpoint(self.out)
+        if not self.own_folder:
+            return Path(ckpt.path)
+        name = ckpt.path.rstrip("/").rsplit("/", 1)[-1]
+        # FSDP loads the optimizer state on worker 0 and hands out its shards; DDP's workers each load it
+        return download_tree(ckpt.path, self.work / "resumed" / name, filesystem=ckpt.filesystem,
+                             skip=() if self.rank == 0 else ("optimizer.pt",))
 
     def report(self, workers: Workers, metrics: dict | None, ckpt: Path | None) -> None:
-        """Every worker reports at the same steps; worker 0's metrics are the run's (its log record)."""
+        """Every worker reports at the same steps; worker 0's metrics are the run's (its log record).
+        In place (a folder): nothing to upload; in object storage each worker uploads its part."""
         import ray.train
         from ray.train import CheckpointUploadMode
 
-        # written in place, in the experiment folder: nothing to upload
-        ray.train.report(metrics or {}, checkpoint=ray.train.Checkpoint(str(ckpt)) if ckpt else None,
-                         checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+        if not self.own_folder:
+            ray.train.report(metrics or {}, checkpoint=ray.train.Checkpoint(str(ckpt)) if ckpt else None,
+                             checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+            return
+        # the local copy stays until the next save: worker 0 writes final/ from the last
+        ray.train.report(metrics or {}, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt)) if ckpt else None,
+                         checkpoint_dir_name=ckpt.name if ckpt else None,
+                         checkpoint_upload_mode=CheckpointUploadMode.SYNC, delete_local_checkpoint_after_upload=False)
+
+    def publish(self, *names: str) -> None:
+        """Worker 0's files ``names`` (in ``work``) uploaded to the output in object storage, while this run
+        still holds it."""
+        if not self.own_folder or self.rank != 0:
+            return
+        with holding(self.lease):
+            for name in names:
+                if (self.work / name).exists():
+                    upload(self.work / name, self.out / name)
+
+    def close(self) -> None:
+        if self.own_folder:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 class UnsafeCheckpoint(ValueError):

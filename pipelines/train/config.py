@@ -7,7 +7,7 @@ from typing import Literal
 
 from curation.engine import between
 from infu_model.hub import DIFFUSERS, ModelRef, Need, infu_weights
-from infu_model.storage import is_uri
+from infu_model.storage import as_path, is_uri, join
 from pipelines.config import JobConfig
 
 CHECKPOINTING = {"none": (), "infusenet": ("infusenet",), "all": ("infusenet", "base")}
@@ -135,5 +135,6 @@ class TrainConfig(JobConfig):
                        cache=replace(self.cache, dir=absolute(self.cache.dir)))
 
     @property
-    def cache_dir(self) -> Path:
-        return Path(self.cache.dir or Path(self.output) / "cache")
+    def cache_dir(self):
+        """The encoder cache's folder (a ``Path``, or an ``ObjectPath`` in object storage)."""
+        return as_path(self.cache.dir or join(self.output, "cache"))

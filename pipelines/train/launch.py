@@ -8,12 +8,13 @@ import re
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import yaml
 
-from pipelines.models import fetch_models
 from curation.engine import plain
+from infu_model.storage import as_path, is_uri, resolve
+from pipelines.bucket_runs import BucketLease
+from pipelines.models import fetch_models
 from pipelines.faults import WorkersLost, causes
 from pipelines.job import check_inputs, claim_output, input_files, lease_file
 from pipelines.sink import Lease
@@ -109,23 +110,27 @@ def lost_for_good(error) -> bool:
     return any(died(f) is not None for f in (getattr(error, "worker_failures", None) or {}).values())
 
 
-def resumes_from(out: Path) -> str:
+def resumes_from(out) -> str:
     """The checkpoint a restart or a rerun resumes from (RayTrainCheckpoints.latest): the latest Ray Train
     recorded (its snapshot in OUT/checkpoints), not a newer folder whose report a lost worker cut short;
     with none recorded, the newest whole folder."""
     try:
-        snapshot = json.loads((out / "checkpoints" / "checkpoint_manager_snapshot.json").read_text())
+        snapshot = json.loads((as_path(out) / "checkpoints" / "checkpoint_manager_snapshot.json").read_text())
         return snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
     except (OSError, ValueError, KeyError, TypeError):
         newest = latest_checkpoint(out)
         return newest.name if newest else "the start"
 
 
-def step_reached(out: Path) -> int:
+def step_reached(out) -> int:
     """The last step the run logged (train_log.jsonl), 0 before the first."""
-    path = out / "train_log.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return json.loads(lines[-1])["step"] if lines else 0
+    return records(out)[-1]["step"] if records(out) else 0
+
+
+def records(out) -> list[dict]:
+    """The run's log records (``OUT/train_log.jsonl``, in a folder or object storage)."""
+    path = as_path(out) / "train_log.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
 
 
 def show_progress(queue, cfg: TrainConfig, log, done: threading.Event) -> None:
@@ -145,7 +150,7 @@ def show_progress(queue, cfg: TrainConfig, log, done: threading.Event) -> None:
                 waiting_said = True
             continue
         if "lost" in event:
-            log(f"train: lost {event['lost']}; Ray Train restarts every worker from {resumes_from(Path(cfg.output))} "
+            log(f"train: lost {event['lost']}; Ray Train restarts every worker from {resumes_from(cfg.output)} "
                 f"once {cfg.ray.num_workers} can be placed (ray.max_failures: {cfg.ray.max_failures})")
             restarted, waiting_said = time.time(), False
         elif "waiting" in event:
@@ -229,7 +234,8 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
         check_training(data_dir, cfg)
         fetch_models(cfg.needs())  # the Ray workers then read the cache only
     claim_output(out, "train", checked is not None)
-    Lease.take(lease_file(out))  # the workers it starts hold it; a killed run's, still alive, no longer do
+    # the workers it starts hold it; a killed run's, still alive, no longer do
+    (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out))
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)})
     if build_cache:
         log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")
@@ -237,18 +243,19 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
     r = cfg.ray
     check_cpus(r, cfg.data.loader)
     cfg = cfg.absolute()
-    out = Path(cfg.output)
+    out = as_path(cfg.output)
     (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     per_worker = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})}
     # the queue lives on the driver's node, as Ray Train's controller does: a lost worker node takes neither
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     metrics = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-    # Ray Train's experiment folder is OUT/checkpoints: it records each checkpoint there, keeps the
-    # newest and gives a resumed run (the same OUT) the latest
+    # Ray Train's experiment folder is OUT/checkpoints: it records each checkpoint there (uploading the
+    # workers' parts to object storage), keeps the newest and gives a resumed run (the same OUT) the latest
+    storage, storage_path = resolve(str(out)) if is_uri(out) else (None, str(out))
     trainer = TorchTrainer(ray_train_loop, train_loop_config=cfg,
                            scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
                                                         resources_per_worker=per_worker),
-                           run_config=RunConfig(name="checkpoints", storage_path=str(out),
+                           run_config=RunConfig(name="checkpoints", storage_path=storage_path, storage_filesystem=storage,
                                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
                                                 failure_config=FailureConfig(max_failures=r.max_failures),
                                                 callbacks=watched_by(metrics)))
@@ -270,7 +277,6 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
         stop.set()
         reporter.join()
         metrics.shutdown()
-    path = out / "train_log.jsonl"
-    recs = [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
+    recs = records(out)
     return {"steps": recs[-1]["step"] if recs else 0, "final_loss": recs[-1]["loss"] if recs else math.nan,
             "skipped": recs[-1]["skipped"] if recs else {}, "output": str(out)}

@@ -24,6 +24,7 @@ import torch
 from infu_model.infusenet import build_infusenet
 from infu_model.pipeline import export_published, load_infu_weights
 from infu_model.projection import ProjectionNetwork
+from infu_model.storage import as_path
 from infu_model.train_data import Skip, bucket_size, prepare, sample_rngs, stand_in
 from infu_model.training import (InfUTrainable, enable_gradient_checkpointing, flow_matching_loss, make_optimizer,
                                  sample_t)
@@ -61,7 +62,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, checkpoints: FolderCheckpoints | RayTrainCheckpoints | None = None):
         self.cfg, t, m = cfg, cfg.train, cfg.model
         self.w = w = Workers.current(cfg.ray.use_gpu)
-        self.out, self.seed = Path(cfg.output), cfg.seed
+        self.out, self.seed = as_path(cfg.output), cfg.seed
         self.checkpoints = checkpoints or FolderCheckpoints(self.out, t.keep_checkpoints)
         self.per_step, self.share = cfg.batch_shape(w.world)
         replace(cfg, ray=replace(cfg.ray, num_workers=w.world)).check()
@@ -158,13 +159,20 @@ class Trainer:
 
     # ----------------------------------------------------------------- a run --
     def run(self) -> dict:
+        try:
+            return self.train_to_end()
+        finally:
+            self.checkpoints.close()
+
+    def train_to_end(self) -> dict:
         t = self.cfg.train
         max_steps, every, log_every = t.max_steps, t.checkpoint_every, t.log_every
-        log_path = self.out / "train_log.jsonl"
+        work = self.checkpoints.work  # the output folder, or this worker's own before its files are uploaded
+        log_path, earlier = work / "train_log.jsonl", self.out / "train_log.jsonl"
         if self.w.rank == 0:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            if log_path.is_file():  # a resumed run: records past its checkpoint are trained again
-                kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
+            if earlier.is_file():  # a resumed run: records past its checkpoint are trained again
+                kept = [ln for ln in earlier.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
                 tmp = log_path.with_name(log_path.name + ".tmp")
                 tmp.write_text("".join(ln + "\n" for ln in kept))
                 tmp.replace(log_path)
@@ -175,16 +183,18 @@ class Trainer:
             # the first step too: a long run shows it is going before its first log_every steps are done
             if self.step % log_every == 0 or self.step in (1, max_steps):
                 rec = self.log(window, log_path)
+                self.checkpoints.publish(log_path.name)
                 window = []
             if self.step % every == 0 or self.step == max_steps:
-                self.ckpt = saved = save_checkpoint(self.out, self.step, self.model, self.opt, self.sched,
+                self.ckpt = saved = save_checkpoint(work, self.step, self.model, self.opt, self.sched,
                                                     self.configs, self.meta(), self.w, dict(self.skipped),
-                                                    self.checkpoints.lease)
+                                                    self.checkpoints.lease, self.checkpoints.own_folder)
             if rec is not None or saved is not None:  # the same steps on every worker
                 self.checkpoints.report(self.w, rec, saved)
         skipped = self.w.sum_counts(self.skipped)
         if self.w.rank == 0:
-            finish(self.out, self.ckpt, self.cfg.export_published)
+            finish(work, self.ckpt, self.cfg.export_published)
+            self.checkpoints.publish(*FINISHED)
         return {"step": self.step, "losses": self.losses, "skipped": skipped}
 
     def meta(self) -> dict:
@@ -207,6 +217,9 @@ class Trainer:
         return rec
 
 
+FINISHED = ("final", "published", "train_log.csv", "loss_curve.png")  # what ``finish`` writes
+
+
 def train_loop(cfg: TrainConfig) -> dict:
     """One worker's training without Ray Train: a plain call is one worker; under another
     ``torch.distributed`` launcher (torchrun, ``mp.spawn``) every process calls it."""
@@ -216,7 +229,7 @@ def train_loop(cfg: TrainConfig) -> dict:
 def ray_train_loop(cfg: TrainConfig) -> dict:
     """One worker's training under Ray Train's ``TorchTrainer`` (``infu train``): metrics and
     checkpoints are reported to it, and it keeps and resumes them."""
-    return Trainer(cfg, RayTrainCheckpoints(Path(cfg.output))).run()
+    return Trainer(cfg, RayTrainCheckpoints(cfg.output)).run()
 
 
 def finish(out: Path, last: Path, export: bool) -> None:
