@@ -183,26 +183,33 @@ def command_seconds(folder: Path, out: Path, cfg_file: Path) -> float:
     return wall
 
 
-def marginal(work: Path, n1: int, n2: int, full: bool) -> None:
+def marginal(work: Path, n1: int, n2: int, full: bool, repeat: int = 1) -> None:
     cfg_file = work / "marginal.yaml"
     cfg_file.write_text("progress: false\n" + ("" if full else "stages: []\n"))
     first, second = make_images(work, n1), make_images(work, n2)
     # untimed: the first command on a machine reads the models and Ray from a cold page cache
     command_seconds(make_images(work, 16), work / "marginal0", cfg_file)
-    t1 = command_seconds(first, work / "marginal1", cfg_file)
-    t2 = command_seconds(second, work / "marginal2", cfg_file)
-    rate = (n2 - n1) / (t2 - t1)
+    pairs = []  # (T at n1, T at n2), alternated so that a slow spell of the machine hits both sizes
+    for _ in range(repeat):
+        pairs.append((command_seconds(first, work / "marginal1", cfg_file),
+                      command_seconds(second, work / "marginal2", cfg_file)))
     cfg = load_config("curate", overrides={"progress": False, **({} if full else {"stages": []})})
     _, spent = plain_loop(first, cfg)
     per_image = sum(v for k, v in spent.items() if k != "dedup") / n1
     ceiling = (os.cpu_count() or 1) / per_image
-    startup = t1 - n1 / rate
     print(f"\n`infu curate` on 800x1000 JPEGs, {os.cpu_count()} cores, stages: quality"
           + "".join(f", {s.name}" for s in cfg.stages if s.enabled))
-    print(f"  {n1} images: {t1:.1f} s    {n2} images: {t2:.1f} s")
-    print(f"  marginal rate {rate:.2f} images/s   ceiling {ceiling:.2f} images/s ({per_image:.3f} s of stage work "
-          f"per image, one process)   rate / ceiling {rate / ceiling:.2f}")
-    print(f"  start-up {startup:.1f} s ({startup / t1:.0%} of the {n1}-image run)")
+    print(f"  ceiling {ceiling:.2f} images/s ({per_image:.3f} s of stage work per image, one process)")
+    for t1, t2 in pairs:
+        rate = (n2 - n1) / (t2 - t1)
+        startup = t1 - n1 / rate
+        print(f"  {n1} images: {t1:.1f} s    {n2} images: {t2:.1f} s    marginal rate {rate:.2f} images/s   "
+              f"rate / ceiling {rate / ceiling:.2f}   start-up {startup:.1f} s ({startup / t1:.0%} of the {n1}-image run)")
+    if repeat > 1:  # the pooled figures: the mean times of each size
+        t1, t2 = (sum(t[i] for t in pairs) / repeat for i in (0, 1))
+        rate = (n2 - n1) / (t2 - t1)
+        print(f"  over the {repeat} pairs (mean times): marginal rate {rate:.2f} images/s   rate / ceiling "
+              f"{rate / ceiling:.2f}   start-up {t1 - n1 / rate:.1f} s")
 
 
 def main() -> None:
@@ -214,10 +221,12 @@ def main() -> None:
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "infu_bench_curate"))
     ap.add_argument("--marginal", type=int, nargs=2, metavar=("N1", "N2"),
                     help="time the whole command on N1 and N2 images: marginal rate, start-up, ceiling")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --marginal: time that many pairs (one pair moves by about 10 %% between runs)")
     args = ap.parse_args()
     work = Path(args.workdir)
     if args.marginal:
-        return marginal(work, *args.marginal, args.full)
+        return marginal(work, *args.marginal, args.full, args.repeat)
     cfg = load_config("curate", overrides={"progress": False, **({} if args.full else {"stages": []})})
     import ray
 

@@ -10,6 +10,9 @@ A reference is written in one of three forms:
   are honoured.
 - ``https://HOST/PATH/FILE#sha256=HEX``: a single file outside the Hub (facexlib's ArcFace), kept in
   ``$HF_HOME/infu/urls/<sha256>/`` and never used unless its bytes match the hash.
+- ``s3://BUCKET/KEY`` (any scheme of ``infu_model/storage.py``): a file or folder in object storage,
+  such as weights ``infu train`` wrote into a bucket; copied into ``$HF_HOME/infu/stored/``, each
+  file fetched again when its object's size or time changed.
 - anything else: a local file or folder (``~`` expanded).
 
 A loader says which files it reads (a *selection*: ``FILE``, ``FOLDER``, ``DIFFUSERS``,
@@ -38,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from infu_model.storage import SCHEMES
+
 HUB = "hf://"
 FETCH_ENV = "INFU_MODELS_FETCH"   # "0": this process reads the cache only (Ray workers)
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -61,7 +66,7 @@ class ModelCorrupt(ModelError):
 class ModelRef:
     """A parsed model reference; ``str(ref)`` is the text it was written as."""
     text: str
-    kind: str                      # local | hub | url
+    kind: str                      # local | hub | url | storage
     location: str                  # the local path, the Hub repo id, or the URL without its fragment
     revision: str = "main"
     path: str = ""                 # inside the Hub repo
@@ -81,9 +86,11 @@ class ModelRef:
             return cls._hub(text)
         if re.match(r"https?://", text):
             return cls._url(text)
+        if text.split("://", 1)[0] in SCHEMES:
+            return cls(text, "storage", text.rstrip("/"))
         if re.match(r"[a-z][a-z0-9+.-]*://", text):
-            raise ModelError(f"{text}: unknown scheme (a model is a path, hf://OWNER/NAME[@REVISION][/PATH] or "
-                             "https://...#sha256=HEX)")
+            raise ModelError(f"{text}: unknown scheme (a model is a path, hf://OWNER/NAME[@REVISION][/PATH], "
+                             "https://...#sha256=HEX or s3://BUCKET/KEY)")
         return cls(text, "local", text)
 
     @classmethod
@@ -136,6 +143,8 @@ class ModelRef:
             return ModelRef.parse(f"{HUB}{self.location}{rev}/{inner}")
         if self.kind == "local":
             return ModelRef.parse(str(Path(self.location) / path))
+        if self.kind == "storage":
+            return ModelRef.parse(f"{self.location}/{path}")
         raise ModelError(f"{self}: a URL names one file; it has no {path!r} inside")
 
 
@@ -241,6 +250,8 @@ def resolve(ref, selection: Selection = FOLDER, fetch: bool | None = None) -> Pa
         fetch = os.environ.get(FETCH_ENV, "1") != "0"
     if ref.kind == "url":
         return _url_file(ref, fetch and not offline())
+    if ref.kind == "storage":  # (not the Hub's: HF_HUB_OFFLINE does not apply)
+        return _stored(ref, selection, fetch)
     return _hub(ref, selection, fetch and not offline())
 
 
@@ -275,7 +286,8 @@ def _local(ref: ModelRef) -> Path:
 
 
 def _not_cached(ref: ModelRef, why: str) -> ModelNotCached:
-    return ModelNotCached(f"{ref} is not in the model cache ({hub_cache() if ref.kind == 'hub' else _url_dir()})"
+    where = {"hub": hub_cache, "url": _url_dir, "storage": _stored_dir}[ref.kind]()
+    return ModelNotCached(f"{ref} is not in the model cache ({where})"
                           f" and {why}: fetch it with `infu models pull {ref}` where the Hub can be reached")
 
 
@@ -484,6 +496,11 @@ def describe(ref, selection: Selection = AUTO, online: bool = True) -> Status:
     if ref.kind == "url":
         p = _url_dir() / ref.sha256 / posixpath.basename(urllib.parse.urlparse(ref.location).path)
         return Status(p.is_file(), p if p.is_file() else None, p.stat().st_size if p.is_file() else None)
+    if ref.kind == "storage":
+        p, record = _stored_path(ref)
+        cached = record.is_file()
+        return Status(cached, p if cached else None,
+                      sum(size for size, _ in json.loads(record.read_text()).values()) if cached else None)
     try:
         where = resolve(ref, selection, fetch=False)
         listing = _cached_listing(ref, "")
@@ -509,7 +526,7 @@ def verify(ref) -> list[str]:
     """Every cached file of ``ref`` against its published hash; returns one line per file that does not
     match (each removed from the cache, so a pull fetches it again)."""
     ref = ModelRef.parse(ref)
-    if ref.kind == "local":
+    if ref.kind in ("local", "storage"):  # (a stored copy is checked against its objects at each fetch)
         return []
     if ref.kind == "url":
         p = _url_dir() / ref.sha256 / posixpath.basename(urllib.parse.urlparse(ref.location).path)
@@ -530,6 +547,50 @@ def verify(ref) -> list[str]:
                 _remove_cached(snapshot / f)
                 bad.append(f"{ref}: {f} {problem}: removed")
     return bad
+
+
+# ------------------------------------------------------------------------------------ object storage --
+def _stored_dir() -> Path:
+    return hf_home() / "infu" / "stored"
+
+
+def _stored_path(ref: ModelRef) -> tuple[Path, Path]:
+    """(the local copy of a model in object storage, the record of the objects it was copied from)."""
+    home = _stored_dir() / hashlib.sha1(ref.location.encode()).hexdigest()[:20]
+    return home / posixpath.basename(ref.location), home / "objects.json"
+
+
+def _stored(ref: ModelRef, selection: Selection, fetch: bool) -> Path:
+    """The files of a model in object storage that ``selection`` picks, copied here; a file whose object
+    changed (size or time) since it was copied is copied again. Without ``fetch``: the copy as it is."""
+    from infu_model import storage
+
+    dest, record = _stored_path(ref)
+    if not fetch:
+        if record.is_file():
+            return dest
+        raise _not_cached(ref, _offline_why())
+    found = storage.objects(ref.location)
+    if not found:
+        raise ModelError(f"{ref}: {storage.missing(ref.location)}")
+
+    def read(name: str) -> bytes:
+        return storage.read_bytes(f"{ref.location}/{name}" if name else ref.location)
+
+    try:
+        chosen = selection(sorted(found), read)
+    except _SelectionError as e:
+        raise ModelError(f"{ref} {e}") from None
+    copied = json.loads(record.read_text()) if record.is_file() else {}
+    for name in chosen:
+        target = dest / name if name else dest
+        if copied.get(name) != list(found[name]) or not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(f"{target.name}.{os.getpid()}.incomplete")
+            storage.download(f"{ref.location}/{name}" if name else ref.location, part)
+            os.replace(part, target)
+    record.write_text(json.dumps({**copied, **{n: list(found[n]) for n in chosen}}))
+    return dest
 
 
 # ---------------------------------------------------------------------------------------------- URL --

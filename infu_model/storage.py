@@ -49,6 +49,7 @@ def resolve(uri: str):
         from pyarrow import fs
 
         return fs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+    uri = str(uri)
     parts = urlsplit(uri)
     if parts.scheme not in SCHEMES:
         raise StorageError(f"{uri}: {parts.scheme}:// is not a storage scheme this engine reads "
@@ -203,6 +204,14 @@ class ObjectPath:
     @property
     def name(self) -> str:
         return posixpath.basename(self.uri)
+
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.name)[0]
 
     @property
     def parent(self) -> "ObjectPath":
@@ -365,22 +374,13 @@ def write_parquet(table, path, **kw) -> None:
     pq.write_table(table, inner, filesystem=fs, **kw)
 
 
-def download_tree(src, dest: Path, skip: tuple = (), filesystem=None) -> Path:
-    """Every object under ``src`` (a URI, or a path inside ``filesystem``) copied to the local folder
-    ``dest``, streamed, except those named in ``skip``; returns ``dest``."""
-    from pyarrow import fs as pafs
-
-    fs, inner = (filesystem, str(src)) if filesystem is not None else resolve(str(src))
-    try:
-        found = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-        for f in found:
-            rel = posixpath.relpath(f.path, inner)
-            if f.type != pafs.FileType.File or posixpath.basename(rel) in skip:
-                continue
+def download_tree(src, dest: Path, skip: tuple = ()) -> Path:
+    """Every object under ``src`` copied to the local folder ``dest``, streamed, except those named in
+    ``skip``; returns ``dest``."""
+    for rel in objects(src):
+        if posixpath.basename(rel) not in skip:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(f.path, str(dest / rel), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    except OSError as e:
-        raise storage_error(str(src), e) from None
+            download(join(src, rel), dest / rel)
     return dest
 
 
@@ -410,20 +410,42 @@ def cached_copy(uri) -> Path:
     if got.size is None:
         raise FileNotFoundError(f"not found: {uri}")
     key = hashlib.sha1(f"{uri}|{got.size}|{got.mtime_ns}".encode()).hexdigest()[:20]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "infu" / "objects" / key
+    cache = cache_home() / "objects" / key
     path = cache / posixpath.basename(str(uri))
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two workers of one machine may fetch it at once
-        _fetch(str(uri), tmp)
+        download(str(uri), tmp)
         tmp.replace(path)
     return path
 
 
-def _fetch(uri: str, dest: Path) -> None:
+def cache_home() -> Path:
+    """The engine's own cache on this machine: ``$XDG_CACHE_HOME/infu`` (``~/.cache/infu``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "infu"
+
+
+def objects(uri) -> dict[str, tuple[int, int]]:
+    """Every object under ``uri`` as {name relative to it: (size, time in ns)}, or ``{"": ...}`` when
+    ``uri`` is one object; {} when there is nothing."""
     from pyarrow import fs as pafs
 
-    fs, inner = resolve(uri)
+    got = info(str(uri))
+    if got.type == pafs.FileType.File:
+        return {"": (got.size, got.mtime_ns)}
+    fs, inner = resolve(str(uri))
+    try:
+        found = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise storage_error(str(uri), e) from None
+    return {posixpath.relpath(f.path, inner): (f.size, f.mtime_ns) for f in found if f.type == pafs.FileType.File}
+
+
+def download(uri, dest: Path) -> None:
+    """The object ``uri`` to the local file ``dest``, streamed."""
+    from pyarrow import fs as pafs
+
+    fs, inner = resolve(str(uri))
     try:
         pafs.copy_files(inner, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     except OSError as e:

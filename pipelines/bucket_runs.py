@@ -13,7 +13,8 @@ Two small objects stand in for a local folder's live lock (``pipelines/job.py``)
   then works under its own id. Readers count an object when the seal names it or it is the sealing
   run's. A killed run's workers outlive its driver by seconds: an object one writes after the rerun
   sealed is never counted (the rerun writes those rows itself), so no row is counted twice, and the
-  driver alone publishes what counts to the output's ``kept/`` and ``rejected/``.
+  driver alone publishes what counts to the output's ``kept/`` and ``rejected/``, under the
+  names the same rows get in a local folder (without the run id).
 """
 from __future__ import annotations
 
@@ -99,6 +100,13 @@ def run_of(name: str) -> str | None:
     """The run id a worker object's name carries (``part-HASH.RUN.parquet``), or None."""
     parts = name.split(".")
     return parts[-2] if len(parts) >= 3 else None
+
+
+def untagged(name: str) -> str:
+    """A worker object's name without its run id, as the output publishes it (``part-HASH.parquet``,
+    the name the same rows get in a local folder: readers that order files by name see the same order)."""
+    parts = name.split(".")
+    return ".".join(parts[:-2] + parts[-1:]) if len(parts) >= 3 else name
 
 
 class Heartbeat:

@@ -272,7 +272,7 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
               f"or one of our checkpoints; default: model.path ({INFU_V1}). {MODEL_HELP}")
 @click.option("--base", "base", callback=model_ref, help=f"FLUX.1-dev in diffusers layout; default: model.base "
               f"({FLUX_DEV}). {MODEL_HELP}")
-@click.option("--ids", "ids_dir", type=click.Path(exists=True, file_okay=False),
+@click.option("--ids", "ids_dir", type=Location(exists=True, file_okay=False),
               help="Identity photos: DIR/ids.yaml ({name, gender, reference, held_out}) or one sub-folder per "
                    "identity (reference.* or the first photo is the reference, the rest are held out).")
 @click.option("--benchmark", type=click.Path(exists=True, dir_okay=False),
@@ -284,7 +284,7 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
 @click.option("--face-backend", type=click.Choice(["insightface", "dlib"]), default=None,
               help="Face backend of the ID metric (default insightface, the paper's ArcFace; dlib runs offline).")
 @click.option("--label", default=None, help="The method's name in the summary table (default: the model folder).")
-@click.option("--compare", "compare_dirs", nargs=2, type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--compare", "compare_dirs", nargs=2, type=Location(exists=True, file_okay=False), default=None,
               metavar="A B", help="Instead of evaluating: compare two result folders (paired bootstrap CI of B - A).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML merged over configs/eval.yaml (seeds, generation, scorer paths, bootstrap).")

@@ -13,8 +13,8 @@ Gender comes from the manifest; an identity without one gets the gender-neutral 
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,18 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
 from infu_model.faces import analyzer_models, analyzer_needs
 from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.images import open_rgb
+from infu_model.storage import as_path, location, read_parquet, write_parquet
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
 from pipelines.models import fetch_models
 from curation.engine import ConfigError, between, plain, unknown_keys
 from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
-from pipelines.job import RayOptions
+from pipelines.job import RayOptions, write_whole
 from pipelines.jobs import Checked
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
@@ -126,7 +126,7 @@ def _photos(d: Path) -> list[Path]:
 
 
 def load_identities(ids_dir: str | Path) -> list[Identity]:
-    root = Path(ids_dir).expanduser()
+    root = location(ids_dir)  # a folder, or a prefix in object storage
     manifest = root / "ids.yaml"
     if manifest.is_file():
         out = [_listed(e, root, f"{manifest}: identities[{i}]") for i, e in enumerate(_entries(manifest))]
@@ -206,7 +206,8 @@ def generate(items: list[dict], identities: list[Identity], cfg: EvalConfig, out
     from pipelines.ray_stages import add_stage, plan_pools
     from synth.records import SYNTH_ROW_SCHEMA
 
-    todo = [it for it in items if not (out / it["image"]).is_file()]
+    done = generated(out)
+    todo = [it for it in items if it["image"] not in done]
     if not todo:
         return []
     init_ray(ray_address, cfg.ray, cfg.progress)
@@ -224,12 +225,14 @@ def generate(items: list[dict], identities: list[Identity], cfg: EvalConfig, out
             if r["status"] != "pending":
                 failures.append({k: r[k] for k in ("pair_id", "source_id", "reason", "error")})
                 continue
-            path = out / r["pair_id"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(r["target_image"])
-            os.replace(tmp, path)
+            write_whole(out / r["pair_id"], r["target_image"])
     return failures
+
+
+def generated(out) -> set[str]:
+    """The images already generated in ``out`` (``images/<identity>/<file>``), in one listing."""
+    images = out / "images"
+    return {f"images/{p.parent.name}/{p.name}" for p in images.rglob("*.png")} if images.is_dir() else set()
 
 
 # ---------------------------------------------------------------- scoring ---
@@ -278,7 +281,8 @@ def score(items: list[dict], identities: list[Identity], photos: dict, cfg: Eval
         refs[ident.name] = sc.embedding(photos[ident.reference])
         held[ident.name] = [e for e in (sc.embedding(photos[p]) for p in ident.held_out) if e is not None]
     sc.reports["id_loss"]["references_without_face"] = sorted(n for n, e in refs.items() if e is None)
-    rows = [dict(it) for it in items if (out / it["image"]).is_file()]
+    done = generated(out)
+    rows = [dict(it) for it in items if it["image"] in done]
     batch = cfg.score_batch
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
@@ -290,7 +294,7 @@ def score(items: list[dict], identities: list[Identity], photos: dict, cfg: Eval
             for r, v in zip(chunk, vals):
                 r[name] = None if v is None else float(v)
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
-    pq.write_table(table, out / "scores.parquet")
+    write_parquet(table, out / "scores.parquet")
     return table, sc.reports
 
 
@@ -340,7 +344,6 @@ def grids(table: pa.Table, out: Path, g: GridOptions) -> None:
     by_id: dict[str, list[str]] = {}
     for r in table.select(["identity", "image"]).to_pylist():
         by_id.setdefault(r["identity"], []).append(r["image"])
-    (out / "grids").mkdir(exist_ok=True)
     for ident, paths in by_id.items():
         paths = paths[:cap]
         rows_n = -(-len(paths) // cols)
@@ -349,7 +352,9 @@ def grids(table: pa.Table, out: Path, g: GridOptions) -> None:
             im = open_rgb(out / p)
             im.thumbnail((thumb, thumb))
             sheet.paste(im, ((k % cols) * thumb, (k // cols) * thumb))
-        sheet.save(out / "grids" / f"{ident}.jpg", quality=90)
+        buf = io.BytesIO()
+        sheet.save(buf, "JPEG", quality=90)
+        write_whole(out / "grids" / f"{ident}.jpg", buf.getvalue())
 
 
 def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict], dict]:
@@ -394,9 +399,9 @@ KEYS = ["identity", "prompt_id", "seed"]
 def compare(a_dir, b_dir, boot: BootstrapOptions) -> dict:
     """B against A on the items both scored: per metric the means, B - A and its bootstrap CI."""
     for d in (a_dir, b_dir):
-        if not (Path(d) / "scores.parquet").is_file():
+        if not (as_path(d) / "scores.parquet").is_file():
             raise FileNotFoundError(f"{d} holds no scores.parquet: not an `infu eval` output")
-    a, b = (pq.read_table(Path(d) / "scores.parquet").to_pylist() for d in (a_dir, b_dir))
+    a, b = (read_parquet(as_path(d) / "scores.parquet").to_pylist() for d in (a_dir, b_dir))
     b_by = {tuple(r[k] for k in KEYS): r for r in b}
     pairs = [(r, b_by[tuple(r[k] for k in KEYS)]) for r in a if tuple(r[k] for k in KEYS) in b_by]
     out = {"a": str(a_dir), "b": str(b_dir), "paired_items": len(pairs), "only_a": len(a) - len(pairs),

@@ -26,7 +26,7 @@ from curation.engine import KEPT, REJECTED, between, plain
 from curation.registry import spss_schema
 from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exists, is_uri, parquet_file,
                                 read_parquet, remove_tree)
-from pipelines.bucket_runs import BucketLease, Heartbeat, live_record, stale_s
+from pipelines.bucket_runs import BucketLease, Heartbeat, live_record, stale_s, untagged
 from pipelines.config import fingerprint
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
@@ -177,7 +177,6 @@ def in_use(out, holder: dict) -> str:
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
-IN_BUCKETS = ("curate", "caption", "synth", "train")  # the jobs whose output may be a prefix in object storage
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
     "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
@@ -211,7 +210,7 @@ def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
     into a missing or empty folder or one holding its own earlier output (its run.json), never
     among a user's files or into another job's output. ``checked``: the caller ran ``check_output``.
     A folder this process already holds is claimed (a job's run claims what its command claimed)."""
-    out = in_storage_for(out, job)
+    out = as_path(out)
     if out.resolve() in _HELD and owner(out) == job:
         return out
     if not checked:
@@ -227,18 +226,9 @@ def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
     return out
 
 
-def in_storage_for(out, job: str):
-    """``out`` as a path handle, refused in one line when it is in object storage and ``job`` cannot write there."""
-    out = as_path(out)
-    if isinstance(out, ObjectPath) and job not in IN_BUCKETS:
-        raise OutputRefused(f"{out}: `infu {job}` writes to a local or shared folder; of the jobs, "
-                            f"{', '.join(f'`infu {j}`' for j in IN_BUCKETS)} write into object storage so far")
-    return out
-
-
 def check_output(out: str | Path, job: str) -> Path:
     """``out`` as a folder ``job`` may claim (``claim_output``), refused in one line otherwise; writes nothing."""
-    out = in_storage_for(out, job)
+    out = as_path(out)
     if isinstance(out, ObjectPath):
         bucket = bucket_of(out)
         if not exists(bucket):
@@ -262,12 +252,19 @@ def check_output(out: str | Path, job: str) -> Path:
 
 
 def write_json(path, obj) -> None:
-    """``obj`` as JSON, written whole under a temporary name and renamed (an object: written whole)."""
+    """``obj`` as JSON, written whole (``write_whole``)."""
+    write_whole(path, json.dumps(obj, indent=1).encode())
+
+
+def write_whole(path, data: bytes) -> None:
+    """``data`` to ``path``, under a temporary name then renamed, so never seen half-written (an object
+    in object storage is written whole)."""
     if isinstance(path, ObjectPath):
-        path.write_text(json.dumps(obj, indent=1))
+        path.write_bytes(data)
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -403,7 +400,7 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
     dups = read_parquet(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
     for f in files:
-        kept_path = lay.kept / posixpath.basename(f)
+        kept_path = lay.kept / untagged(posixpath.basename(f))
         if not kept_path.exists():
             t = read_parquet(f)
             is_dup = pc.is_in(t[key], value_set=dups["id"])
@@ -429,7 +426,7 @@ def publish(lay: Layout) -> None:
     for parts, final in ((lay.candidates, lay.kept), (lay.parts_rejected, lay.rejected)):
         for f in parquet_files(parts):
             if lay.lease.counts([f]):
-                copy(f, final / posixpath.basename(f))
+                copy(f, final / untagged(posixpath.basename(f)))
             as_path(f).unlink(missing_ok=True)
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from infu_model.storage import as_path, is_uri
+from infu_model.storage import as_path, cache_home, is_uri
 
 # Ray Data's progress report when stderr is not a terminal: progress, so it stays on screen
 PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
@@ -76,8 +76,7 @@ def log_folder(out_dir) -> Path:
     if not is_uri(out_dir):
         return Path(out_dir).expanduser() / "_work" / "logs"
     scheme, rest = str(out_dir).split("://", 1)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "infu" / "logs" / scheme / rest.strip("/") / "_work" / "logs"
+    return cache_home() / "logs" / scheme / rest.strip("/") / "_work" / "logs"
 
 
 def upload_logs(logs: Path, out_dir) -> str:

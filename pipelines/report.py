@@ -318,7 +318,7 @@ def synth_section(d: Path, stats: dict) -> str:
     cols = ["pair_id", "source_id", "prompt", "target_image", "id_similarity", "yaw", "pitch", "status", "reason"]
     samples = sample_by(files, "status", cols)
     run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
-    spss = [Path(s["path"]) for s in run.get("sources", [])]
+    spss = [as_path(s["path"]) for s in run.get("sources", [])]
     spss_files = [f for p in spss for f in (parquet_files(p / "kept") or parquet_files(p))]
     sources = images_by_id(spss_files, [r["source_id"] for rows in samples.values() for r in rows])
     parts = ["<h3>Pairs</h3>", table(["planned", "kept", "rejected", "quarantined"],

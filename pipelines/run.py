@@ -24,6 +24,7 @@ from pathlib import Path
 from curation.engine import ConfigError, parse, unknown_keys
 from pipelines.config import fingerprint, load_config, merge, packaged, read_yaml
 from infu_model.hub import ModelError, ModelRef
+from infu_model.storage import as_path, is_uri
 from pipelines.jobs import JOBS
 
 TOP_KEYS = ("root", "sources", "base", "ray", "progress", "stages")
@@ -57,7 +58,7 @@ class PipelineError(ConfigError):
 @dataclass
 class Step:
     stage: PipelineStage
-    out: Path
+    out: Path                   # (an ObjectPath when the root is in object storage)
     cfg: object                 # the job's typed config
     input: object = None        # what the job takes: sources, an upstream folder, the identities
     found: object = None        # what its check found, when it ran with the pipeline file's (curate)
@@ -80,7 +81,7 @@ def plan(spec: dict, source: str = "pipeline") -> list[Step]:
         raise PipelineError(f"{source}: no stages; give at least one of {', '.join(ORDER)}")
     if not spec.get("root"):
         raise PipelineError(f"{source}: root (the output folder) is not set")
-    root = Path(spec["root"]).expanduser()
+    root = as_path(spec["root"])
     ray_options(spec, source)
     # the Ray session is the pipeline's (one for all stages); progress bars are for the Ray Data jobs
     common = {"progress": spec["progress"]} if "progress" in spec else {}
@@ -117,7 +118,7 @@ def ray_options(spec: dict, source: str):
 
 def _upstream(steps: dict, st: dict, where: str, *names: str) -> Path:
     if st.get("input"):
-        p = Path(st["input"]).expanduser()
+        p = as_path(st["input"])
         if not p.exists():
             raise PipelineError(f"{where}: input {p} does not exist")
         return p
@@ -155,8 +156,10 @@ def _base(spec: dict, where: str) -> dict:
     return {"base": _model(spec["base"], f"{where}: base")} if spec.get("base") else {}
 
 
-def produced_here(need, root: Path) -> bool:
+def produced_here(need, root) -> bool:
     """A model an earlier stage of this pipeline trains (under its root): it exists only once that stage ran."""
+    if is_uri(root):
+        return need.ref.kind == "storage" and need.ref.location.startswith(f"{root}/")
     return need.ref.kind == "local" and Path(need.ref.location).expanduser().resolve().is_relative_to(
         root.expanduser().resolve())
 
@@ -189,9 +192,9 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
         init = _weights(steps, st, "init", where, "train_stage1")
         s.cfg = s.cfg.updated({"model": {**_base(spec, where), "init": init}})
     elif name == "eval":
-        if not st.get("ids") or not Path(st["ids"]).expanduser().is_dir():
+        if not st.get("ids") or not as_path(st["ids"]).is_dir():
             raise PipelineError(f"{where}: ids: the folder of identity photos is missing ({st.get('ids')})")
-        s.input = Path(st["ids"]).expanduser()
+        s.input = as_path(st["ids"])
         model = _weights(steps, st, "model", where, "train_stage2", "train_stage1")
         s.cfg = s.cfg.updated({"model": {**_base(spec, where), "path": model},
                                **({"label": st["label"]} if st.get("label") else {})})

@@ -158,6 +158,9 @@ class RowSink(Datasink):
         if not tables:
             return {"rows": 0}
         table = conform(pa.concat_tables(tables, promote_options="default"), self.schema)
+        # rows in key order: a file's bytes follow from its rows (its name already does), not from which
+        # block arrived first, so readers that stream in file order (training's ray loader) see one order
+        table = table.take(pc.sort_indices(table, [(self.key, "ascending")]))
         live = pc.equal(table["status"], ALIVE)
         good, bad = table.filter(live), table.filter(pc.invert(live))
         if good.num_rows and self.alive_status != ALIVE:

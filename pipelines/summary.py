@@ -81,10 +81,11 @@ def train_summary(stats: dict, out_dir) -> str:
 
 
 def eval_summary(stats: dict, out_dir) -> str:
-    from pathlib import Path
+    from infu_model.storage import as_path
 
-    return ((Path(out_dir) / "summary.md").read_text() + f"{stats['images']} images scored ({stats['no_face']} "
-            f"without a face) in {stats['elapsed_s']} s; per-image scores: {Path(out_dir) / 'scores.parquet'}")
+    out = as_path(out_dir)
+    return ((out / "summary.md").read_text() + f"{stats['images']} images scored ({stats['no_face']} "
+            f"without a face) in {stats['elapsed_s']} s; per-image scores: {out / 'scores.parquet'}")
 
 
 def curate_counts(stats: dict) -> tuple:

@@ -193,6 +193,24 @@ def test_a_killed_runs_late_write_never_lands_in_the_rerun(tmp_path):
     assert len(list(rerun.rejected.glob("*.parquet"))) == 2
 
 
+def test_a_files_bytes_follow_from_its_rows_not_from_the_order_its_blocks_arrived(tmp_path):
+    """Workers' blocks arrive in whatever order their reads finish (a bucket's objects most of all): the
+    file they make holds its rows in id order, so the same rows give the same file, and training's ray
+    loader, which streams files in order, the same batches."""
+    from pipelines.sink import RowSink
+
+    rows = [{**r, "status": ALIVE} for r in spss_rows(4)]
+    made = []
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2]):
+        out = tmp_path / "-".join(map(str, order))
+        blocks = [pa.Table.from_pylist([rows[i]], schema=spss_schema()) for i in order]
+        RowSink(out, out, 4, False, spss_schema()).write(blocks, None)
+        [f] = list(out.glob("*.parquet"))
+        made.append((f.name, f.read_bytes()))
+        assert pq.read_table(f)["id"].to_pylist() == sorted(r["id"] for r in rows)
+    assert made[0] == made[1]
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_pointing_a_job_at_ones_photos_changes_nothing(sample_dir, tmp_path, overwrite):
     from click.testing import CliRunner

@@ -171,6 +171,42 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     assert "PickScore" in (out / "summary.md").read_text() and "pick_score: not run" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
+def test_eval_reads_identities_from_a_bucket_and_writes_its_results_into_one_as_on_disk(
+        ray_local, models, ids_dir, bench_file, tmp_path, s3_env):
+    """`infu eval --ids s3://... --out s3://...`: the same scores and summary as on disk, every result an
+    object (images, scores, summary, grids, report); a rerun generates nothing; --compare reads buckets."""
+    from pipelines.eval import compare, run_eval
+    from pipelines.report import write_report
+    from infu_model.storage import ObjectPath, read_parquet
+    from pipelines.job import release_live
+
+    ids = s3_env.upload(ids_dir, f"{s3_env.bucket('bench')}/ids")
+    out = "s3://bench/results/tiny"
+    cfg = eval_cfg(models, bench_file)
+    on_disk, logs = run_eval(ids_dir, tmp_path / "disk", cfg), []
+    in_bucket = run_eval(ids, out, cfg, log=logs.append)
+    assert logs[0] == "eval: generating 5 of 5 images"
+    key = ["identity", "prompt_id", "seed"]
+    disk_rows, bucket_rows = (sorted(read_parquet(f"{d}/scores.parquet").to_pylist(), key=lambda r: [r[k] for k in key])
+                              for d in (tmp_path / "disk", out))
+    assert [{**r, "image": None} for r in bucket_rows] == [{**r, "image": None} for r in disk_rows]
+    assert in_bucket["metrics"] == on_disk["metrics"] and in_bucket["images"] == 5
+    write_report(out)
+    release_live()  # what the CLI does when the job ends: the heartbeat stops
+    keys = set(s3_env.keys("bench"))
+    assert {"results/tiny/summary.md", "results/tiny/summary.json", "results/tiny/grids/grace.jpg",
+            "results/tiny/report.html", "results/tiny/run.json"} <= keys
+    assert len([k for k in keys if k.startswith("results/tiny/images/")]) == 5
+    assert not [k for k in keys if k.endswith(".tmp")] and "results/tiny/_work/live" not in keys
+    logs.clear()
+    run_eval(ids, out, cfg, log=logs.append)
+    assert logs == [], "a rerun finds every image in the bucket and generates none"
+    c = compare(str(tmp_path / "disk"), out, cfg.bootstrap)
+    assert c["paired_items"] == 5 and c["metrics"]["id_loss"]["diff"] == pytest.approx(0.0, abs=1e-6)
+    assert "| tiny |" in ObjectPath(f"{out}/summary.md").read_text()
+
+
 def clip_cosines(model_dir, processor_dir, images, texts) -> list[float]:
     """cos(image_i, text_i) under a CLIP model, from transformers' image and text features."""
     import torch

@@ -120,6 +120,7 @@ def one_error_line(r) -> str:
     ("hf://org/name@refs%2Fpr%2F3/a.bin", "hub", "org/name", "refs/pr/3", "a.bin"),
     ("~/models/flux", "local", "~/models/flux", "main", ""),
     ("https://example.org/w/arc.pth#sha256=" + "ab" * 32, "url", "https://example.org/w/arc.pth", "main", ""),
+    ("s3://runs/stage1/final/", "storage", "s3://runs/stage1/final", "main", ""),
 ])
 def test_a_model_reference_is_a_path_a_hub_id_or_a_hashed_url(text, kind, location, revision, path):
     ref = ModelRef.parse(text)
@@ -132,13 +133,47 @@ def test_a_model_reference_is_a_path_a_hub_id_or_a_hashed_url(text, kind, locati
     ("hf://org/na--me", "is not a Hub repo id"),
     ("hf://org/name/../x", "may not hold empty, '.' or '..' parts"),
     ("https://example.org/arc.pth", "needs its hash: https://example.org/arc.pth#sha256=<64 hex digits>"),
-    ("s3://bucket/flux", "unknown scheme"),
+    ("ftp://host/flux", "unknown scheme"),
     ("", "a model reference must be"),
 ])
 def test_a_malformed_reference_is_refused_in_one_line(text, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(").replace("[", r"\[")) as e:
         ModelRef.parse(text)
     assert "\n" not in str(e.value)
+
+
+def test_a_model_in_a_bucket_is_copied_once_refetched_when_changed_and_read_offline_by_workers(
+        s3_env, tmp_path, monkeypatch):
+    """``s3://BUCKET/KEY``: the files the loader reads are copied into the cache once; an object that
+    changed is fetched again; a worker (cache only) reads the copy; a missing one is one line."""
+    from infu_model import storage
+    from infu_model.hub import resolve
+    from infu_model.pipeline import load_infu_weights
+    from infu_model.tiny import make_tiny
+
+    tiny = make_tiny(tmp_path / "tiny")
+    uri = s3_env.upload(tiny["infu"], f"{s3_env.bucket('weights')}/infu")
+    fetched, download = [], storage.download
+    monkeypatch.setattr(storage, "download", lambda u, d: fetched.append(u) or download(u, d))
+    got = resolve(uri, infu_weights("aes_stage2"))
+    assert fetched and not [u for u in fetched if "sim_stage1" in u], "only the variant asked for"
+    want, _, _ = load_infu_weights(tiny["infu"], "aes_stage2")
+    net, _, _ = load_infu_weights(got, "aes_stage2")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), want.state_dict().values()))
+    fetched.clear()
+    assert resolve(uri, infu_weights("aes_stage2")) == got and fetched == [], "copied once"
+    name = next(k for k in s3_env.keys("weights") if k.endswith(".json"))
+    changed = (tiny["infu"] / name.split("/", 1)[1]).read_bytes() + b" "
+    s3_env.client().put_object(Bucket="weights", Key=name, Body=changed)
+    resolve(uri, infu_weights("aes_stage2"))
+    assert fetched == [f"s3://weights/{name}"], "only the changed object is fetched again"
+    monkeypatch.setenv("INFU_MODELS_FETCH", "0")
+    assert resolve(uri, infu_weights("aes_stage2")) == got, "a worker reads the copy without the bucket"
+    with pytest.raises(ModelNotCached, match="s3://weights/other is not in the model cache"):
+        resolve("s3://weights/other", infu_weights("aes_stage2"))
+    monkeypatch.setenv("INFU_MODELS_FETCH", "1")
+    with pytest.raises(ModelError, match="nothing under s3://weights/other"):
+        resolve("s3://weights/other", infu_weights("aes_stage2"))
 
 
 def test_a_config_refuses_a_malformed_model_naming_its_key(tmp_path):

@@ -197,9 +197,9 @@ class RayTrainCheckpoints:
             return None if self.own_folder else latest_checkpoint(self.out)
         if not self.own_folder:
             return Path(ckpt.path)
-        name = ckpt.path.rstrip("/").rsplit("/", 1)[-1]
+        name = ckpt.path.rstrip("/").rsplit("/", 1)[-1]  # (Ray Train's path inside the output's filesystem)
         # FSDP loads the optimizer state on worker 0 and hands out its shards; DDP's workers each load it
-        return download_tree(ckpt.path, self.work / "resumed" / name, filesystem=ckpt.filesystem,
+        return download_tree(self.out / "checkpoints" / name, self.work / "resumed" / name,
                              skip=() if self.rank == 0 else ("optimizer.pt",))
 
     def report(self, workers: Workers, metrics: dict | None, ckpt: Path | None) -> None:
