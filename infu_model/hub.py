@@ -574,8 +574,11 @@ def _stored(ref: ModelRef, selection: Selection, fetch: bool) -> Path:
     if not found:
         raise ModelError(f"{ref}: {storage.missing(ref.location)}")
 
+    def at(name: str) -> str:  # ("" names the object itself, when the reference is one file)
+        return f"{ref.location}/{name}" if name else ref.location
+
     def read(name: str) -> bytes:
-        return storage.read_bytes(f"{ref.location}/{name}" if name else ref.location)
+        return storage.read_bytes(at(name))
 
     try:
         chosen = selection(sorted(found), read)
@@ -587,7 +590,7 @@ def _stored(ref: ModelRef, selection: Selection, fetch: bool) -> Path:
         if copied.get(name) != list(found[name]) or not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             part = target.with_name(f"{target.name}.{os.getpid()}.incomplete")
-            storage.download(f"{ref.location}/{name}" if name else ref.location, part)
+            storage.download(at(name), part)
             os.replace(part, target)
     record.write_text(json.dumps({**copied, **{n: list(found[n]) for n in chosen}}))
     return dest

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 import yaml
 
 from curation.registry import scores, stage_of, stage_reasons
-from infu_model.storage import ObjectPath, as_path, parquet_file, read_parquet
-from pipelines.job import finished_checkpoints, owner, parquet_files
+from infu_model.storage import as_path, parquet_file, read_parquet
+from pipelines.job import finished_checkpoints, owner, parquet_files, write_whole
 
 PER_GROUP = 12       # thumbnails per reason / bucket / status
 MAX_FILES = 2000     # output files one sampling pass opens at most (~256 rows each: 0.5 M rows)
@@ -478,10 +478,5 @@ def write_report(out_dir):
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>InfU report: {esc(root.name)}</title>'
             f"<style>{CSS}</style></head><body>{header(root, jobs)}{''.join(bodies)}</body></html>")
     path = root / "report.html"
-    if isinstance(path, ObjectPath):  # an object is written whole
-        path.write_text(page)
-        return path
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    write_whole(path, page.encode("utf-8"))
     return path

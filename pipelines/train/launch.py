@@ -124,7 +124,8 @@ def resumes_from(out) -> str:
 
 def step_reached(out) -> int:
     """The last step the run logged (train_log.jsonl), 0 before the first."""
-    return records(out)[-1]["step"] if records(out) else 0
+    recs = records(out)
+    return recs[-1]["step"] if recs else 0
 
 
 def records(out) -> list[dict]:
