@@ -184,8 +184,10 @@ def process(lay: Layout, files: list[str], cfg: CurateConfig, log=print) -> None
     ds = ray.data.read_parquet(paths, filesystem=fs, schema=MANIFEST_SCHEMA, num_cpus=READS / 2)
     # Manifest rows are tiny, so one read task would take a whole shard and, fused with
     # the decode stage, run it on one core. A streaming split into batch-sized blocks
-    # lets every core (or node) decode.
-    ds = ds.repartition(target_num_rows_per_block=batch)
+    # lets every core (or node) decode; exactly batch-sized (strict), so that each task is
+    # one batch: otherwise a block's remainder joins the next block into a task of up to
+    # twice the work, and the last of them keeps one actor busy while the others wait.
+    ds = ds.repartition(target_num_rows_per_block=batch, strict=True)
     for op in operators:
         ds = add_stage(ds, op, schema)
     ds.write_datasink(RowSink(lay.candidates, lay.parts_rejected, cfg.output.rows_per_file,

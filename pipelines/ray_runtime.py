@@ -1,9 +1,11 @@
 """Starting or joining Ray: embedded on this machine by default, a cluster when asked."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from pathlib import Path
+from unittest import mock
 
 
 class Terminated(KeyboardInterrupt):
@@ -54,6 +56,19 @@ def check_cluster(address: str | None, timeout: float = 5.0) -> None:
                                  ) from None
 
 
+def stop_monitor() -> None:
+    """Kill the autoscaler monitor of the Ray this process started. At exit ``ray.shutdown`` stops the
+    GCS first, and the monitor answers its SIGTERM by reporting to that GCS: a second lost before
+    Ray kills it. An embedded Ray has nothing to autoscale."""
+    import ray
+    from ray._private import ray_constants
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node else []):
+        if info.process.poll() is None:
+            info.process.kill()
+
+
 def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     """Start (``opts``: the job's ``ray`` block, a ``pipelines.job.RayOptions``) or join Ray. Workers'
     output stays in Ray's session logs (``pipelines.logs`` links them beside the job's output):
@@ -83,12 +98,23 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                      runtime_env={"py_modules": code, **env})
         else:
-            ray.init(num_cpus=opts.num_cpus if opts else None,
-                     object_store_memory=opts.object_store_memory if opts else None,
-                     include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
-                     log_to_driver=False, runtime_env=env)
+            # an embedded Ray's workers inherit the raylet's environment: with a runtime_env instead,
+            # no task or actor could use the workers Ray prestarts (a new process for each, ~1 s)
+            with mock.patch.dict(os.environ, env["env_vars"]):
+                ray.init(num_cpus=opts.num_cpus if opts else None,
+                         object_store_memory=opts.object_store_memory if opts else None,
+                         include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
+                         log_to_driver=False)
+            atexit.register(stop_monitor)  # runs before ray.init's own shutdown handler (last in, first out)
+            # Ray Data's usage-stats actor: one more worker process (~1 CPU-s) at the start of each
+            # job on the embedded Ray; RAY_DATA_USAGE_DISABLED=0 keeps it
+            os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
     stop_on_sigterm()  # ray.init replaced the handler with its own sys.exit
     ctx = DataContext.get_current()
+    # Ray Data's second Parquet reader lists the files in a task and reads their footers in an actor:
+    # two more worker processes and about a second before the first row on a small machine. Our
+    # jobs name their files, so the first reader (footers read by the driver) costs less.
+    ctx.use_datasource_v2 = False
     # Ray Data reserves a share of the CPUs for each operator; on a small machine that
     # leaves the decode stage one core of two. Off unless the config asks for it.
     ctx.op_resource_reservation_enabled = bool(opts and opts.reserve_per_operator)

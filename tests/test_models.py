@@ -247,6 +247,19 @@ def test_a_worker_reads_the_cache_only(hub, monkeypatch):
     assert (resolve(f"hf://{FLUX}", DIFFUSERS) / "model_index.json").is_file()
 
 
+def test_the_embedded_rays_workers_read_the_cache_only_and_the_driver_fetches(ray_local):
+    """The workers of the embedded Ray inherit the cache-only switch from its raylet (no runtime_env,
+    so that they may be the workers Ray prestarts); the driver, which fetches, keeps its environment."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def switch():
+        return os.environ.get("INFU_MODELS_FETCH")
+
+    assert ray.get(switch.remote()) == "0"
+    assert os.environ.get("INFU_MODELS_FETCH") != "0"
+
+
 def test_an_interrupted_download_goes_on_from_what_it_has(hub, published, tmp_path):
     """A dropped connection is retried in the same call; files a killed fetch finished are not fetched
     again (huggingface_hub keeps whole files); a URL download a killed run left half done continues with
