@@ -60,8 +60,8 @@ def add_stage(ds: ray.data.Dataset, stage: Stage, schema: pa.Schema) -> ray.data
     if not stage.stateful:
         return ds.map_batches(_stateless, fn_kwargs={"stage": stage, "schema": schema}, **common)
     # a CPU actor works one batch at a time: a second one queued on it waits there, and at the end of
-    # the job it did while the pool's other actors went idle (one batch, ~7 s on 2 cores). A GPU
-    # actor keeps Ray's queue of two, which overlaps moving a batch in with computing the last.
+    # a job it waited while the pool's other actors sat idle (a whole batch's time). A GPU actor
+    # keeps Ray's queue of two, which overlaps moving a batch in with computing the last.
     queue = None if res.gpus else 1
     return ds.map_batches(StageActor, fn_constructor_args=(stage, schema), **common,
                           compute=ray.data.ActorPoolStrategy(size=res.actors, max_tasks_in_flight_per_actor=queue))
