@@ -122,7 +122,10 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
     finally:
         release_live()  # the run has ended: its folders are free for the next one
     from pipelines.faults import disk_full_line
+    from pipelines.ray_runtime import stop_monitor
     from pipelines.report import write_report
+
+    stop_monitor()  # Ray's shutdown at exit then need not wait on it
 
     try:
         say(f"report: {write_report(out_dir)}")

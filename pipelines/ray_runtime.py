@@ -1,9 +1,9 @@
 """Starting or joining Ray: embedded on this machine by default, a cluster when asked."""
 from __future__ import annotations
 
-import atexit
 import logging
 import os
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -57,9 +57,12 @@ def check_cluster(address: str | None, timeout: float = 5.0) -> None:
 
 
 def stop_monitor() -> None:
-    """Kill the autoscaler monitor of the Ray this process started. At exit ``ray.shutdown`` stops the
-    GCS first, and the monitor answers its SIGTERM by reporting to that GCS: a second lost before
-    Ray kills it. An embedded Ray has nothing to autoscale."""
+    """Kill the autoscaler monitor of the Ray this process started (a no-op on a cluster), once its
+    job has ended well. At exit ``ray.shutdown`` stops the GCS first, and the monitor answers its
+    SIGTERM by reporting to that GCS: a second lost before Ray kills it. An embedded Ray has nothing
+    to autoscale. Not after an interrupt: a run stopped mid-training then crashed in Ray's shutdown."""
+    if "ray" not in sys.modules:  # the job started no Ray
+        return
     import ray
     from ray._private import ray_constants
 
@@ -105,7 +108,6 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
                          object_store_memory=opts.object_store_memory if opts else None,
                          include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
                          log_to_driver=False)
-            atexit.register(stop_monitor)  # runs before ray.init's own shutdown handler (last in, first out)
             # Ray Data's usage-stats actor: one more worker process (~1 CPU-s) at the start of each
             # job on the embedded Ray; RAY_DATA_USAGE_DISABLED=0 keeps it
             os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
