@@ -84,10 +84,6 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     from infu_model.hub import FETCH_ENV
     from pipelines.models import pull_on_nodes, ready_needs
 
-    # the driver's object-storage settings (an S3-compatible endpoint, region, profile or keys) reach
-    # the workers that read the job's data; a node's instance role needs none of them
-    storage = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
-    env = {"env_vars": {FETCH_ENV: "0", **storage}}
     if not ray.is_initialized():
         if address or os.environ.get("RAY_ADDRESS"):
             import curation
@@ -98,12 +94,16 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
             # ship our code to the cluster's workers (a no-op cost under `ray job submit --working-dir`);
             # as folders, not module objects: Ray deep-copies them into the job's runtime env
             code = [str(Path(m.__file__).parent) for m in (curation, synth, infu_model, pipelines)]
+            # the driver's object-storage settings (an S3-compatible endpoint, region, profile or keys)
+            # reach the workers that read the job's data; a node's instance role needs none of them
+            storage = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                     runtime_env={"py_modules": code, **env})
+                     runtime_env={"py_modules": code, "env_vars": {FETCH_ENV: "0", **storage}})
         else:
-            # an embedded Ray's workers inherit the raylet's environment: with a runtime_env instead,
-            # no task or actor could use the workers Ray prestarts (a new process for each, ~1 s)
-            with mock.patch.dict(os.environ, env["env_vars"]):
+            # an embedded Ray's workers inherit the raylet's environment, the driver's storage settings
+            # with it: with a runtime_env instead, no task or actor could use the workers Ray
+            # prestarts (a new process for each, ~1 s)
+            with mock.patch.dict(os.environ, {FETCH_ENV: "0"}):
                 ray.init(num_cpus=opts.num_cpus if opts else None,
                          object_store_memory=opts.object_store_memory if opts else None,
                          include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
