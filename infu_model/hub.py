@@ -1,29 +1,20 @@
 """Models by name: the one reference every config key and command-line flag naming a model takes.
 
-A reference is written in one of three forms:
-
-- ``hf://OWNER/NAME[@REVISION][/PATH/IN/REPO]``: a Hub model repo (a branch, tag or commit; a
-  revision holding ``/`` is written ``%2F``), optionally a file or folder inside it, e.g.
-  ``hf://ByteDance/InfiniteYou/infu_flux_v1.0/aes_stage2``. Fetched with huggingface_hub into its
-  standard cache (``HF_HOME`` / ``HF_HUB_CACHE``), so weights that diffusers, the official app or
-  ``hf download`` already fetched are reused; ``HF_ENDPOINT``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE``
-  are honoured.
-- ``https://HOST/PATH/FILE#sha256=HEX``: a single file outside the Hub (facexlib's ArcFace), kept in
+- ``hf://OWNER/NAME[@REVISION][/PATH/IN/REPO]``: a Hub model repo (a branch, tag or commit; a revision
+  holding ``/`` is written ``%2F``), optionally a file or folder inside it. Fetched by huggingface_hub
+  itself into its standard cache (``HF_HOME`` / ``HF_HUB_CACHE``, shared with diffusers and ``hf
+  download``); ``HF_ENDPOINT``, ``HF_TOKEN`` and its offline switch (``HF_HUB_OFFLINE``,
+  ``TRANSFORMERS_OFFLINE``) are honoured.
+- ``https://HOST/PATH/FILE#sha256=HEX``: one file outside the Hub (facexlib's ArcFace), kept in
   ``$HF_HOME/infu/urls/<sha256>/`` and never used unless its bytes match the hash.
 - ``s3://BUCKET/KEY`` (any scheme of ``infu_model/storage.py``): a file or folder in object storage,
-  such as weights ``infu train`` wrote into a bucket; copied into ``$HF_HOME/infu/stored/``, each
-  file fetched again when its object's size or time changed.
+  copied into ``$HF_HOME/infu/stored/``, each file fetched again when its object changed.
 - anything else: a local file or folder (``~`` expanded).
 
-A loader says which files it reads (a *selection*: ``FILE``, ``FOLDER``, ``DIFFUSERS``,
-``patterns(...)``, ``infu_weights(variant)``), so only those are fetched: FLUX.1-dev's diffusers
-folders, not its 23 GB single-file checkpoint. ``resolve(ref, selection)`` gives the local path.
-Jobs fetch every model once in the driver (``fetch=True``); Ray workers then read the cache only,
-never the network (``INFU_MODELS_FETCH=0`` in their environment).
-
-Every failure is a ``ModelError`` (a ``FileNotFoundError``) whose message is one line naming the
-reference and what to do: not cached while offline, gated, no such repo, revision or path, a hash
-that does not match (the file is removed, never loaded).
+What is ours on top of huggingface_hub: the reference syntax, each loader's *selection* of the files it
+reads (``FILE``, ``FOLDER``, ``DIFFUSERS``, ``patterns(...)``, ``infu_weights(variant)``: FLUX.1-dev's
+diffusers folders, not its 23 GB single file), the hash check of every file fetched, the one-line
+errors (``ModelError``, a ``FileNotFoundError``) and the fetch once per node in Ray workers.
 """
 from __future__ import annotations
 
@@ -33,18 +24,15 @@ import json
 import os
 import posixpath
 import re
-import shutil
-import urllib.error
 import urllib.parse
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from infu_model.storage import SCHEMES
+from infu_model.storage import SCHEMES, first_line
 
 HUB = "hf://"
-FETCH_ENV = "INFU_MODELS_FETCH"   # "0": this process reads the cache only (Ray workers)
+FETCH_ENV = "INFU_MODELS_FETCH"   # "node" in Ray workers: see resolve()
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -240,14 +228,24 @@ class _SelectionError(ValueError):
 
 # --------------------------------------------------------------------------------------- resolving --
 def resolve(ref, selection: Selection = FOLDER, fetch: bool | None = None) -> Path:
-    """The local path of ``ref`` with the files ``selection`` picks present: fetched when missing
-    (unless ``fetch`` is False, or None and this process reads the cache only), checked against their
-    published hashes when fetched."""
+    """The local path of ``ref`` with the files ``selection`` picks present. ``fetch``: True asks the
+    Hub for the revision's files and fetches what is missing (a job's driver); False reads the cache
+    only; None follows ``INFU_MODELS_FETCH`` (``node`` in Ray workers: the cache first, and what this
+    node lacks fetched once, under a lock, through the same code). Every fetched file is checked
+    against its published hash before it is returned."""
     ref = ModelRef.parse(ref)
     if ref.kind == "local":
         return _local(ref)
-    if fetch is None:
-        fetch = os.environ.get(FETCH_ENV, "1") != "0"
+    if fetch is None and os.environ.get(FETCH_ENV) == "node":
+        try:
+            return resolve(ref, selection, fetch=False)
+        except ModelNotCached:
+            with _node_lock(ref):  # the other actors of this node wait, then find it cached
+                try:
+                    return resolve(ref, selection, fetch=False)
+                except ModelNotCached:
+                    return resolve(ref, selection, fetch=True)
+    fetch = fetch is not False
     if ref.kind == "url":
         return _url_file(ref, fetch and not offline())
     if ref.kind == "storage":  # (not the Hub's: HF_HUB_OFFLINE does not apply)
@@ -256,7 +254,19 @@ def resolve(ref, selection: Selection = FOLDER, fetch: bool | None = None) -> Pa
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """huggingface_hub's own switch: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE."""
+    from huggingface_hub import is_offline_mode
+
+    return is_offline_mode()
+
+
+# Where a worker's token comes from when it fetches (pipelines.models sets it on a cluster's workers:
+# the driver's token, never put in the environment Ray's dashboard shows); None: huggingface_hub's own.
+token_source: Callable[[], str | None] | None = None
+
+
+def _token() -> str | None:
+    return token_source() if token_source is not None else None
 
 
 def hub_cache() -> Path:
@@ -273,6 +283,14 @@ def hf_home() -> Path:
 
 def _endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _node_lock(ref: ModelRef):
+    from filelock import FileLock
+
+    path = hf_home() / "infu" / "locks" / hashlib.sha1(ref.text.encode()).hexdigest()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
 
 
 def _local(ref: ModelRef) -> Path:
@@ -297,88 +315,99 @@ def _offline_why() -> str:
 
 # ---------------------------------------------------------------------------------------------- Hub --
 @dataclass
-class _Listing:
+class _Revision:
+    """A reference's revision as a commit, and the paths of the files in it: from the Hub when it
+    answers, else from huggingface_hub's cache (``online`` says which)."""
     commit: str
-    files: dict            # repo path -> huggingface_hub RepoFile-like (size, blob_id, lfs) or None
-    info: object = None    # the Hub's repo info (licence, gated) when it was asked
+    paths: list[str]
+    online: bool
+    sizes: dict = field(default_factory=dict)   # path -> bytes (from the Hub)
+
+
+def _api():
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=_endpoint(), token=_token())
+
+
+def _revision(ref: ModelRef, online: bool) -> _Revision:
+    from huggingface_hub import RepoFile, get_cached_repo_tree
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError, RevisionResolutionError
+
+    api, why = _api(), _offline_why() if not online else "the Hub cannot be reached"
+    try:
+        commit = api.resolve_revision(ref.location, revision=ref.revision, cache_dir=hub_cache(),
+                                      local_files_only=not online).resolved
+        if online:
+            tree = [f for f in api.list_repo_tree(ref.location, recursive=True, revision=commit)
+                    if isinstance(f, RepoFile)]
+            return _Revision(commit, [f.path for f in tree], True, {f.path: f.size for f in tree})
+    except RevisionResolutionError:
+        raise _not_cached(ref, why) from None
+    except Exception as e:  # noqa: BLE001 - the Hub went away between two calls, or answered an error
+        if not _unreachable(e):
+            raise _hub_error(ref, e) from None
+        return _revision(ref, online=False)
+    snapshot = _snapshot(ref, commit)
+    if not snapshot.is_dir():
+        raise _not_cached(ref, why)
+    try:
+        paths = [f.path for f in get_cached_repo_tree(ref.location, revision=commit, cache_dir=hub_cache())]
+    except CachedRepoTreeNotFoundError:  # fetched by an older tool: what the snapshot holds is what there is
+        paths = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return _Revision(commit, paths, False)
+
+
+def _unreachable(e: Exception) -> bool:
+    """No answer, offline, or a 5xx: what the cache holds still serves."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(e, (httpx2.TransportError, OfflineModeIsEnabled)):
+        return True
+    return isinstance(e, HfHubHTTPError) and getattr(e.response, "status_code", 0) >= 500
 
 
 def _hub(ref: ModelRef, selection: Selection, fetch: bool) -> Path:
-    listing = _remote_listing(ref) if fetch else None
-    if listing is None:
-        listing = _cached_listing(ref, "the Hub cannot be reached" if fetch else _offline_why())
-    snapshot = _snapshot(ref, listing.commit)
-    wanted = _select(ref, listing, selection, snapshot, fetch)
-    missing = [f for f in wanted if not (snapshot / f).exists()]
-    if missing and not fetch:
-        raise _not_cached(ref, f"{len(missing)} of its files are missing ({missing[0]}, ...); {_offline_why()}"
-                          if len(missing) > 1 else f"{missing[0]} is missing; {_offline_why()}")
+    rev = _revision(ref, online=fetch)
+    wanted = _select(ref, rev, selection)
+    missing = [f for f in wanted if not _cached(ref, rev.commit, f)]
+    if missing and not rev.online:
+        why = "the Hub cannot be reached" if fetch else _offline_why()
+        raise _not_cached(ref, f"{len(missing)} of its files are missing ({missing[0]}, ...); {why}"
+                          if len(missing) > 1 else f"{missing[0]} is missing; {why}")
     if missing:
-        _download(ref, listing.commit, missing)
-        _verify(ref, listing, missing, snapshot)
+        _download(ref, rev.commit, missing)
+    snapshot = _snapshot(ref, rev.commit)
     return snapshot / ref.path if ref.path else snapshot
-
-
-def _remote_listing(ref: ModelRef) -> _Listing | None:
-    """The commit and files of the reference's revision on the Hub; None when the Hub cannot be
-    reached (the cache may still hold it)."""
-    import httpx2
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    api = HfApi(endpoint=_endpoint())
-    try:
-        info = api.repo_info(ref.location, revision=ref.revision)
-        files = {f.path: f for f in api.list_repo_tree(ref.location, recursive=True, revision=info.sha)
-                 if hasattr(f, "blob_id")}
-    except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled):
-        return None
-    except HfHubHTTPError as e:
-        if getattr(e.response, "status_code", 0) >= 500:  # the Hub is down: what the cache holds still serves
-            return None
-        raise _hub_error(ref, e) from None
-    return _Listing(info.sha, files, info)
-
-
-def _cached_listing(ref: ModelRef, why: str) -> _Listing:
-    from huggingface_hub import get_cached_repo_tree
-    from huggingface_hub.errors import CachedRepoTreeNotFoundError
-
-    storage = hub_cache() / f"models--{ref.location.replace('/', '--')}"
-    commit = ref.revision if _COMMIT.fullmatch(ref.revision) else None
-    if commit is None and (storage / "refs" / ref.revision).is_file():
-        commit = (storage / "refs" / ref.revision).read_text().strip()
-    if commit is None or not (storage / "snapshots" / commit).is_dir():
-        raise _not_cached(ref, why)
-    try:
-        files = {f.path: f for f in get_cached_repo_tree(ref.location, revision=commit, cache_dir=hub_cache())}
-    except CachedRepoTreeNotFoundError:  # fetched by an older tool: what the snapshot holds is what there is
-        root = storage / "snapshots" / commit
-        files = {p.relative_to(root).as_posix(): None for p in root.rglob("*") if p.is_file()}
-    return _Listing(commit, files)
 
 
 def _snapshot(ref: ModelRef, commit: str) -> Path:
     return hub_cache() / f"models--{ref.location.replace('/', '--')}" / "snapshots" / commit
 
 
-def _select(ref: ModelRef, listing: _Listing, selection: Selection, snapshot: Path, fetch: bool) -> list[str]:
-    if ref.path in listing.files:
+def _cached(ref: ModelRef, commit: str, path: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(ref.location, path, cache_dir=hub_cache(), revision=commit), str)
+
+
+def _select(ref: ModelRef, rev: _Revision, selection: Selection) -> list[str]:
+    if ref.path in rev.paths:
         inside = [""]
     else:
         prefix = f"{ref.path}/" if ref.path else ""
-        inside = [f[len(prefix):] for f in listing.files if f.startswith(prefix)]
+        inside = [f[len(prefix):] for f in rev.paths if f.startswith(prefix)]
     if not inside:
         raise ModelError(f"{ref}: {ref.location} has no file or folder {ref.path!r} at revision {ref.revision}")
 
-    def read(name: str) -> bytes:
-        repo_path = posixpath.join(ref.path, name) if ref.path else name
-        if not (snapshot / repo_path).exists():
-            if not fetch:
-                raise _not_cached(ref, f"{repo_path} is missing; {_offline_why()}")
-            _download(ref, listing.commit, [repo_path])
-            _verify(ref, listing, [repo_path], snapshot)
-        return (snapshot / repo_path).read_bytes()
+    def read(name: str) -> bytes:  # a small file the choice depends on (model_index.json)
+        path = posixpath.join(ref.path, name) if ref.path else name
+        if not _cached(ref, rev.commit, path):
+            if not rev.online:
+                raise _not_cached(ref, f"{path} is missing; {_offline_why()}")
+            _download(ref, rev.commit, [path])
+        return (_snapshot(ref, rev.commit) / path).read_bytes()
 
     try:
         chosen = selection(inside, read)
@@ -388,60 +417,44 @@ def _select(ref: ModelRef, listing: _Listing, selection: Selection, snapshot: Pa
 
 
 def _download(ref: ModelRef, commit: str, files: list[str]) -> None:
+    """``files`` at ``commit`` into the cache with huggingface_hub, then each checked against the hash
+    it was published under; a mismatch is removed before anything can load it."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        # at the commit listed (the files checked against are those of the snapshot they land in)
         snapshot_download(ref.location, revision=commit, allow_patterns=files, cache_dir=hub_cache(),
-                          endpoint=_endpoint())
-    except HfHubHTTPError as e:
+                          endpoint=_endpoint(), token=_token())
+    except Exception as e:  # noqa: BLE001 - huggingface_hub's HTTP errors, or OSError from the disk
         raise _hub_error(ref, e) from None
-    except OSError as e:
-        raise ModelError(f"{ref}: fetching failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})"
-                         ) from None
-    if ref.revision != commit:  # later offline runs find the branch or tag's commit here, as huggingface_hub's own do
-        refs = hub_cache() / f"models--{ref.location.replace('/', '--')}" / "refs" / ref.revision
-        refs.parent.mkdir(parents=True, exist_ok=True)
-        tmp = refs.with_name(f"{refs.name}.{os.getpid()}.tmp")
-        tmp.write_text(commit)
-        os.replace(tmp, refs)
-
-
-def _verify(ref: ModelRef, listing: _Listing, files: list[str], snapshot: Path) -> None:
-    """Each just-fetched file against its published hash (sha256 for LFS files, the git blob id for
-    the rest); a mismatch is removed from the cache before anything can load it."""
     for f in files:
-        entry = listing.files.get(f)
-        problem = _check_file(snapshot / f, entry)
+        problem = _check(_snapshot(ref, commit) / f)
         if problem:
-            _remove_cached(snapshot / f)
+            _remove_cached(_snapshot(ref, commit) / f)
             raise ModelCorrupt(f"{ref}: {f} {problem}: removed from the cache, never loaded; fetch it again, "
                                "and if it fails again the download is being altered on the way")
 
 
-def _check_file(path: Path, entry) -> str | None:
-    if entry is None:
-        return None  # no published hash known (a snapshot fetched by another tool): nothing to check against
-    lfs = getattr(entry, "lfs", None)
-    if lfs is not None:
-        want, got = lfs.sha256, _sha256(path)
-        return None if got == want else f"does not match its sha256 (expected {want[:12]}..., got {got[:12]}...)"
-    got = _digest(path, hashlib.sha1(b"blob %d\0" % path.stat().st_size))  # git's blob id
-    return None if got == entry.blob_id else f"does not match its git blob id ({entry.blob_id[:12]}...)"
+def _check(link: Path) -> str | None:
+    """A cached file against the hash huggingface_hub stored it under (its blob's name is the ETag the
+    Hub published: the sha256 of an LFS file, the git blob id of any other); None when it matches or
+    there is no such name to check against (a cache without symlinks)."""
+    name = link.resolve().name
+    if _SHA256.fullmatch(name):
+        return _mismatch("sha256", name, _digest(link, hashlib.sha256()))
+    if _COMMIT.fullmatch(name):
+        return _mismatch("git-sha1", name, _digest(link, hashlib.sha1(b"blob %d\0" % link.stat().st_size)))
+    return None
+
+
+def _mismatch(algorithm: str, expected: str, got: str) -> str | None:
+    what = "git blob id" if algorithm == "git-sha1" else algorithm
+    return None if got == expected else \
+        f"does not match its published {what} (expected {expected[:12]}..., got {got[:12]}...)"
 
 
 def _remove_cached(link: Path) -> None:
-    blob = link.resolve()
-    for p in {link, blob}:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _sha256(path: Path) -> str:
-    return _digest(path, hashlib.sha256())
+    for p in {link.resolve(), link}:
+        p.unlink(missing_ok=True)
 
 
 def _digest(path: Path, h) -> str:
@@ -466,28 +479,35 @@ def _hub_error(ref: ModelRef, e) -> ModelError:
         return ModelError(f"{ref}: {ref.location} has no revision {ref.revision!r}")
     if isinstance(e, RemoteEntryNotFoundError):
         return ModelError(f"{ref}: {ref.location} has no file {ref.path!r} at revision {ref.revision}")
-    status = getattr(getattr(e, "response", None), "status_code", "?")
+    if _unreachable(e):
+        return ModelNotCached(f"{ref}: the Hub cannot be reached ({first_line(e)})")
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status is None:  # not an answer of the Hub's: the disk, or the connection
+        return ModelError(f"{ref}: fetching failed ({type(e).__name__}: {first_line(e)})")
     if status in (401, 403):
         return ModelError(f"{ref}: the Hub refused access ({status}): {login}, and accept the model's licence "
                           f"on {ref.repo_page} if it asks for one")
-    return ModelError(f"{ref}: the Hub answered {status} ({str(e).splitlines()[0]})")
+    return ModelError(f"{ref}: the Hub answered {status} ({first_line(e)})")
 
 
 # --------------------------------------------------------------------------------- describe, verify --
 @dataclass
 class Status:
-    """What ``infu models list`` says of a reference: cached (and where), its size, licence and gate."""
+    """What ``infu models list`` says of a reference: its state, where it is cached, the size of the
+    files its loader reads, licence and gate; ``problem``: why it cannot be fetched (one line)."""
     cached: bool
     where: Path | None = None
-    size: int | None = None        # bytes of the files its loader reads
+    size: int | None = None
     license: str | None = None
     gated: bool | None = None
+    problem: str | None = None
 
 
 def describe(ref, selection: Selection = AUTO, online: bool = True) -> Status:
-    """The reference's state in the cache; with ``online`` (and HF_HUB_OFFLINE unset) also its size,
-    licence and gate from the Hub when it is not cached (``model_index.json`` may be fetched to size
-    a diffusers folder). Never downloads weights."""
+    """The reference's state in the cache; with ``online`` (and not offline) what the Hub says of a
+    model not cached: the size of the files its loader would fetch, licence and gate, or why it cannot
+    be fetched (no such repo, gated...). Never fetches weights (``model_index.json`` may be fetched to
+    size a diffusers folder) and never raises for the model's own state."""
     ref = ModelRef.parse(ref)
     if ref.kind == "local":
         p = Path(ref.location).expanduser()
@@ -503,28 +523,28 @@ def describe(ref, selection: Selection = AUTO, online: bool = True) -> Status:
                       sum(size for size, _ in json.loads(record.read_text()).values()) if cached else None)
     try:
         where = resolve(ref, selection, fetch=False)
-        listing = _cached_listing(ref, "")
-        cached = True
+        files = [where] if where.is_file() else [f for f in where.rglob("*") if f.is_file()]
+        return Status(True, where, sum(f.stat().st_size for f in files))
     except ModelError:
         if not online or offline():
             return Status(False)
-        listing, cached, where = _remote_listing(ref), False, None
-        if listing is None:
-            return Status(False)
-    wanted = _select(ref, listing, selection, _snapshot(ref, listing.commit), fetch=not cached)
-    sizes = [getattr(listing.files.get(f), "size", None) for f in wanted]
-    if None in sizes and cached:
-        sizes = [(_snapshot(ref, listing.commit) / f).stat().st_size for f in wanted]
-    info = listing.info
+    try:
+        info = _api().model_info(ref.location, revision=ref.revision)
+        rev = _revision(ref, online=True)
+        size = sum(rev.sizes.get(f, 0) for f in _select(ref, rev, selection)) if rev.online else None
+    except Exception as e:  # noqa: BLE001 - ours, or huggingface_hub's HTTP errors: one line each
+        e = e if isinstance(e, ModelError) else _hub_error(ref, e)
+        return Status(False, problem=str(e).removeprefix(f"{ref}: ").removeprefix(f"{ref} "))
     card = getattr(info, "card_data", None)
-    return Status(cached, where, sum(sizes) if None not in sizes else None,
-                  getattr(card, "license", None) if card is not None else None,
-                  bool(getattr(info, "gated", False)) if info is not None else None)
+    return Status(False, None, size, getattr(card, "license", None) if card is not None else None,
+                  bool(getattr(info, "gated", False)))
 
 
 def verify(ref) -> list[str]:
-    """Every cached file of ``ref`` against its published hash; returns one line per file that does not
-    match (each removed from the cache, so a pull fetches it again)."""
+    """Every cached file of ``ref`` against its published hash: the Hub's own listing through
+    ``HfApi.verify_repo_checksums`` when the Hub answers, else the hash each file was stored under.
+    Returns one line per file proven wrong, each removed from the cache (a pull fetches it again);
+    nothing else is ever removed."""
     ref = ModelRef.parse(ref)
     if ref.kind in ("local", "storage"):  # (a stored copy is checked against its objects at each fetch)
         return []
@@ -532,20 +552,24 @@ def verify(ref) -> list[str]:
         p = _url_dir() / ref.sha256 / posixpath.basename(urllib.parse.urlparse(ref.location).path)
         if not p.is_file():
             raise _not_cached(ref, "there is nothing to verify")
-        if _sha256(p) != ref.sha256:
+        if _digest(p, hashlib.sha256()) != ref.sha256:
             p.unlink()
             return [f"{ref}: does not match its sha256: removed"]
         return []
-    listing = _cached_listing(ref, "there is nothing to verify")
-    snapshot = _snapshot(ref, listing.commit)
-    prefix = f"{ref.path}/" if ref.path else ""
+    rev = _revision(ref, online=not offline())
+    snapshot = _snapshot(ref, rev.commit)
+    mine = [f for f in rev.paths if (f == ref.path or f.startswith(f"{ref.path}/") or not ref.path)
+            and (snapshot / f).exists()]
+    if rev.online:
+        found = _api().verify_repo_checksums(ref.location, revision=rev.commit, cache_dir=hub_cache())
+        wrong = {m["path"]: _mismatch(m["algorithm"], m["expected"], m["actual"]) for m in found.mismatches}
+    else:
+        wrong = {f: _check(snapshot / f) for f in mine}
     bad = []
-    for f in sorted(listing.files):
-        if (f == ref.path or f.startswith(prefix)) and (snapshot / f).exists():
-            problem = _check_file(snapshot / f, listing.files[f])
-            if problem:
-                _remove_cached(snapshot / f)
-                bad.append(f"{ref}: {f} {problem}: removed")
+    for f in mine:
+        if wrong.get(f):
+            _remove_cached(snapshot / f)
+            bad.append(f"{ref}: {f} {wrong[f]}: removed")
     return bad
 
 
@@ -602,7 +626,11 @@ def _url_dir() -> Path:
 
 
 def _url_file(ref: ModelRef, fetch: bool) -> Path:
+    """A file by URL, fetched with huggingface_hub's HTTP download (retries, and a range request that
+    goes on from what an interrupted fetch left), kept only when it matches its sha256."""
     from filelock import FileLock
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.file_download import http_get
 
     name = posixpath.basename(urllib.parse.urlparse(ref.location).path)
     dest = _url_dir() / ref.sha256 / name
@@ -611,51 +639,23 @@ def _url_file(ref: ModelRef, fetch: bool) -> Path:
     if not fetch:
         raise _not_cached(ref, _offline_why())
     dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(name + ".incomplete")
     with FileLock(str(dest) + ".lock"):  # two jobs starting at once share one download
-        if not dest.is_file():
-            _http_get(ref, dest.with_name(name + ".incomplete"))
-            part = dest.with_name(name + ".incomplete")
-            got = _sha256(part)
-            if got != ref.sha256:
-                part.unlink()
-                raise ModelCorrupt(f"{ref}: the file fetched does not match its sha256 (got {got[:12]}...): "
-                                   "removed, never loaded")
-            os.replace(part, dest)
-    return dest
-
-
-def _http_get(ref: ModelRef, part: Path, attempts: int = 5) -> None:
-    """Fetch into ``part``, resuming what an interrupted fetch (this one or a killed one) left there."""
-    from huggingface_hub.utils import tqdm
-
-    for attempt in range(attempts):
+        if dest.is_file():
+            return dest
         have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(ref.location, headers={"Range": f"bytes={have}-"} if have else {})
         try:
-            with urllib.request.urlopen(request, timeout=60) as r:
-                if have and r.status != 206:   # the server ignored the range: start over
-                    have = 0
-                total = have + int(r.headers.get("Content-Length") or 0) or None
-                with open(part, "ab" if have else "wb") as out, \
-                        tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=part.name[:-11]) as bar:
-                    shutil.copyfileobj(_Counting(r, bar), out, 1 << 20)
-            return
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and have:  # already whole: the hash check decides
-                return
-            raise ModelError(f"{ref}: the server answered {e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError) as e:
-            if attempt == attempts - 1:
-                raise ModelError(f"{ref}: fetching failed ({getattr(e, 'reason', e)}); rerun to resume") from None
-
-
-class _Counting:
-    """A response read through a progress bar."""
-
-    def __init__(self, response, bar):
-        self.response, self.bar = response, bar
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.response.read(n)
-        self.bar.update(len(data))
-        return data
+            with open(part, "ab") as out:
+                http_get(ref.location, out, resume_size=have, displayed_filename=name)
+        except HfHubHTTPError as e:
+            if getattr(e.response, "status_code", 0) != 416:  # 416: already whole, the hash decides
+                raise ModelError(f"{ref}: the server answered {first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - connection errors after huggingface_hub's retries
+            raise ModelError(f"{ref}: fetching failed ({first_line(e)}); rerun to go on from what it has") from None
+        got = _digest(part, hashlib.sha256())
+        if got != ref.sha256:
+            part.unlink()
+            raise ModelCorrupt(f"{ref}: the file fetched does not match its sha256 (got {got[:12]}...): "
+                               "removed, never loaded")
+        os.replace(part, dest)
+    return dest

@@ -114,7 +114,7 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
     by_runner = checked is not None
     if not by_runner:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         checked = Checked(check_caption(in_dir, cfg))
-        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
     captioners = checked.found
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}

@@ -296,7 +296,7 @@ def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
     t0 = time.time()
     if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         check_curate(specs, cfg)
-        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
     lay = Layout(out)
     timings = {}
     prepare_out(lay, cfg, specs, overwrite, "curate", checked is not None)

@@ -378,7 +378,7 @@ def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | 
     by_runner = checked is not None
     if not by_runner:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         checked = Checked(check_eval(ids_dir, cfg))
-        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
     identities, items, photos = checked.found
     out = claim_output(out, "eval", by_runner)
     (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))

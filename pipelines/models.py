@@ -2,15 +2,17 @@
 
 A job's config lists its models (``needs()``: reference, the files its loader reads, purpose). The
 driver resolves them all (fetching what the Hub cache lacks, with progress bars) before its output
-folder is claimed or a Ray worker starts, so a job fetches each model once, not once per actor; an
-error is one line and nothing has been written. Ray workers then read the cache only
-(``INFU_MODELS_FETCH=0`` in their environment, set by ``pipelines.ray_runtime.init_ray``). On a
-cluster, each other node pulls the same models once into its own cache through a Ray task
-(``pull_on_nodes``): where the cache is shared storage the pull finds every file there and fetches
-nothing.
+folder is claimed or a Ray worker starts, so an unusable model is one line and nothing has been
+written. On a cluster each other node then pulls them once into its own cache through a Ray task
+(``pull_on_nodes``: where the cache is shared storage it finds every file there). Ray workers read
+their node's cache (``INFU_MODELS_FETCH=node``, set by ``pipelines.ray_runtime.init_ray``); a node
+that joined after the job started fetches what it lacks once, under a lock, with the driver's token,
+which workers ask a job-scoped actor for (``setup_worker``) instead of finding it in the runtime
+environment Ray's dashboard shows.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from infu_model.hub import ModelError, ModelNotCached, ModelRef, Need, hub_cache, resolve
@@ -51,37 +53,76 @@ def _pull(needs: list[Need]) -> int:
         try:
             resolve(need.ref, need.selection, fetch=False)
         except ModelNotCached:
-            resolve(need.ref, need.selection, fetch=True)
+            resolve(need.ref, need.selection)  # (a worker: once per node, under a lock)
             fetched += 1
     return fetched
 
 
+CREDENTIALS = "infu-hub-credentials"
+
+
 def hub_settings() -> dict:
-    """The driver's Hub settings, for the pulls it asks other nodes for: the endpoint, offline or not, and
-    its token (from HF_TOKEN or `hf auth login`), so a gated model pulls there as it did here."""
+    """The driver's Hub settings for a cluster's workers: the endpoint and the offline switch. Never
+    the token: the runtime environment's variables are shown on Ray's dashboard."""
     import os
 
+    return {k: os.environ[k] for k in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(k)}
+
+
+def share_token() -> None:
+    """On a cluster, the driver's Hub token (HF_TOKEN or `hf auth login`) held by an actor of this job
+    for its workers to ask (``setup_worker``), so a gated model fetches on every node as it did here."""
+    import ray
     from huggingface_hub import get_token
 
-    env = {k: os.environ[k] for k in ("HF_ENDPOINT", "HF_HUB_OFFLINE") if os.environ.get(k)}
+    global _HOLDER
     token = get_token()
-    return {**env, **({"HF_TOKEN": token} if token else {})}
+    if token:  # (the handle is kept: a named actor with no handle left is collected)
+        _HOLDER = ray.remote(num_cpus=0)(_Credentials).options(name=CREDENTIALS).remote(token)
+
+
+_HOLDER = None
+
+
+class _Credentials:
+    def __init__(self, token: str):
+        self._token = token
+
+    def token(self) -> str:
+        return self._token
+
+
+def setup_worker() -> None:
+    """Ray's ``worker_process_setup_hook`` on a cluster: a worker that must fetch uses the driver's token."""
+    from infu_model import hub
+
+    hub.token_source = _driver_token
+
+
+@functools.lru_cache(maxsize=1)
+def _driver_token() -> str | None:
+    import ray
+
+    try:
+        return ray.get(ray.get_actor(CREDENTIALS).token.remote())
+    except ValueError:  # the driver has no token: huggingface_hub's own on this node
+        return None
 
 
 def pull_on_nodes(needs: list[Need], log=None) -> dict:
-    """Each alive node of the Ray cluster pulls ``needs`` into its own cache once (a task pinned to it,
-    with the driver's Hub settings; each node keeps its own HF_HOME); returns {node id: models fetched
-    there}. A node that cannot get one ends the job in one line."""
+    """Each alive node of the Ray cluster pulls ``needs`` into its own cache once (a task pinned to it;
+    each node keeps its own HF_HOME); returns {node id: models fetched there}. A node that cannot get
+    one ends the job in one line."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     needs = [n for n in needs if n.ref.kind != "local"]
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-    if not needs or len(nodes) < 2:
+    if not needs:
         return {}
-    task, env = ray.remote(num_cpus=0, max_retries=0)(_pull), {"env_vars": hub_settings()}
-    calls = {node: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                                runtime_env=env).remote(needs) for node in nodes}
+    task = ray.remote(num_cpus=0, max_retries=0)(_pull)
+    calls = {node: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(needs)
+             for node in nodes}
     done = {}
     for node, call in calls.items():
         try:
@@ -122,12 +163,14 @@ def job_needs(configs: dict) -> list[tuple[str, Need]]:
 
 
 def status_line(need: Need, online: bool = False) -> str:
-    """``reference (purpose): cached at PATH | not cached``, with size, licence and gate when known."""
+    """``reference (purpose): cached at PATH | not cached | not found``, with size, licence and gate when
+    known, or what stops it being fetched (not on the endpoint, gated, no such revision...)."""
     from infu_model.hub import describe
 
     s = describe(need.ref, need.selection, online)
     facts = [f"{s.size / 1e9:.2f} GB" if s.size and s.size >= 1e8 else f"{s.size / 1e6:.1f} MB" if s.size else None,
-             f"licence {s.license}" if s.license else None, "gated: accept its licence on the Hub" if s.gated else None]
+             f"licence {s.license}" if s.license else None, "gated: accept its licence on the Hub" if s.gated else None,
+             s.problem]
     where = (f"cached at {s.where}" if s.cached else "not cached") if need.ref.kind != "local" else \
         ("found" if s.cached else "not found")
     extra = "; ".join(f for f in facts if f)

@@ -76,16 +76,17 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     """Start (``opts``: the job's ``ray`` block, a ``pipelines.job.RayOptions``) or join Ray. Workers'
     output stays in Ray's session logs (``pipelines.logs`` links them beside the job's output):
     errors come back as exceptions and quarantine rows, not as forwarded lines. Workers read models
-    from the cache only (the driver made them ready: pipelines/models.py); on a cluster every other
-    node first pulls them into its own cache."""
+    from their node's cache (the driver made them ready: pipelines/models.py); on a cluster every
+    other node first pulls them into its own, and a node that joins later fetches what it lacks once."""
     import ray
     from ray.data import DataContext
 
     from infu_model.hub import FETCH_ENV
-    from pipelines.models import pull_on_nodes, ready_needs
+    from pipelines.models import hub_settings, pull_on_nodes, ready_needs, share_token
 
+    joined = bool(address or os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        if address or os.environ.get("RAY_ADDRESS"):
+        if joined:
             import curation
             import infu_model
             import pipelines
@@ -98,12 +99,14 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
             # reach the workers that read the job's data; a node's instance role needs none of them
             storage = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                     runtime_env={"py_modules": code, "env_vars": {FETCH_ENV: "0", **storage}})
+                     runtime_env={"py_modules": code, "env_vars": {FETCH_ENV: "node", **hub_settings(), **storage},
+                                  "worker_process_setup_hook": "pipelines.models.setup_worker"})
+            share_token()
         else:
             # an embedded Ray's workers inherit the raylet's environment, the driver's storage settings
             # with it: with a runtime_env instead, no task or actor could use the workers Ray
             # prestarts (a new process for each, ~1 s)
-            with mock.patch.dict(os.environ, {FETCH_ENV: "0"}):
+            with mock.patch.dict(os.environ, {FETCH_ENV: "node"}):
                 ray.init(num_cpus=opts.num_cpus if opts else None,
                          object_store_memory=opts.object_store_memory if opts else None,
                          include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
@@ -123,4 +126,5 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     ctx.enable_progress_bars = progress
     ctx.use_ray_tqdm = False  # Ray's tqdm draws through the worker-log channel, which we keep off the terminal
     ctx.print_on_execution_start = False
-    pull_on_nodes(ready_needs())  # a no-op on one machine
+    if joined:  # (an embedded Ray's one node is the driver's, whose cache it shares)
+        pull_on_nodes(ready_needs())

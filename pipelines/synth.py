@@ -195,7 +195,7 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str
     t0 = time.time()
     if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         check_synth(spss_dir, cfg)
-        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
     files = input_files(spss_dir)
     lay = Layout(out)
     specs = [SourceSpec("spss", "input", str(as_path(spss_dir).resolve())),

@@ -4,7 +4,7 @@ the Hub answers them (``X-Repo-Commit``, ``ETag`` = the sha256 of LFS files or t
 ``X-Error-Code`` on errors), plus a plain file server for models fetched by URL.
 
 Repos hold files in memory. A repo can be ``gated`` (files answer 401 GatedRepo, as on the Hub for a
-user who has not accepted the licence); a file can be ``corrupt`` (served bytes differ from the hash
+user who has not accepted the licence, unless the request carries the repo's ``token``); a file can be ``corrupt`` (served bytes differ from the hash
 its listing publishes) or ``cut`` after N bytes on its first GET (a dropped connection). Every request
 is logged as (method, path, Range header).
 """
@@ -23,6 +23,11 @@ def blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def lfs_pointer(data: bytes) -> bytes:
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+            f"size {len(data)}\n").encode()
+
+
 def is_lfs(path: str, data: bytes) -> bool:
     return path.endswith((".safetensors", ".bin", ".onnx", ".pth", ".pt")) or len(data) > 10_000
 
@@ -32,6 +37,7 @@ class Repo:
     files: dict[str, bytes]
     gated: bool = False
     license: str | None = None
+    token: str | None = None                     # gated, and served to requests that carry this token
     corrupt: set = field(default_factory=set)
     cut: dict = field(default_factory=dict)      # path -> bytes sent before the first GET drops
 
@@ -43,15 +49,22 @@ class Repo:
         return h.hexdigest()
 
     def entry(self, path: str) -> dict:
+        """As the Hub lists it: an LFS file's ``oid`` is the git blob id of its pointer, its content's
+        sha256 is under ``lfs``; any other file's ``oid`` is its content's blob id."""
         data = self.files[path]
-        out = {"type": "file", "oid": blob_id(data), "size": len(data), "path": path}
-        if is_lfs(path, data):
-            out["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
-        return out
+        if not is_lfs(path, data):
+            return {"type": "file", "oid": blob_id(data), "size": len(data), "path": path}
+        pointer = lfs_pointer(data)
+        return {"type": "file", "oid": blob_id(pointer), "size": len(data), "path": path,
+                "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(pointer)}}
 
-    def etag(self, path: str) -> str:
+    def etags(self, path: str) -> dict:
+        """The headers the Hub answers a file with: an LFS file's ETag is its pointer's blob id and its
+        content's sha256 comes as ``X-Linked-Etag``."""
         e = self.entry(path)
-        return e["lfs"]["oid"] if "lfs" in e else e["oid"]
+        if "lfs" in e:
+            return {"ETag": f'"{e["oid"]}"', "X-Linked-Etag": f'"{e["lfs"]["oid"]}"', "X-Linked-Size": str(e["size"])}
+        return {"ETag": f'"{e["oid"]}"'}
 
     def add_folder(self, root: Path, prefix: str = "") -> "Repo":
         for p in sorted(Path(root).rglob("*")):
@@ -131,7 +144,7 @@ class Hub:
             repo = self._repo(h, repo_id, rev)
             if repo is None:
                 return
-            if repo.gated:
+            if repo.gated and not (repo.token and h.headers.get("Authorization") == f"Bearer {repo.token}"):
                 return self._error(h, 401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
                                                        "access to it and be authenticated to access it.")
             if file not in repo.files:
@@ -183,7 +196,8 @@ class Hub:
         h.send_response(206 if start else 200)
         if repo is not None:
             h.send_header("X-Repo-Commit", repo.commit)
-            h.send_header("ETag", f'"{repo.etag(file)}"')
+            for k, v in repo.etags(file).items():
+                h.send_header(k, v)
         h.send_header("Accept-Ranges", "bytes")
         if start:
             h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

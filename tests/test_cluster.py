@@ -115,50 +115,66 @@ def test_doctor_reports_the_clusters_resources(ray_head):
     assert f"{ray_head['gcs']}: 1 node(s), 2 CPUs" in line and "2 GPUs (2 free)" in line, line
 
 
-def test_each_node_pulls_a_jobs_models_once_into_its_own_cache(ray_head, hub, tmp_path):
-    """A second raylet with a Hub cache of its own joins the cluster. A job's driver makes its models
-    ready in its cache, then every node pulls them once into its own (with the driver's Hub settings),
-    so the job's actors read them locally; a second job fetches nothing anywhere."""
+def test_each_node_gets_a_jobs_models_once_a_late_one_too_with_the_drivers_token(ray_head, hub, published,
+                                                                                   tmp_path):
+    """A job's driver makes its models ready in its cache (FLUX.1-dev, and a gated repo its HF_TOKEN
+    opens), then the head node pulls them once into its own. A second raylet with a cache of its own
+    joins while the job runs: an actor there fetches what its node lacks, once, with the driver's
+    token (which is in no runtime_env, where the dashboard would show it). A second job fetches
+    nothing anywhere."""
     from collections import Counter
 
+    from hub_server import Repo
     from test_models import FLUX, fetched
 
-    node_env = {**ray_head["env"], "HF_HOME": str(tmp_path / "node-b")}
-    ports = [f"--{p}-port={free_port()}" for p in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
-                                                   "runtime-env-agent", "node-manager", "object-manager")]
-    node = subprocess.Popen([str(BIN / "ray"), "start", "--address", ray_head["gcs"], "--block", "--num-cpus", "1",
-                             "--disable-usage-stats", *ports], env=node_env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    driver = ("import json, sys, time, ray\n"
-              "from infu_model.hub import DIFFUSERS, ModelRef, Need\n"
+    hub.repos["gated-org/licensed"] = Repo({"config.json": b"{}", "model.safetensors": b"w" * 20_000}, gated=True,
+                                           token="hf_driver_secret")
+    driver = ("import json, sys, ray\n"
+              "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy\n"
+              "from infu_model.hub import DIFFUSERS, FOLDER, ModelRef, Need, resolve\n"
               "from pipelines.models import fetch_models\n"
               "from pipelines.ray_runtime import init_ray\n"
-              f"fetch_models([Need(ModelRef.parse('hf://{FLUX}'), DIFFUSERS, 'FLUX base')])\n"
+              f"fetch_models([Need(ModelRef.parse('hf://{FLUX}'), DIFFUSERS), "
+              "Need(ModelRef.parse('hf://gated-org/licensed'), FOLDER)])\n"
               "init_ray(sys.argv[1])\n"
-              "print(len([n for n in ray.nodes() if n['Alive']]))\n")
+              "first = {n['NodeID'] for n in ray.nodes() if n['Alive']}\n"
+              "print(len(first), flush=True)\n"
+              "if sys.stdin.readline().strip() == 'joined':\n"
+              "    late = next(n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeID'] not in first)\n"
+              "    @ray.remote(num_cpus=0)\n"
+              "    class Loader:\n"
+              "        def __init__(self):\n"
+              f"            self.paths = [str(resolve('hf://{FLUX}', DIFFUSERS)), "
+              "str(resolve('hf://gated-org/licensed', FOLDER))]\n"
+              "        def seen(self):\n"
+              "            return self.paths, json.dumps(ray.get_runtime_context().runtime_env)\n"
+              "    a = Loader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(late, soft=False)).remote()\n"
+              "    print(json.dumps(ray.get(a.seen.remote())), flush=True)\n")
+    env = {**hub.env, "RAY_AUTH_MODE": "disabled", "HF_HOME": str(tmp_path / "driver"),
+           "HF_TOKEN": "hf_driver_secret"}
+    node = None
     try:
-        deadline = time.time() + 120
-        while True:  # the second node is up when the cluster counts two
-            out = subprocess.run([sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], "
-                                  "logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))",
-                                  ray_head["gcs"]], capture_output=True, text=True, env=ray_head["env"], timeout=120)
-            if out.stdout.strip().endswith("2"):
-                break
-            assert node.poll() is None and time.time() < deadline, "the second node did not join"
-            time.sleep(2)
-        env = {**hub.env, "RAY_AUTH_MODE": "disabled", "HF_HOME": str(tmp_path / "driver")}
-        for run in range(2):
-            job = subprocess.run([sys.executable, "-c", driver, ray_head["gcs"]], capture_output=True, text=True,
-                                 env=env, cwd=ROOT, timeout=300)
-            assert job.returncode == 0 and job.stdout.strip() == "2", job.stderr[-3000:]
-            counts = Counter(fetched(hub))
-            # the driver, the head node and the second node: each fetched every file once, the rerun nothing
-            assert counts and set(counts.values()) == {3}, counts
-        cached = tmp_path / "node-b" / "hub" / "models--black-forest-labs--FLUX.1-dev" / "snapshots"
-        assert [p for p in cached.rglob("model_index.json")], "the second node's own cache holds the model"
+        job = subprocess.Popen([sys.executable, "-c", driver, ray_head["gcs"]], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        assert job.stdout.readline().strip() == "1", job.stderr.read()[-3000:]
+        counts = Counter(fetched(hub))
+        assert counts and set(counts.values()) == {2}, counts   # the driver and the head node
+        node = join_node(ray_head, 1, {**ray_head["env"], "HF_HOME": str(tmp_path / "node-b")})
+        out, err = job.communicate("joined\n", timeout=300)
+        assert job.returncode == 0, err[-3000:]
+        (flux, gated), runtime_env = json.loads(out.strip().splitlines()[-1])
+        assert flux.startswith(str(tmp_path / "node-b")) and gated.startswith(str(tmp_path / "node-b"))
+        assert "hf_driver_secret" not in runtime_env
+        counts = Counter(fetched(hub))
+        assert set(counts.values()) == {3}, counts   # and the late node, once
+        second = subprocess.run([sys.executable, "-c", driver, ray_head["gcs"]], input="done\n", capture_output=True,
+                                text=True, env=env, cwd=ROOT, timeout=300)
+        assert second.returncode == 0 and second.stdout.strip() == "2", second.stderr[-3000:]
+        assert Counter(fetched(hub)) == counts, "a second job fetched again"
     finally:
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait(60)
+        if node is not None:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait(60)
 
 
 def join_node(ray_head, cpus: int, env=None) -> subprocess.Popen:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from curation import samples
 from hub_server import Hub, Repo
+from olah_hub import Olah
 from infu_model.hub import (DIFFUSERS, FILE, ModelError, ModelNotCached, ModelRef, infu_weights, patterns,
                             resolve)
 from pipelines.cli import main
@@ -94,6 +95,25 @@ def hub(published, tmp_path, monkeypatch):
         yield h
 
 
+@pytest.fixture(scope="module")
+def olah(published):
+    """A Hub we did not write (olah, serving git repositories with LFS) holding FLUX.1-dev and InfU only."""
+    with Olah({r: published["repos"][r].files for r in (FLUX, INFU)}) as server:
+        yield server
+
+
+@pytest.fixture()
+def on_olah(olah, tmp_path, monkeypatch):
+    """olah as the endpoint, this test's own cache, fetching allowed."""
+    from pipelines import models
+
+    for k, v in {"HF_ENDPOINT": olah.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(models, "_READY", {})
+    go_offline(monkeypatch, False)
+    return olah
+
+
 def go_offline(monkeypatch, offline: bool = True) -> None:
     """HF_HUB_OFFLINE as a new process would see it (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants
@@ -145,7 +165,7 @@ def test_a_malformed_reference_is_refused_in_one_line(text, message):
 def test_a_model_in_a_bucket_is_copied_once_refetched_when_changed_and_read_offline_by_workers(
         s3_env, tmp_path, monkeypatch):
     """``s3://BUCKET/KEY``: the files the loader reads are copied into the cache once; an object that
-    changed is fetched again; a worker (cache only) reads the copy; a missing one is one line."""
+    changed is fetched again; a worker reads the copy it finds; a missing one is one line."""
     from infu_model import storage
     from infu_model.hub import resolve
     from infu_model.pipeline import load_infu_weights
@@ -167,13 +187,14 @@ def test_a_model_in_a_bucket_is_copied_once_refetched_when_changed_and_read_offl
     s3_env.client().put_object(Bucket="weights", Key=name, Body=changed)
     resolve(uri, infu_weights("aes_stage2"))
     assert fetched == [f"s3://weights/{name}"], "only the changed object is fetched again"
-    monkeypatch.setenv("INFU_MODELS_FETCH", "0")
-    assert resolve(uri, infu_weights("aes_stage2")) == got, "a worker reads the copy without the bucket"
-    with pytest.raises(ModelNotCached, match="s3://weights/other is not in the model cache"):
-        resolve("s3://weights/other", infu_weights("aes_stage2"))
+    monkeypatch.setenv("INFU_MODELS_FETCH", "node")
+    fetched.clear()
+    assert resolve(uri, infu_weights("aes_stage2")) == got and fetched == [], "a worker reads the copy it finds"
     monkeypatch.setenv("INFU_MODELS_FETCH", "1")
     with pytest.raises(ModelError, match="nothing under s3://weights/other"):
         resolve("s3://weights/other", infu_weights("aes_stage2"))
+    with pytest.raises(ModelNotCached, match="s3://weights/other is not in the model cache"):
+        resolve("s3://weights/other", infu_weights("aes_stage2"), fetch=False)
 
 
 def test_a_config_refuses_a_malformed_model_naming_its_key(tmp_path):
@@ -238,26 +259,34 @@ def test_a_hub_that_is_down_leaves_the_cache_serving(hub):
         resolve(f"hf://{INFU}/infu_flux_v1.0", infu_weights("aes_stage2"), fetch=True)
 
 
-def test_a_worker_reads_the_cache_only(hub, monkeypatch):
-    monkeypatch.setenv("INFU_MODELS_FETCH", "0")
-    with pytest.raises(ModelNotCached, match="this process reads the cache only"):
-        resolve(f"hf://{FLUX}", DIFFUSERS)
-    assert fetched(hub) == []
-    resolve(f"hf://{FLUX}", DIFFUSERS, fetch=True)  # what the driver does first
-    assert (resolve(f"hf://{FLUX}", DIFFUSERS) / "model_index.json").is_file()
+def test_a_worker_fetches_what_its_node_lacks_once(hub, monkeypatch):
+    """A Ray worker (INFU_MODELS_FETCH=node) reads the cache and asks the Hub nothing when the model is
+    there; on a node that lacks it (one that joined the cluster late) it fetches it through the same
+    code, and four workers of that node starting at once fetch each file once."""
+    import concurrent.futures
+
+    monkeypatch.setenv("INFU_MODELS_FETCH", "node")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: resolve(f"hf://{FLUX}", DIFFUSERS), range(4)))
+    assert len(set(paths)) == 1 and (paths[0] / "model_index.json").is_file()
+    got = fetched(hub)
+    assert got and len(got) == len(set(got)), f"fetched twice: {sorted(got)}"
+    n = len(hub.log)
+    assert resolve(f"hf://{FLUX}", DIFFUSERS) == paths[0]
+    assert len(hub.log) == n, "a worker that finds the model cached asks the Hub nothing"
 
 
-def test_the_embedded_rays_workers_read_the_cache_only_and_the_driver_fetches(ray_local):
-    """The workers of the embedded Ray inherit the cache-only switch from its raylet (no runtime_env,
-    so that they may be the workers Ray prestarts); the driver, which fetches, keeps its environment."""
+def test_the_embedded_rays_workers_fetch_once_per_node_and_the_driver_fetches(ray_local):
+    """The workers of the embedded Ray inherit the node switch from its raylet (no runtime_env, so
+    that they may be the workers Ray prestarts); the driver keeps its environment."""
     import ray
 
     @ray.remote(num_cpus=0)
     def switch():
         return os.environ.get("INFU_MODELS_FETCH")
 
-    assert ray.get(switch.remote()) == "0"
-    assert os.environ.get("INFU_MODELS_FETCH") != "0"
+    assert ray.get(switch.remote()) == "node"
+    assert os.environ.get("INFU_MODELS_FETCH") != "node"
 
 
 def test_an_interrupted_download_goes_on_from_what_it_has(hub, published, tmp_path):
@@ -306,7 +335,7 @@ def test_two_jobs_starting_at_once_share_one_download(hub):
      r"folder 'infu_flux_v2.0' at revision main"),
     (["--base", "hf://black-forest-labs/FLUX.1-dev@v9"], r"has no revision 'v9'"),
     (["--lora", "hf://some-org/tampered/model.safetensors"],
-     r"LoRA: hf://some-org/tampered/model.safetensors: model.safetensors does not match its sha256 .*removed from the "
+     r"LoRA: hf://some-org/tampered/model.safetensors: model.safetensors does not match its published sha256 .*removed from the "
      r"cache, never loaded"),
     (["--arcface", "URL#sha256=" + "0" * 64, "--face-backend", "insightface"],
      r"ArcFace IR-SE50: .*the file fetched does not match its sha256"),
@@ -465,3 +494,94 @@ def test_the_offline_demo_names_no_model_it_would_have_to_fetch(sample_dir, tmp_
     spec["stages"]["eval"]["ids"] = str(tmp_path / "eval_ids")
     named = [n.ref for step in plan(spec) for n in step.cfg.needs()]
     assert named and [str(r) for r in named if r.kind != "local"] == []
+
+
+# ------------------------------------------------------------------------ against a Hub we did not write --
+def cached_files(root: Path) -> dict:
+    """Every file under a Hub cache's snapshots: path -> bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("snapshots/**/*"))
+            if p.is_file()}
+
+
+def tamper(snapshot: Path, path: str) -> None:
+    blob = (snapshot / path).resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[::-1] + b"!")
+
+
+def test_a_cache_pulled_from_an_independent_hub_verifies_clean_and_generates_offline(on_olah, tmp_path,
+                                                                                     monkeypatch):
+    """`infu generate` with no model path fetches FLUX.1-dev and InfU from olah (LFS weights as git-lfs
+    lays them); `infu models verify` then finds every file good, online and offline, and removes
+    nothing; offline, the same command gives the same image from the cache."""
+    from pipelines import models
+
+    gen = ["generate", "--id-image", str(samples.grace_hopper_path()), "--prompt", "a portrait", "--dtype",
+           "float32", "--device", "cpu", "--steps", "2", "--width", "64", "--height", "64"]
+    first = CliRunner().invoke(main, [*gen, "--out", str(tmp_path / "a.png")])
+    assert first.exit_code == 0, first.output
+    cache = tmp_path / "hf" / "hub"
+    before = cached_files(cache)
+    assert any(p.endswith(".safetensors") for p in before) and any(p.endswith("config.json") for p in before)
+    for offline in (False, True):
+        go_offline(monkeypatch, offline)
+        ok = CliRunner().invoke(main, ["models", "verify", f"hf://{FLUX}", f"hf://{INFU}"])
+        assert ok.exit_code == 0 and ok.output.count("every file matches its published hash") == 2, ok.output
+        assert cached_files(cache) == before, "verify changed a correct cache"
+    monkeypatch.setattr(models, "_READY", {})
+    second = CliRunner().invoke(main, [*gen, "--out", str(tmp_path / "b.png")])
+    assert second.exit_code == 0, second.output
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_verify_removes_a_tampered_lfs_file_and_a_tampered_regular_file_and_nothing_else(on_olah, tmp_path,
+                                                                                         monkeypatch):
+    """A weight file (LFS: its sha256) and a config (a regular file: its git blob id) whose cached bytes
+    changed are named and removed, online (the Hub's listing) and offline (the hash each was stored
+    under); every other file stays; a pull fetches the two again."""
+    from pipelines import models
+
+    pulled = CliRunner().invoke(main, ["models", "pull", f"hf://{FLUX}"])
+    assert pulled.exit_code == 0, pulled.output
+    snapshot = next((tmp_path / "hf" / "hub" / "models--black-forest-labs--FLUX.1-dev" / "snapshots").iterdir())
+    weights, config = "transformer/diffusion_pytorch_model.safetensors", "transformer/config.json"
+    for offline in (False, True):
+        tamper(snapshot, weights)
+        tamper(snapshot, config)
+        rest = {k: v for k, v in cached_files(snapshot).items() if k not in (weights, config)}
+        go_offline(monkeypatch, offline)
+        bad = CliRunner().invoke(main, ["models", "verify", f"hf://{FLUX}"])
+        assert bad.exit_code == 1 and "2 file(s) did not match and were removed" in bad.output, bad.output
+        assert f"{weights} does not match its published sha256" in bad.output
+        assert f"{config} does not match its published git blob id" in bad.output
+        assert not (snapshot / weights).exists() and not (snapshot / config).exists()
+        assert cached_files(snapshot) == rest, "a correct file was removed"
+        go_offline(monkeypatch, False)
+        monkeypatch.setattr(models, "_READY", {})  # (what a new `infu` process starts with)
+        again = CliRunner().invoke(main, ["models", "pull", f"hf://{FLUX}"])
+        assert again.exit_code == 0 and (snapshot / weights).is_file() and (snapshot / config).is_file(), again.output
+
+
+def test_models_list_gives_every_model_its_own_state(on_olah, tmp_path):
+    """`infu models list` with an endpoint that lacks most of the eval job's repos lists every model
+    with its own state (cached, not cached with its size and licence, not on the endpoint): none stops
+    the others."""
+    CliRunner().invoke(main, ["models", "pull", f"hf://{FLUX}"])
+    listed = CliRunner().invoke(main, ["models", "list", "--job", "eval"])
+    assert listed.exit_code == 0, listed.output
+    lines = {ln.split()[1]: ln for ln in listed.output.splitlines() if ln.strip()}
+    assert "cached at" in lines[f"hf://{FLUX}"]
+    assert "not cached" in lines[f"hf://{INFU}/infu_flux_v1.0"] and "MB" in lines[f"hf://{INFU}/infu_flux_v1.0"]
+    for repo in ("openai/clip-vit-base-patch32", "yuvalkirstain/PickScore_v1"):
+        assert f"not cached; no model repo {repo} on {on_olah.endpoint}" in lines[f"hf://{repo}"], listed.output
+
+
+def test_models_list_says_a_gated_model_is_gated(hub, tmp_path):
+    """The gate is a state only our own Hub can stage (olah serves no gated repo)."""
+    cfg = tmp_path / "synth.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"base": "hf://gated-org/gated-model"}}))
+    listed = CliRunner().invoke(main, ["models", "list", "--job", "synth", "--config", f"synth={cfg}"])
+    assert listed.exit_code == 0, listed.output
+    line = next(ln for ln in listed.output.splitlines() if "gated-org" in ln)
+    assert "not cached" in line and "gated" in line, line
+    assert "hf://ByteDance/InfiniteYou/infu_flux_v1.0" in listed.output, "the rest are listed too"

@@ -233,7 +233,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
 
     if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         check_training(data_dir, cfg)
-        fetch_models(cfg.needs())  # the Ray workers then read the cache only
+        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
     claim_output(out, "train", checked is not None)
     # the workers it starts hold it; a killed run's, still alive, no longer do
     (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out))
