@@ -4,16 +4,27 @@ come from the standard chains (environment, profile, instance role) and ``AWS_EN
 an S3-compatible store (MinIO, R2, a local test server). Local paths go through the same calls.
 
 The mistakes a user makes with a bucket (it does not exist, no credentials, access denied, a scheme
-with no filesystem installed) are ``StorageError``: one line naming the URI."""
+with no filesystem installed) are ``StorageError``: one line naming the URI. So is a store that does not
+keep what was written: every object written is checked after writing (its size; a small one read back).
+
+AWS's SDKs (pyarrow's included) upload with aws-chunked encoding and a trailing CRC checksum by default;
+a store that does not speak it (s3rver, older MinIO and Ceph gateways) keeps the chunk framing as the
+object's bytes. ``AWS_REQUEST_CHECKSUM_CALCULATION=WHEN_REQUIRED`` (checksums only where an operation
+requires them: what AWS and every S3-compatible store accept) is therefore the default here unless the
+user sets it; ``WHEN_SUPPORTED`` restores the SDK's own default."""
 from __future__ import annotations
 
 import functools
 import os
 import posixpath
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az")
+CHECKSUMS = "AWS_REQUEST_CHECKSUM_CALCULATION"
+os.environ.setdefault(CHECKSUMS, "WHEN_REQUIRED")  # before any S3 client exists (Ray workers inherit it)
+READ_BACK = 64 << 10   # objects up to this size are read back after writing; larger ones are sized
 
 
 class StorageError(FileNotFoundError):
@@ -249,12 +260,14 @@ class ObjectPath:
                       if i.type == pafs.FileType.File and fnmatch.fnmatch(posixpath.basename(i.path), pattern))
 
     def write_bytes(self, data: bytes) -> None:
+        """``data`` as the object, checked: read back when small, else sized."""
         fs, path = resolve(self.uri)
         try:
             with fs.open_output_stream(path) as f:
                 f.write(data)
         except OSError as e:
             raise storage_error(self.uri, e) from None
+        check_written(self.uri, len(data), data if len(data) <= READ_BACK else None)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
         self.write_bytes(text.encode(encoding))
@@ -314,6 +327,20 @@ class ObjectPath:
         return data if mode == "rb" else io.TextIOWrapper(data, encoding=encoding, errors=errors, newline=newline)
 
 
+def check_written(uri: str, size: int, data: bytes | None = None) -> None:
+    """The object ``uri`` holds the ``size`` bytes (``data``, when given) just written, or a
+    ``StorageError`` naming what the store did and the setting that fixes it."""
+    got = read_bytes(uri) if data is not None else None
+    kept = len(got) if got is not None else info(uri).size
+    if kept == size and (data is None or got == data):
+        return
+    framed = got is not None and re.match(rb"[0-9a-fA-F]+\r\n", got) and b"x-amz-checksum" in got
+    what = ("it kept the aws-chunked upload's framing and checksum trailer as the object's bytes" if framed
+            else f"it holds {kept} bytes, not the {size} written")
+    raise StorageError(f"{uri}: the store did not keep what was written ({what}): a store that does not support "
+                       f"trailing checksums needs {CHECKSUMS}=WHEN_REQUIRED (now {os.environ.get(CHECKSUMS)})")
+
+
 def remove_tree(path) -> None:
     """Delete ``path`` and everything under it (every object under the prefix), if it is there."""
     if not is_uri(path):
@@ -331,13 +358,15 @@ def remove_tree(path) -> None:
 
 
 def copy(src, dst) -> None:
-    """``src`` to ``dst`` within one store (an object store copies on its side: no download)."""
+    """``src`` to ``dst`` within one store (an object store copies on its side: no download; checked)."""
     fs, a = resolve(str(src))
     _, b = resolve(str(dst))
     try:
         fs.copy_file(a, b)
     except OSError as e:
         raise storage_error(str(src), e) from None
+    if is_uri(dst):
+        check_written(str(dst), info(str(src)).size)
 
 
 def arrow(files) -> tuple:
@@ -367,11 +396,17 @@ def parquet_file(path):
 
 
 def write_parquet(table, path, **kw) -> None:
-    """``table`` to ``path``; an object store makes an object visible whole once it is written."""
+    """``table`` to ``path``; an object store makes an object visible whole once it is written (and
+    it is checked, ``ObjectPath.write_bytes``)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fs, inner = resolve(str(path))
-    pq.write_table(table, inner, filesystem=fs, **kw)
+    if not is_uri(path):
+        pq.write_table(table, str(path), **kw)
+        return
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, **kw)
+    ObjectPath(str(path)).write_bytes(buf.getvalue().to_pybytes())
 
 
 def download_tree(src, dest: Path, skip: tuple = ()) -> Path:
@@ -396,6 +431,13 @@ def upload(src: Path, dst) -> None:
         pafs.copy_files(str(src), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     except OSError as e:
         raise storage_error(str(dst), e) from None
+    if is_uri(dst):  # every object the size of its file
+        files = [Path(src)] if not Path(src).is_dir() else [p for p in Path(src).rglob("*") if p.is_file()]
+        kept = objects(dst)
+        for f in files:
+            rel = "" if f == Path(src) else f.relative_to(src).as_posix()
+            if kept.get(rel, (None,))[0] != f.stat().st_size:
+                check_written(join(str(dst), rel) if rel else str(dst), f.stat().st_size)
 
 
 def cached_copy(uri) -> Path:

@@ -250,13 +250,18 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
 @click.option("--build-cache", is_flag=True,
               help="First store the frozen encoders' outputs (text embeddings; VAE latents with cache.latents), "
                    "one shard per training Parquet file, then train with them (the text encoders stay on the CPU).")
-def train(config_path, ray_address, export_published, build_cache) -> None:
+@overwrite_option
+def train(config_path, ray_address, export_published, build_cache, overwrite) -> None:
     """Train InfuseNet + projection (flow matching, frozen FLUX) on Ray Train.
 
     ray.num_workers workers (use_gpu: one per GPU) train one model, FSDP-sharded by
     default (ray.fsdp); model.dtype, model.gradient_checkpointing and train.optimizer set
     precision and memory. Rerunning the same command resumes from the latest checkpoint in
-    the output folder; OUT/final loads directly in `infu generate --infu OUT/final`."""
+    the output folder; OUT/final loads directly in `infu generate --infu OUT/final`.
+
+    A rerun may change train.max_steps (to train further), the checkpoint and log intervals,
+    the encoder cache and the ray block; any other change (lr, data, model, seed, sizes...)
+    is refused in one line naming it, unless --overwrite starts over."""
     from pipelines.config import read_yaml
 
     try:
@@ -267,7 +272,8 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
         raise click.ClickException(f"{config_path}: stage: {stage!r} is not 1 (pretraining) or 2 (SFT)")
     cfg = config(f"stage{stage}", config_path, {"export_published": export_published,
                                                 **({"cache": {"enabled": True}} if build_cache else {})})
-    run_job("train", cfg.data.parquet, cfg.output, cfg, ray_address=ray_address, build_cache=build_cache)
+    run_job("train", cfg.data.parquet, cfg.output, cfg, ray_address=ray_address, build_cache=build_cache,
+            overwrite=overwrite)
 
 
 @main.command("eval")
@@ -292,13 +298,16 @@ def train(config_path, ray_address, export_published, build_cache) -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML merged over configs/eval.yaml (seeds, generation, scorer paths, bootstrap).")
 @ray_address_option
+@overwrite_option
 @quiet_option
 def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, label, compare_dirs, config_path,
-             ray_address, quiet) -> None:
+             ray_address, overwrite, quiet) -> None:
     """Score a model on the portrait benchmark: ID loss, CLIPScore, PickScore (paper Table 1) and the
     copy-paste index; or compare two results with --compare A B.
 
-    Scorers whose weights are not configured are reported as not run, never guessed."""
+    Scorers whose weights are not configured are reported as not run, never guessed. A rerun
+    resumes; one that would change the images or scores (model, prompts, seeds, generation,
+    metrics...) is refused in one line unless --overwrite."""
     from pipelines.eval import compare, compare_markdown
 
     over = {"model": {k: v for k, v in (("path", model), ("base", base), ("variant", variant)) if v}}
@@ -322,7 +331,7 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
                                     ("--out", out_dir)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --compare A B)")
-    run_job("eval", ids_dir, out_dir, cfg, ray_address=ray_address)
+    run_job("eval", ids_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
 
 
 @main.command("run")

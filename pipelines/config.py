@@ -7,8 +7,9 @@ range or not among the choices is a ``ConfigError`` naming the file and the key 
 work. Named blocks (a curate config's ``stages``, a caption config's ``captioners``) replace the
 default list whole, each block laid over the default block of its stage.
 
-The fingerprint covers what changes a job's *output*; ``ray`` settings and every ``resources``
-block are left out, so a resumed run may use a different pool size.
+The fingerprint covers what changes a job's *output*; ``ray`` settings, every ``resources`` block,
+``progress`` and the keys a config class lists in ``RESUMABLE`` (training's ``train.max_steps``,
+say) are left out, so a resumed run may use a different pool size or train further.
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ _NOT_OUTPUT = {"ray", "resources", "progress"}
 
 class JobConfig:
     """Base of the jobs' typed configs (frozen dataclasses); the job table (pipelines/jobs.py) names
-    each one's packaged YAML files."""
+    each one's packaged YAML files. ``RESUMABLE``: dotted keys that change how far or how fast a run
+    goes, not what it makes, so a rerun may change them and still resume."""
+
+    RESUMABLE: tuple[str, ...] = ()
 
     @classmethod
     def complete(cls, data: dict) -> dict:
@@ -93,6 +97,30 @@ def _strip(obj):
 def fingerprint(*parts) -> str:
     blob = json.dumps([_strip(plain(p)) for p in parts], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def output_config(cfg) -> dict:
+    """``cfg`` as plain values, without what a resumed run may change (``_NOT_OUTPUT`` anywhere, and
+    its class's ``RESUMABLE`` keys)."""
+    data = _strip(plain(cfg))
+    for key in getattr(cfg, "RESUMABLE", ()):
+        *parents, last = key.split(".")
+        block = data
+        for p in parents:
+            block = block.get(p) if isinstance(block, dict) else None
+        if isinstance(block, dict):
+            block.pop(last, None)
+    return data
+
+
+def flat(data, prefix: str = "") -> dict:
+    """Nested settings as {dotted key: value}; a list of named blocks (``stages``) by their names."""
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    if isinstance(data, list) and data and all(isinstance(b, dict) and "name" in b for b in data):
+        return {k: v for b in data for k, v in flat({x: y for x, y in b.items() if x != "name"},
+                                                    f"{prefix}{b['name']}.").items()}
+    return {prefix.rstrip("."): json.loads(json.dumps(data, default=str))}
 
 
 def packaged_path(path: str | Path) -> Path:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import yaml
 from PIL import Image
 
 from infu_model.faces import analyzer_models, analyzer_needs
@@ -31,7 +30,7 @@ from infu_model.images import open_rgb
 from infu_model.storage import as_path, location, read_parquet, write_parquet
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
 from pipelines.models import fetch_models
-from curation.engine import ConfigError, between, plain, unknown_keys
+from curation.engine import ConfigError, between, unknown_keys
 from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
 from pipelines.job import RayOptions, write_whole
 from pipelines.jobs import Checked
@@ -80,6 +79,9 @@ class GridOptions:
 @dataclass(frozen=True)
 class EvalConfig(JobConfig):
     """``configs/eval.yaml``, typed."""
+    # what only the scoring reads: every run scores every image again, so these may change on a rerun
+    # without mixing two settings in one result (the images' settings may not)
+    RESUMABLE = ("id_metric", "clipscore", "pickscore", "score_batch", "bootstrap", "label", "grid")
     ray: RayOptions
     progress: bool
     benchmark: str
@@ -371,8 +373,12 @@ def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict], di
     return identities, items, photos
 
 
-def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | None = None, log=print) -> dict:
-    from pipelines.job import claim_output
+def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | None = None, overwrite: bool = False,
+             log=print) -> dict:
+    """Generate and score the benchmark into ``out``; a rerun resumes (and scores every image again),
+    one whose settings would change the images (prompts, seeds, model, generation...) is refused unless
+    ``overwrite``."""
+    from pipelines.job import SourceSpec, claim_run, write_json, write_whole
 
     t0 = time.time()
     by_runner = checked is not None
@@ -380,14 +386,15 @@ def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | 
         checked = Checked(check_eval(ids_dir, cfg))
         fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
     identities, items, photos = checked.found
-    out = claim_output(out, "eval", by_runner)
-    (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
+    claim_run(out, "eval", cfg, [SourceSpec("ids", "input", str(as_path(ids_dir).resolve()))], overwrite, by_runner,
+              contents={"benchmark": packaged_path(cfg.benchmark)})
+    out = as_path(out)
     failures = generate(items, identities, cfg, out, ray_address, log)
     table, reports = score(items, identities, photos, cfg, out)
     summary = summarise(table, reports, len(items), failures, cfg.label or Path(str(cfg.model.path)).name)
     summary["elapsed_s"] = round(time.time() - t0, 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(table1(summary))
+    write_whole(out / "summary.md", table1(summary).encode())
+    write_json(out / "summary.json", summary)  # last: the file that says the run is done
     grids(table, out, cfg.grid)
     return summary
 

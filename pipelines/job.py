@@ -7,6 +7,7 @@ layout, with a heartbeat and a seal (``pipelines/bucket_runs.py``) where a folde
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import posixpath
@@ -25,9 +26,9 @@ from curation.dedup import KEEP_RULE, find_duplicates
 from curation.engine import KEPT, REJECTED, between, plain
 from curation.registry import spss_schema
 from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exists, is_uri, parquet_file,
-                                read_parquet, remove_tree)
+                                read_bytes, read_parquet, remove_tree)
 from pipelines.bucket_runs import BucketLease, Heartbeat, live_record, stale_s, untagged
-from pipelines.config import fingerprint
+from pipelines.config import fingerprint, flat, output_config
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
 
@@ -288,31 +289,61 @@ def _remove(path, keep: tuple) -> None:
         path.unlink()
 
 
-def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job: str, checked: bool = False) -> str:
-    """Claim ``lay.out`` for ``job`` (``checked``: the runner checked it) and check it holds no run of
-    another config (``--overwrite``: clear that run first); partial files of a killed run are removed
-    from the job's own folders."""
-    claim_output(lay.out, job, checked)
-    fp = fingerprint(cfg, [s.__dict__ for s in specs])
-    run_file = lay.out / MARK
-    old = json.loads(run_file.read_text()).get("fingerprint")
-    if old is not None and old != fp and not overwrite:
-        raise ConfigMismatch(
-            f"{lay.out} holds a run with a different config or sources (fingerprint {old}, now {fp}). "
-            "Use another --out, the same config to resume, or --overwrite to start over.")
+def claim_run(out, job: str, cfg, sources: list[SourceSpec], overwrite: bool, checked: bool = False,
+              take_lease=None, given: dict | None = None, contents: dict | None = None):
+    """Claim ``out`` for a run of ``job`` with ``cfg`` on ``sources`` (``claim_output``). A folder holding
+    a run whose output-changing settings differ (``pipelines.config.output_config``: not those a resumed
+    run may change) is refused in one line naming them and their earlier values, unless ``overwrite``:
+    then what the job wrote there is cleared first. ``contents``: {name: file} whose bytes count too (a
+    prompt file edited in place). ``take_lease()``: the run's hold on its workers' writes, taken before
+    anything is cleared; returned. ``given``: what config.yaml records beside the config."""
+    out = claim_output(out, job, checked)
+    inputs = [s.__dict__ for s in sources]
+    digests = {f"{name} (contents)": hashlib.sha256(read_bytes(path)).hexdigest()[:16]
+               for name, path in (contents or {}).items()}
+    fp = fingerprint(output_config(cfg), inputs, *([digests] if digests else []))
+    settings = {**flat(output_config(cfg)), "sources": inputs, **digests}
+    old = json.loads((out / MARK).read_text())
+    if old.get("fingerprint") not in (None, fp) and not overwrite:
+        raise ConfigMismatch(changed_settings(out, job, old, settings))
     # first, so that no write of a killed run still in flight lands (or, in a bucket, counts) in what follows
-    lay.lease = take_lease(lay)
+    lease = take_lease() if take_lease is not None else None
     if overwrite:
-        clear(lay.out, job, keep=(lay.work / "logs", lay.lease_file, lay.out / LIVE))
-        if isinstance(lay.lease, BucketLease):  # the cleared run's objects, even a retried one landing late, never count
-            lay.lease = BucketLease.start(lay.lease_file)
+        clear(out, job, keep=(out / "_work" / "logs", lease_file(out), out / LIVE))
+        if isinstance(lease, BucketLease):  # the cleared run's objects, even a retried one landing late, never count
+            lease = BucketLease.start(lease.path)
+    write_json(out / MARK, {"job": job, "fingerprint": fp, "sources": inputs, "settings": settings})
+    write_whole(out / "config.yaml", yaml.safe_dump({**(given or {}), **plain(cfg)}, sort_keys=False).encode())
+    return lease
+
+
+def changed_settings(out, job: str, old: dict, now: dict) -> str:
+    """The one line refusing a rerun whose settings differ from those of the run ``out`` holds."""
+    before = old.get("settings")
+    if before is None:  # written before run.json kept its settings
+        what = f"fingerprint {old.get('fingerprint')}, now {fingerprint(now)}"
+    else:
+        keys = [k for k in sorted({*before, *now}) if before.get(k, "(unset)") != now.get(k, "(unset)")]
+        what = "; ".join(f"{k}: {_shown(before.get(k, '(unset)'))} then, {_shown(now.get(k, '(unset)'))} now"
+                         for k in keys[:3]) + (f"; and {len(keys) - 3} more" if len(keys) > 3 else "")
+    return (f"{out} holds an `infu {job}` run with other settings ({what}): rerun with those settings to resume "
+            "it, give another output folder, or add --overwrite to start over")
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job: str, checked: bool = False,
+                contents: dict | None = None) -> None:
+    """A row job's ``claim_run`` (``checked``: the runner checked the folder), its lease on the workers'
+    writes taken, and the partial files of a killed run removed from its own folders."""
+    lay.lease = claim_run(lay.out, job, cfg, specs, overwrite, checked, take_lease=lambda: take_lease(lay),
+                          given={"sources_given": [s.__dict__ for s in specs]}, contents=contents)
     for own in (lay.kept, lay.rejected, lay.work) if not is_uri(lay.out) else ():
         for tmp in own.rglob("*.tmp") if own.is_dir() else ():
             tmp.unlink()
-    write_json(run_file, {"job": job, "fingerprint": fp, "sources": [s.__dict__ for s in specs]})
-    (lay.out / "config.yaml").write_text(yaml.safe_dump(
-        {"sources_given": [s.__dict__ for s in specs], **plain(cfg)}, sort_keys=False))
-    return fp
 
 
 def take_lease(lay: Layout):

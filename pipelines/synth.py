@@ -201,7 +201,7 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str
     specs = [SourceSpec("spss", "input", str(as_path(spss_dir).resolve())),
              SourceSpec("model", "model", cfg.model.path.key),
              SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
-    prepare_out(lay, cfg, specs, overwrite, "synth", checked is not None)
+    prepare_out(lay, cfg, specs, overwrite, "synth", checked is not None, contents={"prompts": cfg.prompts_file})
     selected = select_sources(files, cfg.select, cfg.seed)
     expected = expected_pairs(files, selected, cfg)
     done = read_column(lay.written(), ["pair_id"], SPMS_SCHEMA)["pair_id"].combine_chunks()

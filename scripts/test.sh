@@ -14,5 +14,13 @@ if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null 2>&1; then
     echo "CI: chromium is required for the browser tests and could not be installed (apt-get install chromium)" >&2
     exit 1
 fi
+# s3rver (npm), the second S3 implementation the bucket tests run against
+if command -v npm >/dev/null 2>&1; then
+    npm install --prefix tests/node --no-audit --no-fund --silent >/dev/null 2>&1 \
+        || echo "npm could not install tests/node: the tests against s3rver will fail"
+elif [ -n "${CI:-}" ]; then
+    echo "CI: npm is required for the tests against s3rver (a second S3 implementation)" >&2
+    exit 1
+fi
 export RAY_AUTH_MODE=disabled
 exec .venv/bin/python -m pytest "$@"

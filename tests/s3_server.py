@@ -1,5 +1,7 @@
-"""An S3-compatible server on 127.0.0.1 for the tests (moto's standalone server, S3's semantics: no
-rename, listing after write), with the environment a user would set for such an endpoint."""
+"""S3-compatible servers on 127.0.0.1 for the tests, with the environment a user would set for such an
+endpoint: moto's standalone server (S3's semantics: no rename, listing after write), and a second
+implementation, s3rver (node.js, from npm: ``tests/node``), which like many stores does not take the
+AWS SDKs' aws-chunked uploads with a trailing checksum."""
 from __future__ import annotations
 
 import os
@@ -12,7 +14,12 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+S3RVER = Path(__file__).resolve().parent / "node" / "node_modules" / ".bin" / "s3rver"
+
+
 class S3Server:
+    key = "testing"
+
     def __init__(self, unauthenticated_actions: int | None = None):
         """``unauthenticated_actions``: that many requests are served to anyone, then only to known IAM
         users (moto's INITIAL_NO_AUTH_ACTION_COUNT): a store that refuses the test's keys."""
@@ -20,11 +27,9 @@ class S3Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.key,
                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-        auth = {} if unauthenticated_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
-        self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     env={**os.environ, **auth}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = self.start(unauthenticated_actions)
         deadline = time.time() + 30
         while True:
             try:
@@ -34,10 +39,15 @@ class S3Server:
                 assert self.proc.poll() is None and time.time() < deadline, "the S3 server did not start"
                 time.sleep(0.1)
 
+    def start(self, unauthenticated_actions) -> subprocess.Popen:
+        auth = {} if unauthenticated_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
+        return subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                env={**os.environ, **auth}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing", aws_secret_access_key="testing",
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=self.key, aws_secret_access_key=self.key,
                             region_name="us-east-1")
 
     def bucket(self, name: str) -> str:
@@ -63,3 +73,18 @@ class S3Server:
 
     def run_env(self) -> dict:
         return {**os.environ, **self.env, "RAY_AUTH_MODE": "disabled"}
+
+
+class S3rver(S3Server):
+    """s3rver: objects on disk in a folder of its own, its default keys (S3RVER)."""
+    key = "S3RVER"
+
+    def start(self, unauthenticated_actions) -> subprocess.Popen:
+        import tempfile
+
+        assert S3RVER.exists(), "s3rver is not installed: scripts/test.sh installs it (npm install --prefix tests/node)"
+        # its listing's continuation token is DES, which OpenSSL 3 (Node >= 17) keeps in its legacy provider
+        env = {**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}
+        return subprocess.Popen([str(S3RVER), "-d", tempfile.mkdtemp(prefix="s3rver-"), "-a", "127.0.0.1", "-p",
+                                 str(self.port), "--silent"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)

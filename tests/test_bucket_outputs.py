@@ -21,7 +21,8 @@ from curation import samples
 from infu_model.storage import ObjectPath, as_path, write_parquet
 from pipelines.job import dedup_and_finalize, parquet_files, read_column
 from test_boundaries import spss_rows
-from test_curate import SPINE_ONLY, _many_photos, outcome
+from s3_server import S3rver
+from test_curate import EXPECTED, SPINE_ONLY, _many_photos, outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -87,6 +88,39 @@ def test_curate_into_a_bucket_writes_what_it_writes_on_disk_resumes_and_overwrit
     assert {"run1/my-notes.txt", "elsewhere/keep.txt"} <= set(keys), "objects the job did not write stay"
     reasons = [r for _, _, r, _ in bucket_outcome(out)]
     assert reasons.count("low_resolution") > 1 and len(reasons) == 20
+
+
+@pytest.fixture(scope="module")
+def s3rver():
+    server = S3rver()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_curate_bucket_to_bucket_on_a_second_s3_implementation_keeps_what_disk_keeps(sample_dir, s3rver, tmp_path,
+                                                                                      monkeypatch):
+    """s3rver (node.js, not moto) keeps an aws-chunked upload's framing as the object's bytes. With the
+    client's checksums as the AWS SDK's default has them, the job stops at its first write in one line
+    naming the store's behaviour and the setting; with ours, bucket to bucket keeps what disk keeps."""
+    uri = s3rver.upload(sample_dir, f"{s3rver.bucket('photos')}/samples")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stages: []\nprogress: false\n")   # the cheap filters: EXPECTED is the disk result
+    out = f"{s3rver.bucket('curated')}/run1"
+    framed = curate(s3rver, uri, out, cfg, env={"AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_SUPPORTED"})
+    lines = [ln for ln in framed.stderr.splitlines() if ln.startswith("Error:")]
+    assert framed.returncode == 1 and len(lines) == 1 and "Traceback" not in framed.stderr, framed.stderr[-3000:]
+    assert "kept the aws-chunked upload's framing" in lines[0] and \
+        "AWS_REQUEST_CHECKSUM_CALCULATION=WHEN_REQUIRED (now WHEN_SUPPORTED)" in lines[0], lines[0]
+    done = curate(s3rver, uri, f"{s3rver.bucket('second')}/run1", cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for k, v in s3rver.env.items():
+        monkeypatch.setenv(k, v)
+    got = {Path(r["path"]).stem: (r["status"], r["reason"])
+           for sub in ("kept", "rejected") for r in rows("s3://second/run1", sub, ["path", "status", "reason"])}
+    assert got == EXPECTED
+    stats = json.loads(ObjectPath("s3://second/run1/stats.json").read_text())
+    assert stats["adds_up"] and "run1/_work/live" not in s3rver.keys("second")
 
 
 @pytest.mark.slow

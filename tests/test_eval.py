@@ -171,6 +171,34 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     assert "PickScore" in (out / "summary.md").read_text() and "pick_score: not run" in (out / "summary.md").read_text()
 
 
+def test_a_rerun_that_would_change_the_images_is_refused_and_new_metrics_rescore(ray_local, models, tmp_path):
+    """A prompt edited in place, or another seed, is refused in one line naming it and its earlier value
+    (the images made so far would mix two settings); another scorer is not: every run scores every image
+    again. --overwrite starts over."""
+    from pipelines.eval import run_eval
+    from pipelines.job import ConfigMismatch
+
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    samples.grace_hopper().save(ids / "grace.png")
+    (ids / "ids.yaml").write_text(yaml.safe_dump({"identities": [{"name": "grace", "reference": "grace.png"}]}))
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(yaml.safe_dump({"prompts": [{"id": "a1", "gender": "any", "text": "a person at night"}]}))
+    out = tmp_path / "res"
+    first = run_eval(ids, out, eval_cfg(models, bench, pickscore={"model": None}))
+    bench.write_text(yaml.safe_dump({"prompts": [{"id": "a1", "gender": "any", "text": "a person at noon"}]}))
+    with pytest.raises(ConfigMismatch, match=r"holds an `infu eval` run with other settings \(benchmark \(contents\): "
+                                             r"[0-9a-f]{16} then, [0-9a-f]{16} now\).*--overwrite"):
+        run_eval(ids, out, eval_cfg(models, bench))
+    bench.write_text(yaml.safe_dump({"prompts": [{"id": "a1", "gender": "any", "text": "a person at night"}]}))
+    with pytest.raises(ConfigMismatch, match=r"\(seed: 42 then, 7 now\)"):
+        run_eval(ids, out, eval_cfg(models, bench, seed=7))
+    again = run_eval(ids, out, eval_cfg(models, bench))  # PickScore now configured: scored, nothing generated
+    assert again["metrics"]["id_loss"] == first["metrics"]["id_loss"] and again["scorers"]["pick_score"]["ran"]
+    over = run_eval(ids, out, eval_cfg(models, bench, seed=7), overwrite=True)
+    assert over["images"] == 1 and json.loads((out / "run.json").read_text())["settings"]["seed"] == 7
+
+
 @pytest.mark.slow
 def test_eval_reads_identities_from_a_bucket_and_writes_its_results_into_one_as_on_disk(
         ray_local, models, ids_dir, bench_file, tmp_path, s3_env):

@@ -129,6 +129,27 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
     assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
 
 
+def test_a_rerun_with_another_lr_is_refused_and_more_steps_resume(tiny, spss, tmp_path, ray_local):
+    """The same output with another lr is refused in one line naming it and both values (the optimizer
+    state would silently win over it); more max_steps, other checkpoint and log intervals resume;
+    --overwrite starts over with the new lr."""
+    from pipelines.job import ConfigMismatch
+    from pipelines.train import run_train
+
+    out = tmp_path / "out"
+    first = run_train(spss, out, _cfg(tiny, spss, out, 2, "plan", checkpoint_every=2))
+    with pytest.raises(ConfigMismatch, match=r"holds an `infu train` run with other settings \(train.lr: 0.001 then, "
+                                             r"0.05 now\): .*--overwrite to start over"):
+        run_train(spss, out, _cfg(tiny, spss, out, 4, "plan", lr=0.05, checkpoint_every=2))
+    longer = run_train(spss, out, _cfg(tiny, spss, out, 4, "plan", checkpoint_every=4, log_every=2))
+    log = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    assert (first["steps"], longer["steps"]) == (2, 4) and [r["step"] for r in log] == [1, 2, 4]
+    fresh = run_train(spss, out, _cfg(tiny, spss, out, 2, "plan", lr=0.05, checkpoint_every=2), overwrite=True)
+    log = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+    assert fresh["steps"] == 2 and [r["step"] for r in log] == [1, 2]
+    assert json.loads((out / "run.json").read_text())["settings"]["train.lr"] == 0.05
+
+
 def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(tiny, spss, tmp_path, ray_local):
     """`infu train` with ray.num_workers 2 (FSDP over gloo) against one worker accumulating the same
     global batch: the same weights. Ray Train records the checkpoints: `infu train` again on the same

@@ -86,6 +86,10 @@ class TrainRayOptions:
 @dataclass(frozen=True)
 class TrainConfig(JobConfig):
     """A training run's whole config (stage 1 and stage 2 share the shape)."""
+    # how far it trains, how often it saves and logs, where, and the encoder cache (speed, not weights):
+    # a rerun may change these and resume (the constant-with-warmup schedule does not depend on max_steps)
+    RESUMABLE = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "output",
+                 "export_published", "cache")
     stage: Literal[1, 2]
     seed: int
     model: TrainModelOptions

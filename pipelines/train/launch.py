@@ -9,14 +9,11 @@ import threading
 import time
 from dataclasses import replace
 
-import yaml
-
-from curation.engine import plain
 from infu_model.storage import as_path, is_uri, resolve
 from pipelines.bucket_runs import BucketLease
 from pipelines.models import fetch_models
 from pipelines.faults import WorkersLost, causes
-from pipelines.job import check_inputs, claim_output, input_files, lease_file
+from pipelines.job import SourceSpec, check_inputs, claim_run, input_files, lease_file
 from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
 from pipelines.train.checkpoint import UnsafeCheckpoint, latest_checkpoint
@@ -219,10 +216,12 @@ def fit_off_main_thread(trainer) -> None:
 
 
 def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str | None = None,
-              build_cache: bool = False, log=print) -> dict:
+              build_cache: bool = False, overwrite: bool = False, log=print) -> dict:
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
     (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``); ``build_cache``: first store the frozen
-    encoders' outputs (``pipelines.train.cache.build_cache``) and train with them."""
+    encoders' outputs (``pipelines.train.cache.build_cache``) and train with them. A rerun resumes
+    from the latest checkpoint; one whose settings would change the weights is refused unless
+    ``overwrite`` (which starts over)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     import ray
@@ -234,18 +233,17 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
     if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
         check_training(data_dir, cfg)
         fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
-    claim_output(out, "train", checked is not None)
-    # the workers it starts hold it; a killed run's, still alive, no longer do
-    (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out))
-    cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)})
+    cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)}).absolute()
+    # a changed setting that changes the weights is refused (train.max_steps and the like may change);
+    # the workers it starts hold the lease, a killed run's, still alive, no longer do
+    claim_run(out, "train", cfg, [SourceSpec("data", "input", cfg.data.parquet)], overwrite, checked is not None,
+              take_lease=lambda: (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out)))
     if build_cache:
         log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")
     init_ray(ray_address)
     r = cfg.ray
     check_cpus(r, cfg.data.loader)
-    cfg = cfg.absolute()
     out = as_path(cfg.output)
-    (out / "config.yaml").write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     per_worker = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})}
     # the queue lives on the driver's node, as Ray Train's controller does: a lost worker node takes neither
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
