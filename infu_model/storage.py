@@ -511,3 +511,80 @@ def local_copy(uri):
             yield f.name
 
     return downloaded()
+
+
+# ------------------------------------------------------------------------- exclusive writes (S3) --
+# A record only one run may create (an output's live record) needs a write that fails when the object is
+# there, or is no longer the version read: S3's conditional writes (If-None-Match / If-Match), which
+# pyarrow does not expose; boto3 does. Other schemes, and stores that ignore the conditions, have none.
+def _s3():
+    """A boto3 S3 client, one per endpoint and credentials in the environment (boto3 reads them itself)."""
+    return _s3_client(*(os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")))
+
+
+@functools.lru_cache(maxsize=None)
+def _s3_client(*settings):  # (the settings key the cache only)
+    import boto3
+
+    return boto3.session.Session().client("s3")
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    parts = urlsplit(str(uri))
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def put_if(uri: str, data: bytes, *, etag: str | None = None) -> str | None:
+    """``data`` as the object ``uri`` only if there is none (``etag`` None) or it is still the version
+    ``etag``: its new ETag, or None when the condition did not hold (another writer won)."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = _bucket_key(uri)
+    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        return _s3().put_object(Bucket=bucket, Key=key, Body=data, **cond)["ETag"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+            return None
+        raise storage_error(uri, e) from None
+
+
+def read_versioned(uri: str) -> tuple[bytes, str, float] | None:
+    """(the object's bytes, its ETag, seconds since it was written by the store's own clock), or None
+    when it is not there. Both times come from the store: no host's clock is trusted."""
+    from email.utils import parsedate_to_datetime
+
+    from botocore.exceptions import ClientError
+
+    bucket, key = _bucket_key(uri)
+    try:
+        got = _s3().get_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise storage_error(uri, e) from None
+    now = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["date"])
+    return got["Body"].read(), got["ETag"], max(0.0, (now - got["LastModified"]).total_seconds())
+
+
+def conditional_writes(prefix_uri: str) -> bool:
+    """Whether the store holding ``prefix_uri`` refuses a conditional write whose condition fails: probed
+    once per bucket and process with a throwaway object under ``prefix_uri`` (a prefix the caller owns);
+    False for any scheme but s3://."""
+    import uuid
+
+    if urlsplit(prefix_uri).scheme != "s3":
+        return False
+    bucket = bucket_of(prefix_uri)
+    if bucket not in _CONDITIONAL:
+        probe = f"{prefix_uri.rstrip('/')}/.infu-probe-{uuid.uuid4().hex[:12]}"
+        try:
+            first = put_if(probe, b"1")
+            _CONDITIONAL[bucket] = first is not None and put_if(probe, b"2") is None
+        finally:  # (boto3's delete: pyarrow's would leave a folder marker in its place)
+            _s3().delete_object(Bucket=_bucket_key(probe)[0], Key=_bucket_key(probe)[1])
+    return _CONDITIONAL[bucket]
+
+
+_CONDITIONAL: dict[str, bool] = {}

@@ -3,10 +3,15 @@
 Two small objects stand in for a local folder's live lock (``pipelines/job.py``) and lease
 (``pipelines/sink.py``):
 
-- ``_work/live``: who runs on the output now (run, job, host, pid, started) and when it last said
-  so (``beat``). The driver rewrites it every ``BEAT_S`` seconds while its job runs and deletes it
-  when the job ends; a record older than ``stale_s()`` is a dead run's (a killed driver stops
-  beating), so a rerun after ``kill -9`` waits at most that long. Hosts' clocks must agree (NTP).
+- ``_work/live``: who runs on the output now (run, job, host, pid, started). The driver rewrites it
+  every ``BEAT_S`` seconds while its job runs and deletes it when the job ends; a record not
+  rewritten for ``stale_s()`` is a dead run's (a killed driver stops beating), so a rerun after
+  ``kill -9`` waits at most that long. Where the store has conditional writes (S3: If-None-Match,
+  If-Match) the record is created only if absent and taken over only from the version read, so of
+  two drivers starting at once exactly one runs, and its age is the store's own (its Date header
+  against the object's LastModified, on any S3 store): no host's clock counts. A store without them
+  (detected once, said in the job log) is read then written; outside S3, ages are the writer's
+  clock against the reader's (hosts' clocks must agree).
 - ``_work/seal.json``: which objects the workers wrote count. Every worker object carries its run's
   id in its name (``part-HASH.RUN.parquet``: write-once, a retried task rewrites its own). A run,
   first thing, seals its output: the objects the previous seal named plus the previous run's own,
@@ -19,6 +24,7 @@ Two small objects stand in for a local folder's live lock (``pipelines/job.py``)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -27,8 +33,10 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from infu_model.storage import ObjectPath
+from infu_model.storage import ObjectPath, bucket_of, conditional_writes, put_if, read_versioned
 from pipelines.sink import Superseded
+
+log = logging.getLogger(__name__)
 
 BEAT_S = 5.0
 
@@ -109,20 +117,60 @@ def untagged(name: str) -> str:
     return ".".join(parts[:-2] + parts[-1:]) if len(parts) >= 3 else name
 
 
+class LiveElsewhere(Exception):
+    """Another run holds the output (``holder``: its live record, with ``seen_s``)."""
+
+    def __init__(self, holder: dict):
+        super().__init__(holder)
+        self.holder = holder
+
+
 class Heartbeat:
-    """A driver's live record on an output in object storage, rewritten every ``BEAT_S`` seconds."""
+    """A driver's live record on an output in object storage, rewritten every ``BEAT_S`` seconds;
+    ``take`` creates it or refuses (``LiveElsewhere``)."""
 
     def __init__(self, path: ObjectPath, job: str):
-        self.path = path
+        self.path, self.etag = path, None
+        self.exclusive = conditional_writes(str(path.parent))
+        if not self.exclusive:
+            log.warning("%s: the store has no conditional writes: a live run is known by its heartbeat alone, "
+                        "judged by the hosts' clocks", bucket_of(path))
         self.info = {"run": uuid.uuid4().hex[:12], "job": job, "host": socket.gethostname(), "pid": os.getpid(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         self._stop = threading.Event()
-        self.beat()
-        self._thread = threading.Thread(target=self._run, name="infu-heartbeat", daemon=True)
-        self._thread.start()
+
+    @classmethod
+    def take(cls, path: ObjectPath, job: str) -> "Heartbeat":
+        hb = cls(path, job)
+        if hb.exclusive:
+            hb.etag = put_if(path.uri, hb.record())
+            if hb.etag is None:  # there is a record: a live run's, or a dead one's taken over from its version
+                seen = read_versioned(path.uri)
+                holder = _fresh(seen)
+                if holder is not None:
+                    raise LiveElsewhere(holder)
+                hb.etag = put_if(path.uri, hb.record(), etag=seen[1] if seen else None)
+                if hb.etag is None:  # another run took it over in the same moment
+                    raise LiveElsewhere(_fresh(read_versioned(path.uri)) or {})
+        else:
+            holder = live_record(path)
+            if holder is not None:
+                raise LiveElsewhere(holder)
+            hb.beat()
+        hb._thread = threading.Thread(target=hb._run, name="infu-heartbeat", daemon=True)
+        hb._thread.start()
+        return hb
+
+    def record(self) -> bytes:
+        return json.dumps({**self.info, "beat": time.time()}).encode()
 
     def beat(self) -> None:
-        self.path.write_text(json.dumps({**self.info, "beat": time.time()}))
+        if not self.exclusive:
+            self.path.write_bytes(self.record())
+        elif self.etag is not None:
+            self.etag = put_if(self.path.uri, self.record(), etag=self.etag)
+            if self.etag is None:  # taken over: the seal stops this run's writes (``BucketLease.held``)
+                log.warning("%s: another run took this output over", self.path.parent.parent)
 
     def _run(self) -> None:
         while not self._stop.wait(BEAT_S):
@@ -135,18 +183,32 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
         try:
-            self.path.unlink(missing_ok=True)
+            if self.etag is not None or not self.exclusive:
+                self.path.unlink(missing_ok=True)
         except OSError:
             pass
 
 
 def live_record(path: ObjectPath) -> dict | None:
     """The live record at ``path`` when its run still beats (with ``seen_s``, seconds since), else None."""
+    if path.uri.startswith("s3://"):  # (any S3 store answers with its own time and the object's)
+        return _fresh(read_versioned(path.uri))
     try:
         rec = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except ValueError:
         rec = {}
-    seen = time.time() - float(rec.get("beat", 0))
-    return {**rec, "seen_s": round(seen, 1)} if seen < stale_s() else None
+    return _fresh((None, None, time.time() - float(rec.get("beat", 0))), rec)
+
+
+def _fresh(seen, rec: dict | None = None) -> dict | None:
+    """The record of ``seen`` (bytes, etag, age in seconds) when it is younger than ``stale_s()``."""
+    if seen is None or seen[2] >= stale_s():
+        return None
+    if rec is None:
+        try:
+            rec = json.loads(seen[0])
+        except ValueError:  # (a record cut short: whose it is is unknown, that it is live is not)
+            rec = {}
+    return {**rec, "seen_s": round(seen[2], 1)}

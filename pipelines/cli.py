@@ -74,9 +74,10 @@ def one_line_errors():
     from pipelines.faults import WorkersLost
     from pipelines.job import ConfigMismatch, OutputRefused
     from pipelines.ray_runtime import ClusterUnreachable
+    from pipelines.sink import Superseded
 
     return (ConfigMismatch, OutputRefused, ClusterUnreachable, FileNotFoundError, ValueError, DecodeError, TooLarge,
-            WorkersLost)
+            WorkersLost, Superseded)
 
 
 def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):

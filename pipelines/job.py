@@ -27,7 +27,7 @@ from curation.engine import KEPT, REJECTED, between, plain
 from curation.registry import spss_schema
 from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exists, is_uri, parquet_file,
                                 read_bytes, read_parquet, remove_tree)
-from pipelines.bucket_runs import BucketLease, Heartbeat, live_record, stale_s, untagged
+from pipelines.bucket_runs import BucketLease, Heartbeat, LiveElsewhere, live_record, stale_s, untagged
 from pipelines.config import fingerprint, flat, output_config
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
@@ -143,10 +143,10 @@ def hold_live(out, job: str) -> None:
         return
     path = out / LIVE
     if isinstance(out, ObjectPath):
-        holder = live_record(path)
-        if holder is not None:
-            raise OutputRefused(in_use(out, holder))
-        _HELD[out] = Heartbeat(path, job)
+        try:
+            _HELD[out] = Heartbeat.take(path, job)
+        except LiveElsewhere as e:
+            raise OutputRefused(in_use(out, e.holder)) from None
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -190,6 +190,71 @@ def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
         release_live()
 
 
+def takers(path, n: int = 6) -> list:
+    """``n`` drivers taking ``path``'s live record at the same moment: each one's Heartbeat or refusal."""
+    import threading
+
+    from pipelines.bucket_runs import Heartbeat, LiveElsewhere
+
+    start, got = threading.Barrier(n), []
+
+    def take():
+        start.wait()
+        try:
+            got.append(Heartbeat.take(path, "curate"))
+        except LiveElsewhere as e:
+            got.append(e)
+
+    threads = [threading.Thread(target=take) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got
+
+
+def test_of_drivers_starting_at_once_on_a_bucket_exactly_one_runs_and_a_dead_ones_record_is_taken_once(
+        s3_env, monkeypatch):
+    """moto has S3's conditional writes: the live record is created only if absent, so of six drivers
+    starting at the same moment exactly one runs and the others name it; once it stops beating, six
+    takers take its record over (only from the version they read) and again exactly one wins. Ages
+    come from the store's clock, not the hosts'."""
+    from pipelines.bucket_runs import Heartbeat, LiveElsewhere
+
+    monkeypatch.setenv("INFU_BUCKET_STALE_S", "1.5")
+    path = ObjectPath(f"{s3_env.bucket('racy')}/out") / "_work" / "live"
+    first = takers(path)
+    won = [h for h in first if isinstance(h, Heartbeat)]
+    assert len(won) == 1 and all(isinstance(e, LiveElsewhere) and e.holder.get("run") == won[0].info["run"]
+                                 for e in first if e is not won[0])
+    won[0]._stop.set()  # it dies: no more beats, its record stays
+    won[0]._thread.join()
+    time.sleep(2.5)
+    second = takers(path)
+    again = [h for h in second if isinstance(h, Heartbeat)]
+    assert len(again) == 1 and again[0].info["run"] != won[0].info["run"]
+    assert json.loads(path.read_text())["run"] == again[0].info["run"]
+    again[0].stop()
+    assert not path.exists()
+
+
+def test_a_store_without_conditional_writes_falls_back_to_the_heartbeat_and_says_so(s3rver, monkeypatch, caplog):
+    """s3rver ignores If-None-Match: detected once, said in the log, and a live run is still refused."""
+    from pipelines.bucket_runs import Heartbeat, LiveElsewhere
+
+    for k, v in s3rver.env.items():
+        monkeypatch.setenv(k, v)
+    path = ObjectPath(f"{s3rver.bucket('plain')}/out") / "_work" / "live"
+    held = Heartbeat.take(path, "curate")
+    try:
+        assert not held.exclusive and "has no conditional writes" in caplog.text
+        with pytest.raises(LiveElsewhere):
+            Heartbeat.take(path, "curate")
+    finally:
+        held.stop()
+    assert not path.exists() and not [k for k in s3rver.keys("plain") if "probe" in k], "the probe is removed"
+
+
 @pytest.mark.parametrize("case", ["no bucket", "the bucket itself", "a prefix of ones own", "a live run"])
 def test_an_output_bucket_mistake_is_one_line(s3, sample_dir, tmp_path, case):
     s3.bucket("taken")
