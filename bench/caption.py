@@ -30,7 +30,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from curation import samples  # noqa: E402
 from curation.caption_stage import CaptionStage, clean_dataset_captions  # noqa: E402
 from curation.engine import ALIVE  # noqa: E402
-from curation.records import empty_row, stable_id, to_table  # noqa: E402
+from curation.records import stable_id, to_table  # noqa: E402
+from curation.registry import empty_row
 from curation.registry import spss_schema  # noqa: E402
 from pipelines.caption import run_caption  # noqa: E402
 from pipelines.config import load_config  # noqa: E402

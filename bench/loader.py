@@ -25,7 +25,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from curation import samples  # noqa: E402
-from curation.records import empty_row, stable_id  # noqa: E402
+from curation.records import stable_id  # noqa: E402
+from curation.registry import empty_row
 from curation.registry import spss_schema  # noqa: E402
 
 

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from curation import samples  # noqa: E402
-from curation.records import empty_row, stable_id  # noqa: E402
+from curation.records import stable_id  # noqa: E402
+from curation.registry import empty_row
 from curation.registry import spss_schema  # noqa: E402
 from infu_model.pipeline import load_infu_weights  # noqa: E402
 from infu_model.tiny import make_tiny  # noqa: E402

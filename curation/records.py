@@ -49,13 +49,6 @@ def stable_id(source: str, path: str, frame: int = -1) -> str:
     return hashlib.sha256(key).hexdigest()[:24]
 
 
-def empty_row() -> dict:
-    """A row with every column of the record (transient ones too), all null."""
-    from curation.registry import spss_schema
-
-    return {f.name: None for f in spss_schema(transient_too=True)}
-
-
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 

@@ -72,6 +72,11 @@ def spss_schema(transient_too: bool = False) -> pa.Schema:
     return schema if transient_too else written(schema)
 
 
+def empty_row() -> dict:
+    """A row with every column of the record (transient ones too), all null."""
+    return {f.name: None for f in spss_schema(transient_too=True)}
+
+
 def written(schema: pa.Schema) -> pa.Schema:
     """``schema`` without its transient (hand-over) columns: what reaches the Parquet."""
     return pa.schema([f for f in schema if not transient(f.name)])

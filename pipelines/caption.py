@@ -7,7 +7,6 @@ per reason; a rerun on the same OUT resumes (rows already written are skipped).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,11 +19,9 @@ import pyarrow.compute as pc
 from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.engine import ALIVE, between
 from curation.records import to_table
-from pipelines.jobs import Checked
-from pipelines.models import fetch_models
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
-                           parquet_files, prepare_out, publish, read_column, record_schema)
+                           parquet_files, prepare_out, publish, read_column, record_schema, write_json, ensure_checked)
 from pipelines.ray_stages import table_to_rows
 
 SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
@@ -111,10 +108,7 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
     from pipelines.sink import RowSink
 
     t0 = time.time()
-    by_runner = checked is not None
-    if not by_runner:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
-        checked = Checked(check_caption(in_dir, cfg))
-        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
+    by_runner, checked = checked is not None, ensure_checked("caption", in_dir, cfg, checked)
     captioners = checked.found
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}
@@ -140,7 +134,7 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
     if is_uri(lay.out):
         publish(lay)
     stats = caption_stats(lay, files, reports, time.time() - t0)
-    (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
+    write_json(lay.out / "stats.json", stats)  # last, written whole: the file that says the run is done
     return stats
 
 

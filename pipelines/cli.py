@@ -83,7 +83,8 @@ def one_line_errors():
 def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
     """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked once, run in its
     own folder (``in_own_folder``), its summary on the terminal."""
-    from pipelines.jobs import JOBS, check_job, run_checked
+    from pipelines.job import check_job, run_checked
+    from pipelines.jobs import JOBS
     from pipelines.ray_runtime import check_cluster
 
     checked = []

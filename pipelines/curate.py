@@ -32,8 +32,7 @@ from infu_model.runtime import is_cuda
 from infu_model.storage import arrow, parquet_file, read_parquet, remove_tree
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted, dataset,
-                           dedup_and_finalize, parquet_files, prepare_out, read_column)
-from pipelines.models import fetch_models
+                           dedup_and_finalize, parquet_files, prepare_out, read_column, write_json, ensure_checked)
 from pipelines.sink import write_atomic
 
 
@@ -138,7 +137,7 @@ def write_manifest(lay: Layout, cfg: CurateConfig, specs: list[SourceSpec], log=
             fact["errors"].append(f"{spec.label}: no images found under {src.root}")
             log(f"warning: source {spec.label} ({src.root}) has no images")
     flush()
-    done.write_text(json.dumps(facts, indent=1))
+    write_json(done, facts)
     return facts
 
 
@@ -294,12 +293,10 @@ def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
 def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
                ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
-        check_curate(specs, cfg)
-        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
+    by_runner, checked = checked is not None, ensure_checked("curate", specs, cfg, checked)
     lay = Layout(out)
     timings = {}
-    prepare_out(lay, cfg, specs, overwrite, "curate", checked is not None)
+    prepare_out(lay, cfg, specs, overwrite, "curate", by_runner)
     facts = write_manifest(lay, cfg, specs, log)
     files, left = make_todo(lay)
     timings["listing"] = time.time() - t0
@@ -321,5 +318,5 @@ def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
     timings["dedup"] = time.time() - t
     stats = compute_stats(lay, facts, stage_reports(cfg), time.time() - t0)
     stats["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
+    write_json(lay.out / "stats.json", stats)  # last, written whole: the file that says the run is done
     return stats

@@ -29,11 +29,9 @@ from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.images import open_rgb
 from infu_model.storage import as_path, location, read_parquet, write_parquet
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
-from pipelines.models import fetch_models
 from curation.engine import ConfigError, between, unknown_keys
 from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
-from pipelines.job import RayOptions, write_whole
-from pipelines.jobs import Checked
+from pipelines.job import RayOptions, ensure_checked, write_whole
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
@@ -378,13 +376,10 @@ def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | 
     """Generate and score the benchmark into ``out``; a rerun resumes (and scores every image again),
     one whose settings would change the images (prompts, seeds, model, generation...) is refused unless
     ``overwrite``."""
-    from pipelines.job import SourceSpec, claim_run, write_json, write_whole
+    from pipelines.job import SourceSpec, claim_run, write_json
 
     t0 = time.time()
-    by_runner = checked is not None
-    if not by_runner:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
-        checked = Checked(check_eval(ids_dir, cfg))
-        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
+    by_runner, checked = checked is not None, ensure_checked("eval", ids_dir, cfg, checked)
     identities, items, photos = checked.found
     claim_run(out, "eval", cfg, [SourceSpec("ids", "input", str(as_path(ids_dir).resolve()))], overwrite, by_runner,
               contents={"benchmark": packaged_path(cfg.benchmark)})

@@ -29,6 +29,7 @@ from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exi
                                 read_bytes, read_parquet, remove_tree)
 from pipelines.bucket_runs import BucketLease, Heartbeat, LiveElsewhere, live_record, stale_s, untagged
 from pipelines.config import fingerprint, flat, output_config
+from pipelines.jobs import JOBS
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
 
 
@@ -175,6 +176,46 @@ def in_use(out, holder: dict) -> str:
         who += f", last heartbeat {holder['seen_s']} s ago (taken as dead after {stale_s():.0f} s without one)"
     return (f"{out} is in use by a live `infu {holder.get('job', '?')}` run ({who or 'unknown'}): refusing to start a "
             "second run on it; wait for that one to end, or stop it and rerun this command to resume")
+
+
+# ------------------------------------------------------------------------------------ the runner --
+@dataclass(frozen=True)
+class Checked:
+    """What a job's check found, handed to its run: a job run by the runner is checked once."""
+    found: object = None
+
+
+def check_job(name: str, inputs, out, cfg, log=print, found=None) -> Checked:
+    """Everything the job ``name`` can be refused for, once: its own check (unless ``found``, what it
+    found when it ran earlier), its output folder, its models (fetched into the cache before the
+    folder is claimed or a worker starts)."""
+    from pipelines.models import fetch_models
+
+    if found is None:
+        found = JOBS[name]("check")(inputs, cfg)
+    check_output(out, name)
+    fetch_models(cfg.needs(), log)
+    return Checked(found)
+
+
+def run_checked(name: str, inputs, out, cfg, checked: Checked, *, log=print, **options) -> dict:
+    """The job ``name`` after ``check_job``: where its models run, then its work (which claims ``out``)."""
+    from pipelines.doctor import job_lines
+
+    for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
+        log(line)
+    return JOBS[name]("run")(inputs, out, cfg, checked=checked, log=log, **options)
+
+
+def ensure_checked(name: str, inputs, cfg, checked: Checked | None) -> Checked:
+    """``checked`` (the runner's), or, for a job called as a library function, its own check with its
+    models fetched (the Ray workers then find them in their node's cache)."""
+    if checked is None:
+        from pipelines.models import fetch_models
+
+        checked = Checked(JOBS[name]("check")(inputs, cfg))
+        fetch_models(cfg.needs())
+    return checked
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}

@@ -1,6 +1,7 @@
 """The jobs, declared once: what each takes and makes, its typed config, the functions that check,
 run and summarise it, and its part of the report. The CLI, ``infu run`` and ``infu report`` read this
-table: adding a job is its module plus one entry here.
+table (the runner that checks and runs a job is ``pipelines.job``): adding a job is its module plus one
+entry here. It imports nothing of ours, so any module may read it.
 
 A job's functions are named ``module:function`` (imported when used: the modules load model code):
 
@@ -55,35 +56,6 @@ JOBS = {job.name: job for job in (
         "pipelines.eval:check_eval", "pipelines.eval:run_eval", "pipelines.summary:eval_summary",
         "pipelines.summary:eval_counts", "pipelines.report:eval_section"),
 )}
-
-
-@dataclass(frozen=True)
-class Checked:
-    """What a job's check found, handed to its run: a job run by the runner is checked once."""
-    found: object = None
-
-
-def check_job(name: str, inputs, out, cfg, log=print, found=None) -> Checked:
-    """Everything the job ``name`` can be refused for, once: its own check (unless ``found``, what it
-    found when it ran earlier), its output folder, its models (fetched into the cache before the
-    folder is claimed or a worker starts)."""
-    from pipelines.job import check_output
-    from pipelines.models import fetch_models
-
-    if found is None:
-        found = JOBS[name]("check")(inputs, cfg)
-    check_output(out, name)
-    fetch_models(cfg.needs(), log)
-    return Checked(found)
-
-
-def run_checked(name: str, inputs, out, cfg, checked: Checked, *, log=print, **options) -> dict:
-    """The job ``name`` after ``check_job``: where its models run, then its work (which claims ``out``)."""
-    from pipelines.doctor import job_lines
-
-    for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
-        log(line)
-    return JOBS[name]("run")(inputs, out, cfg, checked=checked, log=log, **options)
 
 
 def config_class(defaults: str) -> type:

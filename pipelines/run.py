@@ -214,7 +214,7 @@ def execute(step: Step, ray_address: str | None, log) -> dict:
     """Run one stage through the job runner (pipelines/jobs.py), print the job's own summary; returns
     rows in / out. Its check runs now, once: its input is an earlier stage's output (curate's sources
     were checked with the pipeline file, and what that found is reused)."""
-    from pipelines.jobs import check_job, run_checked
+    from pipelines.job import check_job, run_checked
 
     job = JOBS[step.stage.job]
     checked = check_job(step.stage.job, step.input, step.out, step.cfg, log, found=step.found)
@@ -245,7 +245,7 @@ def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: boo
 
 
 def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, log=print) -> list[dict]:
-    from pipelines.job import claim_output
+    from pipelines.job import claim_output, write_json
     from pipelines.ray_runtime import init_ray
 
     claim_output(spec["root"], "run", checked=True)  # read_pipeline checked it
@@ -266,7 +266,7 @@ def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, 
             raise
         rec = {"stage": step.name, "status": "ran", **counts, "seconds": round(time.time() - t, 1),
                "output": str(step.out)}
-        (step.out / DONE).write_text(json.dumps({"fingerprint": _fp(step), "report": rec}, indent=1))
+        write_json(step.out / DONE, {"fingerprint": _fp(step), "report": rec})
         report.append(rec)
     return report
 

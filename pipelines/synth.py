@@ -10,7 +10,6 @@ the same OUT resumes: planned pairs already written are never generated again.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,11 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.engine import KEPT, QUARANTINED, REJECTED, between
-from pipelines.models import fetch_models
 from pipelines.config import JobConfig, packaged_path, stage_models
 from infu_model.storage import arrow, as_path
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
-                           count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column)
+                           count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column,
+                           write_json, ensure_checked)
 from synth.face_swap import FaceSwapStage
 from synth.gender import GenderOptions, gender_needs
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
@@ -193,15 +192,13 @@ def check_synth(spss_dir, cfg: SynthConfig) -> bool:
 def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str | None = None,
               overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    if checked is None:  # called as a library function: check first (the runner, pipelines/jobs.py, did)
-        check_synth(spss_dir, cfg)
-        fetch_models(cfg.needs())  # the Ray workers then find them in their node's cache
+    by_runner, checked = checked is not None, ensure_checked("synth", spss_dir, cfg, checked)
     files = input_files(spss_dir)
     lay = Layout(out)
     specs = [SourceSpec("spss", "input", str(as_path(spss_dir).resolve())),
              SourceSpec("model", "model", cfg.model.path.key),
              SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
-    prepare_out(lay, cfg, specs, overwrite, "synth", checked is not None, contents={"prompts": cfg.prompts_file})
+    prepare_out(lay, cfg, specs, overwrite, "synth", by_runner, contents={"prompts": cfg.prompts_file})
     selected = select_sources(files, cfg.select, cfg.seed)
     expected = expected_pairs(files, selected, cfg)
     done = read_column(lay.written(), ["pair_id"], SPMS_SCHEMA)["pair_id"].combine_chunks()
@@ -221,7 +218,7 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str
                        prefer=(("pixels", "descending"), ("id_similarity", "descending")), image="target_image")
     stats = synth_stats(lay, selected, None if expected is None else expected["pair_id"], cfg, time.time() - t0)
     stats["written_this_run"] = generated
-    (lay.out / "stats.json").write_text(json.dumps(stats, indent=1))
+    write_json(lay.out / "stats.json", stats)  # last, written whole: the file that says the run is done
     return stats
 
 

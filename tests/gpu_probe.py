@@ -45,7 +45,7 @@ def main() -> None:
     import ray
 
     from curation.engine import ALIVE
-    from curation.records import empty_row
+    from curation.registry import empty_row
     from curation.registry import spss_schema
     from pipelines.ray_stages import add_stage, plan_pools
 

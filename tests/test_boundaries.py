@@ -16,7 +16,8 @@ import pytest
 
 from curation import samples
 from curation.engine import ALIVE
-from curation.records import empty_row, stable_id
+from curation.records import stable_id
+from curation.registry import empty_row
 from curation.registry import spss_schema
 from infu_model import images
 from pipelines.config import load_config

@@ -10,7 +10,8 @@ import pytest
 from curation import samples
 from curation.caption_text import clean_caption
 from curation.engine import ALIVE, run_stage
-from curation.records import empty_row, stable_id
+from curation.records import stable_id
+from curation.registry import empty_row
 from curation.registry import spss_schema
 from pipelines.caption import run_caption
 from pipelines.config import load_config

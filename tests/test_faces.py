@@ -5,7 +5,7 @@ import torch
 
 from curation import samples
 from curation.engine import ALIVE, run_stage
-from curation.records import empty_row
+from curation.registry import empty_row
 from infu_model.faces import FaceModelMissing, head_pose, make_face_analyzer
 from infu_model.faces.arcface import IRSE50, load_arcface
 from infu_model.faces.insightface_backend import InsightFaceAnalyzer, arcface_input

@@ -9,7 +9,8 @@ import pytest
 
 from curation import registry
 from curation.engine import ALIVE, Chain, ChainError, Stage, UndeclaredColumn, chain_schema, reject, run_stage
-from curation.records import LISTED_FIELDS, empty_row
+from curation.records import LISTED_FIELDS
+from curation.registry import empty_row
 from pipelines.curate import run_curate
 from pipelines.job import SourceSpec
 from pipelines.report import write_report

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import samples
-from curation.records import empty_row, stable_id
+from curation.records import stable_id
+from curation.registry import empty_row
 from curation.registry import spss_schema
 from infu_model.pipeline import InfUPipeline
 from infu_model.tiny import make_tiny
