@@ -102,7 +102,8 @@ class ProjectionNetwork(ModelMixin, ConfigMixin):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"image_proj": self.state_dict()}, path)
-        path.with_name(CONFIG_BESIDE_BIN).write_text(json.dumps(dict(self.config), indent=1))
+        sizes = {k: v for k, v in self.config.items() if not k.startswith("_")}  # (not where it was loaded from)
+        path.with_name(CONFIG_BESIDE_BIN).write_text(json.dumps(sizes, indent=1))
 
 
 def _shape_config(state: dict, heads: int) -> dict:

@@ -248,12 +248,16 @@ def synth(spss_dir, model, base, prompts, out_dir, config_path, ray_address, ove
                    "or your own file (merged over the stage's defaults).")
 @ray_address_option
 @click.option("--export-published", is_flag=True,
-              help="Also write the final weights in the published infu_flux_v1.0 layout (OUT/published/).")
+              help="Also write the final weights in the published infu_flux_v1.0 layout (OUT/published/<variant>/: "
+                   "sim_stage1 after stage 1, aes_stage2 after stage 2).")
+@click.option("--export-comfyui", is_flag=True,
+              help="Also write them as the files ByteDance's ComfyUI InfiniteYou node loads (OUT/comfyui/<variant>/: "
+                   "InfuseNet in bf16 and FP8, image_proj_model.bin); see `infu export comfyui`.")
 @click.option("--build-cache", is_flag=True,
               help="First store the frozen encoders' outputs (text embeddings; VAE latents with cache.latents), "
                    "one shard per training Parquet file, then train with them (the text encoders stay on the CPU).")
 @overwrite_option
-def train(config_path, ray_address, export_published, build_cache, overwrite) -> None:
+def train(config_path, ray_address, export_published, export_comfyui, build_cache, overwrite) -> None:
     """Train InfuseNet + projection (flow matching, frozen FLUX) on Ray Train.
 
     ray.num_workers workers (use_gpu: one per GPU) train one model, FSDP-sharded by
@@ -272,7 +276,8 @@ def train(config_path, ray_address, export_published, build_cache, overwrite) ->
         raise click.ClickException(str(e)) from None
     if stage not in (1, 2):
         raise click.ClickException(f"{config_path}: stage: {stage!r} is not 1 (pretraining) or 2 (SFT)")
-    cfg = config(f"stage{stage}", config_path, {"export_published": export_published,
+    cfg = config(f"stage{stage}", config_path, {**({"export_published": True} if export_published else {}),
+                                                **({"export_comfyui": True} if export_comfyui else {}),
                                                 **({"cache": {"enabled": True}} if build_cache else {})})
     run_job("train", cfg.data.parquet, cfg.output, cfg, ray_address=ray_address, build_cache=build_cache,
             overwrite=overwrite)
@@ -546,6 +551,40 @@ def empty_or_own(out_dir, entries: tuple[str, ...], command: str) -> None:
     if foreign:
         raise click.ClickException(f"{out} holds {foreign[0]!r}, which `infu {command}` did not write: give it a new "
                                    "or empty folder (it writes only there or over its own earlier output)")
+
+
+@main.group()
+def export() -> None:
+    """Write InfU weights (ours or the published ones) for the tools people generate with."""
+
+
+@export.command("comfyui")
+@click.argument("src")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="A new or empty folder (or an earlier export): DIR/<variant>/ gets the files, DIR/README.md says "
+                   "where each goes in a ComfyUI install.")
+@click.option("--variant", default=None,
+              help="Which variant of a published folder to read, and the folder written (sim_stage1, aes_stage2 or a "
+                   "name of yours). Default: the weights' own (a stage-1 training output is sim_stage1, stage 2 "
+                   "aes_stage2).")
+@click.option("--no-fp8", is_flag=True, help="Write only the bf16 InfuseNet (no *_fp8e4m3fn file for 24 GB cards).")
+def export_comfyui_cmd(src, out_dir, variant, no_fp8) -> None:
+    """Write files for ByteDance's ComfyUI InfiniteYou node (github bytedance/ComfyUI_InfiniteYou) from
+    InfU weights SRC: a training output (its folder or its final/ or published/), a published infu_flux_v1.0
+    folder or one variant, or hf://... . Writes DIR/<variant>/infusenet_<sim|aes>_bf16.safetensors,
+    its FP8 (e4m3fn) twin and image_proj_model.bin, which the node's "Load InfuseNet" and "ID Embedding
+    Model Loader" list once the folder is in ComfyUI/models/infinite_you/. docs/inference.md has the
+    workflow and the FLUX files ComfyUI needs beside them."""
+    from infu_model.hub import ModelRef
+    from pipelines.export import export as export_weights
+    from pipelines.logs import quiet_loading
+
+    quiet_loading()
+    try:
+        ModelRef.parse(src)
+        export_weights(src, out_dir, variant, fp8=not no_fp8, log=say)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command("sample-data")

@@ -222,7 +222,7 @@ MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
     "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
-    "train": ("checkpoints", "final", "published", "cache", "train_log.jsonl", "train_log.csv",
+    "train": ("checkpoints", "final", "published", "comfyui", "cache", "train_log.jsonl", "train_log.csv",
               "loss_curve.png", "config.yaml", "report.html", "_work", "pipeline_stage.json"),
     "eval": ("images", "grids", "scores.parquet", "summary.json", "summary.md", "config.yaml", "report.html",
              "_work", "pipeline_stage.json"),

@@ -133,7 +133,7 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
 def test_a_rerun_with_another_lr_is_refused_and_more_steps_resume(tiny, spss, tmp_path, ray_local):
     """The same output with another lr is refused in one line naming it and both values (the optimizer
     state would silently win over it); more max_steps, other checkpoint and log intervals resume;
-    --overwrite starts over with the new lr."""
+    --overwrite starts over with the new lr (and the exports, which a rerun may add, are written)."""
     from pipelines.job import ConfigMismatch
     from pipelines.train import run_train
 
@@ -145,10 +145,15 @@ def test_a_rerun_with_another_lr_is_refused_and_more_steps_resume(tiny, spss, tm
     longer = run_train(spss, out, _cfg(tiny, spss, out, 4, "plan", checkpoint_every=4, log_every=2))
     log = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
     assert (first["steps"], longer["steps"]) == (2, 4) and [r["step"] for r in log] == [1, 2, 4]
-    fresh = run_train(spss, out, _cfg(tiny, spss, out, 2, "plan", lr=0.05, checkpoint_every=2), overwrite=True)
+    fresh = run_train(spss, out, _cfg(tiny, spss, out, 2, "plan", lr=0.05, checkpoint_every=2).updated(
+        {"export_published": True, "export_comfyui": True}), overwrite=True)
     log = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
     assert fresh["steps"] == 2 and [r["step"] for r in log] == [1, 2]
     assert json.loads((out / "run.json").read_text())["settings"]["train.lr"] == 0.05
+    # a stage-1 model is published as sim_stage1, and written for ComfyUI's node beside it
+    assert (out / "published" / "sim_stage1" / "InfuseNetModel").is_dir()
+    assert sorted(p.name for p in (out / "comfyui" / "sim_stage1").iterdir()) == [
+        "image_proj_model.bin", "infusenet_sim_bf16.safetensors", "infusenet_sim_fp8e4m3fn.safetensors"]
 
 
 def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(tiny, spss, tmp_path, ray_local):

@@ -89,7 +89,7 @@ class TrainConfig(JobConfig):
     # how far it trains, how often it saves and logs, where, and the encoder cache (speed, not weights):
     # a rerun may change these and resume (the constant-with-warmup schedule does not depend on max_steps)
     RESUMABLE = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "output",
-                 "export_published", "cache")
+                 "export_published", "export_comfyui", "cache")
     stage: Literal[1, 2]
     seed: int
     model: TrainModelOptions
@@ -99,6 +99,7 @@ class TrainConfig(JobConfig):
     ray: TrainRayOptions
     output: str
     export_published: bool            # also write the published infu_flux_v1.0 layout (OUT/published/)
+    export_comfyui: bool              # also write the ComfyUI InfiniteYou node's files (OUT/comfyui/)
 
     def models(self) -> list[tuple[str, str, str]]:
         device = "cuda" if self.ray.use_gpu else "cpu"

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from infu_model.infusenet import build_infusenet
+from infu_model.comfyui import export_comfyui
 from infu_model.pipeline import export_published, load_infu_weights
 from infu_model.projection import ProjectionNetwork
 from infu_model.storage import as_path
@@ -193,12 +194,12 @@ class Trainer:
                 self.checkpoints.report(self.w, rec, saved)
         skipped = self.w.sum_counts(self.skipped)
         if self.w.rank == 0:
-            finish(work, self.ckpt, self.cfg.export_published)
+            finish(work, self.ckpt, self.cfg)
             self.checkpoints.publish(*FINISHED)
         return {"step": self.step, "losses": self.losses, "skipped": skipped}
 
     def meta(self) -> dict:
-        return {"trained_by": "infu train", "face_backend": self.cfg.model.face_backend}
+        return {"trained_by": "infu train", "stage": self.cfg.stage, "face_backend": self.cfg.model.face_backend}
 
     def log(self, window: list[dict], path: Path) -> dict:
         """One record per ``log_every`` steps: mean loss over workers and steps, samples/s over all
@@ -217,7 +218,7 @@ class Trainer:
         return rec
 
 
-FINISHED = ("final", "published", "train_log.csv", "loss_curve.png")  # what ``finish`` writes
+FINISHED = ("final", "published", "comfyui", "train_log.csv", "loss_curve.png")  # what ``finish`` writes
 
 
 def train_loop(cfg: TrainConfig) -> dict:
@@ -232,16 +233,21 @@ def ray_train_loop(cfg: TrainConfig) -> dict:
     return Trainer(cfg, RayTrainCheckpoints(cfg.output)).run()
 
 
-def finish(out: Path, last: Path, export: bool) -> None:
-    """``OUT/final`` (the checkpoint ``last``'s weights, hard-linked), the published layout if asked,
+def finish(out: Path, last: Path, cfg: TrainConfig) -> None:
+    """``OUT/final`` (the checkpoint ``last``'s weights, hard-linked), the published layout and the
+    ComfyUI node's files if asked (a stage-1 model is a ``sim_stage1`` variant, stage 2 ``aes_stage2``),
     the CSV log and the loss curve."""
     final = out / "final"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(last, final, copy_function=_link,
                     ignore=shutil.ignore_patterns("*.pt", "rank-*.json", "trainer_state.json"))
-    if export:
+    variant = "sim_stage1" if cfg.stage == 1 else "aes_stage2"
+    if cfg.export_published or cfg.export_comfyui:
         net, proj, _ = load_infu_weights(final)
-        export_published(net, proj, out / "published")
+    if cfg.export_published:
+        export_published(net, proj, out / "published", variant)
+    if cfg.export_comfyui:
+        export_comfyui(net, proj, out / "comfyui", variant)
     recs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
     with open(out / "train_log.csv", "w") as f:
         f.write("step,loss,lr,grad_norm,samples_per_s,gpu_mem_gib\n")
