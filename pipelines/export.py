@@ -41,6 +41,8 @@ def stage_variant(meta: dict, root: Path) -> str | None:
 def check_folder(out: Path) -> None:
     """``out`` is new, empty, or holds only earlier exports (variant folders of the node's files and
     the README): anything else is refused before a byte is written."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder")
     for p in sorted(out.iterdir()) if out.is_dir() else ():
         ours = p.name == "README.md" or (p.is_dir() and {f.name for f in p.iterdir()} <= set(file_names(p.name).values()))
         if not ours:
