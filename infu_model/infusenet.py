@@ -9,6 +9,7 @@ block; the base transformer adds them with diffusers' default interval mapping
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -25,10 +26,17 @@ def build_infusenet(transformer, factor: int = 4, copy_weights: bool = True) -> 
     """A fresh InfuseNet from a base ``FluxTransformer2DModel`` (the paper's i = 4)."""
     cfg = transformer.config
     n_double, n_single = infusenet_depth(cfg.num_layers, cfg.num_single_layers, factor)
-    return FluxControlNetModel.from_transformer(
+    net = FluxControlNetModel.from_transformer(
         transformer, num_layers=n_double, num_single_layers=n_single,
         attention_head_dim=cfg.attention_head_dim, num_attention_heads=cfg.num_attention_heads,
         load_weights_from_transformer=copy_weights)
+    # from_transformer keeps the base's own config keys (out_channels, where it was loaded from), which every
+    # later load of the saved InfuseNet reports as unexpected: the same tensors, under the keys it accepts
+    accepted = inspect.signature(FluxControlNetModel.__init__).parameters
+    with torch.device("meta"):
+        clean = FluxControlNetModel.from_config({k: v for k, v in net.config.items() if k in accepted})
+    clean.load_state_dict(net.state_dict(), strict=True, assign=True)
+    return clean
 
 
 def residual_index(block: int, n_base: int, n_residuals: int) -> int:

@@ -20,8 +20,10 @@ from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.engine import ALIVE, between
 from curation.records import to_table
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
-from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted, input_files,
-                           parquet_files, prepare_out, publish, read_column, record_schema, write_json, ensure_checked)
+from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted,
+                           ensure_checked, input_files, parquet_files, prepare_out, publish, read_column,
+                           record_schema, rows_added, write_json)
+from pipelines.logs import progress_lines
 from pipelines.ray_stages import table_to_rows
 
 SHARED = ("device", "dtype", "max_new_tokens", "generate_batch", "instruction", "resources")  # what chat backends share
@@ -129,8 +131,9 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
                                        "schema": schema})
         for stage in pools:
             ds = add_stage(ds, stage, schema)
-        ds.write_datasink(RowSink(lay.parts_kept, lay.parts_rejected, cfg.output.rows_per_file,
-                                  cfg.output.rejected_images, schema, alive_status="kept", lease=lay.lease))
+        with progress_lines("caption", total - len(done), rows_added(lay.parts_kept, lay.parts_rejected), log):
+            ds.write_datasink(RowSink(lay.parts_kept, lay.parts_rejected, cfg.output.rows_per_file,
+                                      cfg.output.rejected_images, schema, alive_status="kept", lease=lay.lease))
     if is_uri(lay.out):
         publish(lay)
     stats = caption_stats(lay, files, reports, time.time() - t0)

@@ -32,7 +32,9 @@ from infu_model.runtime import is_cuda
 from infu_model.storage import arrow, parquet_file, read_parquet, remove_tree
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted, dataset,
-                           dedup_and_finalize, parquet_files, prepare_out, read_column, write_json, ensure_checked)
+                           dedup_and_finalize, ensure_checked, parquet_files, prepare_out, read_column, rows_added,
+                           write_json)
+from pipelines.logs import progress_lines
 from pipelines.sink import write_atomic
 
 
@@ -310,7 +312,8 @@ def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
         timings["ray_start"] = time.time() - t
         log(f"curate: {left} rows to process ({sum(f['listed'] for f in facts.values())} listed)")
         t = time.time()
-        process(lay, files, cfg, log)
+        with progress_lines("curate", left, rows_added(lay.candidates, lay.parts_rejected), log):
+            process(lay, files, cfg, log)
         timings["stages"] = time.time() - t
     t = time.time()
     dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, spss_schema())

@@ -399,6 +399,23 @@ def parquet_files(*dirs) -> list[str]:
     return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
 
 
+def rows_added(*dirs):
+    """A counter of the rows in Parquet files that appear in ``dirs`` from now on (footers read once per
+    file): how far a run's workers have got."""
+    seen = {f: None for f in parquet_files(*dirs)}
+
+    def count() -> int:
+        for f in parquet_files(*dirs):
+            if f not in seen:
+                try:
+                    seen[f] = parquet_file(f).metadata.num_rows
+                except (pa.ArrowException, OSError):  # (removed or replaced meanwhile: the next call sees it)
+                    pass
+        return sum(n for n in seen.values() if n)
+
+    return count
+
+
 def read_column(files: list[str], columns: list[str], schema: pa.Schema | None = None) -> pa.Table:
     """``columns`` of ``files``, typed (and nullable) as ``schema`` (default: the SPSS record) names them
     whether or not any file holds a row: reads of kept/, rejected/ and an empty folder always concatenate."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from infu_model.storage import as_path, cache_home, is_uri
 
-# Ray Data's progress report when stderr is not a terminal: progress, so it stays on screen
+# Ray Data's progress report as log records: on a terminal it stays there, elsewhere it goes to the log file
 PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 
 
@@ -22,6 +22,47 @@ PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 # it skips a trust check under HF_HUB_OFFLINE=1): not news to a user
 IMPORT_NOTICES = ("transformers.utils.import_utils", "torchao", "bitsandbytes", "torch.utils._pytree",
                   "diffusers.quantizers.torchao.torchao_quantizer", "kernels")
+
+
+@contextlib.contextmanager
+def progress_lines(what: str, total: int | None, done, log, every: float | None = None):
+    """Where stderr is not a terminal (a pipe, a log file, ``ray job submit``) and so shows no bars: while
+    the block runs, a line at most every ``every`` seconds (``INFU_PROGRESS_S``, default 30) saying how far it
+    is, ``what: N of TOTAL rows (R rows/s, about M:SS left)``, when the count moved (else every tenth time);
+    ``done()`` counts (``total`` None: unknown)."""
+    if sys.stderr.isatty():
+        yield
+        return
+    import threading
+
+    every = every if every is not None else float(os.environ.get("INFU_PROGRESS_S", "30"))
+    stop, t0 = threading.Event(), time.time()
+
+    def report():
+        said, quiet = None, 0
+        while not stop.wait(every):
+            n, seconds = done(), time.time() - t0
+            quiet += 1
+            if n == said and quiet < 10:  # nothing new: a line only now and then, to say it still runs
+                continue
+            rate = n / seconds if seconds else 0.0
+            left = f", about {_clock((total - n) / rate)} left" if total and rate > 0 and n < total else ""
+            of = f" of {total}" if total else ""
+            log(f"{what}: {n}{of} rows ({rate:.1f} rows/s{left})")
+            said, quiet = n, 0
+
+    thread = threading.Thread(target=report, name="infu-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def quiet_import_notices() -> None:
@@ -149,11 +190,13 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     if _writes_to_fd2(old_stderr):
         sys.stderr = open(saved, "w", buffering=1, encoding=old_stderr.encoding, errors="backslashreplace",
                           closefd=False)
-    progress = logging.getLogger(PROGRESS_LOGGER)
+    progress = logging.getLogger(PROGRESS_LOGGER)  # (kept on a terminal; elsewhere it goes to the log file)
     on_screen = logging.StreamHandler(sys.stderr)
     on_screen.setFormatter(logging.Formatter("%(message)s"))
-    progress.addHandler(on_screen)
-    progress_propagate, progress.propagate = progress.propagate, False
+    progress_propagate = progress.propagate
+    if sys.stderr.isatty():
+        progress.addHandler(on_screen)
+        progress.propagate = False
     try:
         yield path
         ended = "ok"

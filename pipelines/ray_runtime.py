@@ -123,7 +123,9 @@ def init_ray(address: str | None, opts=None, progress: bool = False) -> None:
     # Ray Data reserves a share of the CPUs for each operator; on a small machine that
     # leaves the decode stage one core of two. Off unless the config asks for it.
     ctx.op_resource_reservation_enabled = bool(opts and opts.reserve_per_operator)
-    ctx.enable_progress_bars = progress
+    # on a terminal Ray Data draws its bars; anywhere else (a pipe, a log, `ray job submit`) it would print
+    # its whole plan every few seconds instead: our own line every so often says how far (logs.progress_lines)
+    ctx.enable_progress_bars = progress and sys.stderr.isatty()
     ctx.use_ray_tqdm = False  # Ray's tqdm draws through the worker-log channel, which we keep off the terminal
     ctx.print_on_execution_start = False
     if joined:  # (an embedded Ray's one node is the driver's, whose cache it shares)

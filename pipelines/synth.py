@@ -22,8 +22,9 @@ from curation.engine import KEPT, QUARANTINED, REJECTED, between
 from pipelines.config import JobConfig, packaged_path, stage_models
 from infu_model.storage import arrow, as_path
 from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs,
-                           count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column,
-                           write_json, ensure_checked)
+                           count_unaccounted, dedup_and_finalize, ensure_checked, input_files, parquet_files,
+                           prepare_out, read_column, rows_added, write_json)
+from pipelines.logs import progress_lines
 from synth.face_swap import FaceSwapStage
 from synth.gender import GenderOptions, gender_needs
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
@@ -212,7 +213,8 @@ def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str
         init_ray(ray_address, cfg.ray, cfg.progress)
         log(f"synth: {len(sources)} identity sources to (re)visit, "
             f"{'pending pairs decided by the gender classifier' if todo is None else f'{todo} pairs to generate'}")
-        process(lay, files, cfg, sources, skip, log)
+        with progress_lines("synth", todo, rows_added(lay.candidates, lay.parts_rejected), log):
+            process(lay, files, cfg, sources, skip, log)
         generated = count_unaccounted(read_column(lay.written(), ["pair_id"], SPMS_SCHEMA)["pair_id"], done)
     dedup_and_finalize(lay, cfg.dedup, cfg.output.rejected_images, SPMS_SCHEMA, key="pair_id",
                        prefer=(("pixels", "descending"), ("id_similarity", "descending")), image="target_image")

@@ -73,6 +73,31 @@ def test_infusenet_depth_and_residual_mapping_follow_diffusers():
                                                                False, False, False]
 
 
+def test_a_fresh_infusenet_saves_only_the_config_keys_its_class_accepts(tiny, tmp_path):
+    """Built from a base loaded from disk (whose config names out_channels and where it came from), the
+    InfuseNet's saved config holds only FluxControlNetModel's own keys, so loading it says nothing."""
+    import inspect
+    import json
+    import logging
+
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel
+
+    from infu_model.infusenet import build_infusenet
+
+    net = build_infusenet(FluxTransformer2DModel.from_pretrained(tiny["base"] / "transformer"))
+    net.save_pretrained(tmp_path / "net")
+    accepted = set(inspect.signature(FluxControlNetModel.__init__).parameters) | {"_class_name", "_diffusers_version"}
+    assert set(json.loads((tmp_path / "net" / "config.json").read_text())) <= accepted
+    said, hear = [], logging.Handler()
+    hear.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("diffusers").addHandler(hear)  # (diffusers' records do not reach the root logger)
+    try:
+        FluxControlNetModel.from_pretrained(tmp_path / "net")
+    finally:
+        logging.getLogger("diffusers").removeHandler(hear)
+    assert not [m for m in said if "not expected" in m], said
+
+
 def test_keypoints_are_drawn_as_specified():
     kps = np.array([[40.0, 50.0], [90.0, 50.0], [65.0, 80.0], [45.0, 110.0], [85.0, 110.0]])
     img = np.asarray(draw_kps((128, 160), kps))

@@ -1,7 +1,11 @@
 """Library and Ray noise goes to the job's log file; our lines and errors stay on the terminal."""
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from pipelines.config import load_config
 
@@ -77,3 +81,45 @@ def test_training_progress_and_recoveries_are_said_from_what_ray_train_reports(r
                     "train: lost worker 1; Ray Train restarts every worker from step-00000002 once 1 can be placed "
                     "(ray.max_failures: 3)",
                     "train: step 3/3  loss 0.5000  lr 1.00e-05  3.00 samples/s"]
+
+
+def test_progress_lines_say_how_far_where_no_terminal_shows_bars(monkeypatch):
+    """Off a terminal: a line every few seconds with the count, the rate and the time left; on a
+    terminal (where Ray Data draws its bars) nothing."""
+    import io
+    import re
+    import time
+
+    from pipelines.logs import progress_lines
+
+    said, t0 = [], time.time()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    with progress_lines("curate", 100, lambda: min(100, int((time.time() - t0) * 200)), said.append, every=0.1):
+        time.sleep(0.35)
+    assert said and all(re.fullmatch(r"curate: \d+ of 100 rows \(\d+\.\d rows/s(, about \d+:\d\d left)?\)", s)
+                        for s in said), said
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    said.clear()
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with progress_lines("curate", 100, lambda: 1, said.append, every=0.05):
+        time.sleep(0.2)
+    assert said == []
+
+
+@pytest.mark.slow
+def test_a_piped_curate_prints_our_lines_not_ray_datas_plan(sample_dir, tmp_path):
+    """`infu curate ... | cat`: no `Running Dataset` blocks or sampling bars, our progress lines and summary."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stages: []\n")
+    r = subprocess.run([str(Path(sys.executable).parent / "infu"), "curate", "--source", f"folder={sample_dir}",
+                        "--out", str(tmp_path / "out"), "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "INFU_PROGRESS_S": "0.2", "RAY_AUTH_MODE": "disabled"})
+    screen = r.stdout + r.stderr
+    assert r.returncode == 0, screen[-3000:]
+    assert "Running Dataset" not in screen and "sampling" not in screen and "\r" not in screen, screen[:3000]
+    assert "curate: 20 rows to process" in screen and "accounting: every input kept" in screen
+    assert len(screen.splitlines()) < 40, screen
