@@ -537,7 +537,7 @@ def _bucket_key(uri: str) -> tuple[str, str]:
 def put_if(uri: str, data: bytes, *, etag: str | None = None) -> str | None:
     """``data`` as the object ``uri`` only if there is none (``etag`` None) or it is still the version
     ``etag``: its new ETag, or None when the condition did not hold (another writer won)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _bucket_key(uri)
     cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -548,6 +548,8 @@ def put_if(uri: str, data: bytes, *, etag: str | None = None) -> str | None:
                 e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
             return None
         raise storage_error(uri, e) from None
+    except BotoCoreError as e:  # no credentials, no connection: one line, as pyarrow's errors are
+        raise storage_error(uri, e) from None
 
 
 def read_versioned(uri: str) -> tuple[bytes, str, float] | None:
@@ -555,7 +557,7 @@ def read_versioned(uri: str) -> tuple[bytes, str, float] | None:
     when it is not there. Both times come from the store: no host's clock is trusted."""
     from email.utils import parsedate_to_datetime
 
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _bucket_key(uri)
     try:
@@ -563,6 +565,8 @@ def read_versioned(uri: str) -> tuple[bytes, str, float] | None:
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
+        raise storage_error(uri, e) from None
+    except BotoCoreError as e:
         raise storage_error(uri, e) from None
     now = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["date"])
     return got["Body"].read(), got["ETag"], max(0.0, (now - got["LastModified"]).total_seconds())

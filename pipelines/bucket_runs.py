@@ -176,8 +176,8 @@ class Heartbeat:
         while not self._stop.wait(BEAT_S):
             try:
                 self.beat()
-            except OSError:  # a store that does not answer for a moment: the next beat tries again
-                pass
+            except Exception as e:  # noqa: BLE001 - a store that does not answer for a moment, credentials
+                log.warning("%s: heartbeat not written (%s); the next one tries again", self.path, e)  # being renewed
 
     def stop(self) -> None:
         self._stop.set()

@@ -238,6 +238,28 @@ def test_of_drivers_starting_at_once_on_a_bucket_exactly_one_runs_and_a_dead_one
     assert not path.exists()
 
 
+def test_a_heartbeat_that_cannot_be_written_for_a_while_keeps_beating(s3_env, monkeypatch, caplog):
+    """Credentials being renewed, a store not answering: the beat is said in the log and tried again;
+    the thread that keeps the run alive never dies of it."""
+    from infu_model.storage import StorageError
+    from pipelines import bucket_runs
+    from pipelines.bucket_runs import Heartbeat
+
+    monkeypatch.setattr(bucket_runs, "BEAT_S", 0.05)
+    held = Heartbeat.take(ObjectPath(f"{s3_env.bucket('flaky')}/out") / "_work" / "live", "curate")
+    def refused(*a, **k):
+        raise StorageError("s3://flaky/out/_work/live: the credentials were refused or none were found")
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(bucket_runs, "put_if", refused)
+            time.sleep(0.3)
+            assert held._thread.is_alive() and "heartbeat not written" in caplog.text
+    finally:
+        held.stop()
+    assert not held.path.exists()
+
+
 def test_a_store_without_conditional_writes_falls_back_to_the_heartbeat_and_says_so(s3rver, monkeypatch, caplog):
     """s3rver ignores If-None-Match: detected once, said in the log, and a live run is still refused."""
     from pipelines.bucket_runs import Heartbeat, LiveElsewhere
