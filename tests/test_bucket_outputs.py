@@ -159,6 +159,32 @@ def test_kill_9_mid_curate_into_a_bucket_then_rerun_gives_the_uninterrupted_resu
     assert kept_digest(out) == kept_digest(tmp_path / "clean")
 
 
+def test_overwrite_in_a_bucket_removes_only_what_the_job_wrote(s3_env, tmp_path):
+    """Quick (in-process): --overwrite clears the job's own objects and keeps a user's, also those whose
+    names share a prefix with the job's folders (``run1/kept-notes.txt``, ``run1/_work-mine``)."""
+    from pipelines.config import load_config
+    from pipelines.job import Layout, SourceSpec, prepare_out, release_live
+
+    out = f"{s3_env.bucket('mixed')}/run1"
+    cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
+    c = s3_env.client()
+    try:
+        prepare_out(Layout(out), cfg, specs, False, "curate")
+        for key in ("run1/kept/part-a.parquet", "run1/rejected/part-b.parquet", "run1/stats.json",
+                    "run1/_work/manifest/m.parquet"):
+            c.put_object(Bucket="mixed", Key=key, Body=b"written by the job")
+        mine = ["run1/kept-notes.txt", "run1/_work-mine/x.txt", "run1/my-notes.txt", "run2/kept/keep.parquet"]
+        for key in mine:
+            c.put_object(Bucket="mixed", Key=key, Body=b"mine")
+        prepare_out(Layout(out), cfg.updated({"filters": {"min_side": 400}}), specs, True, "curate")
+    finally:
+        release_live()
+    keys = set(s3_env.keys("mixed"))
+    assert set(mine) <= keys, sorted(keys)
+    assert not keys & {"run1/kept/part-a.parquet", "run1/rejected/part-b.parquet", "run1/stats.json",
+                       "run1/_work/manifest/m.parquet"}, sorted(keys)
+
+
 def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
     """A killed run's worker finishes an object after the rerun sealed the output (its lease check
     passed just before): the object lands, but the rerun neither counts it nor publishes it."""

@@ -60,3 +60,32 @@ def test_buckets_follow_the_paper_scheme_and_config():
     assert assign_bucket(864, 1152, b) == (896, 1152)  # InfU's default 3:4 portrait
     assert assign_bucket(1000, 1000, b) == (1024, 1024)
     assert assign_bucket(1920, 1080, b) == (1344, 768)
+
+
+def test_the_run_keeps_the_clean_copy_of_a_near_duplicate_pair_whose_watermark_scores_differ(tmp_path):
+    """Pipeline level (dedup_and_finalize over a run's candidates): of two near-duplicate photos the one
+    with the visible mark (scored 0.42, under the filter's threshold, and larger and sharper) is the
+    duplicate and the clean one is kept; every candidate ends in kept/ or rejected/."""
+    import pyarrow as pa
+
+    from curation.engine import ALIVE
+    from curation.registry import spss_schema
+    from pipelines.job import DedupOptions, Layout, parquet_files, read_column
+    from pipelines.sink import Lease, write_atomic
+    from test_boundaries import spss_rows
+
+    lay = Layout(tmp_path / "out")
+    lay.lease = Lease.take(lay.lease_file)
+    clean, marked, other = spss_rows(3)
+    for row, (wm, w, blur, ph) in zip((clean, marked, other), ((0.0, 900, 80.0, "f0f0f0f0f0f0f0f0"),
+                                                                (0.42, 1024, 140.0, "f0f0f0f0f0f0f0f1"),
+                                                                (0.0, 800, 90.0, "0f0f0f0f0f0f0f0f"))):
+        row.update(status=ALIVE, watermark=wm, width=w, height=w, blur=blur, phash=ph)
+    write_atomic(pa.Table.from_pylist([clean, marked, other], schema=spss_schema()), lay.candidates / "part-0.parquet")
+    from pipelines.job import dedup_and_finalize
+
+    dedup_and_finalize(lay, DedupOptions(True, 4, 8), False, spss_schema())
+    kept = read_column(parquet_files(lay.kept), ["id"])["id"].to_pylist()
+    rejected = read_column(parquet_files(lay.rejected), ["id", "reason", "duplicate_of"]).to_pylist()
+    assert sorted(kept) == sorted([clean["id"], other["id"]])
+    assert rejected == [{"id": marked["id"], "reason": "duplicate", "duplicate_of": clean["id"]}]

@@ -14,7 +14,6 @@ import yaml
 
 from test_curate import _many_photos
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -46,6 +45,7 @@ def ended(folder: Path) -> list[str]:
     return [json.loads(ln)["ended"] for ln in (folder / "_work" / "runs.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_curate_keeps_what_finished_and_the_rerun_resumes(photos, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"progress": False, "output": {"rows_per_file": 6}}))
@@ -63,6 +63,7 @@ def test_ctrl_c_during_curate_keeps_what_finished_and_the_rerun_resumes(photos, 
     assert stats["adds_up"] and stats["inputs"] == 90 and ended(out) == ["interrupted", "ok"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_infu_run_names_the_stage_and_exits_143(photos, tmp_path):
     spec = {"root": str(tmp_path / "root"), "sources": [f"folder={photos}"], "progress": False,
             "stages": {"curate": {"set": {"output": {"rows_per_file": 6}}}, "caption": {"set": {"captioners": []}}}}
@@ -76,6 +77,7 @@ def test_sigterm_during_infu_run_names_the_stage_and_exits_143(photos, tmp_path)
     assert ended(tmp_path / "root") == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_resumes_from_its_last_checkpoint(tmp_path):
     from test_train_job import spss, tiny  # noqa: F401 - the builders behind those fixtures
 
@@ -118,6 +120,7 @@ class _Factory:
         return p
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_live_runs_folder_is_refused_at_once(photos, tmp_path):
     """Two runs on one folder: the second is refused within seconds, naming the first (run id, host,
     pid, start), and writes nothing; the first finishes normally."""
@@ -146,3 +149,33 @@ def test_a_second_run_on_a_live_runs_folder_is_refused_at_once(photos, tmp_path)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["adds_up"] and stats["inputs"] == 90
     assert ended(out) == ["ok"], "the second run did no work: the folder's run log holds the first alone"
+
+
+HOLD = """
+import sys, time
+from pipelines.job import claim_output
+claim_output(sys.argv[1], "curate")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_is_refused_while_another_process_holds_the_folder(tmp_path):
+    """Quick: while a driver holds a folder's live lock, a claim from another process is refused in one
+    line naming it (pid included); once that driver is gone (however it ended), the folder is free."""
+    from pipelines.job import OutputRefused, claim_output, release_live
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputRefused, match=rf"in use by a live `infu curate` run \(run [0-9a-f]+, host .*, pid "
+                                                rf"{holder.pid}, started"):
+            claim_output(out, "curate")
+    finally:
+        holder.kill()
+        holder.wait(30)
+    try:
+        assert claim_output(out, "curate") == out
+    finally:
+        release_live()
