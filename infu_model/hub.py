@@ -556,14 +556,19 @@ def verify(ref) -> list[str]:
             p.unlink()
             return [f"{ref}: does not match its sha256: removed"]
         return []
-    rev = _revision(ref, online=not offline())
+    rev = _revision(ref, online=False)  # the commit the cache holds, even where the branch has moved on
     snapshot = _snapshot(ref, rev.commit)
     mine = [f for f in rev.paths if (f == ref.path or f.startswith(f"{ref.path}/") or not ref.path)
             and (snapshot / f).exists()]
-    if rev.online:
-        found = _api().verify_repo_checksums(ref.location, revision=rev.commit, cache_dir=hub_cache())
-        wrong = {m["path"]: _mismatch(m["algorithm"], m["expected"], m["actual"]) for m in found.mismatches}
-    else:
+    wrong = None
+    if not offline():
+        try:
+            found = _api().verify_repo_checksums(ref.location, revision=rev.commit, cache_dir=hub_cache())
+            wrong = {m["path"]: _mismatch(m["algorithm"], m["expected"], m["actual"]) for m in found.mismatches}
+        except Exception as e:  # noqa: BLE001 - the Hub's errors, one line; unreachable: the offline check
+            if not _unreachable(e):
+                raise _hub_error(ref, e) from None
+    if wrong is None:
         wrong = {f: _check(snapshot / f) for f in mine}
     bad = []
     for f in mine:

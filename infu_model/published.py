@@ -5,6 +5,7 @@ one of them takes it from here (the YAML configs repeat the values; a test holds
 FLUX_DEV = "hf://black-forest-labs/FLUX.1-dev"                  # gated: accept its licence on the Hub
 INFU_V1 = "hf://ByteDance/InfiniteYou/infu_flux_v1.0"            # aes_stage2/ and sim_stage1/
 VARIANTS = ("aes_stage2", "sim_stage1")
+STAGE_VARIANT = {1: "sim_stage1", 2: "aes_stage2"}  # what our training stages stand for
 # the folder the official app passes as its insightface root (models/antelopev2/ inside; only the SCRFD
 # detector is read) and facexlib's IR-SE50 ArcFace, by its release URL and the published file's sha256
 INSIGHTFACE_ROOT = "hf://ByteDance/InfiniteYou/supports/insightface"

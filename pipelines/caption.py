@@ -20,9 +20,9 @@ from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.engine import ALIVE, between
 from curation.records import to_table
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
-from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted,
-                           ensure_checked, input_files, parquet_files, prepare_out, publish, read_column,
-                           record_schema, rows_added, write_json)
+from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, check_job, count_unaccounted,
+                           input_files, parquet_files, prepare_out, publish, read_column, record_schema, rows_added,
+                           write_json)
 from pipelines.logs import progress_lines
 from pipelines.ray_stages import table_to_rows
 
@@ -110,12 +110,13 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
     from pipelines.sink import RowSink
 
     t0 = time.time()
-    by_runner, checked = checked is not None, ensure_checked("caption", in_dir, cfg, checked)
+    checked = checked or check_job("caption", in_dir, out, cfg, log=None)  # (called as a library function)
     captioners = checked.found
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}
     lay = Layout(out)
-    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(as_path(in_dir).resolve()))], overwrite, "caption", by_runner)
+    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(as_path(in_dir).resolve()))], overwrite, "caption",
+                checked=True)
     done = read_column(lay.written(), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     if total - len(done) > 0:

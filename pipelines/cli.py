@@ -313,8 +313,8 @@ def eval_cmd(model, base, ids_dir, benchmark, out_dir, variant, face_backend, la
     copy-paste index; or compare two results with --compare A B.
 
     Scorers whose weights are not configured are reported as not run, never guessed. A rerun
-    resumes; one that would change the images or scores (model, prompts, seeds, generation,
-    metrics...) is refused in one line unless --overwrite."""
+    resumes; one that would change the images (model, prompts, seeds, generation...) is refused
+    in one line unless --overwrite. The scorers may change: every run scores every image again."""
     from pipelines.eval import compare, compare_markdown
 
     over = {"model": {k: v for k, v in (("path", model), ("base", base), ("variant", variant)) if v}}
@@ -575,13 +575,11 @@ def export_comfyui_cmd(src, out_dir, variant, no_fp8) -> None:
     its FP8 (e4m3fn) twin and image_proj_model.bin, which the node's "Load InfuseNet" and "ID Embedding
     Model Loader" list once the folder is in ComfyUI/models/infinite_you/. docs/inference.md has the
     workflow and the FLUX files ComfyUI needs beside them."""
-    from infu_model.hub import ModelRef
     from pipelines.export import export as export_weights
     from pipelines.logs import quiet_loading
 
     quiet_loading()
     try:
-        ModelRef.parse(src)
         export_weights(src, out_dir, variant, fp8=not no_fp8, log=say)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -31,8 +31,8 @@ from curation.sources import SourceError, SourcesOptions, make_source
 from infu_model.runtime import is_cuda
 from infu_model.storage import arrow, parquet_file, read_parquet, remove_tree
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
-from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted, dataset,
-                           dedup_and_finalize, ensure_checked, parquet_files, prepare_out, read_column, rows_added,
+from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_job, count_unaccounted,
+                           dataset, dedup_and_finalize, parquet_files, prepare_out, read_column, rows_added,
                            write_json)
 from pipelines.logs import progress_lines
 from pipelines.sink import write_atomic
@@ -295,10 +295,10 @@ def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
 def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
                ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    by_runner, checked = checked is not None, ensure_checked("curate", specs, cfg, checked)
+    checked = checked or check_job("curate", specs, out, cfg, log=None)  # (called as a library function)
     lay = Layout(out)
     timings = {}
-    prepare_out(lay, cfg, specs, overwrite, "curate", by_runner)
+    prepare_out(lay, cfg, specs, overwrite, "curate", checked=True)
     facts = write_manifest(lay, cfg, specs, log)
     files, left = make_todo(lay)
     timings["listing"] = time.time() - t0

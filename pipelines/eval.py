@@ -31,7 +31,7 @@ from infu_model.storage import as_path, location, read_parquet, write_parquet
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
 from curation.engine import ConfigError, between, unknown_keys
 from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
-from pipelines.job import RayOptions, ensure_checked, write_whole
+from pipelines.job import RayOptions, check_job, write_whole
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
@@ -379,9 +379,9 @@ def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | 
     from pipelines.job import SourceSpec, claim_run, write_json
 
     t0 = time.time()
-    by_runner, checked = checked is not None, ensure_checked("eval", ids_dir, cfg, checked)
+    checked = checked or check_job("eval", ids_dir, out, cfg, log=None)  # (called as a library function)
     identities, items, photos = checked.found
-    claim_run(out, "eval", cfg, [SourceSpec("ids", "input", str(as_path(ids_dir).resolve()))], overwrite, by_runner,
+    claim_run(out, "eval", cfg, [SourceSpec("ids", "input", str(as_path(ids_dir).resolve()))], overwrite, checked=True,
               contents={"benchmark": packaged_path(cfg.benchmark)})
     out = as_path(out)
     failures = generate(items, identities, cfg, out, ray_address, log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infu_model.comfyui import export_comfyui, file_names, size_differences
+from infu_model.published import STAGE_VARIANT
 
 README = """# InfU weights for ComfyUI
 
@@ -35,7 +36,7 @@ def stage_variant(meta: dict, root: Path) -> str | None:
         import yaml
 
         stage = (yaml.safe_load((root.parent / "config.yaml").read_text()) or {}).get("stage")
-    return {1: "sim_stage1", 2: "aes_stage2"}.get(stage)
+    return STAGE_VARIANT.get(stage)
 
 
 def check_folder(out: Path) -> None:

@@ -207,17 +207,6 @@ def run_checked(name: str, inputs, out, cfg, checked: Checked, *, log=print, **o
     return JOBS[name]("run")(inputs, out, cfg, checked=checked, log=log, **options)
 
 
-def ensure_checked(name: str, inputs, cfg, checked: Checked | None) -> Checked:
-    """``checked`` (the runner's), or, for a job called as a library function, its own check with its
-    models fetched (the Ray workers then find them in their node's cache)."""
-    if checked is None:
-        from pipelines.models import fetch_models
-
-        checked = Checked(JOBS[name]("check")(inputs, cfg))
-        fetch_models(cfg.needs())
-    return checked
-
-
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
 ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
@@ -346,7 +335,7 @@ def claim_run(out, job: str, cfg, sources: list[SourceSpec], overwrite: bool, ch
     settings = {**flat(output_config(cfg)), "sources": inputs, **digests}
     old = json.loads((out / MARK).read_text())
     if old.get("fingerprint") not in (None, fp) and not overwrite:
-        raise ConfigMismatch(changed_settings(out, job, old, settings))
+        raise ConfigMismatch(changed_settings(out, job, old, settings, fp))
     # first, so that no write of a killed run still in flight lands (or, in a bucket, counts) in what follows
     lease = take_lease() if take_lease is not None else None
     if overwrite:
@@ -358,11 +347,12 @@ def claim_run(out, job: str, cfg, sources: list[SourceSpec], overwrite: bool, ch
     return lease
 
 
-def changed_settings(out, job: str, old: dict, now: dict) -> str:
-    """The one line refusing a rerun whose settings differ from those of the run ``out`` holds."""
+def changed_settings(out, job: str, old: dict, now: dict, fp: str) -> str:
+    """The one line refusing a rerun whose settings (fingerprint ``fp``) differ from those of the run
+    ``out`` holds."""
     before = old.get("settings")
     if before is None:  # written before run.json kept its settings
-        what = f"fingerprint {old.get('fingerprint')}, now {fingerprint(now)}"
+        what = f"fingerprint {old.get('fingerprint')}, now {fp}"
     else:
         keys = [k for k in sorted({*before, *now}) if before.get(k, "(unset)") != now.get(k, "(unset)")]
         what = "; ".join(f"{k}: {_shown(before.get(k, '(unset)'))} then, {_shown(now.get(k, '(unset)'))} now"

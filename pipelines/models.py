@@ -117,9 +117,9 @@ def pull_on_nodes(needs: list[Need], log=None) -> dict:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     needs = [n for n in needs if n.ref.kind != "local"]
-    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
     if not needs:
         return {}
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
     task = ray.remote(num_cpus=0, max_retries=0)(_pull)
     calls = {node: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(needs)
              for node in nodes}

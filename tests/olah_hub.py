@@ -21,8 +21,8 @@ ATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS)
 
 
 def git_repo(root: Path, files: dict[str, bytes]) -> str:
-    """A git repository at ``root`` holding ``files`` (LFS patterns as pointers); returns its commit."""
-    root.mkdir(parents=True)
+    """A git repository at ``root`` holding ``files`` (LFS patterns as pointers); returns its commit.
+    Called again on the same ``root``, it commits ``files`` on top (the branch moves on)."""
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
 
@@ -30,8 +30,11 @@ def git_repo(root: Path, files: dict[str, bytes]) -> str:
         return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
                               env=env).stdout.strip()
 
-    git("init", "-q", "-b", "main")
-    for path, data in {".gitattributes": ATTRIBUTES.encode(), **files}.items():
+    if not root.exists():
+        root.mkdir(parents=True)
+        git("init", "-q", "-b", "main")
+        files = {".gitattributes": ATTRIBUTES.encode(), **files}
+    for path, data in files.items():
         f = root / path
         f.parent.mkdir(parents=True, exist_ok=True)
         if any(Path(path).match(p) for p in LFS):
@@ -75,6 +78,11 @@ class Olah:
             except OSError:
                 assert self.proc.poll() is None and time.time() < deadline, "olah did not start"
                 time.sleep(0.3)
+
+    def commit(self, repo_id: str, files: dict[str, bytes]) -> str:
+        """A new commit on ``repo_id``'s main holding ``files`` too; returns it."""
+        self.commits[repo_id] = git_repo(self.dir / "mirrors" / "models" / repo_id, files)
+        return self.commits[repo_id]
 
     def __exit__(self, *exc):
         self.proc.kill()

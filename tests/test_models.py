@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from curation import samples
 from hub_server import Hub, Repo
 from olah_hub import Olah
-from infu_model.hub import (DIFFUSERS, FILE, ModelError, ModelNotCached, ModelRef, infu_weights, patterns,
+from infu_model.hub import (DIFFUSERS, FILE, FOLDER, ModelError, ModelNotCached, ModelRef, infu_weights, patterns,
                             resolve)
 from pipelines.cli import main
 
@@ -560,6 +560,26 @@ def test_verify_removes_a_tampered_lfs_file_and_a_tampered_regular_file_and_noth
         monkeypatch.setattr(models, "_READY", {})  # (what a new `infu` process starts with)
         again = CliRunner().invoke(main, ["models", "pull", f"hf://{FLUX}"])
         assert again.exit_code == 0 and (snapshot / weights).is_file() and (snapshot / config).is_file(), again.output
+
+
+def test_verify_checks_the_commit_the_cache_holds_after_the_branch_moved_on(tmp_path, monkeypatch):
+    """A repo's main gets a new commit after the pull: `verify` checks (and catches) the files of the
+    commit the cache holds, against the Hub's listing of that commit, instead of looking for the new
+    commit's snapshot, which was never fetched (a ValueError from huggingface_hub before)."""
+    from infu_model.hub import verify
+
+    weights = np.random.default_rng(3).bytes(30_000)
+    with Olah({"some-org/moving": {"config.json": b"{}", "model.safetensors": weights}}) as server:
+        for k, v in {"HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}.items():
+            monkeypatch.setenv(k, v)
+        go_offline(monkeypatch, False)
+        first = resolve("hf://some-org/moving", FOLDER)
+        assert server.commit("some-org/moving", {"README.md": b"a newer commit\n"}) != first.name
+        tamper(first, "model.safetensors")
+        bad = verify("hf://some-org/moving")
+    assert bad == [f"hf://some-org/moving: model.safetensors does not match its published sha256 (expected "
+                   f"{hashlib.sha256(weights).hexdigest()[:12]}..., got {bad[0].split('got ')[1][:12]}...): removed"]
+    assert not (first / "model.safetensors").exists() and (first / "config.json").is_file()
 
 
 def test_models_list_gives_every_model_its_own_state(on_olah, tmp_path):

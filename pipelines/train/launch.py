@@ -12,7 +12,7 @@ from dataclasses import replace
 from infu_model.storage import as_path, is_uri, resolve
 from pipelines.bucket_runs import BucketLease
 from pipelines.faults import WorkersLost, causes
-from pipelines.job import SourceSpec, check_inputs, claim_run, ensure_checked, input_files, lease_file
+from pipelines.job import SourceSpec, check_inputs, check_job, claim_run, input_files, lease_file
 from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
 from pipelines.train.checkpoint import UnsafeCheckpoint, latest_checkpoint
@@ -229,11 +229,11 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
 
     from pipelines.ray_runtime import init_ray
 
-    by_runner, checked = checked is not None, ensure_checked("train", data_dir, cfg, checked)
+    checked = checked or check_job("train", data_dir, out, cfg, log=None)  # (called as a library function)
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)}).absolute()
     # a changed setting that changes the weights is refused (train.max_steps and the like may change);
     # the workers it starts hold the lease, a killed run's, still alive, no longer do
-    claim_run(out, "train", cfg, [SourceSpec("data", "input", cfg.data.parquet)], overwrite, by_runner,
+    claim_run(out, "train", cfg, [SourceSpec("data", "input", cfg.data.parquet)], overwrite, checked=True,
               take_lease=lambda: (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out)))
     if build_cache:
         log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")

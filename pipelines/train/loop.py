@@ -24,6 +24,7 @@ import torch
 from infu_model.infusenet import build_infusenet
 from infu_model.comfyui import export_comfyui
 from infu_model.pipeline import export_published, load_infu_weights
+from infu_model.published import STAGE_VARIANT
 from infu_model.projection import ProjectionNetwork
 from infu_model.storage import as_path
 from infu_model.train_data import Skip, bucket_size, prepare, sample_rngs, stand_in
@@ -241,7 +242,7 @@ def finish(out: Path, last: Path, cfg: TrainConfig) -> None:
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(last, final, copy_function=_link,
                     ignore=shutil.ignore_patterns("*.pt", "rank-*.json", "trainer_state.json"))
-    variant = "sim_stage1" if cfg.stage == 1 else "aes_stage2"
+    variant = STAGE_VARIANT[cfg.stage]
     if cfg.export_published or cfg.export_comfyui:
         net, proj, _ = load_infu_weights(final)
     if cfg.export_published:
