@@ -5,6 +5,7 @@ same images (800x1000 JPEGs derived from the sample photos):
     python bench/curate.py --full --sizes 300 2000  # every default stage (dlib faces, nudenet, OCR watermarks)
     python bench/curate.py --full --sizes 300 10000 --modes fused   # memory and spill at 10,000 images
     python bench/curate.py --full --marginal 300 900   # the command's marginal rate and start-up vs the ceiling
+    python bench/curate.py --full --marginal 100 300 --watermark ocr   # ... with the OCR opinion alone
 
 - decode-only: read + safe decode in a plain loop (the floor of any pipeline);
 - a cost table (``--full``): each stage's seconds per image in one process and its share of the total;
@@ -183,9 +184,17 @@ def command_seconds(folder: Path, out: Path, cfg_file: Path) -> float:
     return wall
 
 
-def marginal(work: Path, n1: int, n2: int, full: bool, repeat: int = 1) -> None:
+def stage_overrides(full: bool, watermark: str | None) -> dict:
+    """The stages to run: none (the spine), or the default ones, the watermark stage's ``combine`` set."""
+    if not full:
+        return {"stages": []}
+    return {"stages": ["faces", "nsfw", {"name": "watermark", "combine": watermark}]} if watermark else {}
+
+
+def marginal(work: Path, n1: int, n2: int, full: bool, repeat: int = 1, watermark: str | None = None) -> None:
     cfg_file = work / "marginal.yaml"
-    cfg_file.write_text("progress: false\n" + ("" if full else "stages: []\n"))
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(json.dumps({"progress": False, **stage_overrides(full, watermark)}) + "\n")
     first, second = make_images(work, n1), make_images(work, n2)
     # untimed: the first command on a machine reads the models and Ray from a cold page cache
     command_seconds(make_images(work, 16), work / "marginal0", cfg_file)
@@ -193,7 +202,7 @@ def marginal(work: Path, n1: int, n2: int, full: bool, repeat: int = 1) -> None:
     for _ in range(repeat):
         pairs.append((command_seconds(first, work / "marginal1", cfg_file),
                       command_seconds(second, work / "marginal2", cfg_file)))
-    cfg = load_config("curate", overrides={"progress": False, **({} if full else {"stages": []})})
+    cfg = load_config("curate", overrides={"progress": False, **stage_overrides(full, watermark)})
     _, spent = plain_loop(first, cfg)
     per_image = sum(v for k, v in spent.items() if k != "dedup") / n1
     ceiling = (os.cpu_count() or 1) / per_image
@@ -223,11 +232,13 @@ def main() -> None:
                     help="time the whole command on N1 and N2 images: marginal rate, start-up, ceiling")
     ap.add_argument("--repeat", type=int, default=1,
                     help="with --marginal: time that many pairs (one pair moves by about 10 %% between runs)")
+    ap.add_argument("--watermark", choices=["ocr", "classifier", "any", "none"], default=None,
+                    help="with --full: the watermark stage's combine (default: the config's), to compare opinions' cost")
     args = ap.parse_args()
     work = Path(args.workdir)
     if args.marginal:
-        return marginal(work, *args.marginal, args.full, args.repeat)
-    cfg = load_config("curate", overrides={"progress": False, **({} if args.full else {"stages": []})})
+        return marginal(work, *args.marginal, args.full, args.repeat, args.watermark)
+    cfg = load_config("curate", overrides={"progress": False, **stage_overrides(args.full, args.watermark)})
     import ray
 
     from pipelines.ray_runtime import init_ray

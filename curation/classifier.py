@@ -14,6 +14,21 @@ from infu_model.hub import FOLDER, resolve
 from infu_model.runtime import torch_device
 
 
+def load_classifier(path, label: str, device: str = "cpu"):
+    """The classifier a folder holds: ours (``curation/watermark_net.py``'s WatermarkNet, as
+    ``infu://watermark-classifier`` ships it) or a transformers image classifier; both give
+    ``predict(images) -> (probabilities of label, top labels)``."""
+    import json
+
+    p = resolve(path, FOLDER)
+    config = p / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("_class_name") == "WatermarkNet":
+        from curation.watermark_net import WatermarkNetScorer
+
+        return WatermarkNetScorer(p, label, device)
+    return ImageClassifier(path, label, device)
+
+
 class ImageClassifier:
     def __init__(self, path: str, label: str, device: str = "cpu", dtype: str = "float32"):
         import torch

@@ -9,11 +9,15 @@ grows with N log N times C(blocks, blocks - k) tables, not N^2. Every pair withi
 ``k`` is found (no misses, unlike exact-hash or single-band matching).
 
 Which copy survives is deterministic: rows are ranked by the cleanest copy first
-(``KEEP_RULE``: lowest watermark score, then lowest NSFW score, then pixel count,
+(``KEEP_RULE``: least watermark evidence, then least NSFW evidence, then pixel count,
 then sharpness, then id); walking that ranking, a row is a duplicate of the
-best-ranked already-kept row within ``k`` of it, otherwise it is kept. A faint
-overlay that stayed under the watermark threshold still scores above the clean
-original, and its extra edges would otherwise win on sharpness.
+best-ranked already-kept row within ``k`` of it, otherwise it is kept.
+
+A score is evidence only in steps of ``evidence_step``: scores are compared by
+``floor(score / evidence_step)``, so a faint mark under the threshold (0.15-0.46)
+still loses to its clean original (0.0) whatever sharpness its edges add, while
+noise far below any threshold (an original that reads 0.037 somewhere in the photo
+against its re-encode's 0.0) decides nothing and the larger original is kept.
 """
 from __future__ import annotations
 
@@ -73,9 +77,10 @@ def near_pairs(hashes: np.ndarray, k: int, blocks: int = 8) -> np.ndarray:
 # A column a run lacks (its stage did not run) or a null in it decides nothing
 KEEP_RULE = (("watermark", "ascending"), ("watermark_classifier", "ascending"), ("nsfw", "ascending"),
              ("pixels", "descending"), ("blur", "descending"))
+EVIDENCE = ("watermark", "watermark_classifier", "nsfw")   # probabilities, compared in steps (see above)
 
 
-def find_duplicates(table: pa.Table, k: int, blocks: int = 8, prefer=KEEP_RULE) -> pa.Table:
+def find_duplicates(table: pa.Table, k: int, blocks: int = 8, prefer=KEEP_RULE, evidence_step: float = 0.1) -> pa.Table:
     """``table`` has id, phash and the ``prefer`` columns (``pixels`` may come as width and height).
     Returns (id, duplicate_of) for every duplicate."""
     if table.num_rows == 0:
@@ -84,6 +89,10 @@ def find_duplicates(table: pa.Table, k: int, blocks: int = 8, prefer=KEEP_RULE) 
     if "pixels" not in table.column_names and {"width", "height"} <= set(table.column_names):
         pixels = pc.multiply(pc.cast(table["width"], pa.int64()), pc.cast(table["height"], pa.int64()))
         ranked = table.append_column("pixels", pixels)
+    for c in EVIDENCE:
+        if c in ranked.column_names and evidence_step > 0:
+            step = pc.floor(pc.divide(pc.cast(ranked[c], pa.float64()), evidence_step))
+            ranked = ranked.set_column(ranked.schema.get_field_index(c), c, step)
     keys = [(c, o) for c, o in prefer if c in ranked.column_names] + [("id", "ascending")]
     ranked = ranked.take(pc.sort_indices(ranked, sort_keys=keys, null_placement="at_end"))
     ids = ranked["id"].to_pylist()

@@ -7,10 +7,13 @@ two opinions (``combine``):
   face or the centre, tiled repeats, semi-transparent strokes); the strongest
   rule and the text it read go to ``watermark_text`` ("vocabulary: 'Shutterstock'
   (shutterstock)").
-- ``classifier``: a transformers image classifier (``classifier.model``), scored on
-  the probability of ``classifier.label``; that probability goes to
-  ``watermark_classifier`` and the label it ranks first to ``watermark_label``. It
-  sees what has no legible text (a logo, a pattern).
+- ``classifier``: an image classifier (``classifier.model``): ours, which ships in the
+  package (``infu://watermark-classifier``, ``curation/watermark_net.py``: where on the
+  photo an overlay shows, trained by ``scripts/train_watermark_classifier.py``), or any
+  transformers image classifier, scored on the probability of ``classifier.label``;
+  that probability goes to ``watermark_classifier`` and the label it ranks first to
+  ``watermark_label``. It sees what OCR cannot read (a logo, translucent words across
+  a face).
 - ``any``: both; a photo either one flags is rejected.
 - ``none``: does not run; the columns stay null and the summary says so.
 
@@ -32,7 +35,7 @@ from infu_model.hub import FOLDER, ModelRef, Need
 
 @dataclass(frozen=True)
 class WatermarkClassifierOptions:
-    model: ModelRef | None   # an image classifier (a folder or hf://...; infu_model/hub.py)
+    model: ModelRef | None   # infu://watermark-classifier, or a transformers image classifier (a folder, hf://...)
     label: str               # the label that means "has a watermark"
 
 
@@ -89,10 +92,10 @@ class WatermarkStage(Stage):
             ocr = self.opts.ocr
             self.ocr = OcrReader(ocr.det_side, self.device, ocr.threads, ocr.min_confidence, ocr.equalize)
         if "classifier" in self.opinions:
-            from curation.classifier import ImageClassifier
+            from curation.classifier import load_classifier
 
             c = self.opts.classifier
-            self.classifier = ImageClassifier(c.model, c.label, self.device)
+            self.classifier = load_classifier(c.model, c.label, self.device)
 
     def report(self) -> dict:
         if not self.enabled:

@@ -9,6 +9,8 @@
   ``$HF_HOME/infu/urls/<sha256>/`` and never used unless its bytes match the hash.
 - ``s3://BUCKET/KEY`` (any scheme of ``infu_model/storage.py``): a file or folder in object storage,
   copied into ``$HF_HOME/infu/stored/``, each file fetched again when its object changed.
+- ``infu://NAME``: a model that ships inside this package (``infu_model/bundled/NAME``: the watermark
+  classifier), each file checked against the sha256 ``infu_model/bundled`` records before it is used.
 - anything else: a local file or folder (``~`` expanded).
 
 What is ours on top of huggingface_hub: the reference syntax, each loader's *selection* of the files it
@@ -32,6 +34,7 @@ from typing import Callable
 from infu_model.storage import SCHEMES, first_line
 
 HUB = "hf://"
+BUNDLED = "infu://"
 FETCH_ENV = "INFU_MODELS_FETCH"   # "node" in Ray workers: see resolve()
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -54,7 +57,7 @@ class ModelCorrupt(ModelError):
 class ModelRef:
     """A parsed model reference; ``str(ref)`` is the text it was written as."""
     text: str
-    kind: str                      # local | hub | url | storage
+    kind: str                      # local | hub | url | storage | bundled
     location: str                  # the local path, the Hub repo id, or the URL without its fragment
     revision: str = "main"
     path: str = ""                 # inside the Hub repo
@@ -74,11 +77,18 @@ class ModelRef:
             return cls._hub(text)
         if re.match(r"https?://", text):
             return cls._url(text)
+        if text.startswith(BUNDLED):
+            from infu_model import bundled
+
+            name = text[len(BUNDLED):].strip("/")
+            if name not in bundled.SHA256:
+                raise ModelError(f"{text}: no such model ships in this package (it has {', '.join(map(BUNDLED.__add__, bundled.SHA256))})")
+            return cls(text, "bundled", str(bundled.folder(name)))
         if text.split("://", 1)[0] in SCHEMES:
             return cls(text, "storage", text.rstrip("/"))
         if re.match(r"[a-z][a-z0-9+.-]*://", text):
             raise ModelError(f"{text}: unknown scheme (a model is a path, hf://OWNER/NAME[@REVISION][/PATH], "
-                             "https://...#sha256=HEX or s3://BUCKET/KEY)")
+                             "https://...#sha256=HEX, s3://BUCKET/KEY or infu://NAME)")
         return cls(text, "local", text)
 
     @classmethod
@@ -118,6 +128,11 @@ class ModelRef:
     def key(self) -> str:
         """What names this model wherever the job runs from: a local path made absolute, else the text."""
         return str(Path(self.location).expanduser().resolve()) if self.kind == "local" else self.text
+
+    @property
+    def fetched(self) -> bool:
+        """Whether the model comes from elsewhere into a cache (not a local path nor one this package ships)."""
+        return self.kind in ("hub", "url", "storage")
 
     @property
     def repo_page(self) -> str:
@@ -236,6 +251,8 @@ def resolve(ref, selection: Selection = FOLDER, fetch: bool | None = None) -> Pa
     ref = ModelRef.parse(ref)
     if ref.kind == "local":
         return _local(ref)
+    if ref.kind == "bundled":
+        return _bundled(ref)
     if fetch is None and os.environ.get(FETCH_ENV) == "node":
         try:
             return resolve(ref, selection, fetch=False)
@@ -301,6 +318,26 @@ def _local(ref: ModelRef) -> Path:
             hint = f" (a Hub model is written hf://{ref.location})"
         raise ModelError(f"model not found: {p}{hint}")
     return p
+
+
+def _bundled(ref: ModelRef) -> Path:
+    """The package's own copy, each file checked against the sha256 the package records."""
+    if wrong := _bundled_mismatches(ref):
+        raise ModelCorrupt(f"{ref}: {wrong[0]} (reinstall the package)")
+    return Path(ref.location)
+
+
+def _bundled_mismatches(ref: ModelRef) -> list[str]:
+    from infu_model import bundled
+
+    folder, wrong = Path(ref.location), []
+    for name, expected in bundled.SHA256[ref.text[len(BUNDLED):].strip("/")].items():
+        f = folder / name
+        if not f.is_file():
+            wrong.append(f"{name} is missing from {folder}")
+        elif _digest(f, hashlib.sha256()) != expected:
+            wrong.append(f"{name} does not match the sha256 the package records")
+    return wrong
 
 
 def _not_cached(ref: ModelRef, why: str) -> ModelNotCached:
@@ -509,7 +546,7 @@ def describe(ref, selection: Selection = AUTO, online: bool = True) -> Status:
     be fetched (no such repo, gated...). Never fetches weights (``model_index.json`` may be fetched to
     size a diffusers folder) and never raises for the model's own state."""
     ref = ModelRef.parse(ref)
-    if ref.kind == "local":
+    if ref.kind in ("local", "bundled"):
         p = Path(ref.location).expanduser()
         files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else []
         return Status(p.exists(), p if p.exists() else None, sum(f.stat().st_size for f in files) or None)
@@ -548,6 +585,8 @@ def verify(ref) -> list[str]:
     ref = ModelRef.parse(ref)
     if ref.kind in ("local", "storage"):  # (a stored copy is checked against its objects at each fetch)
         return []
+    if ref.kind == "bundled":  # (never removed: they are the package's files)
+        return [f"{ref}: {line} (reinstall the package)" for line in _bundled_mismatches(ref)]
     if ref.kind == "url":
         p = _url_dir() / ref.sha256 / posixpath.basename(urllib.parse.urlparse(ref.location).path)
         if not p.is_file():

@@ -51,6 +51,7 @@ class DedupOptions:
     enabled: bool
     max_distance: int = between(0, 63)
     blocks: int = between(2, 64)
+    evidence_step: float = between(0, 1, default=0.1)   # watermark/NSFW scores closer than this are noise to the keep rule
 
 
 @dataclass(frozen=True)
@@ -474,7 +475,7 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
             ["id", "phash", "width", "height", *ranks])
         if not dedup.enabled:
             cols = cols.slice(0, 0)
-        dups = find_duplicates(cols, dedup.max_distance, dedup.blocks, prefer)
+        dups = find_duplicates(cols, dedup.max_distance, dedup.blocks, prefer, dedup.evidence_step)
         write_atomic(dups, lay.dedup)
     dups = read_parquet(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))

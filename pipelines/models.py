@@ -35,7 +35,7 @@ def fetch_models(needs, log=None) -> list[tuple[Need, Path]]:
         out.append((need, _READY[key]))
         if need.then is not None:
             todo[:0] = need.then(_READY[key])
-    named = {n.ref.text for n, _ in out if n.ref.kind != "local"}
+    named = {n.ref.text for n, _ in out if n.ref.fetched}
     if log is not None and named:
         log(f"models: {len(named)} ready in the cache ({hub_cache()})")
     return out
@@ -116,7 +116,7 @@ def pull_on_nodes(needs: list[Need], log=None) -> dict:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    needs = [n for n in needs if n.ref.kind != "local"]
+    needs = [n for n in needs if n.ref.fetched]
     if not needs:
         return {}
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
@@ -171,7 +171,7 @@ def status_line(need: Need, online: bool = False) -> str:
     facts = [f"{s.size / 1e9:.2f} GB" if s.size and s.size >= 1e8 else f"{s.size / 1e6:.1f} MB" if s.size else None,
              f"licence {s.license}" if s.license else None, "gated: accept its licence on the Hub" if s.gated else None,
              s.problem]
-    where = (f"cached at {s.where}" if s.cached else "not cached") if need.ref.kind != "local" else \
+    where = (f"cached at {s.where}" if s.cached else "not cached") if need.ref.fetched else \
         ("found" if s.cached else "not found")
     extra = "; ".join(f for f in facts if f)
     return f"{need.ref} ({need.purpose or 'model'}): {where}" + (f"; {extra}" if extra else "")

@@ -43,6 +43,20 @@ def test_exact_copies_and_ties_break_by_id():
     assert find_duplicates(_table(rows), k=2).to_pylist() == [{"id": "b", "duplicate_of": "a"}]
 
 
+@pytest.mark.parametrize("scores,sizes,kept", [
+    ((0.037, 0.0), (1024, 900), "a"),    # noise far under any threshold: the larger original is kept
+    ((0.0, 0.09), (900, 1024), "b"),     # the same step: pixels decide
+    ((0.0, 0.2), (900, 1024), "a"),      # a faint mark a step up: the clean, smaller copy is kept
+    ((0.45, 0.0), (1024, 900), "b"),
+    ((None, 0.0), (1024, 900), "b"),     # unscored (the stage failed on it) ranks last
+])
+def test_watermark_scores_decide_which_copy_is_kept_only_when_they_differ_by_a_step(scores, sizes, kept):
+    t = pa.table({"id": ["a", "b"], "phash": ["c2924c5532bddfc8", "c2924c5532bddfc9"], "width": list(sizes),
+                  "height": list(sizes), "blur": [100.0, 100.0], "watermark": pa.array(scores, pa.float32())})
+    lost = "b" if kept == "a" else "a"
+    assert find_duplicates(t, k=4, evidence_step=0.1).to_pylist() == [{"id": lost, "duplicate_of": kept}]
+
+
 def test_chains_do_not_remove_distant_images():
     # x ~ y (3 bits), y ~ z (3 bits), x and z 6 bits apart: keep x, drop y, keep z
     x = 0

@@ -378,7 +378,7 @@ def test_a_combined_watermark_decision_needs_its_classifier():
     from curation.engine import ConfigError
 
     with pytest.raises(ConfigError, match="combine: any needs classifier.model"):
-        curate_stage("watermark", combine="any")
+        curate_stage("watermark", combine="any", classifier={"model": None})
 
 
 @pytest.mark.parametrize("threshold,reason", [(0.74, "nsfw"), (0.76, None)])

@@ -493,7 +493,7 @@ def test_the_offline_demo_names_no_model_it_would_have_to_fetch(sample_dir, tmp_
     spec.update(root=str(tmp_path / "run"), base=str(tmp_path / "tiny" / "base"), sources=[f"folder={sample_dir}"])
     spec["stages"]["eval"]["ids"] = str(tmp_path / "eval_ids")
     named = [n.ref for step in plan(spec) for n in step.cfg.needs()]
-    assert named and [str(r) for r in named if r.kind != "local"] == []
+    assert named and [str(r) for r in named if r.fetched] == []
 
 
 # ------------------------------------------------------------------------ against a Hub we did not write --
