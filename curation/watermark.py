@@ -102,7 +102,7 @@ class WatermarkStage(Stage):
             return {"ran": False, "note": "combine: none (stages: watermark); the watermark columns stay null"}
         o = self.opts
         return {"ran": True, "combine": o.combine, "threshold": o.threshold,
-                **({"model": o.classifier.model} if "classifier" in self.opinions else {})}
+                **({"model": str(o.classifier.model)} if "classifier" in self.opinions else {})}
 
     def process(self, rows: list[dict]) -> None:
         images = [analysis_image(r) for r in rows]

@@ -132,3 +132,27 @@ def test_curate_keeps_the_clean_original_of_every_group_of_copies(ray_local, tmp
                    "clean.png": (None, None), "faint.png": ("duplicate", "clean.png"),
                    "scene.png": (None, None)}, got
     assert stats["adds_up"] and stats["inputs"] == len(files)
+
+
+def test_curate_with_both_opinions_runs_to_its_summary_naming_the_classifier(ray_local, tmp_path, curate_cfg):
+    """`combine: any` through the whole job (its stats.json once failed to write: the stage's report
+    held the model reference itself): a marked photo rejected, a clean one kept, both opinions kept
+    on every row."""
+    import json
+
+    from pipelines.curate import run_curate
+    from pipelines.job import SourceSpec
+    from test_curate import rows
+
+    g = samples.fit(samples.grace_hopper(), 768)
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "clean.png").write_bytes(samples.png_bytes(g))
+    (src / "tiled.png").write_bytes(samples.png_bytes(samples.overlay_text(g, "Shutterstock", opacity=0.3)))
+    cfg = curate_cfg.updated({"stages": ["faces", "nsfw", {"name": "watermark", "combine": "any"}]})
+    stats = run_curate([SourceSpec("folder", "two", str(src))], tmp_path / "out", cfg, log=lambda m: None)
+    assert stats["adds_up"] and json.loads((tmp_path / "out" / "stats.json").read_text())["adds_up"]
+    assert stats["stages"]["watermark"] == {"ran": True, "combine": "any", "threshold": 0.5, "model": SHIPPED}
+    out = {Path(r["path"]).name: r for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
+    assert (out["clean.png"]["status"], out["tiled.png"]["reason"]) == ("kept", "watermark")
+    assert all(r["watermark_classifier"] is not None and r["watermark_text"] is not None for r in out.values())
