@@ -46,6 +46,8 @@ def main() -> None:
                              ).stages for c in ("ocr", "classifier")}
     faces = stages["ocr"][0]
     faces.ensure_setup()
+    for _, wm in stages.values():
+        wm.ensure_setup()
     items = holdout_set(args.holdout, args.seed) if args.holdout else watermark_set(args.shift)
     t_face, t_op = 0.0, {c: 0.0 for c in stages}
     for it in items:
@@ -55,7 +57,6 @@ def main() -> None:
         run_stage(faces, [f])
         t_face += time.perf_counter() - t
         for c, (_, wm) in stages.items():
-            wm.ensure_setup()
             r = row(rgb)  # score every image, whatever the face filter decided, with the face box it found
             r.update(bbox=f["bbox"])
             t = time.perf_counter()

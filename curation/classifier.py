@@ -26,7 +26,7 @@ def load_classifier(path, label: str, device: str = "cpu"):
         from curation.watermark_net import WatermarkNetScorer
 
         return WatermarkNetScorer(p, label, device)
-    return ImageClassifier(path, label, device)
+    return ImageClassifier(p, label, device)
 
 
 class ImageClassifier:

@@ -14,6 +14,7 @@ how the classifier does on marks it was not tuned on. ``examples(split, n, seed)
 """
 from __future__ import annotations
 
+import io
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -324,7 +325,7 @@ def _finish(rng: np.random.Generator, im: Image.Image) -> Image.Image:
         a = np.asarray(im, np.float32) + rng.normal(0, rng.uniform(2, 6), (im.height, im.width, 3))
         im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     if rng.random() < 0.6:
-        im = Image.open(__import__("io").BytesIO(samples.jpeg_bytes(im, int(rng.integers(55, 96))))).convert("RGB")
+        im = Image.open(io.BytesIO(samples.jpeg_bytes(im, int(rng.integers(55, 96))))).convert("RGB")
     return im
 
 

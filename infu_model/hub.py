@@ -80,7 +80,7 @@ class ModelRef:
         if text.startswith(BUNDLED):
             from infu_model import bundled
 
-            name = text[len(BUNDLED):].strip("/")
+            name = _bundled_name(text)
             if name not in bundled.SHA256:
                 raise ModelError(f"{text}: no such model ships in this package (it has {', '.join(map(BUNDLED.__add__, bundled.SHA256))})")
             return cls(text, "bundled", str(bundled.folder(name)))
@@ -320,6 +320,10 @@ def _local(ref: ModelRef) -> Path:
     return p
 
 
+def _bundled_name(text: str) -> str:
+    return text[len(BUNDLED):].strip("/")
+
+
 def _bundled(ref: ModelRef) -> Path:
     """The package's own copy, each file checked against the sha256 the package records."""
     if wrong := _bundled_mismatches(ref):
@@ -331,7 +335,7 @@ def _bundled_mismatches(ref: ModelRef) -> list[str]:
     from infu_model import bundled
 
     folder, wrong = Path(ref.location), []
-    for name, expected in bundled.SHA256[ref.text[len(BUNDLED):].strip("/")].items():
+    for name, expected in bundled.SHA256[_bundled_name(ref.text)].items():
         f = folder / name
         if not f.is_file():
             wrong.append(f"{name} is missing from {folder}")
