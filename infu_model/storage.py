@@ -48,8 +48,11 @@ def join(base, *parts: str) -> str:
 def _filesystem(scheme: str, authority: str, endpoint: str | None):  # (the endpoint keys the cache only)
     from pyarrow import fs
 
+    # S3: a file is opened when written, so an object under 5 MiB is one PutObject, not a multipart
+    # upload's three requests (a store's round trip each); a missing bucket is then met at close
+    options = "?allow_delayed_open=true" if scheme == "s3" else ""
     try:
-        return fs.FileSystem.from_uri(f"{scheme}://{authority}/")[0]
+        return fs.FileSystem.from_uri(f"{scheme}://{authority}/{options}")[0]
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid / ArrowNotImplementedError / OSError
         raise StorageError(f"{scheme}://{authority}: no filesystem for this URI ({first_line(e)})") from None
 
@@ -170,6 +173,17 @@ def reader_pool():
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(16, thread_name_prefix="infu-read")
+
+
+def parallel(work, items) -> list:
+    """``work(item)`` for each of ``items``, at most 16 at once (object storage: each a round trip or more)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    if len(items) <= 1:
+        return [work(i) for i in items]
+    with ThreadPoolExecutor(min(16, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 def as_path(path) -> "Path | ObjectPath":

@@ -20,8 +20,8 @@ from curation.caption_stage import CaptionStage, clean_dataset_captions
 from curation.engine import ALIVE, between
 from curation.records import to_table
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
-from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, check_job, count_unaccounted,
-                           input_files, parquet_files, prepare_out, publish, read_column, record_schema, rows_added,
+from pipelines.job import (Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, count_unaccounted,
+                           input_files, job_run, parquet_files, prepare_out, publish, read_column, record_schema, rows_added,
                            write_json)
 from pipelines.logs import progress_lines
 from pipelines.ray_stages import table_to_rows
@@ -101,7 +101,8 @@ def check_caption(in_dir, cfg: CaptionConfig) -> list[CaptionStage]:
     return captioners
 
 
-def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: str | None = None,
+@job_run("caption")
+def run_caption(in_dir, out, cfg: CaptionConfig, *, checked, claim, ray_address: str | None = None,
                 overwrite: bool = False, log=print) -> dict:
     import ray
 
@@ -110,13 +111,11 @@ def run_caption(in_dir, out, cfg: CaptionConfig, *, checked=None, ray_address: s
     from pipelines.sink import RowSink
 
     t0 = time.time()
-    checked = checked or check_job("caption", in_dir, out, cfg, log=None)  # (called as a library function)
     captioners = checked.found
     files = input_files(in_dir)
     reports = {s.label: s.report() for s in captioners}
     lay = Layout(out)
-    prepare_out(lay, cfg, [SourceSpec("spss", "input", str(as_path(in_dir).resolve()))], overwrite, "caption",
-                checked=True)
+    prepare_out(lay, claim, cfg, [SourceSpec("spss", "input", str(as_path(in_dir).resolve()))], overwrite)
     done = read_column(lay.written(), ["id"])["id"].combine_chunks()
     total = read_column(files, ["id"]).num_rows
     if total - len(done) > 0:

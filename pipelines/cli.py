@@ -93,8 +93,8 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
         check_cluster(options.get("ray_address"))  # a cluster that does not answer: one line, at once
         checked.append(check_job(name, inputs, out_dir, cfg, say))  # before the folder is claimed
 
-    def work(log):
-        return run_checked(name, inputs, out_dir, cfg, checked[0], log=log, **options)
+    def work(log, claim):
+        return run_checked(name, inputs, out_dir, cfg, checked[0], claim, log=log, **options)
 
     stats = in_own_folder(out_dir, name, work, check=check, libraries=libraries)
     click.echo(JOBS[name]("summary")(stats, out_dir))
@@ -103,18 +103,18 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
 
 def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers", "diffusers")):
     """``check()`` (everything the job can be refused for), then ``out_dir`` claimed for the job
-    ``name`` (pipelines.job.claim_output), then ``work(log)`` with its noise routed to
+    ``name`` (pipelines.job.claim_output), once, then ``work(log, claim)`` with its noise routed to
     ``out_dir/_work/logs`` (a refused job leaves no folder and no log behind), then the report.
     The mistakes a user can make, and a full disk, end as one line."""
-    from pipelines.job import claim_output, release_live
+    from pipelines.job import claim_output
 
     with one_line(out_dir):
         if check is not None:
             check()
-        claim_output(out_dir, name, checked=True)  # check() (or, for infu run, read_pipeline) checked it
+        claim = claim_output(out_dir, name, checked=True)  # check() (or, for infu run, read_pipeline) checked it
     try:
         with one_line(out_dir), job_logs(out_dir, name, libraries):  # records the run: ok, error or interrupted
-            result = work(say)
+            result = work(say, claim)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what finished stays; the same command resumes
         from pipelines.ray_runtime import Terminated
 
@@ -122,7 +122,7 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
         say(f"interrupted{stage}: rerun the same command to resume")
         raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
     finally:
-        release_live()  # the run has ended: its folders are free for the next one
+        claim.release()  # the run has ended: its folder is free for the next one
     from pipelines.faults import disk_full_line
     from pipelines.ray_runtime import stop_monitor
     from pipelines.report import write_report
@@ -359,7 +359,7 @@ def run_cmd(pipeline, ray_address, quiet) -> None:
         spec, steps = read_pipeline(pipeline, quiet, log=say)
     except (FileNotFoundError, ValueError, ClusterUnreachable) as e:
         raise click.ClickException(str(e)) from None
-    report = in_own_folder(spec["root"], "run", lambda log: run_steps(spec, steps, ray_address=ray_address, log=log))
+    report = in_own_folder(spec["root"], "run", lambda log, claim: run_steps(spec, steps, ray_address=ray_address, log=log))
     click.echo(format_run_summary(report))
 
 

@@ -31,8 +31,8 @@ from curation.sources import SourceError, SourcesOptions, make_source
 from infu_model.runtime import is_cuda
 from infu_model.storage import arrow, parquet_file, read_parquet, remove_tree
 from pipelines.config import JobConfig, merge, named_block, packaged, stage_models
-from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_job, count_unaccounted,
-                           dataset, dedup_and_finalize, parquet_files, prepare_out, read_column, rows_added,
+from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, count_unaccounted,
+                           dataset, dedup_and_finalize, job_run, parquet_files, prepare_out, read_column, rows_added,
                            write_json)
 from pipelines.logs import progress_lines
 from pipelines.sink import write_atomic
@@ -292,13 +292,13 @@ def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
     return sources
 
 
-def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked=None,
+@job_run("curate")
+def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked, claim,
                ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    checked = checked or check_job("curate", specs, out, cfg, log=None)  # (called as a library function)
     lay = Layout(out)
     timings = {}
-    prepare_out(lay, cfg, specs, overwrite, "curate", checked=True)
+    prepare_out(lay, claim, cfg, specs, overwrite)
     facts = write_manifest(lay, cfg, specs, log)
     files, left = make_todo(lay)
     timings["listing"] = time.time() - t0

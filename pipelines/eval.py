@@ -31,7 +31,7 @@ from infu_model.storage import as_path, location, read_parquet, write_parquet
 from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
 from curation.engine import ConfigError, between, unknown_keys
 from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
-from pipelines.job import RayOptions, check_job, write_whole
+from pipelines.job import RayOptions, job_run, write_whole
 from synth.generate import GenerateStage, GenerationBlock, LoraOptions, ModelOptions, generate_stage
 from synth.prompts import fitting, load_prompts, normalise_gender
 from synth.records import derived_seed
@@ -371,17 +371,17 @@ def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict], di
     return identities, items, photos
 
 
-def run_eval(ids_dir, out, cfg: EvalConfig, *, checked=None, ray_address: str | None = None, overwrite: bool = False,
+@job_run("eval")
+def run_eval(ids_dir, out, cfg: EvalConfig, *, checked, claim, ray_address: str | None = None, overwrite: bool = False,
              log=print) -> dict:
     """Generate and score the benchmark into ``out``; a rerun resumes (and scores every image again),
     one whose settings would change the images (prompts, seeds, model, generation...) is refused unless
     ``overwrite``."""
-    from pipelines.job import SourceSpec, claim_run, write_json
+    from pipelines.job import SourceSpec, start_run, write_json
 
     t0 = time.time()
-    checked = checked or check_job("eval", ids_dir, out, cfg, log=None)  # (called as a library function)
     identities, items, photos = checked.found
-    claim_run(out, "eval", cfg, [SourceSpec("ids", "input", str(as_path(ids_dir).resolve()))], overwrite, checked=True,
+    start_run(claim, cfg, [SourceSpec("ids", "input", str(as_path(ids_dir).resolve()))], overwrite,
               contents={"benchmark": packaged_path(cfg.benchmark)})
     out = as_path(out)
     failures = generate(items, identities, cfg, out, ray_address, log)

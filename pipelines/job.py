@@ -7,6 +7,7 @@ layout, with a heartbeat and a seal (``pipelines/bucket_runs.py``) where a folde
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ import yaml
 from curation.dedup import KEEP_RULE, find_duplicates
 from curation.engine import KEPT, REJECTED, between, plain
 from curation.registry import spss_schema
-from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exists, is_uri, parquet_file,
+from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exists, is_uri, parallel, parquet_file,
                                 read_bytes, read_parquet, remove_tree)
 from pipelines.bucket_runs import BucketLease, Heartbeat, LiveElsewhere, live_record, stale_s, untagged
 from pipelines.config import fingerprint, flat, output_config
@@ -112,7 +113,6 @@ class OutputRefused(Exception):
 
 
 LIVE = Path("_work") / "live"   # a folder's live lock: held (flock) by the driver of the run writing it
-_HELD: dict = {}                # folder -> the descriptor this process holds its live lock by (a Heartbeat in a bucket)
 
 
 def live_run(out) -> dict | None:
@@ -120,8 +120,6 @@ def live_run(out) -> dict | None:
     its folder's lock for as long as it runs; the kernel drops it when the driver dies, however it dies.
     In object storage: its heartbeat is fresh (``pipelines/bucket_runs.py``)."""
     path = out / LIVE
-    if out.resolve() in _HELD:
-        return None
     if isinstance(out, ObjectPath):
         return live_record(path)
     if not path.is_file():
@@ -139,17 +137,15 @@ def live_run(out) -> dict | None:
         os.close(fd)
 
 
-def hold_live(out, job: str) -> None:
-    """Take ``out``'s live lock for this process (refused when another run holds it) and say who holds it."""
-    if out.resolve() in _HELD:
-        return
+def hold_live(out, job: str):
+    """Take ``out``'s live lock (refused when another run holds it), saying who holds it: the open
+    descriptor of its flock, or in a bucket the ``Heartbeat`` that keeps its record fresh."""
     path = out / LIVE
     if isinstance(out, ObjectPath):
         try:
-            _HELD[out] = Heartbeat.take(path, job)
+            return Heartbeat.take(path, job)
         except LiveElsewhere as e:
             raise OutputRefused(in_use(out, e.holder)) from None
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -161,14 +157,30 @@ def hold_live(out, job: str) -> None:
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
-    _HELD[out.resolve()] = fd
+    return fd
 
 
-def release_live() -> None:
-    """Let go of every folder this process's run held (its job has ended)."""
-    for out in list(_HELD):
-        held = _HELD.pop(out)
-        held.stop() if isinstance(held, Heartbeat) else os.close(held)
+@dataclass
+class Claim:
+    """A run's hold on its output folder, taken once (``claim_output``) by whoever starts the run and
+    handed to the job: the folder's live lock, held until ``release`` (or the end of a ``with``)."""
+    out: Path
+    job: str
+    hold: object = None   # the flock's descriptor, or a bucket's Heartbeat
+
+    def release(self) -> None:
+        """Let the folder go (the run has ended): the next run may take it."""
+        hold, self.hold = self.hold, None
+        if isinstance(hold, Heartbeat):
+            hold.stop()
+        elif hold is not None:
+            os.close(hold)
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def in_use(out, holder: dict) -> str:
@@ -199,13 +211,29 @@ def check_job(name: str, inputs, out, cfg, log=print, found=None) -> Checked:
     return Checked(found)
 
 
-def run_checked(name: str, inputs, out, cfg, checked: Checked, *, log=print, **options) -> dict:
-    """The job ``name`` after ``check_job``: where its models run, then its work (which claims ``out``)."""
+def run_checked(name: str, inputs, out, cfg, checked: Checked, claim: Claim, *, log=print, **options) -> dict:
+    """The job ``name`` after ``check_job``, in the folder it claimed: where its models run, then its work."""
     from pipelines.doctor import job_lines
 
     for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
         log(line)
-    return JOBS[name]("run")(inputs, out, cfg, checked=checked, log=log, **options)
+    return JOBS[name]("run")(inputs, out, cfg, checked=checked, claim=claim, log=log, **options)
+
+
+def job_run(name: str):
+    """The run function of the job ``name``, as the runner and a library caller both call it. The runner
+    hands it what ``check_job`` found (``checked``) and the folder it claimed (``claim``); called without
+    them it checks and claims here, once, and lets the folder go when it ends."""
+    def wrap(run):
+        @functools.wraps(run)
+        def called(inputs, out, cfg, *, checked: Checked | None = None, claim: Claim | None = None, **options):
+            if claim is not None:
+                return run(inputs, out, cfg, checked=checked, claim=claim, **options)
+            checked = checked or check_job(name, inputs, out, cfg, log=None)
+            with claim_output(out, name, checked=True) as claim:
+                return run(inputs, out, cfg, checked=checked, claim=claim, **options)
+        return called
+    return wrap
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
@@ -237,25 +265,26 @@ def finished_checkpoints(out: Path) -> list[Path]:
                   if p.name.startswith("step-") and not p.name.endswith(".tmp"))
 
 
-def claim_output(out: str | Path, job: str, checked: bool = False) -> Path:
+def claim_output(out: str | Path, job: str, checked: bool = False) -> Claim:
     """Make ``out`` the output folder of a ``job`` run, or refuse with one line: a job writes only
     into a missing or empty folder or one holding its own earlier output (its run.json), never
-    among a user's files or into another job's output. ``checked``: the caller ran ``check_output``.
-    A folder this process already holds is claimed (a job's run claims what its command claimed)."""
+    among a user's files or into another job's output. ``checked``: the caller ran ``check_output``."""
     out = as_path(out)
-    if out.resolve() in _HELD and owner(out) == job:
-        return out
     if not checked:
         check_output(out, job)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        hold_live(out, job)
+        claim = Claim(out, job, hold_live(out, job))
+    except OSError as e:
+        raise OutputRefused(f"cannot write the output folder {out}: {e.strerror or e}") from None
+    try:
         mark = out / MARK
         old = json.loads(mark.read_text()) if owner(out) else {}
         write_json(mark, {**old, "job": job})
     except OSError as e:
+        claim.release()
         raise OutputRefused(f"cannot write the output folder {out}: {e.strerror or e}") from None
-    return out
+    return claim
 
 
 def check_output(out: str | Path, job: str) -> Path:
@@ -320,15 +349,15 @@ def _remove(path, keep: tuple) -> None:
         path.unlink()
 
 
-def claim_run(out, job: str, cfg, sources: list[SourceSpec], overwrite: bool, checked: bool = False,
-              take_lease=None, given: dict | None = None, contents: dict | None = None):
-    """Claim ``out`` for a run of ``job`` with ``cfg`` on ``sources`` (``claim_output``). A folder holding
+def start_run(claim: Claim, cfg, sources: list[SourceSpec], overwrite: bool, take_lease=None,
+              given: dict | None = None, contents: dict | None = None):
+    """Record in the folder ``claim`` holds a run of its job with ``cfg`` on ``sources``. A folder holding
     a run whose output-changing settings differ (``pipelines.config.output_config``: not those a resumed
     run may change) is refused in one line naming them and their earlier values, unless ``overwrite``:
     then what the job wrote there is cleared first. ``contents``: {name: file} whose bytes count too (a
     prompt file edited in place). ``take_lease()``: the run's hold on its workers' writes, taken before
     anything is cleared; returned. ``given``: what config.yaml records beside the config."""
-    out = claim_output(out, job, checked)
+    out, job = claim.out, claim.job
     inputs = [s.__dict__ for s in sources]
     digests = {f"{name} (contents)": hashlib.sha256(read_bytes(path)).hexdigest()[:16]
                for name, path in (contents or {}).items()}
@@ -367,11 +396,11 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def prepare_out(lay: Layout, cfg, specs: list[SourceSpec], overwrite: bool, job: str, checked: bool = False,
+def prepare_out(lay: Layout, claim: Claim, cfg, specs: list[SourceSpec], overwrite: bool,
                 contents: dict | None = None) -> None:
-    """A row job's ``claim_run`` (``checked``: the runner checked the folder), its lease on the workers'
-    writes taken, and the partial files of a killed run removed from its own folders."""
-    lay.lease = claim_run(lay.out, job, cfg, specs, overwrite, checked, take_lease=lambda: take_lease(lay),
+    """A row job's ``start_run`` in the folder it claimed, its lease on the workers' writes taken, and
+    the partial files of a killed run removed from its own folders."""
+    lay.lease = start_run(claim, cfg, specs, overwrite, take_lease=lambda: take_lease(lay),
                           given={"sources_given": [s.__dict__ for s in specs]}, contents=contents)
     for own in (lay.kept, lay.rejected, lay.work) if not is_uri(lay.out) else ():
         for tmp in own.rglob("*.tmp") if own.is_dir() else ():
@@ -386,8 +415,11 @@ def take_lease(lay: Layout):
 
 
 def parquet_files(*dirs) -> list[str]:
-    """The Parquet files directly in ``dirs``, sorted."""
+    """The Parquet files directly in ``dirs``, sorted (a prefix in object storage: one listing each, in parallel)."""
+    if any(isinstance(d, ObjectPath) for d in dirs):
+        return sorted(str(p) for found in parallel(lambda d: d.glob("*.parquet"), dirs) for p in found)
     return sorted(str(p) for d in dirs if d.exists() for p in d.glob("*.parquet"))
+
 
 
 def rows_added(*dirs):
@@ -444,8 +476,6 @@ def input_files(in_dir: str | Path) -> list[str]:
 def check_inputs(files: list[str], needed: list[str], what: str) -> int:
     """The rows in ``files``, each file checked to be Parquet holding the columns ``needed``
     (footers only, read in parallel); else a one-line error naming the file."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def rows(f: str) -> int:
         try:
             meta = parquet_file(f).metadata
@@ -456,8 +486,7 @@ def check_inputs(files: list[str], needed: list[str], what: str) -> int:
             raise ValueError(f"{f}: lacks the column(s) {', '.join(missing)} that {what} reads")
         return meta.num_rows
 
-    with ThreadPoolExecutor(16) as pool:
-        return sum(pool.map(rows, files))
+    return sum(parallel(rows, files))
 
 
 def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, schema: pa.Schema,
@@ -479,9 +508,11 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
         write_atomic(dups, lay.dedup)
     dups = read_parquet(lay.dedup)
     dup_of = dict(zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
-    for f in files:
+    done = {posixpath.basename(f) for f in parquet_files(lay.kept)}
+
+    def split(f: str) -> None:  # one candidate file into kept/ and rejected/, then gone (a killed run redoes the rest)
         kept_path = lay.kept / untagged(posixpath.basename(f))
-        if not kept_path.exists():
+        if kept_path.name not in done:
             t = read_parquet(f)
             is_dup = pc.is_in(t[key], value_set=dups["id"])
             rej = t.filter(is_dup)
@@ -495,6 +526,8 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
             keep = set_status(t.filter(pc.invert(is_dup)), KEPT)
             write_atomic(conform(keep, schema), kept_path)
         as_path(f).unlink()
+
+    parallel(split, files)
     if lay.parts_rejected != lay.rejected:
         publish(lay)
 
@@ -504,10 +537,8 @@ def publish(lay: Layout) -> None:
     (survivors no run-wide decision took into kept/, the rest into rejected/), and every worker object
     removed, so those that do not count (a dead run's late writes) never reach it."""
     for parts, final in ((lay.candidates, lay.kept), (lay.parts_rejected, lay.rejected)):
-        for f in parquet_files(parts):
-            if lay.lease.counts([f]):
-                copy(f, final / untagged(posixpath.basename(f)))
-            as_path(f).unlink(missing_ok=True)
+        parallel(lambda f: copy(f, final / untagged(posixpath.basename(f))), lay.lease.counts(parquet_files(parts)))
+        remove_tree(parts)  # (one listing and a batched delete)
 
 
 def count_unaccounted(expected_ids, written_ids) -> int:

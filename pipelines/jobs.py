@@ -3,12 +3,14 @@ run and summarise it, and its part of the report. The CLI, ``infu run`` and ``in
 table (the runner that checks and runs a job is ``pipelines.job``): adding a job is its module plus one
 entry here. It imports nothing of ours, so any module may read it.
 
-A job's functions are named ``module:function`` (imported when used: the modules load model code):
+A job's functions are named ``module:function``, imported when used: importing every job's module to read
+the table would cost each command about 9 s on 2 cores (training's imports diffusers and torch).
 
 - ``check(inputs, cfg)``: everything the job can be refused for, before it touches its output; returns
   what it found (sources, captioners, identities...), which its run takes instead of checking again;
-- ``run(inputs, out, cfg, *, checked=None, ray_address=None, log=print, **options) -> stats``: it claims
-  its folder and works (``checked``: a ``Checked`` from the runner, else it checks first itself);
+- ``run(inputs, out, cfg, *, checked=None, claim=None, ray_address=None, log=print, **options) -> stats``:
+  it records its settings in the folder the runner claimed and works (``pipelines.job.job_run``: called
+  without ``checked`` and ``claim``, as a library function, it checks and claims itself);
 - ``summary(stats, out) -> str``: what the terminal shows when it ends;
 - ``counts(stats) -> (rows in, rows out)``: its line in ``infu run``'s table;
 - ``section(folder, stats) -> str``: its section of ``report.html``.

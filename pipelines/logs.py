@@ -134,9 +134,9 @@ def link_ray_logs(logs: Path) -> str:
     """``logs/ray`` -> this node's Ray session logs (every worker's stdout/stderr); what to tell the user."""
     import ray
 
-    try:
-        session = Path(ray._private.worker._global_node.get_logs_dir_path())
-    except AttributeError:  # ray:// client: the logs stay on the cluster
+    ctx = ray.get_runtime_context()
+    session = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs"
+    if not session.is_dir():  # ray:// client: the logs stay on the cluster
         return "worker logs: on each Ray node (ray logs / the dashboard)"
     link = logs / "ray"
     if link.is_symlink() or link.exists():

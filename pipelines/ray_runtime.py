@@ -64,6 +64,7 @@ def stop_monitor() -> None:
     if "ray" not in sys.modules:  # the job started no Ray
         return
     import ray
+    # private, for want of a public way: ray.init neither takes RayParams.no_monitor nor names its processes
     from ray._private import ray_constants
 
     node = getattr(ray._private.worker, "_global_node", None)

@@ -214,11 +214,13 @@ def execute(step: Step, ray_address: str | None, log) -> dict:
     """Run one stage through the job runner (pipelines/jobs.py), print the job's own summary; returns
     rows in / out. Its check runs now, once: its input is an earlier stage's output (curate's sources
     were checked with the pipeline file, and what that found is reused)."""
-    from pipelines.job import check_job, run_checked
+    from pipelines.job import check_job, claim_output, run_checked
 
     job = JOBS[step.stage.job]
     checked = check_job(step.stage.job, step.input, step.out, step.cfg, log, found=step.found)
-    stats = run_checked(step.stage.job, step.input, step.out, step.cfg, checked, ray_address=ray_address, log=log)
+    with claim_output(step.out, step.stage.job, checked=True) as claim:
+        stats = run_checked(step.stage.job, step.input, step.out, step.cfg, checked, claim, ray_address=ray_address,
+                            log=log)
     log(job("summary")(stats, step.out))
     rows_in, rows_out = job("counts")(stats)
     return {"in": rows_in, "out": rows_out}
@@ -240,15 +242,19 @@ def read_pipeline(path: str | Path, quiet: bool = False, log=None) -> tuple[dict
 
 
 def run_pipeline(path: str | Path, *, ray_address: str | None = None, quiet: bool = False, log=print) -> list[dict]:
-    """Check the whole pipeline, then run its stages in order (skipping finished ones)."""
-    return run_steps(*read_pipeline(path, quiet), ray_address=ray_address, log=log)
+    """Check the whole pipeline, then run its stages in order (skipping finished ones) in its root."""
+    from pipelines.job import claim_output
+
+    spec, steps = read_pipeline(path, quiet)
+    with claim_output(spec["root"], "run", checked=True):  # read_pipeline checked it
+        return run_steps(spec, steps, ray_address=ray_address, log=log)
 
 
 def run_steps(spec: dict, steps: list[Step], *, ray_address: str | None = None, log=print) -> list[dict]:
-    from pipelines.job import claim_output, write_json
+    """The stages of a pipeline whose root its caller claimed, in order (skipping finished ones)."""
+    from pipelines.job import write_json
     from pipelines.ray_runtime import init_ray
 
-    claim_output(spec["root"], "run", checked=True)  # read_pipeline checked it
     init_ray(ray_address, ray_options(spec, "pipeline"), bool(spec.get("progress", True)))
     report = []
     for step in steps:

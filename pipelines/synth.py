@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from curation.engine import KEPT, QUARANTINED, REJECTED, between
 from pipelines.config import JobConfig, packaged_path, stage_models
 from infu_model.storage import arrow, as_path
-from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, check_job,
+from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, SourceSpec, check_inputs, job_run,
                            count_unaccounted, dedup_and_finalize, input_files, parquet_files, prepare_out, read_column,
                            rows_added, write_json)
 from pipelines.logs import progress_lines
@@ -190,16 +190,16 @@ def check_synth(spss_dir, cfg: SynthConfig) -> bool:
     return True
 
 
-def run_synth(spss_dir, out, cfg: SynthConfig, *, checked=None, ray_address: str | None = None,
+@job_run("synth")
+def run_synth(spss_dir, out, cfg: SynthConfig, *, checked, claim, ray_address: str | None = None,
               overwrite: bool = False, log=print) -> dict:
     t0 = time.time()
-    checked = checked or check_job("synth", spss_dir, out, cfg, log=None)  # (called as a library function)
     files = input_files(spss_dir)
     lay = Layout(out)
     specs = [SourceSpec("spss", "input", str(as_path(spss_dir).resolve())),
              SourceSpec("model", "model", cfg.model.path.key),
              SourceSpec("prompts", "prompts", str(cfg.prompts_file.resolve()))]
-    prepare_out(lay, cfg, specs, overwrite, "synth", checked=True, contents={"prompts": cfg.prompts_file})
+    prepare_out(lay, claim, cfg, specs, overwrite, contents={"prompts": cfg.prompts_file})
     selected = select_sources(files, cfg.select, cfg.seed)
     expected = expected_pairs(files, selected, cfg)
     done = read_column(lay.written(), ["pair_id"], SPMS_SCHEMA)["pair_id"].combine_chunks()

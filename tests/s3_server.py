@@ -20,9 +20,11 @@ S3RVER = Path(__file__).resolve().parent / "node" / "node_modules" / ".bin" / "s
 class S3Server:
     key = "testing"
 
-    def __init__(self, unauthenticated_actions: int | None = None):
+    def __init__(self, unauthenticated_actions: int | None = None, latency_ms: float = 0):
         """``unauthenticated_actions``: that many requests are served to anyone, then only to known IAM
-        users (moto's INITIAL_NO_AUTH_ACTION_COUNT): a store that refuses the test's keys."""
+        users (moto's INITIAL_NO_AUTH_ACTION_COUNT): a store that refuses the test's keys. ``latency_ms``:
+        added to every request (a real store's round trip; bench/storage.py)."""
+        self.latency_ms = latency_ms
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -41,8 +43,9 @@ class S3Server:
 
     def start(self, unauthenticated_actions) -> subprocess.Popen:
         auth = {} if unauthenticated_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
-        return subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                                env={**os.environ, **auth}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = ([sys.executable, __file__, str(self.port), str(self.latency_ms)] if self.latency_ms
+               else [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)])
+        return subprocess.Popen(cmd, env={**os.environ, **auth}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self):
         import boto3
@@ -88,3 +91,22 @@ class S3rver(S3Server):
         return subprocess.Popen([str(S3RVER), "-d", tempfile.mkdtemp(prefix="s3rver-"), "-a", "127.0.0.1", "-p",
                                  str(self.port), "--silent"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+
+
+def serve_slowly(port: int, latency_ms: float) -> None:
+    """moto's S3 on 127.0.0.1:``port``, every request answered ``latency_ms`` later (threaded, as
+    moto_server is: requests in flight overlap, as on a real store)."""
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+
+    def slow(environ, start_response):
+        time.sleep(latency_ms / 1000)
+        return app(environ, start_response)
+
+    make_server("127.0.0.1", port, slow, threaded=True, request_handler=MotoRequestHandler).serve_forever()
+
+
+if __name__ == "__main__":
+    serve_slowly(int(sys.argv[1]), float(sys.argv[2]))

@@ -142,10 +142,13 @@ def test_a_symlink_loop_in_a_folder_source_is_listed_once(tmp_path):
 def test_a_job_writes_only_into_an_empty_folder_or_its_own_output(tmp_path):
     from pipelines.job import OutputRefused, claim_output, clear
 
-    assert claim_output(tmp_path / "new", "curate").is_dir()                    # missing: made
+    with claim_output(tmp_path / "new", "curate") as claim:                     # missing: made
+        assert claim.out.is_dir()
     (tmp_path / "empty").mkdir()
-    claim_output(tmp_path / "empty", "caption")                                 # empty: taken
-    claim_output(tmp_path / "empty", "caption")                                 # its own: taken again
+    with claim_output(tmp_path / "empty", "caption"):                          # empty: taken
+        with pytest.raises(OutputRefused, match="in use by a live `infu caption` run"):
+            claim_output(tmp_path / "empty", "caption")                         # held: refused, here too
+    claim_output(tmp_path / "empty", "caption").release()                       # its own: taken again
     with pytest.raises(OutputRefused, match="output of `infu caption`, not of `infu curate`"):
         claim_output(tmp_path / "empty", "curate")
     photos = tmp_path / "photos"
@@ -172,12 +175,13 @@ def test_a_job_writes_only_into_an_empty_folder_or_its_own_output(tmp_path):
 def test_a_killed_runs_late_write_never_lands_in_the_rerun(tmp_path):
     """Ray's workers outlive a kill -9 of the driver by seconds: a write they finish after the
     rerun listed what is done would give rows twice. The rerun takes the folder; the late write is dropped."""
-    from pipelines.job import Layout, SourceSpec, prepare_out
+    from pipelines.job import Layout, SourceSpec, claim_output, prepare_out
     from pipelines.sink import RowSink, Superseded
 
     cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
     killed, rerun = Layout(tmp_path / "out"), Layout(tmp_path / "out")
-    prepare_out(killed, cfg, specs, False, "curate")
+    with claim_output(tmp_path / "out", "curate") as claim:  # (the kernel drops a killed driver's lock)
+        prepare_out(killed, claim, cfg, specs, False)
     late = RowSink(killed.candidates, killed.rejected, 4, False, spss_schema(), lease=killed.lease)  # a dead run's writer
     alive = {**spss_rows(1)[0], "status": ALIVE}
     dropped = {**spss_rows(2)[1], "status": "rejected", "reason": "blurry"}
@@ -185,7 +189,8 @@ def test_a_killed_runs_late_write_never_lands_in_the_rerun(tmp_path):
     late.write([block], None)  # before the rerun: lands, and the rerun counts it as done
     assert len(list(killed.candidates.glob("*.parquet"))) == len(list(killed.rejected.glob("*.parquet"))) == 1
 
-    prepare_out(rerun, cfg, specs, False, "curate")
+    with claim_output(tmp_path / "out", "curate") as claim:
+        prepare_out(rerun, claim, cfg, specs, False)
     with pytest.raises(Superseded, match="taken over by another run"):
         late.write([block.slice(0, 1).set_column(0, "id", pa.array(["other"]))], None)
     assert len(list(killed.candidates.glob("*"))) == 1, "nothing added, no .tmp left"

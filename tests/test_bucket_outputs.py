@@ -163,22 +163,20 @@ def test_overwrite_in_a_bucket_removes_only_what_the_job_wrote(s3_env, tmp_path)
     """Quick (in-process): --overwrite clears the job's own objects and keeps a user's, also those whose
     names share a prefix with the job's folders (``run1/kept-notes.txt``, ``run1/_work-mine``)."""
     from pipelines.config import load_config
-    from pipelines.job import Layout, SourceSpec, prepare_out, release_live
+    from pipelines.job import Layout, SourceSpec, claim_output, prepare_out
 
     out = f"{s3_env.bucket('mixed')}/run1"
     cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
     c = s3_env.client()
-    try:
-        prepare_out(Layout(out), cfg, specs, False, "curate")
+    with claim_output(out, "curate") as claim:
+        prepare_out(Layout(out), claim, cfg, specs, False)
         for key in ("run1/kept/part-a.parquet", "run1/rejected/part-b.parquet", "run1/stats.json",
                     "run1/_work/manifest/m.parquet"):
             c.put_object(Bucket="mixed", Key=key, Body=b"written by the job")
         mine = ["run1/kept-notes.txt", "run1/_work-mine/x.txt", "run1/my-notes.txt", "run2/kept/keep.parquet"]
         for key in mine:
             c.put_object(Bucket="mixed", Key=key, Body=b"mine")
-        prepare_out(Layout(out), cfg.updated({"filters": {"min_side": 400}}), specs, True, "curate")
-    finally:
-        release_live()
+        prepare_out(Layout(out), claim, cfg.updated({"filters": {"min_side": 400}}), specs, True)
     keys = set(s3_env.keys("mixed"))
     assert set(mine) <= keys, sorted(keys)
     assert not keys & {"run1/kept/part-a.parquet", "run1/rejected/part-b.parquet", "run1/stats.json",
@@ -189,19 +187,20 @@ def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
     """A killed run's worker finishes an object after the rerun sealed the output (its lease check
     passed just before): the object lands, but the rerun neither counts it nor publishes it."""
     from pipelines.config import load_config
-    from pipelines.job import DedupOptions, Layout, SourceSpec, prepare_out, release_live
+    from pipelines.job import DedupOptions, Layout, SourceSpec, claim_output, prepare_out
     from pipelines.sink import RowSink, Superseded, content_name
 
     out = f"{s3_env.bucket('late')}/out"
     cfg, specs = load_config("curate"), [SourceSpec("folder", "folder", str(tmp_path))]
     killed, rerun = Layout(out), Layout(out)
-    try:
-        prepare_out(killed, cfg, specs, False, "curate")
+    with claim_output(out, "curate") as claim:  # (a killed driver's record is taken over once stale)
+        prepare_out(killed, claim, cfg, specs, False)
         late = RowSink(killed.candidates, killed.parts_rejected, 4, False, spss_schema(), lease=killed.lease)
         first = pa.Table.from_pylist([{**spss_rows(1)[0], "status": ALIVE}], schema=spss_schema())
         late.write([first], None)  # before the rerun: it counts, and the rerun does not redo its row
 
-        prepare_out(rerun, cfg, specs, False, "curate")
+    with claim_output(out, "curate") as claim:
+        prepare_out(rerun, claim, cfg, specs, False)
         second = first.set_column(0, "id", pa.array(["late"]))
         with pytest.raises(Superseded, match="taken over by another run"):
             late.write([second], None)
@@ -212,8 +211,6 @@ def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
         dedup_and_finalize(rerun, DedupOptions(False, 4, 8), False, spss_schema())
         assert read_column(parquet_files(rerun.kept), ["id"])["id"].to_pylist() == [first["id"][0].as_py()]
         assert not parquet_files(rerun.candidates), "the late object is removed at the end"
-    finally:
-        release_live()
 
 
 def takers(path, n: int = 6) -> list:

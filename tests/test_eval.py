@@ -115,7 +115,8 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     decoded = []  # the identity photos the driver decodes: each once (checked, then scored from that)
     monkeypatch.setattr(pipelines.eval, "open_rgb", lambda p, _f=pipelines.eval.open_rgb: decoded.append(p) or _f(p))
 
-    out = claim_output(tmp_path / "res", "eval")
+    with claim_output(tmp_path / "res", "eval") as claim:  # (an earlier run's folder)
+        out = claim.out
     # an interrupted earlier run "generated" two items: real photos of grace, so the face metrics meet real faces
     for name, img in (("w1", samples.small_face_canvas(samples.grace_hopper(), canvas=600, size=380)),
                       ("a1", samples.astronaut())):
@@ -207,7 +208,6 @@ def test_eval_reads_identities_from_a_bucket_and_writes_its_results_into_one_as_
     from pipelines.eval import compare, run_eval
     from pipelines.report import write_report
     from infu_model.storage import ObjectPath, read_parquet
-    from pipelines.job import release_live
 
     ids = s3_env.upload(ids_dir, f"{s3_env.bucket('bench')}/ids")
     out = "s3://bench/results/tiny"
@@ -221,7 +221,6 @@ def test_eval_reads_identities_from_a_bucket_and_writes_its_results_into_one_as_
     assert [{**r, "image": None} for r in bucket_rows] == [{**r, "image": None} for r in disk_rows]
     assert in_bucket["metrics"] == on_disk["metrics"] and in_bucket["images"] == 5
     write_report(out)
-    release_live()  # what the CLI does when the job ends: the heartbeat stops
     keys = set(s3_env.keys("bench"))
     assert {"results/tiny/summary.md", "results/tiny/summary.json", "results/tiny/grids/grace.jpg",
             "results/tiny/report.html", "results/tiny/run.json"} <= keys

@@ -163,7 +163,7 @@ time.sleep(60)
 def test_a_second_run_is_refused_while_another_process_holds_the_folder(tmp_path):
     """Quick: while a driver holds a folder's live lock, a claim from another process is refused in one
     line naming it (pid included); once that driver is gone (however it ended), the folder is free."""
-    from pipelines.job import OutputRefused, claim_output, release_live
+    from pipelines.job import OutputRefused, claim_output
 
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -175,7 +175,5 @@ def test_a_second_run_is_refused_while_another_process_holds_the_folder(tmp_path
     finally:
         holder.kill()
         holder.wait(30)
-    try:
-        assert claim_output(out, "curate") == out
-    finally:
-        release_live()
+    with claim_output(out, "curate") as claim:
+        assert claim.out == out

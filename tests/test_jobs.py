@@ -1,6 +1,7 @@
 """The job runner (pipelines/jobs.py): the CLI and `infu run` check each job once (its own check, its
-output folder), then claim and run it; the job's run takes what the check found instead of checking
-again. A job function called directly as a library function still checks first."""
+output folder), then claim it once (its live lock taken once) and run it; the job's run takes what the
+check found and the claim instead of checking and claiming again. A job function called directly as a
+library function still checks first, and claims once."""
 from collections import Counter
 
 import pytest
@@ -17,7 +18,7 @@ from pipelines.cli import main
 def counted(monkeypatch):
     calls = Counter()
     for module, name in ((pipelines.curate, "check_curate"), (pipelines.caption, "check_caption"),
-                         (pipelines.job, "check_output")):
+                         (pipelines.job, "check_output"), (pipelines.job, "hold_live")):
         def wrapper(*a, _fn=getattr(module, name), _name=name, **k):
             calls[_name] += 1
             return _fn(*a, **k)
@@ -31,7 +32,7 @@ def test_infu_curate_checks_once(counted, sample_dir, ray_local, tmp_path):
     r = CliRunner().invoke(main, ["curate", "--source", f"folder={sample_dir}", "--out", str(tmp_path / "out"),
                                   "--config", str(cfg)])
     assert r.exit_code == 0, r.output
-    assert counted == {"check_curate": 1, "check_output": 1}
+    assert counted == {"check_curate": 1, "check_output": 1, "hold_live": 1}
 
 
 def test_infu_run_checks_each_stage_once(counted, sample_dir, ray_local, tmp_path):
@@ -40,8 +41,8 @@ def test_infu_run_checks_each_stage_once(counted, sample_dir, ray_local, tmp_pat
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
     r = CliRunner().invoke(main, ["run", str(tmp_path / "p.yaml")])
     assert r.exit_code == 0, r.output
-    # the root, curate's folder and caption's folder: each checked once, as is each stage
-    assert counted == {"check_curate": 1, "check_caption": 1, "check_output": 3}
+    # the root, curate's folder and caption's folder: each checked and claimed once, as is each stage
+    assert counted == {"check_curate": 1, "check_caption": 1, "check_output": 3, "hold_live": 3}
 
 
 def test_a_job_called_as_a_library_function_checks_first(counted, sample_dir, ray_local, tmp_path):
@@ -51,4 +52,6 @@ def test_a_job_called_as_a_library_function_checks_first(counted, sample_dir, ra
 
     run_curate([SourceSpec("folder", "s", str(sample_dir))], tmp_path / "out",
                load_config("curate", overrides={"stages": [], "progress": False}), log=lambda m: None)
-    assert counted == {"check_curate": 1, "check_output": 1}
+    assert counted == {"check_curate": 1, "check_output": 1, "hold_live": 1}
+    run_curate([SourceSpec("folder", "s", str(sample_dir))], tmp_path / "out",  # it let the folder go: a rerun may
+               load_config("curate", overrides={"stages": [], "progress": False}), log=lambda m: None)  # take it

@@ -12,7 +12,7 @@ from dataclasses import replace
 from infu_model.storage import as_path, is_uri, resolve
 from pipelines.bucket_runs import BucketLease
 from pipelines.faults import WorkersLost, causes
-from pipelines.job import SourceSpec, check_inputs, check_job, claim_run, input_files, lease_file
+from pipelines.job import SourceSpec, check_inputs, input_files, job_run, lease_file, start_run
 from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
 from pipelines.train.checkpoint import UnsafeCheckpoint, latest_checkpoint
@@ -48,6 +48,8 @@ def watched_by(queue) -> list:
     """Ray Train callbacks (they run in its controller) that put on ``queue`` for the driver worker 0's
     reported metrics and each failure Ray Train recovers from: the workers' and the controller's output
     stay in their logs."""
+    # private, for want of a public way: the public UserCallback sees reports and the final failure, only
+    # the controller's callback sees the failures Ray Train recovers from
     from ray.train.v2._internal.execution.callback import ControllerCallback
     from ray.train.v2.api.callback import UserCallback
     from ray.train.v2.api.exceptions import WorkerGroupError
@@ -214,7 +216,8 @@ def fit_off_main_thread(trainer) -> None:
         raise failed[0]
 
 
-def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str | None = None,
+@job_run("train")
+def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: str | None = None,
               build_cache: bool = False, overwrite: bool = False, log=print) -> dict:
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
     (``ray.num_workers``, ``ray.use_gpu``, ``ray.fsdp``); ``build_cache``: first store the frozen
@@ -229,11 +232,10 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked=None, ray_address: str
 
     from pipelines.ray_runtime import init_ray
 
-    checked = checked or check_job("train", data_dir, out, cfg, log=None)  # (called as a library function)
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)}).absolute()
     # a changed setting that changes the weights is refused (train.max_steps and the like may change);
     # the workers it starts hold the lease, a killed run's, still alive, no longer do
-    claim_run(out, "train", cfg, [SourceSpec("data", "input", cfg.data.parquet)], overwrite, checked=True,
+    start_run(claim, cfg, [SourceSpec("data", "input", cfg.data.parquet)], overwrite,
               take_lease=lambda: (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out)))
     if build_cache:
         log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")
