@@ -28,7 +28,7 @@ from infu_model.faces import analyzer_models, analyzer_needs
 from infu_model.hub import FOLDER, ModelRef, Need
 from infu_model.images import open_rgb
 from infu_model.storage import as_path, location, read_parquet, write_parquet
-from infu_model.metrics import copy_paste_index, id_loss, paired_bootstrap
+from infu_model.metrics import copy_paste_angle, copy_paste_index, id_loss, match_faces, paired_bootstrap, sim_gt
 from curation.engine import ConfigError, between, unknown_keys
 from pipelines.config import JobConfig, packaged_path, read_yaml, stage_models
 from pipelines.job import RayOptions, job_run, write_whole
@@ -38,12 +38,15 @@ from synth.records import derived_seed
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 METRICS = [("id_loss", "ID Loss↓", False), ("clip_score", "CLIPScore↑", True), ("pick_score", "PickScore↑", True),
-           ("copy_paste", "Copy-paste↓", False)]
+           ("copy_paste", "Copy-paste↓", False),
+           # MultiID-Bench's (infu_model/metrics.py), the held-out photos as its ground truth
+           ("sim_gt", "Sim(GT)↑", True), ("id_similarity", "Sim(Ref)", True), ("copy_paste_angle", "CP∠↓", False)]
 SCORE_SCHEMA = pa.schema([
     ("identity", pa.string()), ("gender", pa.string()), ("prompt_id", pa.string()), ("prompt", pa.string()),
     ("seed", pa.int64()), ("tags", pa.string()), ("image", pa.string()), ("face_found", pa.bool_()),
-    ("id_similarity", pa.float32()), ("id_loss", pa.float32()), ("copy_paste", pa.float32()),
-    ("clip_score", pa.float32()), ("pick_score", pa.float32())])
+    ("faces", pa.int32()), ("id_similarity", pa.float32()), ("id_loss", pa.float32()), ("copy_paste", pa.float32()),
+    ("sim_gt", pa.float32()), ("copy_paste_angle", pa.float32()), ("clip_score", pa.float32()),
+    ("pick_score", pa.float32())])
 
 
 # ---------------------------------------------------------------- config ---
@@ -255,18 +258,29 @@ class Scorers:
                 self.reports[name] = {"ran": False, "note": str(e)}
 
     def embedding(self, image: Image.Image) -> np.ndarray | None:
-        rgb = np.asarray(image)
-        faces = self.faces.detect(rgb)
-        return self.faces.embed(rgb, faces[0]) if faces else None
+        """The embedding of an identity photo's face (its first: one person per photo)."""
+        return next(iter(self.embeddings(image)), None)
 
-    def face_scores(self, row: dict, emb: np.ndarray | None, ref: np.ndarray | None, held: list) -> None:
-        row["face_found"] = emb is not None
-        row["id_similarity"] = row["id_loss"] = row["copy_paste"] = None
-        if emb is not None and ref is not None:
+    def embeddings(self, image: Image.Image) -> list[np.ndarray]:
+        """The embedding of every face in ``image``."""
+        rgb = np.asarray(image)
+        return [self.faces.embed(rgb, face) for face in self.faces.detect(rgb)]
+
+    def face_scores(self, row: dict, faces: list, ref: np.ndarray | None, held: list) -> None:
+        """``row``'s face metrics: those of the face matched to its identity (``match_faces``: with one
+        identity, the face most like its reference), the held-out photos ``held`` as ground truth."""
+        matched = match_faces(faces, [ref]) if ref is not None else []
+        emb = faces[matched[0][0]] if matched else None
+        row["face_found"], row["faces"] = bool(faces), len(faces)
+        for key in ("id_similarity", "id_loss", "copy_paste", "sim_gt", "copy_paste_angle"):
+            row[key] = None
+        if emb is not None:
             row["id_loss"] = float(id_loss(emb, ref)[0])
             row["id_similarity"] = 1.0 - row["id_loss"]
             if held:
                 row["copy_paste"] = copy_paste_index(emb, ref, held)
+                row["sim_gt"] = sim_gt(emb, held)
+                row["copy_paste_angle"] = copy_paste_angle(emb, ref, held)
         elif ref is not None:
             row["id_loss"] = self.no_face_loss
 
@@ -288,7 +302,7 @@ def score(items: list[dict], identities: list[Identity], photos: dict, cfg: Eval
         chunk = rows[i:i + batch]
         images = [open_rgb(out / r["image"]) for r in chunk]  # decoded once for every scorer
         for r, im in zip(chunk, images):
-            sc.face_scores(r, sc.embedding(im), refs[r["identity"]], held[r["identity"]])
+            sc.face_scores(r, sc.embeddings(im), refs[r["identity"]], held[r["identity"]])
         for name in ("clip_score", "pick_score"):
             vals = sc.clip[name].cosine(images, [r["prompt"] for r in chunk]) if name in sc.clip else [None] * len(chunk)
             for r, v in zip(chunk, vals):
@@ -332,7 +346,8 @@ def table1(summary: dict) -> str:
           f" | {summary['no_face']}/{summary['images']} |"
     notes = [f"- {k}: not run ({r.get('note', '')})" for k, r in summary["scorers"].items() if not r.get("ran")]
     notes.append(f"- ID metric backend: {summary['scorers']['id_loss']['backend']}; images without a face count "
-                 f"with the configured worst ID loss; copy-paste index over identities with held-out photos.")
+                 f"with the configured worst ID loss; copy-paste index, Sim(GT) and CP∠ (MultiID-Bench) over "
+                 f"identities with held-out photos, which stand for its ground truth.")
     if summary["missing"]:
         notes.append(f"- {summary['missing']} planned images are missing (generation failures: "
                      f"{len(summary['generation_failures'])})")
@@ -409,7 +424,7 @@ def compare(a_dir, b_dir, boot: BootstrapOptions) -> dict:
     out = {"a": str(a_dir), "b": str(b_dir), "paired_items": len(pairs), "only_a": len(a) - len(pairs),
            "only_b": len(b) - len(pairs), "metrics": {}}
     for m, title, higher in METRICS:
-        both = [(x[m], y[m]) for x, y in pairs if x[m] is not None and y[m] is not None]
+        both = [(x[m], y[m]) for x, y in pairs if x.get(m) is not None and y.get(m) is not None]  # (older runs: fewer)
         res = paired_bootstrap([x for x, _ in both], [y for _, y in both], boot.samples, boot.ci, boot.seed)
         res.update(title=title, higher_is_better=higher, a=_mean(x for x, _ in both), b=_mean(y for _, y in both))
         out["metrics"][m] = res

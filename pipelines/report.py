@@ -376,7 +376,10 @@ def eval_section(d: Path, stats: dict) -> str:
     parts = ["<h3>Benchmark (paper Table 1)</h3>",
              table(["method", "ID loss ↓", "CLIPScore ↑", "PickScore ↑", "copy-paste ↓", "no face"],
                    [[s.get("label"), fmt(m["id_loss"]), fmt(m["clip_score"]), fmt(m["pick_score"]), fmt(m["copy_paste"]),
-                     f"{s['no_face']}/{s['images']}"]])]
+                     f"{s['no_face']}/{s['images']}"]]),
+             "<h3>Identity against copy-paste (MultiID-Bench; the held-out photos as ground truth)</h3>",
+             table(["method", "Sim(GT) ↑", "Sim(Ref)", "CP∠ ↓"],
+                   [[s.get("label"), fmt(m.get("sim_gt")), fmt(m.get("id_similarity")), fmt(m.get("copy_paste_angle"))]])]
     for axis, vals in sorted(s.get("by_axis", {}).items()):
         parts.append(f"<h4>by {esc(axis)}</h4>" + table(
             ["value", "n", "ID loss", "CLIPScore", "PickScore"],

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from curation import samples
 from infu_model.images import open_rgb
-from infu_model.metrics import copy_paste_index, cosine, id_loss, paired_bootstrap
+from infu_model.metrics import copy_paste_angle, copy_paste_index, cosine, id_loss, match_faces, paired_bootstrap, sim_gt
 from pipelines.config import load_config, merge
 from synth.prompts import GENDERS, load_prompts
 from tiny_clip import make_tiny_clip
@@ -40,6 +40,37 @@ def test_id_loss_and_copy_paste_index_on_known_cosines():
     np.testing.assert_allclose(cosine([ref, gen], [gen, gen]), [0.5, 1.0])
     with pytest.raises(ValueError):
         copy_paste_index(gen, ref, [])
+
+
+def test_multiid_bench_metrics_on_known_angles():
+    """Sim(GT), and the angular copy-paste score: 1 for a paste of the reference, -1 for the ground truth
+    itself, 0 halfway between, always within [-1, 1]."""
+    ref, gt = unit(0), unit(90)
+    assert sim_gt(unit(30), [unit(60), unit(0)]) == pytest.approx(math.cos(math.radians(30)))
+    assert copy_paste_angle(ref, ref, [gt]) == pytest.approx(1.0)
+    assert copy_paste_angle(gt, ref, [gt]) == pytest.approx(-1.0)
+    assert copy_paste_angle(unit(45), ref, [gt]) == pytest.approx(0.0, abs=1e-12)
+    assert copy_paste_angle(unit(30), ref, [gt, unit(60)]) == pytest.approx(((60 - 30) / 90 + (30 - 30) / 60) / 2)
+    # off the plane of the reference and the ground truth: still within [-1, 1] (the angle is a metric)
+    rng = np.random.default_rng(0)
+    g, r, t = rng.normal(size=(3, 200, 512))
+    scores = [copy_paste_angle(g[i], r[i], [t[i]]) for i in range(200)]
+    assert min(scores) >= -1 and max(scores) <= 1 and np.std(scores) > 0.01
+    assert copy_paste_angle(unit(10), ref, [ref, gt]) == pytest.approx(copy_paste_angle(unit(10), ref, [gt]))
+    with pytest.raises(ValueError, match="other than the reference"):
+        copy_paste_angle(unit(10), ref, [ref])
+    with pytest.raises(ValueError):
+        sim_gt(unit(10), [])
+
+
+def test_faces_are_matched_to_identities_as_a_whole_not_greedily():
+    # A at 0 deg, B at 30; face 0 at 14 deg is nearest A, but giving it A leaves face 1 (at -40) the far B:
+    # the assignment that is best as a whole gives face 0 to B and face 1 to A
+    ids, faces = [unit(0), unit(30)], [unit(14), unit(-40)]
+    assert sorted(match_faces(faces, ids)) == [(0, 1), (1, 0)]
+    assert match_faces([unit(88), unit(2), unit(45)], ids[:1]) == [(1, 0)]   # a crowd: the face like the identity
+    assert match_faces([unit(5)], ids) == [(0, 0)]                             # an identity the image lacks
+    assert match_faces([], ids) == []
 
 
 def test_paired_bootstrap_interval():
@@ -136,6 +167,11 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
     same, other = by[("grace", "w1")], by[("grace", "a1")]
     assert same["face_found"] and other["face_found"] and same["id_loss"] < other["id_loss"]
     assert same["copy_paste"] is not None and by[("eileen", "a1")]["copy_paste"] is None  # no held-out photo
+    for r in t:  # MultiID-Bench's metrics where there is ground truth (held-out photos) and a face
+        has = r["identity"] == "grace" and r["face_found"]
+        assert (r["sim_gt"] is not None) == has and (r["copy_paste_angle"] is not None) == has
+        assert r["copy_paste_angle"] is None or -1 <= r["copy_paste_angle"] <= 1
+        assert r["faces"] >= int(r["face_found"])
     for r in t:
         if not r["face_found"]:
             assert r["id_loss"] == 2.0  # the configured worst score, counted
@@ -150,19 +186,21 @@ def test_eval_runs_end_to_end_resumes_and_its_summary_is_the_parquet(ray_local, 
         assert stored == pytest.approx(clip_cosines(model, proc, images, prompts), abs=1e-5), key
         assert stored != pytest.approx(clip_cosines(model, proc, images, swapped), abs=1e-3), key
     # the summary is exactly the per-image Parquet
-    for m in ("id_loss", "clip_score", "pick_score", "copy_paste"):
+    for m in ("id_loss", "clip_score", "pick_score", "copy_paste", "sim_gt", "id_similarity", "copy_paste_angle"):
         vals = [r[m] for r in t if r[m] is not None]
         assert s["metrics"][m] == pytest.approx(float(np.mean(vals)))
     assert s["no_face"] == sum(not r["face_found"] for r in t) and s["images"] == s["planned"] == 5
     assert s["by_axis"]["length"]["short"]["n"] == 3
     md = (out / "summary.md").read_text()
-    assert "| Method | ID Loss↓ | CLIPScore↑ | PickScore↑ | Copy-paste↓ | No face |" in md and "| tiny |" in md
+    assert ("| Method | ID Loss↓ | CLIPScore↑ | PickScore↑ | Copy-paste↓ | Sim(GT)↑ | Sim(Ref) | CP∠↓ | No face |"
+            in md and "| tiny |" in md)
     assert json.loads((out / "summary.json").read_text())["metrics"] == s["metrics"]
     assert (out / "grids" / "grace.jpg").is_file() and (out / "grids" / "eileen.jpg").is_file()
     from pipelines.report import write_report
 
     page = write_report(out).read_text()   # Table 1, per-axis breakdowns, the grids
     assert f"<td>{s['metrics']['id_loss']:.3f}</td>" in page and "by length" in page
+    assert "Sim(GT)" in page and f"<td>{s['metrics']['sim_gt']:.3f}</td>" in page
     assert page.count("data:image/jpeg") == 2
     # resume: nothing is generated again; a scorer without weights is reported, its column left empty
     logs.clear()
