@@ -211,6 +211,25 @@ def caption(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None
 
 
 @main.command()
+@click.argument("in_dir", type=Location(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory: faces.parquet, identities.parquet, pairs.parquet, stats.json; a local folder "
+                   "or s3://BUCKET/KEY. Rerunning on it with the same settings finds it done.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML merged over configs/identities.yaml (same-person thresholds, neighbours, index, pairs).")
+@row_job_options
+def identities(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> None:
+    """Cluster the faces of a curated output (IN_DIR: a curate or caption output, or a folder of its
+    Parquet, on disk or in object storage) into identities across the whole dataset.
+
+    Writes an identity per face, a table of identities with their members, and real cross-photo
+    pairs (other photos of the same person as a face's references); where a dataset labels its
+    people, reports how the clusters agree with the labels (docs/identities.md)."""
+    cfg = config("identities", config_path, {"progress": False} if quiet else None)
+    run_job("identities", in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite, libraries=())
+
+
+@main.command()
 @click.option("--spss", "spss_dir", required=True, type=Location(exists=True, file_okay=False),
               help="SPSS Parquet: a curate/caption output (its kept/) or a folder of Parquet, on disk or "
                    "s3://BUCKET/KEY. Its records are the real identity sources.")

@@ -244,6 +244,8 @@ OWNED = {  # what each kind of job writes at the top of its folder: --overwrite 
               "loss_curve.png", "config.yaml", "report.html", "_work", "pipeline_stage.json"),
     "eval": ("images", "grids", "scores.parquet", "summary.json", "summary.md", "config.yaml", "report.html",
              "_work", "pipeline_stage.json"),
+    "identities": ("faces.parquet", "identities.parquet", "pairs.parquet", "stats.json", "config.yaml", "report.html",
+                   "_work", "pipeline_stage.json"),
     "run": ("curated", "captioned", "train-stage1", "spms", "train-stage2", "eval", "_work", "report.html"),
 }
 

@@ -27,7 +27,7 @@ class Job:
     defaults: tuple[str, ...]  # its packaged YAML files (configs/NAME.yaml)
     config: str                # its typed config (module:Class)
     takes: str                 # its input: sources (KIND=PATH) | spss | spss or spms | ids (identity photos)
-    makes: str                 # spss | spms | weights | scores
+    makes: str                 # spss | spms | weights | scores | identities
     result: str                # the file of its output folder that says it has something to show
     check: str
     run: str
@@ -57,6 +57,10 @@ JOBS = {job.name: job for job in (
     Job("eval", ("eval",), "pipelines.eval:EvalConfig", "ids", "scores", "summary.json",
         "pipelines.eval:check_eval", "pipelines.eval:run_eval", "pipelines.summary:eval_summary",
         "pipelines.summary:eval_counts", "pipelines.report:eval_section"),
+    Job("identities", ("identities",), "pipelines.identities:IdentitiesConfig", "spss", "identities", "stats.json",
+        "pipelines.identities:check_identities", "pipelines.identities:run_identities",
+        "pipelines.summary:identities_summary", "pipelines.summary:identities_counts",
+        "pipelines.report:identities_section"),
 )}
 
 

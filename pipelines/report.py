@@ -388,6 +388,25 @@ def eval_section(d: Path, stats: dict) -> str:
     return "".join(parts) + grid("grids", grids)
 
 
+def identities_section(d: Path, stats: dict) -> str:
+    """The identities found: how many, how they agree with the datasets' labels, the largest ones."""
+    parts = ["<h3>Identities</h3>", table(
+        ["records", "clustered", "without embedding", "identities", "of one photo", "largest", "pairs"],
+        [[stats["inputs"], stats["clustered"], stats["no_embedding"], stats["identities"], stats["singletons"],
+          stats["largest"], stats["pairs"]]])]
+    a = stats.get("agreement")
+    if a:
+        parts.append("<h4>against the datasets' own labels (embeddings alone)</h4>" + table(
+            ["labelled faces", "people", "clusters", "purity", "inverse purity", "pairwise precision", "pairwise recall"],
+            [[a["labelled_faces"], a["labels"], a["clusters"], fmt(a["purity"]), fmt(a["inverse_purity"]),
+              fmt(a["pairwise_precision"]), fmt(a["pairwise_recall"])]]))
+    top = read_parquet(d / "identities.parquet").sort_by([("size", "descending")]).slice(0, 10).to_pylist()
+    parts.append("<h4>largest identities</h4>" + table(
+        ["identity", "photos", "sources", "label", "label share"],
+        [[r["identity"], r["size"], ", ".join(r["sources"]), r["label"] or "", fmt(r["label_share"])] for r in top]))
+    return "".join(parts)
+
+
 def kind(d: Path) -> str | None:
     """The job whose output ``d`` is (its run.json says), when it has something to show."""
     from pipelines.jobs import JOBS

@@ -105,3 +105,25 @@ def train_counts(stats: dict) -> tuple:
 
 def eval_counts(stats: dict) -> tuple:
     return stats["images"], stats["images"] - stats["no_face"]
+
+
+def identities_summary(stats: dict, out_dir) -> str:
+    lines = ["", f"identities summary  ({out_dir}, {stats['elapsed_s']} s)",
+             f"  faces clustered    {stats['clustered']} of {stats['inputs']} records ({stats['no_embedding']} without "
+             f"an embedding)  [{stats['backend'] or 'no embeddings'}, {stats['metric']}, index {stats['index']}]",
+             f"  identities         {stats['identities']} ({stats['singletons']} of one photo; the largest "
+             f"{stats['largest']})",
+             f"  cross-photo pairs  {stats['pairs']} for {stats['faces_with_pairs']} faces"]
+    a = stats.get("agreement")
+    if a:
+        lines.append(f"  against the datasets' own labels ({a['labelled_faces']} faces, {a['labels']} people): purity "
+                     f"{a['purity']:.3f}, inverse purity {a['inverse_purity']:.3f}, pairwise precision "
+                     f"{a['pairwise_precision']:.3f}, recall {a['pairwise_recall']:.3f} (embeddings alone"
+                     + ("; the labels then joined their faces)" if stats["labels"] == "trust" else ")"))
+    ok = "yes" if stats["adds_up"] else "NO"
+    lines += ["", f"accounting: every record clustered or counted without an embedding: {ok}"]
+    return "\n".join(lines)
+
+
+def identities_counts(stats: dict) -> tuple:
+    return stats["inputs"], f"{stats['identities']} identities"

@@ -1,4 +1,4 @@
-"""The job protocol as one table: every job (curate, caption, synth, train, eval, and `infu run`'s root),
+"""The job protocol as one table: every job (curate, caption, synth, train, eval, identities, and `infu run`'s root),
 on a local folder and in a bucket on two S3 implementations (moto; s3rver, which has no conditional
 writes), gets the same guarantees from the same code (pipelines/job.py): its folder claimed once and
 refused to a second run while live, a folder that is not its own refused untouched, a changed setting
@@ -21,6 +21,7 @@ SETTINGS = {
     "synth": ("synth", {"seed": 7}, "seed: 0 then, 7 now", {"ray": {"num_cpus": 1}}),
     "train": ("stage1", {"train": {"lr": 5.0e-2}}, "train.lr: 2e-05 then, 0.05 now", {"train": {"max_steps": 99}}),
     "eval": ("eval", {"seed": 7}, "seed: 42 then, 7 now", {"bootstrap": {"samples": 10}}),
+    "identities": ("identities", {"neighbours": 5}, "neighbours: 10 then, 5 now", {"shard_rows": 1000}),
 }
 ROW_JOBS = ("curate", "caption", "synth")
 STORES = ("disk", "moto", "s3rver")

@@ -58,6 +58,14 @@ class FaceAnalyzer:
 
 
 
+def metric_of(backend: str) -> str:
+    """How the embeddings of the backend named ``backend`` (a record's ``id_backend``) compare: dlib's
+    descriptors by euclidean distance, ArcFace-style ones (every other backend) by cosine."""
+    from infu_model.faces.dlib_backend import DlibFaceAnalyzer
+
+    return DlibFaceAnalyzer.metric if backend == DlibFaceAnalyzer.name else "cosine"
+
+
 def main_face(faces: list[Face], min_score: float) -> tuple[Face | None, list[Face]]:
     """The photo's main face and the other clear faces beside it.
 
