@@ -16,6 +16,13 @@ Every row that reaches the detector gets ``face_count``; rows with a face get
 ``bbox``/``kps`` (original image pixels, EXIF-oriented), ``det_score``,
 ``face_ratio``, ``yaw``/``pitch`` — also when rejected, for the audit — and kept
 rows get ``id_embedding`` + ``id_backend`` of that face (the largest clear one).
+
+With ``groups.keep``, a photo of 2 to ``groups.max_faces`` people is a multi-ID record instead of a
+``multiple_faces`` rejection when every face that counts (the main one and each other clear face at
+least ``secondary_face_ratio`` of its area) passes the size rules a single face passes: the
+``faces_*`` columns hold each one's box, keypoints, score and embedding, largest first, and the
+job writes the record to ``groups/`` beside ``kept/`` (pipelines/job.py). Off by default: the
+single-face output is then what it always was.
 """
 from __future__ import annotations
 
@@ -51,6 +58,12 @@ class InsightFaceOptions:
 
 
 @dataclass(frozen=True)
+class GroupOptions:
+    keep: bool                              # photos of several people become multi-ID records (groups/)
+    max_faces: int = between(2, 64)         # at most this many faces that count
+
+
+@dataclass(frozen=True)
 class FaceOptions:
     backend: Literal["dlib", "insightface"]
     dlib: DlibOptions
@@ -61,6 +74,7 @@ class FaceOptions:
     min_face_px: float = between(0)
     min_face_ratio: float = between(0, 1)
     embed: bool
+    groups: GroupOptions
 
 
 class FaceStage(Stage):
@@ -77,6 +91,11 @@ class FaceStage(Stage):
         pa.field("pitch", pa.float32()),
         pa.field("id_embedding", pa.list_(pa.float32())),     # identity embedding (embed: true)
         pa.field("id_backend", pa.string()),                  # the model that made it
+        # a multi-ID record's every face, largest first (groups.keep; null on single-face records)
+        pa.field("faces_bbox", pa.list_(pa.list_(pa.float32(), 4))),
+        pa.field("faces_kps", pa.list_(pa.list_(pa.list_(pa.float32(), 2), 5))),
+        pa.field("faces_det_score", pa.list_(pa.float32())),
+        pa.field("faces_embedding", pa.list_(pa.list_(pa.float32()))),
     )
     scores = ("face_count", "face_ratio")
     Options = FaceOptions
@@ -123,10 +142,28 @@ class FaceStage(Stage):
         row["det_score"] = float(main.det_score)
         row["face_ratio"] = float(big.area / (row["width"] * row["height"]))
         row["yaw"], row["pitch"] = head_pose(main.kps)
-        if any(f.area >= self.opts.secondary_face_ratio * main.area for f in others):
+        group = [main, *(f for f in others if f.area >= self.opts.secondary_face_ratio * main.area)]
+        if len(group) > 1 and not self.as_group(row, rgb, group, scale):
             return reject(row, "multiple_faces")
-        if big.short_side < self.opts.min_face_px or row["face_ratio"] < self.opts.min_face_ratio:
+        if self.small(big, row):
             return reject(row, "small_face")
         if self.opts.embed:
             row["id_embedding"] = self.analyzer.embed(rgb, main).astype(np.float32).tolist()
             row["id_backend"] = self.analyzer.name
+
+    def small(self, big, row: dict) -> bool:
+        """A face (in original pixels) too small to learn an identity from."""
+        return big.short_side < self.opts.min_face_px or big.area / (row["width"] * row["height"]) < self.opts.min_face_ratio
+
+    def as_group(self, row: dict, rgb: np.ndarray, group: list, scale: float) -> bool:
+        """Make ``row`` a multi-ID record of the faces in ``group`` when groups are kept and each passes."""
+        g = self.opts.groups
+        big = [f.scaled(scale) for f in group]
+        if not g.keep or len(group) > g.max_faces or any(self.small(b, row) for b in big):
+            return False
+        row["faces_bbox"] = [b.bbox.astype(np.float32).tolist() for b in big]
+        row["faces_kps"] = [b.kps.astype(np.float32).tolist() for b in big]
+        row["faces_det_score"] = [float(f.det_score) for f in group]
+        if self.opts.embed:
+            row["faces_embedding"] = [self.analyzer.embed(rgb, f).astype(np.float32).tolist() for f in group]
+        return True

@@ -37,6 +37,8 @@ from pipelines.job import (DedupOptions, Layout, OutputOptions, RayOptions, Sour
 from pipelines.logs import progress_lines
 from pipelines.sink import write_atomic
 
+GROUP = "groups"   # stats' count of multi-ID records (groups/, faces.groups.keep): kept, but not in kept/
+
 
 @dataclass(frozen=True)
 class ListingOptions:
@@ -200,7 +202,9 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
     """Counts read back from the output files, checked against the manifest."""
     cols = ["id", "source", "status", "reason"]
     kept = read_column(parquet_files(lay.kept), cols + ["bucket"])
-    out = pa.concat_tables([kept.drop_columns(["bucket"]), read_column(parquet_files(lay.rejected), cols)])
+    groups = read_column(parquet_files(lay.groups), cols)  # multi-ID records: counted as groups, not kept
+    groups = groups.set_column(2, "status", pa.array([GROUP] * groups.num_rows, pa.string()))
+    out = pa.concat_tables([kept.drop_columns(["bucket"]), read_column(parquet_files(lay.rejected), cols), groups])
     buckets = pc.value_counts(kept["bucket"]).to_pylist()
     manifest_ids = read_column(parquet_files(lay.manifest), ["id"], MANIFEST_SCHEMA)["id"]
     missing = count_unaccounted(manifest_ids, out["id"])
@@ -208,23 +212,24 @@ def compute_stats(lay: Layout, facts: dict, stage_reports: dict, elapsed: float)
     # every reason a stage that ran may give, counted or not: "nsfw 0" says the filter ran and found none
     by_reason = {r: 0 for name, rep in stage_reports.items() if rep.get("ran") for r in stage_reasons(name)}
     for src, status, reason, n in zip(*_count(out).values()):
-        s = by_source.setdefault(src, {"inputs": 0, KEPT: 0, REJECTED: {}, "quarantined": {}})
+        s = by_source.setdefault(src, {"inputs": 0, KEPT: 0, GROUP: 0, REJECTED: {}, "quarantined": {}})
         s["inputs"] += n
-        if status == KEPT:
-            s[KEPT] += n
+        if status in (KEPT, GROUP):
+            s[status] += n
         else:
             s[status][reason] = s[status].get(reason, 0) + n
             by_reason[reason] = by_reason.get(reason, 0) + n
     for label, fact in facts.items():
-        by_source.setdefault(label, {"inputs": 0, KEPT: 0, REJECTED: {}, "quarantined": {}})
+        by_source.setdefault(label, {"inputs": 0, KEPT: 0, GROUP: 0, REJECTED: {}, "quarantined": {}})
         by_source[label].update(listed=fact["listed"], errors=fact["errors"],
                                 ignored_files=fact.get("ignored_files", 0))
-    total = {k: sum(s[k] if k in ("inputs", KEPT) else sum(s[k].values()) for s in by_source.values())
-             for k in ("inputs", KEPT, REJECTED, "quarantined")}
+    total = {k: sum(s[k] if k in ("inputs", KEPT, GROUP) else sum(s[k].values()) for s in by_source.values())
+             for k in ("inputs", KEPT, GROUP, REJECTED, "quarantined")}
     return {
         **total, "manifest_rows": len(manifest_ids), "unaccounted": missing,
         "duplicate_ids": out.num_rows - len(pc.unique(out["id"])),
-        "adds_up": total["inputs"] == total[KEPT] + total[REJECTED] + total["quarantined"] == len(manifest_ids)
+        "adds_up": total["inputs"] == total[KEPT] + total[GROUP] + total[REJECTED] + total["quarantined"]
+        == len(manifest_ids)
         and missing == 0,
         "by_reason": dict(sorted(by_reason.items())), "by_source": by_source, "stages": stage_reports,
         "by_bucket": {b["values"]: b["counts"] for b in sorted(buckets, key=lambda b: -b["counts"])},

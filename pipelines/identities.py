@@ -27,22 +27,26 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.engine import between
 from infu_model.storage import as_path, write_parquet
 from pipelines.config import JobConfig
-from pipelines.job import RayOptions, SourceSpec, check_inputs, input_files, job_run, read_column, start_run, write_json
+from pipelines.job import (RayOptions, SourceSpec, check_inputs, input_files, job_run, parquet_files, read_column,
+                           start_run, write_json)
 
 COLUMNS = ["id", "source", "identity", "id_embedding", "id_backend"]
 FACES_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("label", pa.string()),   # the record, its dataset's own label
+    ("id", pa.string()), ("face", pa.int32()),                              # the record, which of its faces
+    ("source", pa.string()), ("label", pa.string()),                        # its dataset, the dataset's own label
     ("identity", pa.string()), ("identity_size", pa.int32()),              # the identity found (null: see reason)
     ("reason", pa.string())])                                              # why none: no_embedding
 IDENTITIES_SCHEMA = pa.schema([
-    ("identity", pa.string()), ("size", pa.int32()), ("ids", pa.list_(pa.string())),
+    ("identity", pa.string()), ("size", pa.int32()), ("ids", pa.list_(pa.string())), ("faces", pa.list_(pa.int32())),
     ("sources", pa.list_(pa.string())), ("label", pa.string()), ("label_share", pa.float32())])
 PAIRS_SCHEMA = pa.schema([
-    ("id", pa.string()), ("reference_id", pa.string()), ("identity", pa.string()),
+    ("id", pa.string()), ("face", pa.int32()), ("reference_id", pa.string()), ("reference_face", pa.int32()),
+    ("identity", pa.string()),
     ("similarity", pa.float32()), ("distance", pa.float32())])   # cosine and euclidean distance of the embeddings
 
 
@@ -88,8 +92,10 @@ class IdentitiesConfig(JobConfig):
 # ------------------------------------------------------------------------------------ reading --
 @dataclass
 class Faces:
-    """The input records' ids, sources and labels, and the embeddings of those that have one."""
+    """One entry per face of the input (a multi-ID record's every face, any other record once): its
+    record's id, which face, source and label, and the embeddings of those that have one."""
     ids: list
+    face: list
     sources: list
     labels: list
     has: np.ndarray          # (rows,) bool: the record has an embedding
@@ -106,20 +112,26 @@ def check_identities(in_dir, cfg: IdentitiesConfig) -> int:
     return rows
 
 
-def read_faces(files: list[str]) -> Faces:
+def read_faces(files: list[str], group_files: list[str] = ()) -> Faces:
+    """The faces of single-face records (``files``) and of multi-ID records (``group_files``, curate's
+    groups/: each face its own entry, without the photo's dataset label, which names no one face)."""
     from infu_model.faces import metric_of
 
     t = read_column(files, COLUMNS)
-    backends = sorted({b for b in t["id_backend"].to_pylist() if b is not None})
+    g = read_column(list(group_files), ["id", "source", "faces_embedding", "id_backend"])
+    backends = sorted({b for b in [*t["id_backend"].to_pylist(), *g["id_backend"].to_pylist()] if b is not None})
     if len(backends) > 1:
         raise ValueError(f"the input's embeddings come from {len(backends)} face models ({', '.join(backends)}): "
                          "embeddings of different models cannot be compared; curate with one faces backend")
+    ids, face, sources, labels = t["id"].to_pylist(), [0] * t.num_rows, t["source"].to_pylist(), t["identity"].to_pylist()
     emb = t["id_embedding"].to_pylist()
+    for rid, src, faces in zip(g["id"].to_pylist(), g["source"].to_pylist(), g["faces_embedding"].to_pylist()):
+        for k, e in enumerate(faces or [None]):
+            ids.append(rid), face.append(k), sources.append(src), labels.append(None), emb.append(e)
     has = np.array([e is not None and len(e) > 0 for e in emb], bool)
     vectors = np.asarray([e for e, h in zip(emb, has) if h] or np.zeros((0, 0)), np.float32)
     backend = backends[0] if backends else None
-    return Faces(t["id"].to_pylist(), t["source"].to_pylist(), t["identity"].to_pylist(), has, vectors, backend,
-                 metric_of(backend) if backend else "cosine")
+    return Faces(ids, face, sources, labels, has, vectors, backend, metric_of(backend) if backend else "cosine")
 
 
 # ------------------------------------------------------------------------------- neighbours --
@@ -246,35 +258,36 @@ def agreement(cluster: np.ndarray, sources: list, labels: list) -> dict | None:
             "pairwise_recall": round(together / max(same(by_label.values()), 1), 4)}
 
 
-def named(cluster: np.ndarray, ids: list) -> tuple[list[str], np.ndarray]:
-    """Identity names for components: ``id-000001`` the largest, ties by their smallest record id (the
-    same input gives the same names), and each component's size."""
+def named(cluster: np.ndarray, keys: list) -> tuple[list[str], np.ndarray]:
+    """Identity names for components: ``id-000001`` the largest, ties by their smallest member ``keys``
+    ((record id, face)): the same input gives the same names; and each component's size."""
     sizes = np.bincount(cluster)
     smallest: dict = {}
-    for c, i in zip(cluster, ids):
-        smallest[c] = min(smallest.get(c, i), i)
-    order = sorted(range(len(sizes)), key=lambda c: (-sizes[c], smallest.get(c, "")))
+    for c, key in zip(cluster, keys):
+        smallest[c] = min(smallest.get(c, key), key)
+    order = sorted(smallest, key=lambda c: (-sizes[c], smallest[c]))
     rank = {c: r for r, c in enumerate(order)}
     return [f"id-{rank[c] + 1:06d}" for c in cluster], sizes[cluster]
 
 
 # -------------------------------------------------------------------------------------- pairs --
-def cross_photo_pairs(v: np.ndarray, idx: np.ndarray, names: list[str], ids: list, opts: PairOptions,
+def cross_photo_pairs(v: np.ndarray, idx: np.ndarray, names: list[str], ids: list, face: list, opts: PairOptions,
                       metric: str) -> pa.Table:
     """For each face, up to ``opts.per_face`` of its nearest faces of the same identity that are another
-    photo (not closer than ``max_cosine`` / ``min_distance``: a re-encode or crop of the same picture)."""
+    photo: another record, and not closer than ``max_cosine`` / ``min_distance`` (a re-encode or crop of
+    the same picture)."""
     u = prepared(v, "cosine")
     rows = []
     for i in range(len(v)) if opts.per_face else ():
         found = 0
         for j in idx[i]:
-            if j < 0 or j == i or names[j] != names[i]:
+            if j < 0 or ids[j] == ids[i] or names[j] != names[i]:
                 continue
             sim, dist = float(u[i] @ u[j]), float(np.linalg.norm(v[i] - v[j]))
             if (sim > opts.max_cosine) if metric == "cosine" else (dist < opts.min_distance):
                 continue
-            rows.append({"id": ids[i], "reference_id": ids[j], "identity": names[i], "similarity": sim,
-                         "distance": dist})
+            rows.append({"id": ids[i], "face": face[i], "reference_id": ids[j], "reference_face": face[j],
+                         "identity": names[i], "similarity": sim, "distance": dist})
             found += 1
             if found == opts.per_face:
                 break
@@ -282,7 +295,7 @@ def cross_photo_pairs(v: np.ndarray, idx: np.ndarray, names: list[str], ids: lis
 
 
 # ---------------------------------------------------------------------------------- the job --
-def identity_table(names: list[str], ids: list, sources: list, labels: list) -> pa.Table:
+def identity_table(names: list[str], ids: list, face: list, sources: list, labels: list) -> pa.Table:
     members: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         members.setdefault(name, []).append(i)
@@ -291,7 +304,7 @@ def identity_table(names: list[str], ids: list, sources: list, labels: list) -> 
         m = members[name]
         votes = Counter(labels[i] for i in m if labels[i] is not None)
         label, n = votes.most_common(1)[0] if votes else (None, 0)
-        rows.append({"identity": name, "size": len(m), "ids": [ids[i] for i in m],
+        rows.append({"identity": name, "size": len(m), "ids": [ids[i] for i in m], "faces": [face[i] for i in m],
                      "sources": sorted({sources[i] for i in m}), "label": label,
                      "label_share": round(n / len(m), 4) if votes else None})
     return pa.Table.from_pylist(rows, schema=IDENTITIES_SCHEMA)
@@ -307,7 +320,7 @@ def run_identities(in_dir, out, cfg: IdentitiesConfig, *, checked, claim, ray_ad
     out = as_path(out)
     if (out / "stats.json").is_file():  # done, with these settings
         return json.loads((out / "stats.json").read_text())
-    faces = read_faces(input_files(in_dir))
+    faces = read_faces(input_files(in_dir), parquet_files(as_path(in_dir) / "groups"))
     timings, t = {}, time.time()
     cluster = np.zeros(0, int)
     scores = idx = np.zeros((0, 0))
@@ -324,27 +337,32 @@ def run_identities(in_dir, out, cfg: IdentitiesConfig, *, checked, claim, ray_ad
     srcs = [faces.sources[i] for i in pos]
     labs = [faces.labels[i] for i in pos]
     fids = [faces.ids[i] for i in pos]
+    fface = [faces.face[i] for i in pos]
     knn = knn_links(scores, idx, faces.metric, cfg.same_person) if len(pos) else (np.zeros(0, int),) * 2
     by_embedding = components(len(pos), [knn])
     measured = agreement(by_embedding, srcs, labs)
     cluster = components(len(pos), [knn, label_links(srcs, labs)]) if cfg.labels == "trust" else by_embedding
-    names, sizes = named(cluster, fids) if len(pos) else ([], np.zeros(0, int))
+    names, sizes = named(cluster, list(zip(fids, fface))) if len(pos) else ([], np.zeros(0, int))
     timings["cluster"] = time.time() - t
     t = time.time()
     who = dict(zip(pos.tolist(), zip(names, sizes.tolist())))
-    write_parquet(pa.Table.from_pylist(
-        [{"id": faces.ids[i], "source": faces.sources[i], "label": faces.labels[i],
+    rows = pa.Table.from_pylist(
+        [{"id": faces.ids[i], "face": faces.face[i], "source": faces.sources[i], "label": faces.labels[i],
           "identity": who[i][0] if i in who else None, "identity_size": who[i][1] if i in who else None,
-          "reason": None if i in who else "no_embedding"} for i in range(len(faces.ids))], schema=FACES_SCHEMA),
-        out / "faces.parquet")
-    table = identity_table(names, fids, srcs, labs)
+          "reason": None if i in who else "no_embedding"} for i in range(len(faces.ids))], schema=FACES_SCHEMA)
+    write_parquet(rows, out / "faces.parquet")
+    table = identity_table(names, fids, fface, srcs, labs)
     write_parquet(table, out / "identities.parquet")
-    pairs = cross_photo_pairs(faces.vectors, idx, names, fids, cfg.pairs, faces.metric)
+    pairs = cross_photo_pairs(faces.vectors, idx, names, fids, fface, cfg.pairs, faces.metric)
     write_parquet(pairs, out / "pairs.parquet")
     timings["write"] = time.time() - t
     sizes_by_identity = table["size"].to_pylist()
-    stats = {"inputs": len(faces.ids), "clustered": len(pos), "no_embedding": len(faces.ids) - len(pos),
-             "adds_up": len(pos) + (len(faces.ids) - len(pos)) == len(faces.ids),
+    named_once = pc.xor(pc.is_valid(rows["identity"]), pc.is_valid(rows["reason"]))  # an identity, or why none
+    stats = {"inputs": len(faces.ids), "records": len(set(faces.ids)),
+             "multi_id_records": len({i for i, k in zip(faces.ids, faces.face) if k}),
+             "clustered": len(pos), "no_embedding": len(faces.ids) - len(pos),
+             "adds_up": rows.num_rows == len(faces.ids) and pc.all(named_once).as_py() is not False
+             and sum(sizes_by_identity) == len(pos),
              "backend": faces.backend, "metric": faces.metric, "index": kind, "neighbours": cfg.neighbours,
              "identities": len(sizes_by_identity), "singletons": sum(s == 1 for s in sizes_by_identity),
              "largest": max(sizes_by_identity, default=0), "pairs": pairs.num_rows,

@@ -87,6 +87,7 @@ class Layout:
     def __init__(self, out):
         self.out = as_path(out)
         self.kept, self.rejected, self.work = self.out / "kept", self.out / "rejected", self.out / "_work"
+        self.groups = self.out / "groups"   # multi-ID records (curate's faces.groups.keep), written beside kept/
         self.manifest, self.todo, self.candidates = (self.work / d for d in ("manifest", "todo", "candidates"))
         bucket = is_uri(self.out)
         # where the workers write rows that leave (and a job without a run-wide decision, its survivors)
@@ -100,7 +101,7 @@ class Layout:
         """Every output file whose rows count so far: the workers' (those the run's lease counts) and
         the driver's (kept/, rejected/)."""
         workers = parquet_files(self.candidates, self.parts_rejected)
-        return sorted({*self.lease.counts(workers), *parquet_files(self.kept, self.rejected)})
+        return sorted({*self.lease.counts(workers), *parquet_files(self.kept, self.rejected, self.groups)})
 
 
 def lease_file(out):
@@ -237,7 +238,7 @@ def job_run(name: str):
 
 
 MARK = "run.json"   # what makes a folder a job's own: {"job": <its kind>, ...}
-ROW_JOB = ("kept", "rejected", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
+ROW_JOB = ("kept", "rejected", "groups", "_work", "stats.json", "config.yaml", "report.html", "pipeline_stage.json")
 OWNED = {  # what each kind of job writes at the top of its folder: --overwrite removes these and nothing else
     "curate": ROW_JOB, "caption": ROW_JOB, "synth": ROW_JOB,
     "train": ("checkpoints", "final", "published", "comfyui", "cache", "train_log.jsonl", "train_log.csv",
@@ -493,7 +494,8 @@ def check_inputs(files: list[str], needed: list[str], what: str) -> int:
 
 def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, schema: pa.Schema,
                        key: str = "id", prefer=KEEP_RULE, image: str = "image") -> None:
-    """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/.
+    """Decide near duplicates over every candidate, then split candidates into kept/ and rejected/
+    (and multi-ID records, where the record has them, into groups/).
 
     Among near duplicates the survivor is the best by ``prefer`` ((column, order), best first; the
     columns ``schema`` lacks are left out), then the smaller ``key``. In object storage the rejected
@@ -526,6 +528,11 @@ def dedup_and_finalize(lay: Layout, dedup: DedupOptions, rejected_images: bool, 
                     rej = drop_images(rej, image)
                 write_atomic(conform(rej, schema), lay.rejected / content_name(rej, "dup", key))
             keep = set_status(t.filter(pc.invert(is_dup)), KEPT)
+            if "faces_bbox" in schema.names:  # multi-ID records go beside kept/, before the file is marked done
+                group = pc.is_valid(keep["faces_bbox"])
+                if pc.any(group).as_py():
+                    write_atomic(conform(keep.filter(group), schema), lay.groups / kept_path.name)
+                keep = keep.filter(pc.invert(group))
             write_atomic(conform(keep, schema), kept_path)
         as_path(f).unlink()
 

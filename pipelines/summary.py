@@ -19,6 +19,9 @@ def curate_summary(stats: dict, out_dir) -> str:
     rows.append(["total", stats["manifest_rows"], stats["inputs"], stats["kept"], stats["rejected"], stats["quarantined"]])
     lines = ["", f"curate summary  ({out_dir}, {stats['elapsed_s']} s)"]
     lines += text_table(["source", "listed", "rows", "kept", "rejected", "quarantined"], rows)
+    if stats.get("groups"):
+        lines.append(f"multi-ID records (photos of several people, each face usable): {stats['groups']} in "
+                     f"{out_dir}/groups/")
     if stats["by_reason"]:
         lines += ["", "reasons:"] + [f"  {r:<16} {n}" for r, n in stats["by_reason"].items()]
     for ex in stats.get("watermark_examples", []):
@@ -31,7 +34,8 @@ def curate_summary(stats: dict, out_dir) -> str:
     if errors:
         lines += ["", "source problems:"] + [f"  {src}: {e}" for src, e in errors]
     ok = "yes" if stats["adds_up"] else f"NO (unaccounted {stats['unaccounted']}, duplicate ids {stats['duplicate_ids']})"
-    lines += ["", f"accounting: every input kept, rejected or quarantined: {ok}"]
+    kept = "kept (or kept as a multi-ID record)" if stats.get("groups") else "kept"
+    lines += ["", f"accounting: every input {kept}, rejected or quarantined: {ok}"]
     return "\n".join(lines)
 
 
@@ -109,8 +113,9 @@ def eval_counts(stats: dict) -> tuple:
 
 def identities_summary(stats: dict, out_dir) -> str:
     lines = ["", f"identities summary  ({out_dir}, {stats['elapsed_s']} s)",
-             f"  faces clustered    {stats['clustered']} of {stats['inputs']} records ({stats['no_embedding']} without "
-             f"an embedding)  [{stats['backend'] or 'no embeddings'}, {stats['metric']}, index {stats['index']}]",
+             f"  faces clustered    {stats['clustered']} of {stats['inputs']} ({stats['no_embedding']} without an "
+             f"embedding), in {stats['records']} records ({stats['multi_id_records']} of several people)  "
+             f"[{stats['backend'] or 'no embeddings'}, {stats['metric']}, index {stats['index']}]",
              f"  identities         {stats['identities']} ({stats['singletons']} of one photo; the largest "
              f"{stats['largest']})",
              f"  cross-photo pairs  {stats['pairs']} for {stats['faces_with_pairs']} faces"]
@@ -121,7 +126,7 @@ def identities_summary(stats: dict, out_dir) -> str:
                      f"{a['pairwise_precision']:.3f}, recall {a['pairwise_recall']:.3f} (embeddings alone"
                      + ("; the labels then joined their faces)" if stats["labels"] == "trust" else ")"))
     ok = "yes" if stats["adds_up"] else "NO"
-    lines += ["", f"accounting: every record clustered or counted without an embedding: {ok}"]
+    lines += ["", f"accounting: every face clustered or counted without an embedding: {ok}"]
     return "\n".join(lines)
 
 

@@ -53,6 +53,35 @@ def test_face_stage_decisions_on_real_photos():
     assert rows[1]["face_count"] >= 3 and rows[3]["face_ratio"] < 0.005
 
 
+def test_photos_of_several_people_become_multi_id_records_when_asked(dlib_faces):
+    """groups.keep: two portraits side by side are one record holding both faces (box, keypoints, score,
+    embedding, largest first, each the embedding of its own person); a group larger than max_faces, a
+    group with a face too small and a single portrait are decided as without it."""
+    a, g = samples.astronaut(), samples.grace_hopper()
+    two = samples.side_by_side(a, g)
+    rows = [row_of(two, "two"), row_of(samples.group(), "group"), row_of(a, "portrait"),
+            row_of(samples.side_by_side(a, g.resize((60, 75))), "one small")]
+    run_stage(curate_stage("faces", **FACE_CFG, groups={"keep": True, "max_faces": 3}), rows)  # the group: 4
+    got = {r["id"]: (r["status"], r["reason"]) for r in rows}
+    assert got == {"two": (ALIVE, None), "group": ("rejected", "multiple_faces"), "portrait": (ALIVE, None),
+                   "one small": (ALIVE, None)}, got  # the tiny second face is a background face, as without groups
+    two_row = rows[0]
+    assert two_row["face_count"] == 2 and len(two_row["faces_bbox"]) == len(two_row["faces_kps"]) == 2
+    assert len(two_row["faces_det_score"]) == 2 and all(len(e) == 128 for e in two_row["faces_embedding"])
+    assert two_row["faces_bbox"][0] == two_row["bbox"] and two_row["faces_embedding"][0] == two_row["id_embedding"]
+    # each face's embedding is its own person's: nearer that person alone than the other person
+    rgb = {n: np.asarray(im) for n, im in (("a", a), ("g", g))}
+    alone = {n: dlib_faces.embed(x, dlib_faces.detect(x)[0]) for n, x in rgb.items()}
+    left = min(range(2), key=lambda k: two_row["faces_bbox"][k][0])  # the astronaut is on the left
+    for k, person, other in ((left, "a", "g"), (1 - left, "g", "a")):
+        e = np.asarray(two_row["faces_embedding"][k])
+        assert np.linalg.norm(e - alone[person]) < np.linalg.norm(e - alone[other])
+    assert all(rows[i]["faces_bbox"] is None for i in (2, 3))
+    wide = [row_of(samples.group(), "group")]
+    run_stage(curate_stage("faces", **FACE_CFG, groups={"keep": True, "max_faces": 8}), wide)
+    assert wide[0]["status"] == ALIVE and len(wide[0]["faces_bbox"]) == wide[0]["face_count"] >= 3
+
+
 def test_face_fields_are_in_original_pixels():
     stage = curate_stage("faces", **FACE_CFG)
     a = samples.astronaut()

@@ -195,6 +195,55 @@ def test_infu_identities_prints_its_summary_and_writes_its_report(corpus, tmp_pa
     r = CliRunner().invoke(main, ["identities", str(corpus[0]), "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "identities summary" in r.output and "against the datasets' own labels (" in r.output
-    assert "accounting: every record clustered or counted without an embedding: yes" in r.output
+    assert "faces clustered " in r.output and "(0 of several people)" in r.output
+    assert "accounting: every face clustered or counted without an embedding: yes" in r.output
     page = (out / "report.html").read_text()
     assert "<h3>Identities</h3>" in page and "largest identities" in page
+
+
+def test_group_photos_are_kept_as_multi_id_records_and_their_faces_join_the_people(ray_local, tmp_path):
+    """curate with faces.groups.keep: two portraits side by side and the group photo are multi-ID records in
+    groups/ (every record accounted for), the single portraits stay in kept/; infu identities then puts
+    each face of a group photo with the portraits of the same person, and never pairs two faces of one photo."""
+    from pipelines.curate import run_curate
+    from pipelines.identities import run_identities
+    from pipelines.job import SourceSpec
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    a, g = samples.astronaut(), samples.grace_hopper()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        another_photo(a, rng).save(src / f"astronaut-{k}.jpg")
+        another_photo(g, rng).save(src / f"grace-{k}.jpg")
+    samples.side_by_side(a, g).save(src / "both.jpg")
+    samples.group().save(src / "group.jpg")
+    samples.cat().save(src / "cat.jpg")
+    over = {"progress": False, "dedup": {"enabled": False},
+            "stages": [{"name": "faces", "backend": "dlib", "groups": {"keep": True, "max_faces": 4}}]}
+    stats = run_curate([SourceSpec("folder", "photos", str(src))], tmp_path / "curated",
+                       load_config("curate", overrides=over), log=lambda m: None)
+    assert stats["adds_up"] and stats["groups"] == 2 and stats["inputs"] == 9, stats
+    groups = pq.read_table(tmp_path / "curated" / "groups").to_pylist()
+    assert sorted(r["path"] for r in groups) == ["both.jpg", "group.jpg"]
+    assert all(r["status"] == "kept" and len(r["faces_embedding"]) == r["face_count"] >= 2 for r in groups)
+    kept = pq.read_table(tmp_path / "curated" / "kept").to_pylist()
+    assert sorted(r["path"] for r in kept) == sorted(f"{p}-{k}.jpg" for p in ("astronaut", "grace") for k in range(3))
+    assert all(r["faces_bbox"] is None for r in kept)
+    default = run_curate([SourceSpec("folder", "photos", str(src))], tmp_path / "single",
+                         load_config("curate", overrides={**over, "stages": [{"name": "faces", "backend": "dlib"}]}),
+                         log=lambda m: None)
+    assert default["groups"] == 0 and default["by_reason"]["multiple_faces"] == 2  # unchanged without the option
+
+    s = run_identities(tmp_path / "curated", tmp_path / "ids", cfg(), log=lambda m: None)
+    faces = pq.read_table(tmp_path / "ids" / "faces.parquet").to_pylist()
+    assert s["records"] == 8 and s["multi_id_records"] == 2 and s["inputs"] == 6 + 2 + 4 and s["adds_up"]
+    of = {(r["id"], r["face"]): r["identity"] for r in faces}
+    both = [r for r in groups if r["path"] == "both.jpg"][0]
+    left = min(range(2), key=lambda k: both["faces_bbox"][k][0])  # the astronaut
+    astronaut = {of[(r["id"], 0)] for r in kept if r["path"].startswith("astronaut")}
+    grace = {of[(r["id"], 0)] for r in kept if r["path"].startswith("grace")}
+    assert astronaut == {of[(both["id"], left)]} and grace == {of[(both["id"], 1 - left)]} and astronaut != grace
+    pairs = pq.read_table(tmp_path / "ids" / "pairs.parquet").to_pylist()
+    assert pairs and all(p["id"] != p["reference_id"] for p in pairs)
+    assert any(p["id"] == both["id"] for p in pairs)  # a group photo's face has references: the portraits
