@@ -43,6 +43,7 @@ from infu_model import hub
 from infu_model.hub import DIFFUSERS, FOLDER, Need, infu_weights
 from infu_model.infusenet import in_window, infusenet_residuals
 from infu_model.projection import ProjectionNetwork
+from infu_model.regions import combine, default_regions, token_masks
 from infu_model.published import GENERATION
 from infu_model.memory import WEIGHTS, MemoryPlan, check_fp8, resolve
 from infu_model.runtime import torch_device
@@ -217,14 +218,18 @@ class InfUPipeline(FluxPipeline):
                              f"weights expect {self.image_proj.config.embedding_dim}-d")
         return torch.from_numpy(np.asarray(emb, np.float32))[None]
 
-    def control_image(self, control: Image.Image | None, width: int, height: int) -> Image.Image:
+    def control_image(self, control: Image.Image | None, width: int, height: int, faces: int = 1) -> Image.Image:
+        """The control image: the keypoints of the largest face of ``control`` (of its ``faces`` largest,
+        for several people) drawn on black, or all black without one."""
         if control is None:
             return black_control((width, height))
         canvas = fit_on_white(upright(control), (width, height))
-        faces = self.faces.detect(np.asarray(canvas))
-        if not faces:
+        found = self.faces.detect(np.asarray(canvas))
+        if not found:
             raise NoFaceError("no face found in the control image")
-        return draw_kps((width, height), faces[0].kps)
+        if faces == 1 or len(found) == 1:
+            return draw_kps((width, height), found[0].kps)
+        return Image.fromarray(np.maximum.reduce([np.asarray(draw_kps((width, height), f.kps)) for f in found[:faces]]))
 
     def encode_control(self, image: Image.Image, generators: list, device, dtype) -> torch.Tensor:
         """VAE posterior samples of the control image (one per seed, drawn after that seed's
@@ -291,16 +296,20 @@ class InfUPipeline(FluxPipeline):
                  infusenet_guidance_start: float = G["start"], infusenet_guidance_end: float = G["end"],
                  output_type: str = "pil", return_dict: bool = True, joint_attention_kwargs: dict | None = None,
                  callback_on_step_end=None, callback_on_step_end_tensor_inputs: list[str] = ("latents",),
-                 max_sequence_length: int = 512, skip_outside_window: bool = True):
+                 max_sequence_length: int = 512, skip_outside_window: bool = True, regions: list | None = None):
         """Generate images of the person in ``id_image`` following ``prompt``, called like diffusers'
         ``FluxPipeline``, with InfU's own arguments (the defaults are InfU v1.0's).
 
         - ``id_image``: a photo of the person (its largest face gives the identity), or ``id_embedding``
-          (``[1, D]``, e.g. stored by curation) instead;
+          (``[1, D]``, e.g. stored by curation) instead; several people: a list of photos (or of
+          embeddings), each placed in its own of ``regions`` (boxes ``(x1, y1, x2, y2)`` in output pixels
+          or mask images; default: equal vertical strips, left to right), its InfuseNet residuals added
+          only there (``infu_model/regions.py``); one person is the single-ID call exactly;
         - ``prompt`` (str or list) / ``prompt_2`` (T5's, default the same), or ``prompt_embeds`` with
           ``pooled_prompt_embeds`` (from ``encode_prompt``) instead;
         - ``control_image``: a photo whose face position the output follows (its five keypoints are
-          drawn on black); none: free placement (an all-black control, as InfU does);
+          drawn on black; with several people, the keypoints of as many of its largest faces); none:
+          free placement (an all-black control, as InfU does);
         - ``num_images_per_prompt`` images for each prompt; randomness: ``seed`` (InfU's: one CPU
           ``torch.Generator`` per image, so a batch equals its single calls; an int gives the images
           of a prompt ``seed, seed + 1, ...``; a list gives one seed per image), or diffusers'
@@ -343,10 +352,17 @@ class InfUPipeline(FluxPipeline):
         latents, img_ids = self.prepare_latents(batch, self.transformer.config.in_channels // 4, height, width,
                                                 prompt_embeds.dtype, device,
                                                 generators if len(generators) > 1 else generators[0], latents)
-        if id_embedding is None:
-            id_embedding = self.id_embedding(id_image)
-        id_tokens = self.image_proj(id_embedding.to(device)).to(dtype).expand(batch, -1, -1)
-        control = self.encode_control(self.control_image(control_image, width, height),
+        embeddings = (id_embedding if isinstance(id_embedding, (list, tuple)) else [id_embedding]) \
+            if id_embedding is not None else [self.id_embedding(im) for im in
+                                              (id_image if isinstance(id_image, (list, tuple)) else [id_image])]
+        id_tokens = [self.image_proj(e.to(device)).to(dtype).expand(batch, -1, -1) for e in embeddings]
+        masks = None
+        if len(id_tokens) > 1 or regions is not None:  # several people: each identity within its region
+            regions = regions if regions is not None else default_regions(len(id_tokens), width, height)
+            if len(regions) != len(id_tokens):
+                raise ValueError(f"{len(regions)} regions for {len(id_tokens)} identities")
+            masks = token_masks(regions, width, height, self.vae_scale_factor * 2).to(device)
+        control = self.encode_control(self.control_image(control_image, width, height, faces=len(id_tokens)),
                                       generators * (batch if len(generators) == 1 else 1), device, dtype)
 
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps) if sigmas is None else sigmas
@@ -370,10 +386,11 @@ class InfUPipeline(FluxPipeline):
                 double = single = None
                 # a step whose residuals would be multiplied by zero (outside the window, or scale 0) skips InfuseNet
                 if (keep and infusenet_conditioning_scale != 0) or not skip_outside_window:
-                    double, single = infusenet_residuals(
-                        self.infusenet, latents=latents, control=control, id_tokens=id_tokens, pooled=pooled,
+                    residuals = [infusenet_residuals(
+                        self.infusenet, latents=latents, control=control, id_tokens=tokens, pooled=pooled,
                         timestep=timestep, img_ids=img_ids, guidance=infu_guidance,
-                        scale=infusenet_conditioning_scale * float(keep))
+                        scale=infusenet_conditioning_scale * float(keep)) for tokens in id_tokens]
+                    double, single = residuals[0] if masks is None else combine(residuals, masks)
                 noise = self.transformer(
                     hidden_states=latents, timestep=timestep, guidance=guidance, pooled_projections=pooled,
                     encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids,

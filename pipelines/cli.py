@@ -716,8 +716,12 @@ def ready(model, loras) -> None:
 
 @main.command()
 @model_options
-@click.option("--id-image", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Photo of the person; its largest face gives the identity.")
+@click.option("--id-image", "id_images", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Photo of the person; its largest face gives the identity. Give it again for each further "
+                   "person: each is placed in its own region (--region, or equal vertical strips, left to right).")
+@click.option("--region", "regions", multiple=True, metavar="X1,Y1,X2,Y2",
+              help="The box (output pixels) of each --id-image's person, in the same order; or a mask image "
+                   "(white: inside). Default with several people: equal vertical strips.")
 @click.option("--prompt", required=True, help="Text prompt.")
 @click.option("--control-image", type=click.Path(exists=True, dir_okay=False),
               help="Photo whose face position/pose (five keypoints) the output follows; none: free placement.")
@@ -736,10 +740,11 @@ def ready(model, loras) -> None:
 @click.option("--end", type=float, default=GENERATION["end"], show_default=True,
               help="InfuseNet guidance end (fraction of steps).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
-def generate(model, loras, id_image, prompt, control_image, seed, steps, width, height, guidance, scale, start,
-             end, out_path) -> None:
-    """Generate a photo of the person in --id-image following --prompt (InfU v1.0). With no model
-    given, FLUX.1-dev and InfU v1.0 come from the Hub (fetched once, only the files read)."""
+def generate(model, loras, id_images, regions, prompt, control_image, seed, steps, width, height, guidance, scale,
+             start, end, out_path) -> None:
+    """Generate a photo of the person in --id-image following --prompt (InfU v1.0); several --id-image
+    for several people, each in its region. With no model given, FLUX.1-dev and InfU v1.0 come from
+    the Hub (fetched once, only the files read)."""
     from infu_model.images import DecodeError, TooLarge, open_rgb
     from infu_model.memory import NoFP8
     from infu_model.pipeline import NoFaceError
@@ -749,15 +754,19 @@ def generate(model, loras, id_image, prompt, control_image, seed, steps, width, 
     if where.problem:
         say(f"generate: warning: {where.line()}")
     try:  # the photos first: a file that is not an image is found before the model loads
-        id_photo = open_rgb(id_image)
+        id_photos = [open_rgb(p) for p in id_images]
         control_photo = open_rgb(control_image) if control_image else None
+        boxes = [region_of(r) for r in regions] or None
     except (DecodeError, TooLarge) as e:
         raise click.ClickException(f"{e} (not a usable image)") from None
+    if boxes is not None and len(boxes) != len(id_photos):
+        raise click.UsageError(f"{len(boxes)} --region for {len(id_photos)} --id-image: give one for each person")
     try:
         ready(model, loras)
         pipe = model.load(loras, log=say)
         pipe.set_progress_bar_config(disable=True)  # one line when it is done, not a bar per step
-        image = pipe(id_photo, prompt, control_image=control_photo,
+        image = pipe(id_photos[0] if len(id_photos) == 1 else id_photos, prompt, control_image=control_photo,
+                     regions=boxes,
                      width=width, height=height, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                      infusenet_conditioning_scale=scale, infusenet_guidance_start=start,
                      infusenet_guidance_end=end).images[0]
@@ -766,6 +775,21 @@ def generate(model, loras, id_image, prompt, control_image, seed, steps, width, 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     image.save(out_path)
     click.echo(f"wrote {out_path} ({width}x{height}, {steps} steps, seed {seed})")
+
+
+def region_of(text: str):
+    """``X1,Y1,X2,Y2`` as a box, or the path of a mask image."""
+    from infu_model.images import open_rgb
+
+    parts = text.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    if not Path(text).is_file():
+        raise click.BadParameter(f"{text!r} is neither X1,Y1,X2,Y2 nor a mask image", param_hint="--region")
+    return open_rgb(text)
 
 
 @main.command()

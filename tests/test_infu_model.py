@@ -137,6 +137,70 @@ def test_identity_and_seed_change_the_output_same_seed_reproduces(pipe):
     assert np.abs(a - pipe(samples.astronaut(), **{**KW, "seed": 8}).images).mean() > 1e-2
 
 
+def test_one_identity_in_a_list_or_a_whole_image_region_is_the_single_id_call_exactly(pipe):
+    single = pipe(samples.astronaut(), **KW).images
+    assert np.array_equal(pipe([samples.astronaut()], **KW).images, single)
+    assert np.array_equal(pipe(samples.astronaut(), regions=[(0, 0, 64, 64)], **KW).images, single)
+
+
+def test_each_identitys_residuals_reach_only_its_region(pipe, monkeypatch):
+    """Two people: at every step the transformer gets, on each image token, the InfuseNet residuals of
+    the identity whose region holds it (the default: left and right halves), and none on a token that
+    no region holds; the two people's residuals differ, so the regions tell them apart."""
+    import infu_model.pipeline as P
+
+    made, given = [], []
+    real = P.infusenet_residuals
+    monkeypatch.setattr(P, "infusenet_residuals", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    forward = pipe.transformer.forward
+
+    def seen(*a, **k):
+        given.append((k["controlnet_block_samples"], k["controlnet_single_block_samples"]))
+        return forward(*a, **k)
+
+    monkeypatch.setattr(pipe.transformer, "forward", seen)
+    a, g = samples.astronaut(), samples.grace_hopper()
+    for regions in (None, [(0, 0, 32, 64), (48, 32, 64, 64)]):
+        made.clear(), given.clear()
+        out = pipe([a, g], regions=regions, **KW).images
+        assert out.shape == (1, 64, 64, 3) and len(made) == 2 * len(given) == 8
+        px = pipe.vae_scale_factor * 2  # output pixels per token side (16 for FLUX; the tiny VAE's is smaller)
+        tokens = np.arange((64 // px) ** 2).reshape(64 // px, 64 // px)  # row by row
+        left = tokens[:, :32 // px].ravel()
+        right = tokens[:, 32 // px:].ravel() if regions is None else tokens[32 // px:, 48 // px:].ravel()
+        nobody = np.setdiff1d(tokens.ravel(), np.concatenate([left, right]))
+        for step, (double, single) in enumerate(given):
+            mine, theirs = made[2 * step], made[2 * step + 1]
+            for part in (0, 1):
+                for got, r0, r1 in zip((double, single)[part], mine[part], theirs[part]):
+                    assert torch.equal(got[:, left], r0[:, left]) and torch.equal(got[:, right], r1[:, right])
+                    assert not torch.equal(r0[:, right], r1[:, right])
+                    assert not got[:, nobody].any()
+    with pytest.raises(ValueError, match="2 regions for 1 identities"):
+        pipe(a, regions=[(0, 0, 32, 64), (32, 0, 64, 64)], **KW)
+    with pytest.raises(ValueError, match="is not a box"):
+        pipe([a, g], regions=[(0, 0, 32, 64), (32, 0, 96, 64)], **KW)
+
+
+def test_region_masks_weigh_tokens_by_their_covered_pixels_and_share_overlaps():
+    from PIL import Image
+
+    from infu_model.regions import default_regions, token_masks
+
+    assert default_regions(3, 96, 32) == [(0, 0, 32, 32), (32, 0, 64, 32), (64, 0, 96, 32)]
+    m = token_masks([(0, 0, 24, 32), (8, 0, 32, 32)], 32, 32)[..., 0].numpy()  # 2 x 2 tokens
+    # token (0, 0): 16 px of it in the first box, 8 in the second; overlapping shares sum to one
+    np.testing.assert_allclose(m[:, 0], [16 / 24, 8 / 24])
+    np.testing.assert_allclose(m[:, 1], [1 / 3, 2 / 3])  # token (0, 1): 8 px of it in the first, all in the second
+    np.testing.assert_allclose(m.sum(axis=0), [1, 1, 1, 1])
+    mask = Image.new("L", (4, 4), 0)
+    mask.paste(255, (2, 0, 4, 4))  # the right half, given at another size
+    np.testing.assert_allclose(token_masks([mask], 64, 64)[0, :, 0].numpy().reshape(4, 4)[:, 2:], 1.0)
+    np.testing.assert_allclose(token_masks([mask], 64, 64)[0, :, 0].numpy().reshape(4, 4)[:, :1], 0.0)
+    with pytest.raises(ValueError, match="covers no part"):
+        token_masks([(0, 0, 64, 64), Image.new("L", (4, 4), 0)], 64, 64)
+
+
 def test_batch_of_prompts_and_seeds_equals_single_calls(pipe):
     both = pipe(samples.astronaut(), **{**KW, "prompt": ["a portrait photo", "a photo"], "seed": [7, 9]}).images
     one = pipe(samples.astronaut(), **{**KW, "prompt": "a photo", "seed": 9}).images
@@ -272,6 +336,19 @@ def test_generate_command(tiny, tmp_path):
     r = CliRunner().invoke(main, args + ["--id-image", str(samples.group_path()), "--infu", str(tmp_path / "none"),
                                          "--out", str(out)])
     assert r.exit_code == 1 and "not found" in r.output
+    # two people, each in a region: the same image as the pipeline's call with those regions
+    samples.astronaut().save(tmp_path / "a.png")
+    two = args + ["--id-image", str(samples.grace_hopper_path()), "--id-image", str(tmp_path / "a.png"), "--seed", "3"]
+    r = CliRunner().invoke(main, two + ["--region", "0,0,32,64", "--region", "32,0,64,64", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    p = InfUPipeline.from_pretrained(tiny["base"], tiny["infu"])
+    p.set_progress_bar_config(disable=True)
+    want = p([samples.grace_hopper(), samples.astronaut()], "a portrait", width=64, height=64, num_inference_steps=2,
+             seed=3, output_type="np").images[0]
+    got = np.asarray(Image.open(out), np.float64) / 255
+    assert np.abs(got - want).max() <= 1 / 255 + 1e-6  # (the PNG's rounding)
+    r = CliRunner().invoke(main, two + ["--region", "0,0,32,64", "--out", str(out)])
+    assert r.exit_code == 2 and "1 --region for 2 --id-image" in r.output
 
 
 def test_lora_stack_on_the_base(pipe, tiny, tmp_path):
