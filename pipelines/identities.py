@@ -2,7 +2,7 @@
 dataset, and from them real cross-photo training pairs (#50).
 
 Every record's face embedding (``id_embedding``, from the faces stage) goes into a faiss index
-(exact up to ``index.flat_max`` faces, inverted lists beyond); each face's ``neighbours`` nearest
+(exact up to ``index.flat_max`` faces, inverted lists beyond, quantised past ``index.ivf_max``); each face's ``neighbours`` nearest
 faces are found by Ray tasks, one shard of queries each; two faces closer than the same-person
 rule of their embedding's backend (``same_person``) are linked, and the connected components of
 that graph are the identities. A dataset's own labels (the ``identity`` column: CelebA's and
@@ -60,8 +60,9 @@ class SamePerson:
 @dataclass(frozen=True)
 class IndexOptions:
     """The nearest-neighbour index (faiss)."""
-    kind: Literal["auto", "flat", "ivf", "ivfpq"]   # auto: flat up to flat_max faces, ivfpq beyond
+    kind: Literal["auto", "flat", "ivf", "ivfpq"]   # auto: flat up to flat_max faces, ivf up to ivf_max, ivfpq beyond
     flat_max: int = between(1)                      # exact search up to this many faces
+    ivf_max: int = between(1)                       # full vectors in the index up to this many (4 bytes x dims each)
     nlist: int | None = between(1)                  # inverted lists (null: 4 x sqrt(faces))
     nprobe: int = between(1)                        # lists searched per query
     pq_bytes: int = between(1)                      # ivfpq: bytes per stored face (a divisor of the dimension)
@@ -148,7 +149,8 @@ def build_index(v: np.ndarray, metric: str, opts: IndexOptions):
     import faiss
 
     n, d = v.shape
-    kind = opts.kind if opts.kind != "auto" else ("flat" if n <= opts.flat_max else "ivfpq")
+    kind = opts.kind if opts.kind != "auto" else ("flat" if n <= opts.flat_max else "ivf" if n <= opts.ivf_max
+                                                  else "ivfpq")
     ip = metric == "cosine"
     flat = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
     if kind == "flat":
