@@ -26,7 +26,7 @@ def test_doctor_places_every_packaged_model_and_names_what_falls_back(tmp_path):
     report = json.loads(r.output[r.output.index("{"):])
     facts, jobs = report["machine"], report["jobs"]
     assert facts["gpus"] == [] and "CPUExecutionProvider" in facts["providers"] and facts["gloo"]
-    assert set(jobs) == {"curate", "caption", "stage1", "synth", "eval"}
+    assert set(jobs) == {"curate", "caption", "stage1", "synth", "eval", "identities"}
     assert [(p["model"], p["runtime"], p["runs_on"], p["problem"]) for p in jobs["curate"]] == [
         ("faces: dlib faces", "dlib", "cpu", ""), ("nsfw: nudenet", "onnxruntime", "cpu", ""),
         ("watermark: PP-OCR detector + recogniser", "onnxruntime", "cpu", "")], "curate's defaults are CPU models"
