@@ -41,7 +41,8 @@ def ray_head():
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
                              "--port", str(gcs), "--dashboard-port", str(dash), "--include-dashboard", "true",
                              "--disable-usage-stats", *ports, "--temp-dir", tmp],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, start_new_session=True, stdout=open(Path(tmp) / "head.log", "w"),
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.time() + 180
@@ -54,7 +55,8 @@ def ray_head():
                     break
             except OSError:
                 pass
-            assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
+            assert head.poll() is None and time.time() < deadline, \
+                f"the Ray head did not start; `ray start` said: {(Path(tmp) / 'head.log').read_text()[-2000:]}"
             time.sleep(1)
         yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": url, "env": env}
     finally:
