@@ -259,12 +259,12 @@ class Scorers:
 
     def embedding(self, image: Image.Image) -> np.ndarray | None:
         """The embedding of an identity photo's face (its first: one person per photo)."""
-        return next(iter(self.embeddings(image)), None)
+        return next(iter(self.embeddings(image, most=1)), None)
 
-    def embeddings(self, image: Image.Image) -> list[np.ndarray]:
-        """The embedding of every face in ``image``."""
+    def embeddings(self, image: Image.Image, most: int | None = None) -> list[np.ndarray]:
+        """The embedding of every face in ``image`` (of its ``most`` largest): only those are embedded."""
         rgb = np.asarray(image)
-        return [self.faces.embed(rgb, face) for face in self.faces.detect(rgb)]
+        return [self.faces.embed(rgb, face) for face in self.faces.detect(rgb)[:most]]
 
     def face_scores(self, row: dict, faces: list, ref: np.ndarray | None, held: list) -> None:
         """``row``'s face metrics: those of the face matched to its identity (``match_faces``: with one
