@@ -324,7 +324,6 @@ def run_identities(in_dir, out, cfg: IdentitiesConfig, *, checked, claim, ray_ad
         return json.loads((out / "stats.json").read_text())
     faces = read_faces(input_files(in_dir), parquet_files(as_path(in_dir) / "groups"))
     timings, t = {}, time.time()
-    cluster = np.zeros(0, int)
     scores = idx = np.zeros((0, 0))
     kind = None
     if len(faces.vectors):
