@@ -1,8 +1,8 @@
 """Several people in one image: a region per identity, as a mask over the transformer's image tokens.
 
 FLUX packs the latent (height/8 x width/8) into 2x2 patches: one token per 16x16 output pixels
-(``patch``: twice the VAE's scale factor), row by row. Each identity's InfuseNet residuals are added only where its region covers a token,
-weighted by how much of the token's 16x16 pixels the region covers; where regions overlap their
+(``patch``: twice the VAE's scale factor), row by row. Each identity's InfuseNet residuals are added
+only where its region covers a token, weighted by how much of the token's pixels the region covers; where regions overlap their
 weights are scaled to sum to one, and a token outside every region gets no identity's residuals.
 A region is a box ``(x1, y1, x2, y2)`` in output pixels or a mask image (any size: stretched over
 the output; white is inside). Without regions, the image is split into equal vertical strips, left
@@ -25,11 +25,10 @@ def default_regions(count: int, width: int, height: int) -> list[tuple[int, int,
 
 def region_mask(region, width: int, height: int, patch: int = PATCH) -> np.ndarray:
     """The share of each token's pixels inside ``region``: (height/patch, width/patch) in [0, 1]."""
+    if isinstance(region, np.ndarray) and region.ndim == 2:  # a mask as numbers in [0, 1]
+        region = Image.fromarray((np.clip(region, 0, 1) * 255).astype(np.uint8))
     if isinstance(region, Image.Image):
         pixels = np.asarray(region.convert("L").resize((width, height), Image.NEAREST), np.float64) / 255.0
-    elif isinstance(region, np.ndarray) and region.ndim == 2:
-        pixels = np.asarray(Image.fromarray((np.clip(region, 0, 1) * 255).astype(np.uint8)).resize(
-            (width, height), Image.NEAREST), np.float64) / 255.0
     else:
         x1, y1, x2, y2 = (float(v) for v in region)
         if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
@@ -44,8 +43,8 @@ def token_masks(regions: list, width: int, height: int, patch: int = PATCH) -> t
     masks = np.stack([region_mask(r, width, height, patch).reshape(-1) for r in regions])
     total = masks.sum(axis=0, keepdims=True)
     masks = masks / np.maximum(total, 1.0)
-    if not (masks > 0).any(axis=1).all():
-        empty = [k for k in range(len(regions)) if not (masks[k] > 0).any()]
+    empty = np.flatnonzero(~(masks > 0).any(axis=1))
+    if len(empty):
         raise ValueError(f"the region of identity {empty[0]} covers no part of the image")
     return torch.from_numpy(masks.astype(np.float32))[..., None]
 
