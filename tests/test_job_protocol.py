@@ -32,12 +32,11 @@ def servers():
     from s3_server import S3rver, S3Server
 
     started = {"moto": S3Server(), "s3rver": S3rver()}
+    for name, server in started.items():
+        server.bucket(f"protocol-{name}")
     yield started
     for server in started.values():
         server.stop()
-
-
-_made = set()
 
 
 @pytest.fixture(params=STORES)
@@ -49,9 +48,6 @@ def place(request, tmp_path, monkeypatch):
     for k, v in server.env.items():
         monkeypatch.setenv(k, v)
     bucket = f"protocol-{request.param}"
-    if bucket not in _made:
-        server.bucket(bucket)
-        _made.add(bucket)
     prefix = f"s3://{bucket}/{request.node.callspec.id.replace('[', '-').replace(']', '')}-{id(tmp_path)}"
     return lambda name: f"{prefix}/{name}"
 
