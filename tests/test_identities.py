@@ -247,3 +247,15 @@ def test_group_photos_are_kept_as_multi_id_records_and_their_faces_join_the_peop
     pairs = pq.read_table(tmp_path / "ids" / "pairs.parquet").to_pylist()
     assert pairs and all(p["id"] != p["reference_id"] for p in pairs)
     assert any(p["id"] == both["id"] for p in pairs)  # a group photo's face has references: the portraits
+
+
+def test_identities_read_from_a_bucket_and_write_into_one_as_on_disk(corpus, s3_env, tmp_path):
+    from infu_model.storage import read_parquet
+
+    src = s3_env.upload(corpus[0], f"{s3_env.bucket('faces')}/curated")
+    disk, bucket = run(corpus, tmp_path / "disk"), run((src, corpus[1]), "s3://faces/identities")
+    assert {k: v for k, v in bucket.items() if k not in ("elapsed_s", "timings_s")} == \
+           {k: v for k, v in disk.items() if k not in ("elapsed_s", "timings_s")}
+    for name in ("faces", "identities", "pairs"):
+        assert read_parquet(f"s3://faces/identities/{name}.parquet").equals(read_parquet(tmp_path / "disk" / f"{name}.parquet"))
+    assert "identities/stats.json" in s3_env.keys("faces")
