@@ -14,6 +14,11 @@ NO_SPACE_WORDS = {"No space left on device": errno.ENOSPC, "StorageFull": errno.
                   "Disk quota exceeded": errno.EDQUOT, "QuotaExceeded": errno.EDQUOT}
 
 
+class TrainingRefused(ValueError):
+    """What training workers refuse to train on (data that forms no batch, a checkpoint that could run
+    code): one line, never retried, since every retry would refuse it again."""
+
+
 class WorkersLost(RuntimeError):
     """Training lost workers (a process or a node died) more often than ``ray.max_failures`` allows."""
 

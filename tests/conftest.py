@@ -12,6 +12,9 @@ os.environ.pop("HF_HUB_CACHE", None)
 os.environ["XDG_CACHE_HOME"] = __import__("tempfile").mkdtemp(prefix="infu-cache-")
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"   # the discard port: a request that slips through fails at once
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray Train's controller looks at its workers every 2 s: each run waits that long to see them start and
+# again to see them finish. The tests' runs are seconds long, so they look 10x as often
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # Ray's workers import what a test names in a config (a post-processing hook) from here, as a user's would
 # from their own PYTHONPATH
 _TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -30,8 +30,10 @@ def interrupted(cmd, started, sig, tmp_path, group: bool):
     does, or to the command alone, as a scheduler's SIGTERM does); returns the finished process."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     with open(tmp_path / "out.txt", "w") as out:
+        # SIGINT as a terminal leaves it: a test session started in the background (`cmd &`) ignores it,
+        # and a child would inherit that
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 180
         while not started():
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "out.txt").read_text()[-3000:]

@@ -59,7 +59,8 @@ def test_training_progress_and_recoveries_are_said_from_what_ray_train_reports(r
     from ray.train.v2.api.exceptions import WorkerGroupError
     from ray.util.queue import Queue
 
-    from pipelines.train.launch import show_progress, watched_by
+    from pipelines.train.launch import show_progress
+    from pipelines.train.watch import watched_by
 
     cfg = load_config("stage1", overrides={"train": {"max_steps": 3}, "output": str(tmp_path)})
     (tmp_path / "checkpoints" / "step-00000004").mkdir(parents=True)  # written, but its report was cut short

@@ -7,13 +7,20 @@
 - ``checkpoint``: atomic checkpoints that resume on any number of workers, recorded and kept by
   Ray Train (by the folder itself without it);
 - ``loop``: the per-worker training loop, logs and final weights;
-- ``launch``: Ray Train's ``TorchTrainer`` around the loop; progress from the metrics it reports.
-"""
-from pipelines.train.cache import build_cache
-from pipelines.train.launch import check_training, run_train
-from pipelines.train.loaders import batch_plan, stream_batches
-from pipelines.train.config import TrainConfig
-from pipelines.train.loop import Trainer, train_loop
+- ``launch``: Ray Train's ``TorchTrainer`` around the loop; progress from the metrics it reports;
+- ``watch``: the callbacks Ray Train's controller runs for the driver.
 
-__all__ = ["TrainConfig", "Trainer", "batch_plan", "build_cache", "check_training", "run_train", "stream_batches",
-           "train_loop"]
+The names below load their module when first used, so that importing one light module of this
+package (``watch``, ``config``: what Ray Train's controller unpickles) does not import torch.
+"""
+import importlib
+
+_HOME = {"TrainConfig": "config", "Trainer": "loop", "batch_plan": "loaders", "build_cache": "cache",
+         "check_training": "launch", "run_train": "launch", "stream_batches": "loaders", "train_loop": "loop"}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -48,6 +48,7 @@ from diffusers import FluxControlNetModel
 from infu_model.projection import ProjectionNetwork
 from infu_model.storage import as_path, download_tree, is_uri, upload
 from pipelines.bucket_runs import BucketLease
+from pipelines.faults import TrainingRefused
 from pipelines.job import finished_checkpoints, lease_file
 from pipelines.sink import Lease, holding
 from pipelines.train.parallel import Workers, full_state
@@ -232,7 +233,7 @@ class RayTrainCheckpoints:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
-class UnsafeCheckpoint(ValueError):
+class UnsafeCheckpoint(TrainingRefused):
     """A checkpoint holds something a resume will not read: it could run code."""
 
 

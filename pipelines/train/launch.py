@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from dataclasses import replace
 
+from curation.engine import plain
 from infu_model.storage import as_path, is_uri, resolve
 from pipelines.bucket_runs import BucketLease
-from pipelines.faults import WorkersLost, causes
+from pipelines.faults import TrainingRefused, WorkersLost, causes
 from pipelines.job import SourceSpec, check_inputs, input_files, job_run, lease_file, start_run
 from pipelines.sink import Lease
 from pipelines.train.cache import build_cache as build
-from pipelines.train.checkpoint import UnsafeCheckpoint, latest_checkpoint
+from pipelines.train.checkpoint import latest_checkpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
 from pipelines.train.loop import ray_train_loop
-
-
-REFUSALS = (NotEnoughData, UnsafeCheckpoint)  # what the workers refuse to train on: one line, never retried
+from pipelines.train.watch import died, lost_workers, watched_by
 
 
 def check_cpus(r: TrainRayOptions, loader: str) -> None:
@@ -42,65 +40,6 @@ def progress_line(metrics: dict, max_steps: int) -> str:
     mem = f"  {metrics['gpu_mem_gib']:.1f} GiB" if metrics.get("gpu_mem_gib") else ""
     return (f"train: step {metrics['step']}/{max_steps}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  "
             f"{metrics['samples_per_s']:.2f} samples/s{mem}")
-
-
-def watched_by(queue) -> list:
-    """Ray Train callbacks (they run in its controller) that put on ``queue`` for the driver worker 0's
-    reported metrics and each failure Ray Train recovers from: the workers' and the controller's output
-    stay in their logs."""
-    # private, for want of a public way: the public UserCallback sees reports and the final failure, only
-    # the controller's callback sees the failures Ray Train recovers from
-    from ray.train.v2._internal.execution.callback import ControllerCallback
-    from ray.train.v2.api.callback import UserCallback
-    from ray.train.v2.api.exceptions import WorkerGroupError
-
-    class ReportedMetrics(UserCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            if metrics and "loss" in metrics[0]:  # a checkpoint reported between log records has none
-                queue.put(metrics[0])
-
-        def after_exception(self, run_context, worker_exceptions):
-            # data or a checkpoint the workers refuse would be refused again by every retry: raising here
-            # ends the run (a failing callback is not retried) with the refusal as its error
-            refused = [e for e in worker_exceptions.values() if isinstance(e, REFUSALS)]
-            if refused:
-                raise refused[0]
-
-    class Recoveries(ControllerCallback):
-        def after_controller_state_update(self, previous_state, current_state):
-            error = getattr(current_state, "training_failed_error", None)
-            if type(current_state).__name__ in ("RestartingState", "ReschedulingState") and error is not None:
-                # lost workers are restarted; a worker group that could not be placed in time is waited for
-                queue.put({"lost": lost_workers(error)} if isinstance(error, WorkerGroupError) else {"waiting": 1})
-
-    return [ReportedMetrics(), Recoveries()]
-
-
-def lost_workers(error) -> str:
-    """Which workers a failed worker group lost and where ('worker 1 on 10.0.0.7 (its node died)'), or
-    the first failure's first line when no worker died."""
-    failures = getattr(error, "worker_failures", None) or {}
-    lost = []
-    for rank, e in sorted(failures.items()):
-        if died(e) is not None:
-            text = str(e)  # a failed health check's text has the worker's node_ip; an actor error its ip
-            ip = re.search(r"\bnode_ip='([^']+)'|\bip: (\S+)", text)
-            node = " (its node died)" if re.search(r"node .*(died|dead)|(died|dead).* node", text, re.I | re.S) else ""
-            lost.append(f"worker {rank}{f' on {ip.group(1) or ip.group(2)}' if ip else ''}{node}")
-    if lost:
-        return ", ".join(lost)
-    first = next(iter(failures.values()), error)
-    return f"{type(first).__name__}: {(str(first).strip().splitlines() or [''])[0]}"
-
-
-def died(failure):
-    """The error saying a worker's process or node died or stopped answering, if that is what ``failure``
-    is (directly or behind a failed health check), else None."""
-    from ray.exceptions import RayActorError
-
-    failure = getattr(failure, "health_check_failure", failure)
-    hung = type(failure).__name__ == "WorkerHealthCheckTimeoutError"
-    return failure if hung or isinstance(failure, RayActorError) else None
 
 
 def lost_for_good(error) -> bool:
@@ -250,7 +189,9 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: s
     # Ray Train's experiment folder is OUT/checkpoints: it records each checkpoint there (uploading the
     # workers' parts to object storage), keeps the newest and gives a resumed run (the same OUT) the latest
     storage, storage_path = resolve(str(out)) if is_uri(out) else (None, str(out))
-    trainer = TorchTrainer(ray_train_loop, train_loop_config=cfg,
+    # the config goes as plain values: Ray Train's controller unpickles it, and a TrainConfig would import
+    # the training stack there (torch, diffusers: seconds before every run's first step)
+    trainer = TorchTrainer(ray_train_loop, train_loop_config=plain(cfg),
                            scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
                                                         resources_per_worker=per_worker),
                            run_config=RunConfig(name="checkpoints", storage_path=storage_path, storage_filesystem=storage,
@@ -263,7 +204,7 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: s
     try:
         fit_off_main_thread(trainer)
     except Exception as e:  # a worker refusing the data or a checkpoint is a one-line error, not a crash
-        refused = [f for f in causes(e) if isinstance(f, REFUSALS)]
+        refused = [f for f in causes(e) if isinstance(f, TrainingRefused)]
         if refused:
             raise refused[0] from None
         if lost_for_good(e):

@@ -23,9 +23,10 @@ from collections import Counter, OrderedDict
 
 from infu_model.storage import arrow, parquet_file, read_parquet
 from infu_model.train_data import bucket_batches
+from pipelines.faults import TrainingRefused
 
 
-class NotEnoughData(ValueError):
+class NotEnoughData(TrainingRefused):
     """The training data cannot form the batches a run needs: training would wait forever."""
 
 

@@ -228,9 +228,10 @@ def train_loop(cfg: TrainConfig) -> dict:
     return Trainer(cfg).run()
 
 
-def ray_train_loop(cfg: TrainConfig) -> dict:
-    """One worker's training under Ray Train's ``TorchTrainer`` (``infu train``): metrics and
-    checkpoints are reported to it, and it keeps and resumes them."""
+def ray_train_loop(config: dict) -> dict:
+    """One worker's training under Ray Train's ``TorchTrainer`` (``infu train``), from the checked
+    config's plain values: metrics and checkpoints are reported to it, and it keeps and resumes them."""
+    cfg = TrainConfig.parse(config, "infu train")
     return Trainer(cfg, RayTrainCheckpoints(cfg.output)).run()
 
 
