@@ -33,7 +33,10 @@ def free_port() -> int:
 def ray_head():
     tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
     gcs, dash = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # `ray start` gives its dashboard 60 s to come up, and stops with "Failed to read dashboard.err" when a
+    # busy 2-core machine takes longer (seen in CI): 4 minutes here
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
     # every port its own: the test session's embedded Ray already holds the default agent ports
     ports = [f"--{p}-port={free_port()}" for p in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
                                                    "runtime-env-agent", "ray-client-server", "node-manager",
@@ -45,7 +48,7 @@ def ray_head():
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         while True:  # up when the job server takes a job: its agent registers seconds after the dashboard
             try:
                 urllib.request.urlopen(f"{url}/api/version", timeout=2)

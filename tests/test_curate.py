@@ -113,6 +113,7 @@ def _many_photos(root: Path, n: int) -> None:
         (root / f"{i:04d}.jpg").write_bytes(samples.jpeg_bytes(crop))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_gives_the_uninterrupted_result(ray_local, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

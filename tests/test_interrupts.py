@@ -16,12 +16,13 @@ from test_curate import _many_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+PHOTOS = 40  # a run interrupted after 2 files of 6 rows still has most of its work ahead
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     data = tmp_path_factory.mktemp("photos")
-    _many_photos(data, 90)
+    _many_photos(data, PHOTOS)
     return data
 
 
@@ -62,7 +63,7 @@ def test_ctrl_c_during_curate_keeps_what_finished_and_the_rerun_resumes(photos, 
                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert again.returncode == 0, again.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["adds_up"] and stats["inputs"] == 90 and ended(out) == ["interrupted", "ok"]
+    assert stats["adds_up"] and stats["inputs"] == PHOTOS and ended(out) == ["interrupted", "ok"]
 
 
 @pytest.mark.slow
@@ -94,10 +95,11 @@ def test_ctrl_c_during_training_resumes_from_its_last_checkpoint(tmp_path):
         "model": {"base": str(models["base"]), "embedding_dim": 128, "dtype": "float32",
                   "projection": {"dim": 32, "depth": 1, "dim_head": 8, "heads": 4, "ff_mult": 2}},
         "data": {"parquet": str(data), "max_side": 32, "max_sequence_length": 16, "loader": "plan"},
-        "train": {"lr": 1.0e-3, "global_batch_size": 2, "micro_batch_size": 1, "max_steps": 6, "warmup_steps": 1,
+        "train": {"lr": 1.0e-3, "global_batch_size": 2, "micro_batch_size": 1, "max_steps": 20, "warmup_steps": 1,
                   "checkpoint_every": 2, "log_every": 1},
         "output": str(out)}))
     cmd = [str(BIN / "infu"), "train", "--config", str(cfg)]
+    # a tiny step takes a fraction of a second: 20 of them leave the interrupt seconds to land mid-run
     proc, said = interrupted(cmd, lambda: (out / "checkpoints" / "step-00000002").is_dir(), signal.SIGINT, tmp_path,
                              group=True)
     assert proc.returncode == 130, said[-3000:]
@@ -107,7 +109,7 @@ def test_ctrl_c_during_training_resumes_from_its_last_checkpoint(tmp_path):
                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "final").is_dir() and ended(out) == ["interrupted", "ok"]
-    assert "train: step 1/6" not in again.stderr, "the rerun resumed from a checkpoint, not from step 0"
+    assert "train: step 1/20" not in again.stderr, "the rerun resumed from a checkpoint, not from step 0"
 
 
 class _Factory:
@@ -149,7 +151,7 @@ def test_a_second_run_on_a_live_runs_folder_is_refused_at_once(photos, tmp_path)
     stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["adds_up"] and stats["inputs"] == 90
+    assert stats["adds_up"] and stats["inputs"] == PHOTOS
     assert ended(out) == ["ok"], "the second run did no work: the folder's run log holds the first alone"
 
 

@@ -130,6 +130,7 @@ def test_resume_continues_exactly_and_bad_records_are_counted(tiny, spss, tmp_pa
     assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
 
 
+@pytest.mark.slow  # quick: test_job_protocol refuses a changed train.lr in one line
 def test_a_rerun_with_another_lr_is_refused_and_more_steps_resume(tiny, spss, tmp_path, ray_local):
     """The same output with another lr is refused in one line naming it and both values (the optimizer
     state would silently win over it); more max_steps, other checkpoint and log intervals resume;
@@ -156,6 +157,7 @@ def test_a_rerun_with_another_lr_is_refused_and_more_steps_resume(tiny, spss, tm
         "image_proj_model.bin", "infusenet_sim_bf16.safetensors", "infusenet_sim_fp8e4m3fn.safetensors"]
 
 
+@pytest.mark.slow  # quick: two gloo workers under DDP then FSDP, without Ray Train (below)
 def test_two_fsdp_workers_on_ray_train_take_the_steps_of_one_and_resume_on_one(tiny, spss, tmp_path, ray_local):
     """`infu train` with ray.num_workers 2 (FSDP over gloo) against one worker accumulating the same
     global batch: the same weights. Ray Train records the checkpoints: `infu train` again on the same

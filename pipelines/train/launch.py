@@ -72,21 +72,16 @@ def records(out) -> list[dict]:
 
 
 def show_progress(queue, cfg: TrainConfig, log, done: threading.Event) -> None:
-    """Say each reported record, and each recovery, until ``done`` and the queue is empty. After lost
-    workers, say once if their replacements wait for resources."""
+    """Say each reported record, and each recovery, until ``done``; then what the queue holds at that
+    moment, and no more: after Ctrl-C the workers go on reporting until the driver's Ray stops them, and
+    draining until the queue stays empty would wait for the whole run. After lost workers, say once if
+    their replacements wait for resources."""
     from ray.util.queue import Empty
 
     restarted, waiting_said = 0.0, False
-    while True:
-        try:
-            event = queue.get(timeout=0.5)
-        except Empty:
-            if done.is_set():
-                return
-            if restarted and not waiting_said and time.time() - restarted > WAIT_NOTICE_S:
-                log(waiting_line(cfg.ray))
-                waiting_said = True
-            continue
+
+    def say(event: dict) -> None:
+        nonlocal restarted, waiting_said
         if "lost" in event:
             log(f"train: lost {event['lost']}; Ray Train restarts every worker from {resumes_from(cfg.output)} "
                 f"once {cfg.ray.num_workers} can be placed (ray.max_failures: {cfg.ray.max_failures})")
@@ -98,6 +93,16 @@ def show_progress(queue, cfg: TrainConfig, log, done: threading.Event) -> None:
         else:
             log(progress_line(event, cfg.train.max_steps))
             restarted = 0.0
+
+    while not done.is_set():
+        try:
+            say(queue.get(timeout=0.5))
+        except Empty:
+            if restarted and not waiting_said and time.time() - restarted > WAIT_NOTICE_S:
+                log(waiting_line(cfg.ray))
+                waiting_said = True
+    for event in queue.get_nowait_batch(queue.qsize()):
+        say(event)
 
 
 WAIT_NOTICE_S = 15  # lost workers not replaced after this long: say that the run waits for resources
