@@ -36,7 +36,11 @@ def ray_head():
     # `ray start` gives its dashboard 60 s to come up, and stops with "Failed to read dashboard.err" when a
     # busy 2-core machine takes longer (seen in CI): 4 minutes here
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
+           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240",
+           # Ray Train's own 2 s health checks here, as a user's cluster has them (conftest sets 0.2 s): polled
+           # 10x as often, the controller can see the survivor's gloo "Connection reset by peer" before the
+           # lost node's death, and the run then ends in that error instead of naming the node
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}
     # every port its own: the test session's embedded Ray already holds the default agent ports
     ports = [f"--{p}-port={free_port()}" for p in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
                                                    "runtime-env-agent", "ray-client-server", "node-manager",
