@@ -440,10 +440,10 @@ def test_the_tiny_pipeline_runs_with_every_path_in_a_bucket_as_on_disk(sample_di
     spec["stages"]["curate"] = {"set": {"stages": [{"name": "faces", "backend": "dlib"}]}}
     train = spec["stages"]["train_stage1"]["set"]  # one small checkpoint to upload
     train["train"]["checkpoint_every"] = 4
+    train["model"]["projection"] = {"dim": 32, "depth": 1, "dim_head": 8, "heads": 4, "ff_mult": 2}
     bench = tmp_path / "benchmark.txt"   # what is compared is where eval reads and writes, not 200 prompts
     bench.write_text("a portrait in a garden\na portrait on a beach\na portrait at night\n")
     spec["stages"]["eval"]["set"]["benchmark"] = str(bench)
-    train["model"]["projection"] = {"dim": 32, "depth": 1, "dim_head": 8, "heads": 4, "ff_mult": 2}
     results = {}
     for where, p in given.items():
         spec.update(root=p["root"], base=p["base"], sources=[f"folder:sample={p['sources']}"])

@@ -19,7 +19,7 @@ from pipelines.train.checkpoint import latest_checkpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
 from pipelines.train.loop import ray_train_loop
-from pipelines.train.watch import died, lost_workers, watched_by
+from pipelines.train.watch import lost_for_good, lost_workers, watched_by
 
 
 def check_cpus(r: TrainRayOptions, loader: str) -> None:
@@ -40,11 +40,6 @@ def progress_line(metrics: dict, max_steps: int) -> str:
     mem = f"  {metrics['gpu_mem_gib']:.1f} GiB" if metrics.get("gpu_mem_gib") else ""
     return (f"train: step {metrics['step']}/{max_steps}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  "
             f"{metrics['samples_per_s']:.2f} samples/s{mem}")
-
-
-def lost_for_good(error) -> bool:
-    """Ray Train gave up on a worker group that lost a worker (its process or node died)."""
-    return any(died(f) is not None for f in (getattr(error, "worker_failures", None) or {}).values())
 
 
 def resumes_from(out) -> str:

@@ -66,3 +66,8 @@ def died(failure):
     failure = getattr(failure, "health_check_failure", failure)
     hung = type(failure).__name__ == "WorkerHealthCheckTimeoutError"
     return failure if hung or isinstance(failure, RayActorError) else None
+
+
+def lost_for_good(error) -> bool:
+    """Ray Train gave up on a worker group that lost a worker (its process or node died)."""
+    return any(died(f) is not None for f in (getattr(error, "worker_failures", None) or {}).values())
