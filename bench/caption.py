@@ -34,7 +34,7 @@ from curation.records import stable_id, to_table  # noqa: E402
 from curation.registry import empty_row
 from curation.registry import spss_schema  # noqa: E402
 from pipelines.caption import run_caption  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from pipelines.jobs import load_config  # noqa: E402
 from pipelines.ray_stages import table_to_rows  # noqa: E402
 from tiny_vlm import make_tiny_blip2, make_tiny_internvl  # noqa: E402
 

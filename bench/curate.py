@@ -44,7 +44,7 @@ from curation.dedup import find_duplicates  # noqa: E402
 from curation.registry import spss_schema  # noqa: E402
 from curation.sources import make_source  # noqa: E402
 from infu_model.images import LIMITS, decode, read_file  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from pipelines.jobs import load_config  # noqa: E402
 from pipelines.curate import run_curate  # noqa: E402
 from pipelines.job import SourceSpec  # noqa: E402
 from pipelines.ray_stages import table_to_rows  # noqa: E402

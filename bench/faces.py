@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 from curation import samples  # noqa: E402
 from curation.engine import ALIVE  # noqa: E402
 from curation.registry import empty_row  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from pipelines.jobs import load_config  # noqa: E402
 
 
 def square(im: Image.Image, side: int = 1024) -> np.ndarray:

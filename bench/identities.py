@@ -65,7 +65,7 @@ def main() -> None:
     t = time.perf_counter()
     curated = drawn(work, args.faces, args.per_identity)
     print(f"{args.faces} embeddings drawn and written in {time.perf_counter() - t:.1f} s")
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
     from pipelines.identities import run_identities
 
     for kind in args.kinds:

@@ -63,7 +63,7 @@ def plain_loop(src: Path, out: Path, cfg, batch: int) -> tuple[float, int]:
 
 def cpu_mode(args) -> None:
     from infu_model.tiny import make_tiny
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
     from pipelines.ray_runtime import init_ray
     from pipelines.synth import run_synth
 

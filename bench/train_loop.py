@@ -29,7 +29,7 @@ from curation.registry import empty_row
 from curation.registry import spss_schema  # noqa: E402
 from infu_model.pipeline import load_infu_weights  # noqa: E402
 from infu_model.tiny import make_tiny  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from pipelines.jobs import load_config  # noqa: E402
 from pipelines.train import train_loop  # noqa: E402
 
 OPTIONS = ["adamw:none", "adamw:infusenet", "adamw:all", "adamw_8bit:infusenet"]

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from curation.samples import watermark_set  # noqa: E402
 from curation.engine import run_stage  # noqa: E402
 from faces import row  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from pipelines.jobs import load_config  # noqa: E402
 
 
 def main() -> None:

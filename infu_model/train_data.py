@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -38,22 +37,6 @@ def sample_caption(captions: list[dict] | None, weights: dict[str, float], dropo
     sources = sorted(by_source)
     src = rng.choices(sources, weights=[weights[s] for s in sources])[0]
     return rng.choice(by_source[src])
-
-
-def bucket_batches(rows: Iterable[dict], batch_size: int, drop_last: bool = False) -> Iterator[list[dict]]:
-    """Group rows by their ``bucket`` into batches of one shape each, streaming: a
-    batch leaves as soon as its bucket holds ``batch_size`` rows."""
-    pending: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        b = pending[row["bucket"]]
-        b.append(row)
-        if len(b) == batch_size:
-            yield b
-            pending[row["bucket"]] = []
-    if not drop_last:
-        for b in pending.values():
-            if b:
-                yield b
 
 
 def cover_crop(size: tuple[int, int], target: tuple[int, int]) -> tuple[float, tuple[int, int]]:

@@ -101,7 +101,7 @@ def check_caption(in_dir, cfg: CaptionConfig) -> list[CaptionStage]:
     return captioners
 
 
-@job_run("caption")
+@job_run("caption", check_caption)
 def run_caption(in_dir, out, cfg: CaptionConfig, *, checked, claim, ray_address: str | None = None,
                 overwrite: bool = False, log=print) -> dict:
     import ray

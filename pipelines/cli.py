@@ -10,7 +10,6 @@ import click
 from infu_model.memory import MODES
 from infu_model.published import ARCFACE, FLUX_DEV, GENERATION, INFU_V1, INSIGHTFACE_ROOT, LORAS, VARIANTS
 from curation.engine import ConfigError
-from pipelines.config import load_config
 from pipelines.logs import job_logs, quiet_import_notices, quiet_loading
 
 
@@ -32,6 +31,8 @@ def row_job_options(command):
 
 def config(name: str, path, overrides=None) -> dict:
     """The job's config, a key its defaults do not have being a one-line error."""
+    from pipelines.jobs import load_config  # every job's module: not for `infu --help`
+
     try:
         return load_config(name, path, overrides)
     except (ConfigError, FileNotFoundError) as e:
@@ -87,17 +88,17 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
     from pipelines.jobs import JOBS
     from pipelines.ray_runtime import check_cluster
 
-    checked = []
+    job, checked = JOBS[name], []
 
     def check():
         check_cluster(options.get("ray_address"))  # a cluster that does not answer: one line, at once
-        checked.append(check_job(name, inputs, out_dir, cfg, say))  # before the folder is claimed
+        checked.append(check_job(name, job.check, inputs, out_dir, cfg, say))  # before the folder is claimed
 
     def work(log, claim):
-        return run_checked(name, inputs, out_dir, cfg, checked[0], claim, log=log, **options)
+        return run_checked(job, inputs, out_dir, cfg, checked[0], claim, log=log, **options)
 
     stats = in_own_folder(out_dir, name, work, check=check, libraries=libraries)
-    click.echo(JOBS[name]("summary")(stats, out_dir))
+    click.echo(job.summary(stats, out_dir))
     return stats
 
 

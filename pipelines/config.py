@@ -63,29 +63,6 @@ def stage_models(stages) -> list[tuple[str, str, str]]:
             for s in stages for m, device, runtime in s.models()]
 
 
-def load_config(name: str, path: str | Path | None = None, overrides: dict | None = None, where: str | None = None):
-    """The typed config of the job whose defaults are ``configs/<name>.yaml``: those defaults, then the
-    user's file ``path`` (checked as part of the whole), then ``overrides`` (command-line options).
-    Errors name ``where`` (default: the user's file, else the packaged one) and the key path."""
-    from pipelines.jobs import config_class
-
-    data = packaged(name)
-    where = where or (str(path) if path is not None else f"configs/{name}.yaml")
-    if path is not None:
-        data = merge(data, own_file(name, read_yaml(Path(path)), where))
-    return config_class(name).parse(merge(data, overrides or {}), where)
-
-
-def own_file(name: str, data: dict, where: str) -> dict:
-    """A user's file for the job whose defaults are ``configs/<name>.yaml``. A copy of a packaged file may
-    keep its ``extends:`` line, which must name what those defaults already extend."""
-    base = data.pop("extends", None)
-    if base is not None and base != read_yaml(CONFIG_DIR / f"{name}.yaml").get("extends"):
-        raise ConfigError(f"{where}: extends: {base!r}: a {name} config builds on configs/{name}.yaml; "
-                          "leave the line out")
-    return data
-
-
 def _strip(obj):
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in sorted(obj.items()) if k not in _NOT_OUTPUT}

@@ -297,7 +297,7 @@ def check_curate(specs: list[SourceSpec], cfg: CurateConfig) -> None:
     return sources
 
 
-@job_run("curate")
+@job_run("curate", check_curate)
 def run_curate(specs: list[SourceSpec], out, cfg: CurateConfig, *, checked, claim,
                ray_address: str | None = None, overwrite: bool = False, log=print) -> dict:
     t0 = time.time()

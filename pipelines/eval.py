@@ -386,7 +386,7 @@ def check_eval(ids_dir, cfg: EvalConfig) -> tuple[list[Identity], list[dict], di
     return identities, items, photos
 
 
-@job_run("eval")
+@job_run("eval", check_eval)
 def run_eval(ids_dir, out, cfg: EvalConfig, *, checked, claim, ray_address: str | None = None, overwrite: bool = False,
              log=print) -> dict:
     """Generate and score the benchmark into ``out``; a rerun resumes (and scores every image again),

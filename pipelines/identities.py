@@ -312,7 +312,7 @@ def identity_table(names: list[str], ids: list, face: list, sources: list, label
     return pa.Table.from_pylist(rows, schema=IDENTITIES_SCHEMA)
 
 
-@job_run("identities")
+@job_run("identities", check_identities)
 def run_identities(in_dir, out, cfg: IdentitiesConfig, *, checked, claim, ray_address: str | None = None,
                    overwrite: bool = False, log=print) -> dict:
     """Cluster the faces of the curated output ``in_dir`` into identities, into ``out``. A rerun with the

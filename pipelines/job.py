@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,8 +31,10 @@ from infu_model.storage import (ObjectPath, arrow, as_path, bucket_of, copy, exi
                                 read_bytes, read_parquet, remove_tree)
 from pipelines.bucket_runs import BucketLease, Heartbeat, LiveElsewhere, live_record, stale_s, untagged
 from pipelines.config import fingerprint, flat, output_config
-from pipelines.jobs import JOBS
 from pipelines.sink import Lease, conform, content_name, drop_images, set_status, write_atomic
+
+if TYPE_CHECKING:  # the job table imports every job's module, and each of them this one
+    from pipelines.jobs import Job
 
 
 class ConfigMismatch(Exception):
@@ -199,38 +202,38 @@ class Checked:
     found: object = None
 
 
-def check_job(name: str, inputs, out, cfg, log=print, found=None) -> Checked:
-    """Everything the job ``name`` can be refused for, once: its own check (unless ``found``, what it
+def check_job(name: str, check, inputs, out, cfg, log=print, found=None) -> Checked:
+    """Everything the job ``name`` can be refused for, once: its own ``check`` (unless ``found``, what it
     found when it ran earlier), its output folder, its models (fetched into the cache before the
     folder is claimed or a worker starts)."""
     from pipelines.models import fetch_models
 
     if found is None:
-        found = JOBS[name]("check")(inputs, cfg)
+        found = check(inputs, cfg)
     check_output(out, name)
     fetch_models(cfg.needs(), log)
     return Checked(found)
 
 
-def run_checked(name: str, inputs, out, cfg, checked: Checked, claim: Claim, *, log=print, **options) -> dict:
-    """The job ``name`` after ``check_job``, in the folder it claimed: where its models run, then its work."""
+def run_checked(job: Job, inputs, out, cfg, checked: Checked, claim: Claim, *, log=print, **options) -> dict:
+    """The job after ``check_job``, in the folder it claimed: where its models run, then its work."""
     from pipelines.doctor import job_lines
 
-    for line in job_lines(name, cfg):  # where its models run, and each that will not run where asked
+    for line in job_lines(job.name, cfg):  # where its models run, and each that will not run where asked
         log(line)
-    return JOBS[name]("run")(inputs, out, cfg, checked=checked, claim=claim, log=log, **options)
+    return job.run(inputs, out, cfg, checked=checked, claim=claim, log=log, **options)
 
 
-def job_run(name: str):
+def job_run(name: str, check):
     """The run function of the job ``name``, as the runner and a library caller both call it. The runner
     hands it what ``check_job`` found (``checked``) and the folder it claimed (``claim``); called without
-    them it checks and claims here, once, and lets the folder go when it ends."""
+    them it checks (``check``: the job's own) and claims here, once, and lets the folder go when it ends."""
     def wrap(run):
         @functools.wraps(run)
         def called(inputs, out, cfg, *, checked: Checked | None = None, claim: Claim | None = None, **options):
             if claim is not None:
                 return run(inputs, out, cfg, checked=checked, claim=claim, **options)
-            checked = checked or check_job(name, inputs, out, cfg, log=None)
+            checked = checked or check_job(name, check, inputs, out, cfg, log=None)
             with claim_output(out, name, checked=True) as claim:
                 return run(inputs, out, cfg, checked=checked, claim=claim, **options)
         return called

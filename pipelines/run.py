@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.engine import ConfigError, parse, unknown_keys
-from pipelines.config import fingerprint, load_config, merge, packaged, read_yaml
+from pipelines.config import fingerprint, merge, packaged, read_yaml
 from infu_model.hub import ModelError, ModelRef
 from infu_model.storage import as_path, is_uri
-from pipelines.jobs import JOBS
+from pipelines.jobs import JOBS, load_config
 
 TOP_KEYS = ("root", "sources", "base", "ray", "progress", "stages")
 DONE = "pipeline_stage.json"
@@ -170,12 +170,11 @@ def wire(steps: dict, name: str, st: dict, spec: dict, where: str) -> None:
     if name == "curate":
         if not spec.get("sources"):
             raise PipelineError(f"{where}: needs sources: [KIND=PATH, ...] at the top of the pipeline file")
-        from pipelines.curate import check_curate
         from pipelines.job import SourceSpec
 
         try:
             s.input = [SourceSpec.parse(x) for x in spec["sources"]]
-            s.found = check_curate(s.input, s.cfg)  # a wrong path or no image stops the pipeline before any work
+            s.found = JOBS[name].check(s.input, s.cfg)  # a wrong path or no image stops the pipeline before any work
         except ValueError as e:
             raise PipelineError(f"{where}: {e}") from None
     elif name == "caption":
@@ -217,12 +216,12 @@ def execute(step: Step, ray_address: str | None, log) -> dict:
     from pipelines.job import check_job, claim_output, run_checked
 
     job = JOBS[step.stage.job]
-    checked = check_job(step.stage.job, step.input, step.out, step.cfg, log, found=step.found)
-    with claim_output(step.out, step.stage.job, checked=True) as claim:
-        stats = run_checked(step.stage.job, step.input, step.out, step.cfg, checked, claim, ray_address=ray_address,
+    checked = check_job(job.name, job.check, step.input, step.out, step.cfg, log, found=step.found)
+    with claim_output(step.out, job.name, checked=True) as claim:
+        stats = run_checked(job, step.input, step.out, step.cfg, checked, claim, ray_address=ray_address,
                             log=log)
-    log(job("summary")(stats, step.out))
-    rows_in, rows_out = job("counts")(stats)
+    log(job.summary(stats, step.out))
+    rows_in, rows_out = job.counts(stats)
     return {"in": rows_in, "out": rows_out}
 
 

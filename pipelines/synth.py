@@ -190,7 +190,7 @@ def check_synth(spss_dir, cfg: SynthConfig) -> bool:
     return True
 
 
-@job_run("synth")
+@job_run("synth", check_synth)
 def run_synth(spss_dir, out, cfg: SynthConfig, *, checked, claim, ray_address: str | None = None,
               overwrite: bool = False, log=print) -> dict:
     t0 = time.time()

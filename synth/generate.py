@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from itertools import groupby
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from curation.engine import Resources, Stage, between, quarantine, reject
 from infu_model import images
@@ -22,6 +21,9 @@ from infu_model.faces import stored_embedding
 from infu_model.hub import ModelRef
 from infu_model.model_options import ModelOptions
 from synth.records import encode
+
+if TYPE_CHECKING:  # the job's driver reads this module; its workers import torch when they load the model
+    import torch
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class GenerateStage(Stage):
         stored = stored_embedding(row["_source_embedding"], row["_source_backend"], self.pipe.faces,
                                   self.pipe.image_proj.config.embedding_dim)
         if stored is not None:
+            import torch
+
             return torch.from_numpy(stored)[None]
         if row["_source_image"] is None:
             raise NoFaceError("the source record has no image")

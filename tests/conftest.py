@@ -46,7 +46,7 @@ def ray_local():
 
 @pytest.fixture()
 def curate_cfg():
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
 
     return load_config("curate", overrides={"progress": False, "listing": {"shard_rows": 7},
                                             "output": {"rows_per_file": 4}})

@@ -1,6 +1,6 @@
 """Stages for tests, built the way jobs build them: from their job's packaged YAML block with a few
 options laid over it (nested mappings merge)."""
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 
 
 def curate_stage(name: str, **over):

@@ -20,7 +20,7 @@ from curation.records import stable_id
 from curation.registry import empty_row
 from curation.registry import spss_schema
 from infu_model import images
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from stages import caption_stage, curate_stage
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "infu-planted-payload-ran"
@@ -488,7 +488,8 @@ def test_a_users_mistake_ends_in_one_line_naming_it(case, tmp_path, tiny_models,
 
 # ---------------------------------------------------------------- edge sizes ---
 def _curate(src: Path, out: Path, cfg: dict | None = None) -> dict:
-    from pipelines.config import load_config, merge
+    from pipelines.config import merge
+    from pipelines.jobs import load_config
     from pipelines.curate import run_curate
     from pipelines.job import SourceSpec
 

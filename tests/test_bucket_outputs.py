@@ -162,7 +162,7 @@ def test_kill_9_mid_curate_into_a_bucket_then_rerun_gives_the_uninterrupted_resu
 def test_overwrite_in_a_bucket_removes_only_what_the_job_wrote(s3_env, tmp_path):
     """Quick (in-process): --overwrite clears the job's own objects and keeps a user's, also those whose
     names share a prefix with the job's folders (``run1/kept-notes.txt``, ``run1/_work-mine``)."""
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
     from pipelines.job import Layout, SourceSpec, claim_output, prepare_out
 
     out = f"{s3_env.bucket('mixed')}/run1"
@@ -186,7 +186,7 @@ def test_overwrite_in_a_bucket_removes_only_what_the_job_wrote(s3_env, tmp_path)
 def test_a_dead_runs_late_object_is_never_counted(s3_env, tmp_path):
     """A killed run's worker finishes an object after the rerun sealed the output (its lease check
     passed just before): the object lands, but the rerun neither counts it nor publishes it."""
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
     from pipelines.job import DedupOptions, Layout, SourceSpec, claim_output, prepare_out
     from pipelines.sink import RowSink, Superseded, content_name
 

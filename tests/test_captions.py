@@ -14,7 +14,7 @@ from curation.records import stable_id
 from curation.registry import empty_row
 from curation.registry import spss_schema
 from pipelines.caption import run_caption
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from stages import caption_stage
 from tiny_vlm import INTERNVL_TEMPLATE, make_tiny_blip2, make_tiny_chat_vlm, make_tiny_internvl
 

@@ -66,7 +66,7 @@ def test_a_typo_in_a_config_file_stops_the_job_before_any_work(tmp_path):
 
 def test_a_value_of_the_wrong_kind_is_an_error_naming_the_key(tmp_path):
     from curation.engine import ConfigError
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
 
     cfg = tmp_path / "t.yaml"
     cfg.write_text("stage: 1\ntrain: {lr: 1e-4}\n")   # YAML 1.1 reads 1e-4 (no dot) as text

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from curation import samples
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from pipelines.curate import run_curate
 from pipelines.job import ConfigMismatch, SourceSpec
 from pipelines.summary import curate_summary

@@ -5,7 +5,7 @@ import pytest
 
 from curation.buckets import assign_bucket, make_buckets
 from curation.dedup import find_duplicates, near_pairs
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 
 
 def _brute(h, k):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from infu_model import runtime
 from infu_model.runtime import ort_providers, placement
 from pipelines.cli import main
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from pipelines.doctor import job_lines
 
 CUDA_FACES = """stages:

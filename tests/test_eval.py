@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from curation import samples
 from infu_model.images import open_rgb
 from infu_model.metrics import copy_paste_angle, copy_paste_index, cosine, id_loss, match_faces, paired_bootstrap, sim_gt
-from pipelines.config import load_config, merge
+from pipelines.config import merge
+from pipelines.jobs import load_config
 from synth.prompts import GENDERS, load_prompts
 from tiny_clip import make_tiny_clip
 

@@ -344,7 +344,7 @@ def test_watermark_opinions_combine(tmp_path, classifier_says):
     classifier flags; `watermark` is the larger score, and the row keeps each opinion's evidence (the
     rule and text read; the classifier's probability and top label), which the report shows. This
     classifier's head gives every photo the same probability of 'watermark'."""
-    from pipelines.report import evidence
+    from pipelines.sections import evidence
 
     _tiny_classifier(tmp_path / "wm", ["clean", "watermark"], last=classifier_says)
     g = samples.fit(samples.grace_hopper(), 1024)

@@ -16,7 +16,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from curation import samples
 from curation.registry import spss_schema
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from pipelines.identities import COLUMNS, agreement
 
 PHOTOS_EACH = 7

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from pipelines.job import (ConfigMismatch, Layout, OutputRefused, SourceSpec, claim_output, prepare_out,
                            start_run)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 
 SCRIPT = textwrap.dedent("""
     import logging, os, sys, warnings

@@ -199,7 +199,7 @@ def test_a_model_in_a_bucket_is_copied_once_refetched_when_changed_and_read_offl
 
 def test_a_config_refuses_a_malformed_model_naming_its_key(tmp_path):
     from curation.engine import ConfigError
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
 
     (tmp_path / "s.yaml").write_text("model: {base: 'hf://flux'}\n")
     with pytest.raises(ConfigError, match=r"s.yaml: model.base: hf://flux: a Hub model is written"):
@@ -210,7 +210,7 @@ def test_the_packaged_defaults_name_the_published_sources():
     """With no model path at all, every job names where the weights are published (and the generation
     defaults are InfU v1.0's, the same in the configs as in the pipeline and the CLI)."""
     from infu_model import published as P
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
 
     synth, ev, s1, curate = (load_config(n) for n in ("synth", "eval", "stage1", "curate"))
     assert str(synth.model.base) == str(ev.model.base) == str(s1.model.base) == P.FLUX_DEV
@@ -363,7 +363,7 @@ def test_offline_without_the_model_names_the_repo_and_the_command(hub, monkeypat
 
 def test_code_from_a_checkpoint_runs_only_when_asked_and_pinned():
     from curation.engine import ConfigError
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
 
     def captioner(**block):
         cfg = load_config("caption", overrides={"captioners": [{"name": "iv2", "backend": "internvl2", **block}]})

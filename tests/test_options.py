@@ -1,6 +1,8 @@
 """Typed configs: every job's whole config is one declaration, its values come from the packaged
 YAML only, and a wrong key, kind, choice or range is refused with the file and key path, before
 any work."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,7 @@ import yaml
 
 from curation.engine import ConfigError, plain
 from pipelines.config import merge
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 JOBS = ["curate", "caption", "synth", "stage1", "stage2", "eval", "identities"]
@@ -112,18 +114,21 @@ def test_stages_are_built_once_with_the_config_and_resolved_without_rebuilding()
 
 
 def test_the_job_table_is_what_the_cli_the_pipeline_and_the_report_use():
-    """One declaration per job: its config, check, run, summary, counts and report section resolve, it
-    has its command, and `infu run`'s stages run jobs of the table."""
+    """One declaration per job: its config loads, it has its command, and `infu run`'s stages run jobs
+    of the table. The table holds the functions themselves, yet reading it imports no training stack
+    (every command reads it before its first line of output)."""
     from pipelines.cli import main
     from pipelines.jobs import JOBS
     from pipelines.run import STAGES
 
     for job in JOBS.values():
-        for part in ("config", "check", "run", "summary", "counts", "section"):
-            assert callable(job(part)), (job.name, part)
-        assert all(isinstance(load_config(d), job("config")) for d in job.defaults)
+        assert all(isinstance(load_config(d), job.config) for d in job.defaults)
         assert job.name in main.commands, f"infu {job.name}"
     assert {s.job for s in STAGES} <= set(JOBS)  # (infu identities is a command of its own, not a stage)
+    heavy = subprocess.run([sys.executable, "-c", "import sys, pipelines.jobs; "
+                            "print(sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert heavy == "[]", f"reading the job table imported {heavy}"
 
 
 def test_stage2_states_only_what_differs_and_takes_the_rest_from_stage1(tmp_path, monkeypatch):

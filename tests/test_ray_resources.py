@@ -4,7 +4,7 @@
 import pytest
 
 from curation.engine import ConfigError
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from pipelines.ray_stages import resolve_gpus
 
 AUTO = {"num_cpus": 0.25, "num_gpus": None, "batch_size": 8, "concurrency": None}

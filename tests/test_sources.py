@@ -2,7 +2,7 @@
 import pytest
 
 from curation.sources import SOURCES, SourceError, make_source
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from replicas import BUILDERS
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from curation.sources import make_source
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from replicas import BUILDERS
 from s3_server import S3Server
 from test_curate import outcome

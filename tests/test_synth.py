@@ -19,7 +19,8 @@ from curation.registry import empty_row
 from curation.registry import spss_schema
 from infu_model.faces import make_face_analyzer
 from infu_model.images import decode
-from pipelines.config import load_config, merge
+from pipelines.config import merge
+from pipelines.jobs import load_config
 from stages import synth_stage
 from synth.prompts import PromptBankError, load_prompts
 from synth.records import SPMS_SCHEMA, SYNTH_ROW_SCHEMA, encode

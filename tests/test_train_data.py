@@ -5,7 +5,8 @@ from collections import Counter
 import numpy as np
 
 from curation import samples
-from infu_model.train_data import bucket_batches, control_for, sample_caption, to_bucket
+from infu_model.train_data import control_for, sample_caption, to_bucket
+from pipelines.train.loaders import bucket_batches
 
 CAPS = [{"source": "dataset", "text": "d"}, {"source": "blip2", "text": "b"}, {"source": "internvl2", "text": "i1"},
         {"source": "internvl2", "text": "i2"}]

@@ -19,7 +19,7 @@ from curation.registry import spss_schema
 from infu_model.pipeline import InfUPipeline
 from infu_model.tiny import make_tiny
 from curation.engine import plain
-from pipelines.config import load_config
+from pipelines.jobs import load_config
 from pipelines.train import train_loop
 
 KILL_DURING_SECOND_SAVE = """

@@ -50,7 +50,7 @@ def test_the_shipped_classifier_is_a_model_reference_whose_bytes_are_checked(tam
 def test_the_shipped_classifier_is_the_second_opinion_a_config_gets_without_naming_one():
     """OCR alone stays the default (the classifier's validation does not yet show recall without false
     positives, docs/curate.md); `combine: any` needs no model key and fetches nothing."""
-    from pipelines.config import load_config
+    from pipelines.jobs import load_config
 
     assert verify(SHIPPED) == [] and (resolve(SHIPPED) / "config.json").is_file()
     wm = next(s for s in load_config("curate").stages if s.name == "watermark")

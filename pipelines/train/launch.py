@@ -12,13 +12,10 @@ from curation.engine import plain
 from infu_model.storage import as_path, is_uri, resolve
 from pipelines.bucket_runs import BucketLease
 from pipelines.faults import TrainingRefused, WorkersLost, causes
-from pipelines.job import SourceSpec, check_inputs, input_files, job_run, lease_file, start_run
+from pipelines.job import SourceSpec, check_inputs, finished_checkpoints, input_files, job_run, lease_file, start_run
 from pipelines.sink import Lease
-from pipelines.train.cache import build_cache as build
-from pipelines.train.checkpoint import latest_checkpoint
 from pipelines.train.config import TrainConfig, TrainRayOptions
 from pipelines.train.loaders import NotEnoughData, bucket_counts, epoch_batches
-from pipelines.train.loop import ray_train_loop
 from pipelines.train.watch import lost_for_good, lost_workers, watched_by
 
 
@@ -50,8 +47,8 @@ def resumes_from(out) -> str:
         snapshot = json.loads((as_path(out) / "checkpoints" / "checkpoint_manager_snapshot.json").read_text())
         return snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
     except (OSError, ValueError, KeyError, TypeError):
-        newest = latest_checkpoint(out)
-        return newest.name if newest else "the start"
+        found = finished_checkpoints(out)
+        return found[-1].name if found else "the start"
 
 
 def step_reached(out) -> int:
@@ -155,7 +152,7 @@ def fit_off_main_thread(trainer) -> None:
         raise failed[0]
 
 
-@job_run("train")
+@job_run("train", check_training)
 def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: str | None = None,
               build_cache: bool = False, overwrite: bool = False, log=print) -> dict:
     """Train on ``data_dir`` (SPSS or SPMS Parquet) into ``out``: ``train_loop`` on every worker
@@ -170,6 +167,10 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: s
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from pipelines.ray_runtime import init_ray
+    # the training stack (torch, diffusers) is imported by the run, not with this module: the job table
+    # and ``infu --help`` read it
+    from pipelines.train.cache import build_cache as build
+    from pipelines.train.loop import ray_train_loop
 
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)}).absolute()
     # a changed setting that changes the weights is refused (train.max_steps and the like may change);

@@ -19,11 +19,27 @@ from __future__ import annotations
 
 import posixpath
 import random
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
+from typing import Iterable, Iterator
 
 from infu_model.storage import arrow, parquet_file, read_parquet
-from infu_model.train_data import bucket_batches
 from pipelines.faults import TrainingRefused
+
+
+def bucket_batches(rows: Iterable[dict], batch_size: int, drop_last: bool = False) -> Iterator[list[dict]]:
+    """Group rows by their ``bucket`` into batches of one shape each, streaming: a
+    batch leaves as soon as its bucket holds ``batch_size`` rows."""
+    pending: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        b = pending[row["bucket"]]
+        b.append(row)
+        if len(b) == batch_size:
+            yield b
+            pending[row["bucket"]] = []
+    if not drop_last:
+        for b in pending.values():
+            if b:
+                yield b
 
 
 class NotEnoughData(TrainingRefused):
