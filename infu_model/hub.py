@@ -371,12 +371,14 @@ def _api():
     return HfApi(endpoint=_endpoint(), token=_token())
 
 
-def _revision(ref: ModelRef, online: bool) -> _Revision:
+def _revision(ref: ModelRef, online: bool, why: str | None = None) -> _Revision:
     from huggingface_hub import RepoFile, get_cached_repo_tree
     from huggingface_hub.errors import CachedRepoTreeNotFoundError, RevisionResolutionError
 
-    api, why = _api(), _offline_why() if not online else "the Hub cannot be reached"
+    api, why = _api(), why or (_offline_why() if not online else "the Hub cannot be reached")
     try:
+        if online:  # one request that a Hub that is down fails at once: resolve_revision would fall back on
+            api.repo_info(ref.location, revision=ref.revision)  # the cache unsaid, and the listing retry 20 s
         commit = api.resolve_revision(ref.location, revision=ref.revision, cache_dir=hub_cache(),
                                       local_files_only=not online).resolved
         if online:
@@ -388,7 +390,7 @@ def _revision(ref: ModelRef, online: bool) -> _Revision:
     except Exception as e:  # noqa: BLE001 - the Hub went away between two calls, or answered an error
         if not _unreachable(e):
             raise _hub_error(ref, e) from None
-        return _revision(ref, online=False)
+        return _revision(ref, online=False, why="the Hub cannot be reached")
     snapshot = _snapshot(ref, commit)
     if not snapshot.is_dir():
         raise _not_cached(ref, why)

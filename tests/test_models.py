@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -251,9 +252,13 @@ def test_only_the_files_a_loader_reads_are_fetched_once_and_then_found_offline(h
 
 
 def test_a_hub_that_is_down_leaves_the_cache_serving(hub):
+    """A Hub answering 503 leaves what the cache holds serving at once (not after the listing's 20 s of
+    retries), and names what it lacks."""
     first = resolve(f"hf://{FLUX}", DIFFUSERS)
     hub.down = True
+    start = time.monotonic()
     assert resolve(f"hf://{FLUX}", DIFFUSERS, fetch=True) == first
+    assert time.monotonic() - start < 3, "the cache waited on a Hub that is down"
     with pytest.raises(ModelNotCached, match=r"hf://ByteDance/InfiniteYou/infu_flux_v1.0 is not in the model cache .* "
                                              r"and the Hub cannot be reached"):
         resolve(f"hf://{INFU}/infu_flux_v1.0", infu_weights("aes_stage2"), fetch=True)
