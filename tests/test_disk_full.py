@@ -152,15 +152,17 @@ def test_a_full_disk_is_found_behind_what_wraps_it(tmp_path):
 def test_the_cli_turns_a_full_disk_met_anywhere_in_a_job_into_its_one_line(sample_dir, tmp_path, monkeypatch):
     """Quick (in-process): a job whose work meets ENOSPC ends in one line naming the folder and the
     space free there, saying the same command resumes; no traceback."""
+    from dataclasses import replace
+
     from click.testing import CliRunner
 
-    import pipelines.curate
     from pipelines.cli import main
+    from pipelines.jobs import JOBS
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "kept" / "part-1.parquet"))
 
-    monkeypatch.setattr(pipelines.curate, "run_curate", full)
+    monkeypatch.setitem(JOBS, "curate", replace(JOBS["curate"], run=full))
     (tmp_path / "c.yaml").write_text("stages: []\nprogress: false\n")
     r = CliRunner().invoke(main, ["curate", "--source", f"folder={sample_dir}", "--out", str(tmp_path / "out"),
                                   "--config", str(tmp_path / "c.yaml")])
