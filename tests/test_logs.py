@@ -84,6 +84,24 @@ def test_training_progress_and_recoveries_are_said_from_what_ray_train_reports(r
                     "train: step 3/3  loss 0.5000  lr 1.00e-05  3.00 samples/s"]
 
 
+def test_a_survivors_lost_peer_is_a_lost_worker_not_a_crash():
+    """When a node dies, the surviving worker's gloo error can be the failure Ray Train sees first: the run
+    that uses up its retries that way still ends in the one line that says to rerun (not a traceback), and
+    names the connection lost; a failure of the training itself is not taken for one."""
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from pipelines.train.watch import lost_for_good, lost_workers
+
+    reset = RuntimeError("[gloo/transport/tcp/pair.cc:534] Read error [127.0.0.2]:41235: Connection reset by peer")
+    cut = WorkerGroupError("training failed", {0: reset})
+    assert lost_for_good(cut)
+    assert lost_workers(cut) == ("the connection of worker 0 to another worker (RuntimeError: [gloo/transport/tcp/"
+                                 "pair.cc:534] Read error [127.0.0.2]:41235: Connection reset by peer)")
+    assert lost_workers(WorkerGroupError("w", {0: reset, 1: ActorDiedError()})) == "worker 1", "the dead one is named"
+    assert not lost_for_good(WorkerGroupError("training failed", {0: ValueError("loss is nan")}))
+
+
 def test_progress_lines_say_how_far_where_no_terminal_shows_bars(monkeypatch):
     """Off a terminal: a line every few seconds with the count, the rate and the time left; on a
     terminal (where Ray Data draws its bars) nothing."""

@@ -42,8 +42,9 @@ def watched_by(queue) -> list:
 
 
 def lost_workers(error) -> str:
-    """Which workers a failed worker group lost and where ('worker 1 on 10.0.0.7 (its node died)'), or
-    the first failure's first line when no worker died."""
+    """Which workers a failed worker group lost and where ('worker 1 on 10.0.0.7 (its node died)'); else
+    which lost the connection to another (a survivor's collective can fail before Ray Train sees the
+    node die); else the first failure's first line."""
     failures = getattr(error, "worker_failures", None) or {}
     lost = []
     for rank, e in sorted(failures.items()):
@@ -54,8 +55,24 @@ def lost_workers(error) -> str:
             lost.append(f"worker {rank}{f' on {ip.group(1) or ip.group(2)}' if ip else ''}{node}")
     if lost:
         return ", ".join(lost)
-    first = next(iter(failures.values()), error)
-    return f"{type(first).__name__}: {(str(first).strip().splitlines() or [''])[0]}"
+    cut = {rank: e for rank, e in sorted(failures.items()) if peer_lost(e)}
+    if cut:
+        return (f"the connection of worker {', '.join(map(str, cut))} to another worker "
+                f"({first_line(next(iter(cut.values())))})")
+    return first_line(next(iter(failures.values()), error))
+
+
+def first_line(e) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+
+
+# what gloo and NCCL say when the worker at the other end of a collective is gone
+PEER_LOST = re.compile(r"Connection (reset|closed) by peer|remote process exited|communicator was aborted", re.I)
+
+
+def peer_lost(failure) -> bool:
+    """``failure`` is a collective that lost the worker at its other end (gloo, NCCL)."""
+    return bool(PEER_LOST.search(str(failure)))
 
 
 def died(failure):
@@ -69,5 +86,7 @@ def died(failure):
 
 
 def lost_for_good(error) -> bool:
-    """Ray Train gave up on a worker group that lost a worker (its process or node died)."""
-    return any(died(f) is not None for f in (getattr(error, "worker_failures", None) or {}).values())
+    """Ray Train gave up on a worker group that lost a worker (its process or node died), or whose
+    collective lost its other end: when a node dies, its survivor's gloo error can be the failure Ray
+    Train sees first."""
+    return any(died(f) is not None or peer_lost(f) for f in (getattr(error, "worker_failures", None) or {}).values())
