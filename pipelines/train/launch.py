@@ -167,8 +167,8 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: s
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from pipelines.ray_runtime import init_ray
-    # the training stack (torch, diffusers) is imported by the run, not with this module: the job table
-    # and ``infu --help`` read it
+    # the training stack (torch, diffusers) is imported by the run, not with this module: the job table,
+    # which every job's command reads, names this module's functions
     from pipelines.train.cache import build_cache as build
     from pipelines.train.loop import ray_train_loop
 
