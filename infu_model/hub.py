@@ -377,8 +377,10 @@ def _revision(ref: ModelRef, online: bool, why: str | None = None) -> _Revision:
 
     api, why = _api(), why or (_offline_why() if not online else "the Hub cannot be reached")
     try:
-        if online:  # one request that a Hub that is down fails at once: resolve_revision would fall back on
-            api.repo_info(ref.location, revision=ref.revision)  # the cache unsaid, and the listing retry 20 s
+        # a Hub that answers 5xx fails this one request at once; resolve_revision would fall back on the
+        # cached ref without saying so, and the listing after it would retry for about 20 s
+        if online:
+            api.repo_info(ref.location, revision=ref.revision)
         commit = api.resolve_revision(ref.location, revision=ref.revision, cache_dir=hub_cache(),
                                       local_files_only=not online).resolved
         if online:
