@@ -73,7 +73,7 @@ def test_the_shipped_weights_score_unseen_photos_fonts_and_words_as_their_valida
     """80 photos of the holdout split (photos, fonts, words and a logo training never saw; half marked,
     half with signs, prints, captions, posters, jewellery or patterns), through the stage's own loader:
     marked photos rank above the rest more often than not, and the 0.5 threshold keeps false positives
-    rare (validation.json: recall 0.34, false positives 0.035 on 400)."""
+    rare (validation.json: recall 0.29, no false positive on 400)."""
     import numpy as np
 
     from curation.classifier import load_classifier
@@ -86,6 +86,21 @@ def test_the_shipped_weights_score_unseen_photos_fonts_and_words_as_their_valida
     assert ranked_above > 0.6 and np.mean(p[y == 1] >= 0.5) >= 0.2 and np.mean(p[y == 0] >= 0.5) <= 0.1, \
         (ranked_above, np.mean(p[y == 1] >= 0.5), np.mean(p[y == 0] >= 0.5))
     assert set(labels) == {"clean", "watermark"} and all((lab == "watermark") == (q >= 0.5) for lab, q in zip(labels, p))
+
+
+def test_the_shipped_classifier_sees_translucent_words_across_a_face_and_not_scene_text():
+    """What the second opinion is for: an agency's words at 30 % across the astronaut's face score over
+    the threshold; the photo itself, and with a shop sign and a shirt print, score near zero (so the
+    dedup rule has evidence between a clean photo and its marked copy)."""
+    import numpy as np
+
+    from curation.classifier import load_classifier
+
+    a = samples.fit(samples.astronaut(), 1024)
+    photos = [samples.overlay_text(a, "Adobe Stock", opacity=0.3, size=0.08, placement="centre"), a,
+              samples.scene_text(samples.scene_text(a, "CAFE"), "SUMMER", where="shirt")]
+    p, _ = load_classifier(SHIPPED, "watermark").predict([np.asarray(im) for im in photos])
+    assert p[0] >= 0.5 and max(p[1:]) < 0.05, p
 
 
 def test_the_classifier_is_deterministic_and_cheap_next_to_ocr():

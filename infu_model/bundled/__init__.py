@@ -11,8 +11,8 @@ from pathlib import Path
 
 SHA256: dict[str, dict[str, str]] = {
     "watermark-classifier": {
-        "config.json": "0c700e0f5a475bbaf5c5d86f7b0e37d74e3318364909ff25f008f1e1365e7406",
-        "diffusion_pytorch_model.safetensors": "02a114df26d0477f92be873c77d033454c220128664af7a8a687bce0307312f1",
+        "config.json": "81fe5b0d0cce0a4054b6df0b7839f5bad5ea25ed97770f17368be10c1f98cdde",
+        "diffusion_pytorch_model.safetensors": "a820771d0f713be5ac65bd1ea938f1df9beaa3ab8ed191b6766b190cb8b44d06",
     },
 }
 
