@@ -349,14 +349,12 @@ def test_watermark_opinions_combine(tmp_path, classifier_says):
     _tiny_classifier(tmp_path / "wm", ["clean", "watermark"], last=classifier_says)
     g = samples.fit(samples.grace_hopper(), 1024)
     photos = {"marked": samples.overlay_text(g, "Shutterstock", opacity=0.3, size=0.06), "clean": g}
-    faces = curate_stage("faces", **FACE_CFG)
+    found = {k: row_of(im, k) for k, im in photos.items()}
+    run_stage(curate_stage("faces", **FACE_CFG), list(found.values()))  # the face box each opinion reads
     decided = {}
     for combine in ("ocr", "classifier", "any"):
         stage = curate_stage("watermark", combine=combine, classifier={"model": str(tmp_path / "wm")})
-        rows = {k: row_of(im, k) for k, im in photos.items()}
-        run_stage(faces, list(rows.values()))
-        for r in rows.values():
-            r.update(status=ALIVE, reason=None)
+        rows = {k: {**r, "status": ALIVE, "reason": None} for k, r in found.items()}
         run_stage(stage, list(rows.values()))
         decided[combine] = {k: r["reason"] for k, r in rows.items()}
         for r in rows.values():  # the deciding score is the larger opinion

@@ -36,24 +36,28 @@ PUBLISHED_KEYS = {"latents", "proj_in.weight", "proj_in.bias", "proj_out.weight"
 
 
 def test_projection_matches_the_published_state_dict_and_shapes():
-    m = ProjectionNetwork()
-    sd = m.state_dict()
+    with torch.device("meta"):  # the published sizes, without 300 MB of random weights
+        m = ProjectionNetwork()
+        sd = m.state_dict()
+        assert m(torch.empty(2, 512)).shape == (2, 8, 4096)
     assert set(sd) == PUBLISHED_KEYS
     assert sd["latents"].shape == (1, 8, 1280) and sd["layers.2.0.to_kv.weight"].shape == (2560, 1280)
     assert sd["layers.0.1.1.weight"].shape == (5120, 1280) and sd["proj_out.weight"].shape == (4096, 1280)
-    x = torch.randn(2, 512)
-    assert m(x).shape == (2, 8, 4096)
-    assert torch.equal(m(x), m(x[:, None]))
+    small, x = ProjectionNetwork(dim=64, depth=2, dim_head=4, output_dim=96, ff_mult=2), torch.randn(2, 512)
+    assert torch.equal(small(x), small(x[:, None]))  # one embedding per row, with or without its token axis
 
 
 def test_projection_bin_and_native_round_trip(tmp_path):
+    """The release's file format (its layout and sizes: the test above) at a small size: the sizes are
+    read back off the tensors, and the head count is the published 20."""
     torch.manual_seed(0)
-    m = ProjectionNetwork().eval()
+    m = ProjectionNetwork(dim=64, depth=2, dim_head=4, output_dim=96, ff_mult=2).eval()
     torch.save({"image_proj": m.state_dict()}, tmp_path / "image_proj_model.bin")  # exactly the release's format
     from_bin = ProjectionNetwork.from_infu_bin(tmp_path / "image_proj_model.bin")
     m.save_pretrained(tmp_path / "native")
     native = ProjectionNetwork.from_pretrained(tmp_path / "native")
     assert (tmp_path / "native" / "diffusion_pytorch_model.safetensors").exists()
+    assert from_bin.config.items() >= {"dim": 64, "depth": 2, "dim_head": 4, "heads": 20, "output_dim": 96}.items()
     x = torch.randn(3, 512)
     with torch.no_grad():
         assert torch.equal(m(x), from_bin(x)) and torch.equal(m(x), native(x))
