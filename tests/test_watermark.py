@@ -91,7 +91,8 @@ def test_the_shipped_weights_score_unseen_photos_fonts_and_words_as_their_valida
 def test_the_shipped_classifier_sees_translucent_words_across_a_face_and_not_scene_text():
     """What the second opinion is for: an agency's words at 30 % across the astronaut's face score over
     the threshold; the photo itself, and with a shop sign and a shirt print, score near zero (so the
-    dedup rule has evidence between a clean photo and its marked copy)."""
+    dedup rule has evidence between a clean photo and its marked copy). The astronaut is one of its
+    training photos (in a training font, with words of the holdout): what unseen photos get is the test above."""
     import numpy as np
 
     from curation.classifier import load_classifier
