@@ -87,10 +87,10 @@ def train(args) -> None:
     t0 = time.time()
     xs, ts, _, _ = dataset("train", args.examples, args.seed, CROP)
     x, t = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)).float()
-    print(f"made {len(x)} training crops in {time.time() - t0:.0f} s; {float(t.mean()):.3f} of cells marked",
-          flush=True)
+    marked = float(t.mean())
+    print(f"made {len(x)} training crops in {time.time() - t0:.0f} s; {marked:.3f} of cells marked", flush=True)
     net = WatermarkNet().train()
-    marked = float(t.mean())  # start the cells at their prior: from 0, the many clean cells stall the first ~1000 steps
+    # start the cells at their prior: from 0, the many clean cells stall the first ~1000 steps
     torch.nn.init.constant_(net.head.bias, math.log(marked / (1 - marked)))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)

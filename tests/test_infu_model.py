@@ -35,6 +35,9 @@ PUBLISHED_KEYS = {"latents", "proj_in.weight", "proj_in.bias", "proj_out.weight"
                       "0.to_kv.weight", "0.to_out.weight", "1.0.weight", "1.0.bias", "1.1.weight", "1.3.weight")}
 
 
+SMALL_PROJECTION = dict(dim=64, depth=2, dim_head=4, output_dim=96, ff_mult=2)  # (heads: the published 20)
+
+
 def test_projection_matches_the_published_state_dict_and_shapes():
     with torch.device("meta"):  # the published sizes, without 300 MB of random weights
         m = ProjectionNetwork()
@@ -43,7 +46,7 @@ def test_projection_matches_the_published_state_dict_and_shapes():
     assert set(sd) == PUBLISHED_KEYS
     assert sd["latents"].shape == (1, 8, 1280) and sd["layers.2.0.to_kv.weight"].shape == (2560, 1280)
     assert sd["layers.0.1.1.weight"].shape == (5120, 1280) and sd["proj_out.weight"].shape == (4096, 1280)
-    small, x = ProjectionNetwork(dim=64, depth=2, dim_head=4, output_dim=96, ff_mult=2), torch.randn(2, 512)
+    small, x = ProjectionNetwork(**SMALL_PROJECTION), torch.randn(2, 512)
     assert torch.equal(small(x), small(x[:, None]))  # one embedding per row, with or without its token axis
 
 
@@ -51,13 +54,13 @@ def test_projection_bin_and_native_round_trip(tmp_path):
     """The release's file format (its layout and sizes: the test above) at a small size: the sizes are
     read back off the tensors, and the head count is the published 20."""
     torch.manual_seed(0)
-    m = ProjectionNetwork(dim=64, depth=2, dim_head=4, output_dim=96, ff_mult=2).eval()
+    m = ProjectionNetwork(**SMALL_PROJECTION).eval()
     torch.save({"image_proj": m.state_dict()}, tmp_path / "image_proj_model.bin")  # exactly the release's format
     from_bin = ProjectionNetwork.from_infu_bin(tmp_path / "image_proj_model.bin")
     m.save_pretrained(tmp_path / "native")
     native = ProjectionNetwork.from_pretrained(tmp_path / "native")
     assert (tmp_path / "native" / "diffusion_pytorch_model.safetensors").exists()
-    assert from_bin.config.items() >= {"dim": 64, "depth": 2, "dim_head": 4, "heads": 20, "output_dim": 96}.items()
+    assert from_bin.config.items() >= {**SMALL_PROJECTION, "heads": 20}.items()
     x = torch.randn(3, 512)
     with torch.no_grad():
         assert torch.equal(m(x), from_bin(x)) and torch.equal(m(x), native(x))
