@@ -5,19 +5,24 @@ alpha, dense labels) rather than on a yes/no per photo, so a few photos teach it
 strokes look like against signs, prints, captions and patterns that belong to the photo
 (``scripts/train_watermark_classifier.py``; it ships as ``infu://watermark-classifier``).
 
-A diffusers-style model: ``from_pretrained`` / ``save_pretrained``, ``config.json`` +
-safetensors. ``WatermarkNetScorer`` gives it the interface of ``curation.classifier.ImageClassifier``.
+Saved as diffusers saves a model (``config.json`` + ``diffusion_pytorch_model.safetensors``,
+``from_pretrained`` / ``save_pretrained``), but loaded with torch and safetensors alone: every curate
+actor loads it, and importing diffusers would cost each one about 5 s. ``WatermarkNetScorer`` gives it
+the interface of ``curation.classifier.ImageClassifier``.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LABELS = ("clean", "watermark")
+CONFIG, WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
 
 
 def _block(cin: int, cout: int, stride: int, dilation: int = 1) -> nn.Sequential:
@@ -25,11 +30,11 @@ def _block(cin: int, cout: int, stride: int, dilation: int = 1) -> nn.Sequential
                          nn.ReLU(inplace=True))
 
 
-class WatermarkNet(ModelMixin, ConfigMixin):
-    @register_to_config
+class WatermarkNet(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (24, 40, 64, 96), side: int = 384, top_k: int = 4,
                  offset: float = 0.0):
         super().__init__()
+        self.config = SimpleNamespace(widths=list(widths), side=side, top_k=top_k, offset=offset)
         layers, cin = [], 3
         for w in widths:  # each stage halves the resolution: 4 stages, 16x16 cells
             layers += [_block(cin, w, 2), _block(w, w, 1)]
@@ -37,6 +42,30 @@ class WatermarkNet(ModelMixin, ConfigMixin):
         layers += [_block(cin, cin, 1, dilation=2), _block(cin, cin, 1, dilation=4)]  # context: plate or photo?
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(cin, 1, 1)
+
+    @classmethod
+    def from_pretrained(cls, path) -> "WatermarkNet":
+        """The net a folder holds (what ``save_pretrained`` wrote), in eval mode."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        settings = {k: v for k, v in json.loads((path / CONFIG).read_text()).items() if not k.startswith("_")}
+        try:
+            net = cls(**settings)
+        except TypeError as e:
+            raise ValueError(f"{path / CONFIG}: not a WatermarkNet config ({e})") from None
+        net.load_state_dict(load_file(path / WEIGHTS))
+        return net.eval()
+
+    def save_pretrained(self, path) -> None:
+        """``config.json`` (its settings, as diffusers writes a config) and the safetensors weights."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"_class_name": type(self).__name__, **vars(self.config)}
+        (path / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / WEIGHTS, metadata={"format": "pt"})
 
     @property
     def cell(self) -> int:

@@ -132,7 +132,7 @@ def calibrate(net: WatermarkNet, args) -> None:
     split: the holdout stays unseen) score under 0.5: crops teach the cells, whole photos have more."""
     xs, _, _, labels = dataset("train", args.calibration, args.seed + 2, None)
     z = photo_logits(net, xs)[torch.tensor(labels) == 0]
-    net.register_to_config(offset=round(float(torch.quantile(z, args.clean_kept)), 4))
+    net.config.offset = round(float(torch.quantile(z, args.clean_kept)), 4)
     print(f"offset {net.config.offset} (from {len(z)} clean training photos)", flush=True)
 
 
@@ -173,11 +173,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.validate:
         torch.set_num_threads(2)
-        # rebuilt from its settings, so that the config.json saved is the one training writes (no _name_or_path)
-        loaded = WatermarkNet.from_pretrained(args.out)
-        net = WatermarkNet(**{k: v for k, v in loaded.config.items() if not k.startswith("_")})
-        net.load_state_dict(loaded.state_dict())
-        net.eval()
+        net = WatermarkNet.from_pretrained(args.out)
         if args.calibration:
             calibrate(net, args)
             net.save_pretrained(args.out)

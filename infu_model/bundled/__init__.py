@@ -11,7 +11,7 @@ from pathlib import Path
 
 SHA256: dict[str, dict[str, str]] = {
     "watermark-classifier": {
-        "config.json": "81fe5b0d0cce0a4054b6df0b7839f5bad5ea25ed97770f17368be10c1f98cdde",
+        "config.json": "9a3e32feb6149534eeda5347019ca8445168783990b814d92c3e3efd75abf452",
         "diffusion_pytorch_model.safetensors": "a820771d0f713be5ac65bd1ea938f1df9beaa3ab8ed191b6766b190cb8b44d06",
     },
 }
