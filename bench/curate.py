@@ -224,7 +224,7 @@ def marginal(work: Path, n1: int, n2: int, full: bool, repeat: int = 1, watermar
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--full", action="store_true", help="every default stage (faces, NSFW, OCR watermarks)")
+    ap.add_argument("--full", action="store_true", help="every default stage (faces, NSFW, watermarks: OCR and our classifier)")
     ap.add_argument("--modes", nargs="+", choices=["fused", "pools"], default=["fused", "pools"],
                     help="execution modes to run (fused only with --full)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "infu_bench_curate"))

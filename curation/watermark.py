@@ -1,7 +1,7 @@
 """Watermark stage (``watermark``): rejects photos with visible overlaid text or logos, by one or
 two opinions (``combine``):
 
-- ``ocr`` (offline default): reads the text on the analysis image with PP-OCRv4
+- ``ocr``: reads the text on the analysis image with PP-OCRv4
   (inside the ``rapidocr-onnxruntime`` wheel) and scores it with the rules in
   ``curation/watermark_ocr.py`` (stock/URL/copyright vocabulary, text over the
   face or the centre, tiled repeats, semi-transparent strokes); the strongest
@@ -14,7 +14,8 @@ two opinions (``combine``):
   that probability goes to ``watermark_classifier`` and the label it ranks first to
   ``watermark_label``. It sees what OCR cannot read (a logo, translucent words across
   a face).
-- ``any``: both; a photo either one flags is rejected.
+- ``any`` (the default, offline: both models ship in wheels): both; a photo either one flags
+  is rejected.
 - ``none``: does not run; the columns stay null and the summary says so.
 
 ``watermark`` is the deciding score: the larger of the opinions that ran, rejected

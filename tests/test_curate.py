@@ -175,7 +175,7 @@ def test_default_pipeline_runs_face_and_nsfw_filters_on_real_photos(sample_dir, 
            for sub in ("kept", "rejected") for r in rows(tmp_path / "out", sub)}
     assert got == WITH_FACES
     assert stats["adds_up"] and stats["stages"]["faces"]["ran"] and stats["stages"]["nsfw"]["ran"]
-    assert stats["stages"]["watermark"]["ran"] and stats["stages"]["watermark"]["combine"] == "ocr"
+    assert stats["stages"]["watermark"]["ran"] and stats["stages"]["watermark"]["combine"] == "any"
     [mark] = stats["watermark_examples"]
     assert mark["path"] == "variants/watermarked.jpg" and mark["watermark"] >= 0.5 and mark["watermark_text"]
     summary = curate_summary(stats, "out")

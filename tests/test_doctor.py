@@ -6,7 +6,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from infu_model import runtime
-from infu_model.runtime import ort_providers, placement
+from infu_model.runtime import placement
 from pipelines.cli import main
 from pipelines.jobs import load_config
 from pipelines.doctor import job_lines
@@ -29,7 +29,8 @@ def test_doctor_places_every_packaged_model_and_names_what_falls_back(tmp_path):
     assert set(jobs) == {"curate", "caption", "stage1", "synth", "eval", "identities"}
     assert [(p["model"], p["runtime"], p["runs_on"], p["problem"]) for p in jobs["curate"]] == [
         ("faces: dlib faces", "dlib", "cpu", ""), ("nsfw: nudenet", "onnxruntime", "cpu", ""),
-        ("watermark: PP-OCR detector + recogniser", "onnxruntime", "cpu", "")], "curate's defaults are CPU models"
+        ("watermark: PP-OCR detector + recogniser", "onnxruntime", "cpu", ""),
+        ("watermark: classifier infu://watermark-classifier", "torch", "cpu", "")], "curate's defaults are CPU models"
     generate = jobs["synth"][0]
     assert generate["asked"] == "cuda" and generate["runs_on"] == "cpu" and "no CUDA" in generate["problem"]
 
