@@ -48,6 +48,23 @@ def test_the_shipped_classifier_is_a_model_reference_whose_bytes_are_checked(tam
     assert set(bundled.SHA256["watermark-classifier"]) <= {p.name for p in tampered_copy.iterdir()}
 
 
+def test_a_watermark_net_folder_saves_and_loads_as_diffusers_writes_it_and_a_wrong_config_names_its_file(tmp_path):
+    """Our loader reads the layout diffusers writes (config.json with _class_name, the safetensors
+    weights) without diffusers: the shipped folder saved again is the same weights byte for byte, and
+    a config.json with a setting the net lacks is one error naming that file."""
+    from curation.classifier import load_classifier
+    from curation.watermark_net import WatermarkNet
+
+    shipped = resolve(SHIPPED)
+    WatermarkNet.from_pretrained(shipped).save_pretrained(tmp_path / "again")
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        assert (tmp_path / "again" / name).read_bytes() == (shipped / name).read_bytes(), name
+    config = json.loads((shipped / "config.json").read_text())
+    (tmp_path / "again" / "config.json").write_text(json.dumps({**config, "depth": 5}))
+    with pytest.raises(ValueError, match=r"again/config.json: not a WatermarkNet config .*depth"):
+        load_classifier(str(tmp_path / "again"), "watermark")
+
+
 def test_the_default_config_asks_both_opinions_and_fetches_nothing_for_them():
     """The default is `combine: any`, with the shipped classifier as the second opinion (its validation
     shows recall the OCR lacks and no false positive, docs/curate.md): nothing to name, nothing to
