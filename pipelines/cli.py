@@ -627,6 +627,7 @@ def make_tiny_cmd(out_dir) -> None:
     For tests and the demo: the real loaders, in seconds, on a CPU."""
     from infu_model.tiny import TINY_FOLDERS, make_tiny
 
+    quiet_loading()
     empty_or_own(out_dir, TINY_FOLDERS, "make-tiny")
     paths = make_tiny(out_dir)
     click.echo(f"tiny base: {paths['base']}\ntiny InfU: {paths['infu']}")

@@ -51,6 +51,19 @@ def test_sample_data_writes_a_new_folder_or_its_own_and_nothing_else(tmp_path):
     assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == ["me.jpg", "portraits"], "nothing written"
 
 
+def test_make_tiny_as_the_demo_runs_it_prints_its_two_lines_and_no_library_notice(tmp_path):
+    """The demo's first step, in a fresh process: no diffusers deprecation notice about its own import,
+    no bars for writing a tiny model (they once opened the demo's output)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    infu = Path(sys.executable).parent / "infu"
+    done = subprocess.run([str(infu), "make-tiny", str(tmp_path / "tiny")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout == f"tiny base: {tmp_path / 'tiny' / 'base'}\ntiny InfU: {tmp_path / 'tiny' / 'infu_flux_v1.0'}\n"
+
+
 def test_a_typo_in_a_config_file_stops_the_job_before_any_work(tmp_path):
     """`filters: {min_sid: 300}` used to run to the end with the default and no word said."""
     cfg = tmp_path / "c.yaml"
