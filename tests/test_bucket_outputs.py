@@ -326,10 +326,14 @@ def test_an_output_bucket_mistake_is_one_line(s3, sample_dir, tmp_path, case):
 
 
 @pytest.mark.slow
-def test_caption_and_synth_read_from_a_bucket_and_write_into_one_as_on_disk(s3_env, tmp_path):
+def test_caption_and_synth_read_from_a_bucket_and_write_into_one_as_on_disk(ray_local, s3_env, tmp_path):
     """The chain after curate on a bucket: the same captions, and the same SPMS pairs (ids, decisions,
-    target bytes), as the same jobs on disk."""
+    target bytes), as the same jobs on disk. The commands run on the bucket; the disk reference is the
+    same jobs' library calls (what the command is, is not what is compared)."""
     from infu_model.tiny import make_tiny
+    from pipelines.caption import run_caption
+    from pipelines.jobs import load_config
+    from pipelines.synth import run_synth
     from test_synth import spss_row
 
     s3, tiny = s3_env, make_tiny(tmp_path / "tiny")
@@ -345,13 +349,14 @@ def test_caption_and_synth_read_from_a_bucket_and_write_into_one_as_on_disk(s3_e
         "progress": False, "model": {"base": str(tiny["base"]), "path": str(tiny["infu"]), "dtype": "float32"},
         "generation": {"width": 64, "height": 64, "steps": 3, "images_per_call": 2},
         "prompts": {"per_source": 2, "seeds_per_prompt": 1}, "output": {"rows_per_file": 3}}))
+    run_caption(str(disk), tmp_path / "captioned", load_config("caption", cap_cfg), log=lambda m: None)
+    run_synth(tmp_path / "captioned", tmp_path / "spms", load_config("synth", syn_cfg), log=lambda m: None)
+    for cmd in (["caption", bucket, "--out", "s3://chain/captioned", "--config", str(cap_cfg)],
+                ["synth", "--spss", "s3://chain/captioned", "--out", "s3://chain/spms", "--config", str(syn_cfg)]):
+        done = subprocess.run([str(BIN / "infu"), *cmd], capture_output=True, text=True, env=s3.run_env(), timeout=600)
+        assert done.returncode == 0, (cmd[0], done.stderr[-3000:])
     outs = {}
-    for where, spss, root in (("disk", str(disk), str(tmp_path)), ("bucket", bucket, "s3://chain")):
-        for cmd in (["caption", spss, "--out", f"{root}/captioned", "--config", str(cap_cfg)],
-                    ["synth", "--spss", f"{root}/captioned", "--out", f"{root}/spms", "--config", str(syn_cfg)]):
-            done = subprocess.run([str(BIN / "infu"), *cmd], capture_output=True, text=True, env=s3.run_env(),
-                                  timeout=600)
-            assert done.returncode == 0, (where, cmd[0], done.stderr[-3000:])
+    for where, root in (("disk", str(tmp_path)), ("bucket", "s3://chain")):
         outs[where] = (
             sorted((r["id"], str(r["captions"])) for r in rows_of(f"{root}/captioned", ["id", "captions"])),
             sorted((r["pair_id"], r["status"], r["reason"], hashlib.sha1(r["target_image"]).hexdigest())
