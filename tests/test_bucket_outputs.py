@@ -439,8 +439,8 @@ def test_the_tiny_pipeline_runs_with_every_path_in_a_bucket_as_on_disk(sample_di
     from click.testing import CliRunner
 
     from infu_model.storage import download_tree
-    from pipelines.cli import main
     from infu_model.tiny import make_tiny
+    from pipelines.cli import main
     from test_train_job import _relative_gap, _weights
 
     s3, tiny = s3_env, make_tiny(tmp_path / "tiny")

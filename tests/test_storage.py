@@ -41,17 +41,16 @@ def test_every_adapter_lists_a_dataset_in_a_bucket_as_on_disk(kind, s3_env, tmp_
 @pytest.mark.slow
 def test_curate_from_a_bucket_keeps_what_it_keeps_from_disk(sample_dir, ray_local, s3, tmp_path):
     """`infu curate` reading its photos from a bucket (the disk reference: the same config's library call)."""
-    from test_bucket_outputs import curate_here
+    from test_bucket_outputs import curate, curate_here
 
     uri = s3.upload(sample_dir, f"{s3.bucket('photos')}/samples")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"stages": [], "progress": False}))
     curate_here(sample_dir, tmp_path / "disk", cfg)
-    done = subprocess.run([str(BIN / "infu"), "curate", "--source", f"folder:sample={uri}", "--out",
-                           str(tmp_path / "bucket"), "--config", str(cfg)], capture_output=True, text=True,
-                          env=s3.run_env(), timeout=600)
+    done = curate(s3, uri, str(tmp_path / "bucket"), cfg)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert outcome(tmp_path / "bucket") == outcome(tmp_path / "disk") and len(outcome(tmp_path / "disk")) == 20
+    on_disk = outcome(tmp_path / "disk")
+    assert outcome(tmp_path / "bucket") == on_disk and len(on_disk) == 20
 
 
 @pytest.mark.parametrize("case", ["no bucket", "empty prefix", "refused credentials", "unknown scheme"])
