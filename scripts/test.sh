@@ -23,4 +23,6 @@ elif [ -n "${CI:-}" ]; then
     exit 1
 fi
 export RAY_AUTH_MODE=disabled
-exec .venv/bin/python -m pytest "$@"
+# two workers: a test spends much of its time waiting on processes it started (Ray, a server, an `infu`
+# command), which the other worker's test fills; INFU_TEST_WORKERS=0 runs the suite in this process
+exec .venv/bin/python -m pytest -n "${INFU_TEST_WORKERS:-2}" --dist worksteal "$@"
