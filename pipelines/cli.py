@@ -81,7 +81,7 @@ def one_line_errors():
             WorkersLost, Superseded)
 
 
-def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diffusers"), **options):
+def run_job(name: str, inputs, out_dir, cfg, **options):
     """The job ``name`` of the job table (pipelines/jobs.py) on ``inputs``: checked once, run in its
     own folder (``in_own_folder``), its summary on the terminal."""
     from pipelines.job import check_job, run_checked
@@ -97,12 +97,12 @@ def run_job(name: str, inputs, out_dir, cfg, *, libraries=("transformers", "diff
     def work(log, claim):
         return run_checked(job, inputs, out_dir, cfg, checked[0], claim, log=log, **options)
 
-    stats = in_own_folder(out_dir, name, work, check=check, libraries=libraries)
+    stats = in_own_folder(out_dir, name, work, check=check)
     click.echo(job.summary(stats, out_dir))
     return stats
 
 
-def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers", "diffusers")):
+def in_own_folder(out_dir, name: str, work, check=None):
     """``check()`` (everything the job can be refused for), then ``out_dir`` claimed for the job
     ``name`` (pipelines.job.claim_output), once, then ``work(log, claim)`` with its noise routed to
     ``out_dir/_work/logs`` (a refused job leaves no folder and no log behind), then the report.
@@ -114,7 +114,7 @@ def in_own_folder(out_dir, name: str, work, check=None, libraries=("transformers
             check()
         claim = claim_output(out_dir, name, checked=True)  # check() (or, for infu run, read_pipeline) checked it
     try:
-        with one_line(out_dir), job_logs(out_dir, name, libraries):  # records the run: ok, error or interrupted
+        with one_line(out_dir), job_logs(out_dir, name):  # records the run: ok, error or interrupted
             result = work(say, claim)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what finished stays; the same command resumes
         from pipelines.ray_runtime import Terminated
@@ -190,7 +190,7 @@ def curate(sources, out_dir, config_path, ray_address, overwrite, quiet) -> None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     cfg = config("curate", config_path, {"progress": False} if quiet else None)
-    run_job("curate", specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite, libraries=())
+    run_job("curate", specs, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
 
 
 @main.command()
@@ -227,7 +227,7 @@ def identities(in_dir, out_dir, config_path, ray_address, overwrite, quiet) -> N
     pairs (other photos of the same person as a face's references); where a dataset labels its
     people, reports how the clusters agree with the labels (docs/identities.md)."""
     cfg = config("identities", config_path, {"progress": False} if quiet else None)
-    run_job("identities", in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite, libraries=())
+    run_job("identities", in_dir, out_dir, cfg, ray_address=ray_address, overwrite=overwrite)
 
 
 @main.command()

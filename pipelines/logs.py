@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import json
 import logging
 import os
@@ -92,16 +94,43 @@ def _console_handlers():
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
-def _hand_over_library_logging(names) -> None:
-    """transformers and diffusers add their own stderr handler on first use; configure that now and
-    let their records reach the root logger (our log file) instead."""
+# libraries that add a stderr handler of their own on first use (their `utils.logging` module)
+LIBRARIES = ("transformers", "diffusers")
+
+
+def _hand_over(lib) -> None:
+    lib.disable_default_handler()
+    lib.enable_propagation()
+
+
+class _WhenImported(importlib.abc.MetaPathFinder):
+    """Hands a library's logging over (``_hand_over``) as its ``utils.logging`` module is imported: importing
+    diffusers only to configure it would cost every job's driver 3 s (torch with it), most never use it."""
+
+    def __init__(self, names):
+        self.modules = {f"{n}.utils.logging" for n in names}
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.modules:
+            return None
+        self.modules.discard(fullname)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+            spec.loader.exec_module = lambda module: (run(module), _hand_over(module))
+        return spec
+
+
+def _hand_over_library_logging(names=LIBRARIES) -> _WhenImported:
+    """transformers and diffusers add their own stderr handler on first use: a library already imported is
+    configured now, the others when they are; their records reach the root logger (our log file). The
+    finder returned is the one to take out of ``sys.meta_path`` when the job ends."""
+    later = _WhenImported(n for n in names if f"{n}.utils.logging" not in sys.modules)
     for name in names:
-        try:
-            lib = importlib.import_module(f"{name}.utils.logging")
-        except ImportError:
-            continue
-        lib.disable_default_handler()
-        lib.enable_propagation()
+        if f"{name}.utils.logging" in sys.modules:
+            _hand_over(sys.modules[f"{name}.utils.logging"])
+    sys.meta_path.insert(0, later)
+    return later
 
 
 def _writes_to_fd2(stream) -> bool:
@@ -154,7 +183,7 @@ class LogFile(logging.StreamHandler):
 
 
 @contextlib.contextmanager
-def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffusers")):
+def job_logs(out_dir: str | Path, name: str):
     """Route everything but our own output to ``out_dir/_work/logs/<name>.log`` while the job runs.
 
     The file takes stderr at the descriptor level (C/C++ code, child processes), ``sys.stdout`` and every
@@ -167,7 +196,7 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
     started, t0, ended = time.strftime("%Y-%m-%d %H:%M:%S"), time.time(), "error"
     import ray.data  # noqa: F401  (configures Ray Data's loggers now, so the routing below sees them)
 
-    _hand_over_library_logging(libraries)
+    finder = _hand_over_library_logging()
     sink = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
     sink.write(f"\n===== infu {name}  {started}  pid {os.getpid()}\n")
     to_file = LogFile(sink)
@@ -215,6 +244,8 @@ def job_logs(out_dir: str | Path, name: str, libraries=("transformers", "diffuse
         progress.removeHandler(on_screen)
         progress.propagate = progress_propagate
         logging.captureWarnings(False)
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
         for lg, h in moved:
             lg.removeHandler(to_file)
             lg.addHandler(h)

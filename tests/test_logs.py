@@ -13,8 +13,9 @@ SCRIPT = textwrap.dedent("""
     import logging, os, sys, warnings
     from pipelines.logs import job_logs
 
-    with job_logs(sys.argv[1], "demo", libraries=("transformers",)):
+    with job_logs(sys.argv[1], "demo"):
         print("our own line", file=sys.stderr)
+        assert "transformers" not in sys.modules  # configured as it is imported, not imported to be configured
         os.write(2, b"[core_worker.cc] C++ noise\\n")            # what Ray's core writes to the descriptor
         warnings.warn("a FutureWarning from some library", FutureWarning)
         from transformers.utils import logging as hf
