@@ -152,6 +152,14 @@ def fit_off_main_thread(trainer) -> None:
         raise failed[0]
 
 
+def ray_train_loop(config: dict) -> dict:
+    """One Ray Train worker's run (``pipelines.train.loop.ray_train_loop``). The training stack (torch,
+    diffusers: 8 s to import) is imported there, in the worker: the driver only names this function."""
+    from pipelines.train.loop import ray_train_loop as run
+
+    return run(config)
+
+
 @job_run("train", check_training)
 def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: str | None = None,
               build_cache: bool = False, overwrite: bool = False, log=print) -> dict:
@@ -167,10 +175,6 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: s
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from pipelines.ray_runtime import init_ray
-    # the training stack (torch, diffusers) is imported by the run, not with this module: the job table,
-    # which every job's command reads, names this module's functions
-    from pipelines.train.cache import build_cache as build
-    from pipelines.train.loop import ray_train_loop
 
     cfg = cfg.updated({"data": {"parquet": str(data_dir)}, "output": str(out)}).absolute()
     # a changed setting that changes the weights is refused (train.max_steps and the like may change);
@@ -178,6 +182,8 @@ def run_train(data_dir, out, cfg: TrainConfig, *, checked, claim, ray_address: s
     start_run(claim, cfg, [SourceSpec("data", "input", cfg.data.parquet)], overwrite,
               take_lease=lambda: (BucketLease.start if is_uri(out) else Lease.take)(lease_file(out)))
     if build_cache:
+        from pipelines.train.cache import build_cache as build
+
         log(f"cache: {build(cfg.updated({'cache': {'enabled': True}}))}")
     init_ray(ray_address)
     r = cfg.ray
