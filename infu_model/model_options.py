@@ -6,10 +6,14 @@ references (infu_model/hub.py); ``needs()`` lists them for the driver to fetch b
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from infu_model.hub import ModelRef
+from infu_model import hub
+from infu_model.faces import analyzer_needs
+from infu_model.hub import DIFFUSERS, FOLDER, ModelRef, Need, infu_weights
 from infu_model.memory import MODES
 from infu_model.published import VARIANTS
 
@@ -33,8 +37,6 @@ class ModelOptions:
 
     def needs(self, loras=()) -> list:
         """The models this description (and ``loras``: (reference, weight) pairs) loads."""
-        from infu_model.pipeline import pipeline_needs
-
         return pipeline_needs(self.base, self.path, self.variant, self.faces or None, loras)
 
     def load(self, loras=(), log=None):
@@ -43,3 +45,29 @@ class ModelOptions:
 
         return load_pipeline(self.base, self.path, self.variant, self.dtype, self.device, self.faces or None,
                              list(loras), memory=self.memory, compile=self.compile, log=log)
+
+
+def infu_folder(infu_path, variant: str = "aes_stage2", fetch: bool | None = None) -> tuple[Path, Path]:
+    """(the weights' folder, the folder holding ``InfuseNetModel/`` or ``infusenet/``) of a model reference
+    to InfU weights: a published ``infu_flux_v1.0`` folder (``variant`` picks one), one variant folder,
+    or our native layout."""
+    root = hub.resolve(infu_path, infu_weights(variant), fetch)
+    return root, (root / variant if (root / variant / "InfuseNetModel").is_dir() else root)
+
+
+def face_backend_of(infu_path, variant: str = "aes_stage2") -> str:
+    """The face backend the weights were trained with: our ``infu.json`` says; the published ones use insightface."""
+    root, _ = infu_folder(infu_path, variant)
+    meta = root / "infu.json"
+    return json.loads(meta.read_text()).get("face_backend", "insightface") if meta.is_file() else "insightface"
+
+
+def pipeline_needs(base, infu, variant: str = "aes_stage2", faces: dict | None = None, loras=()) -> list[Need]:
+    """Every model ``load_pipeline`` reads: the FLUX base (its diffusers folders only), the InfU variant,
+    then the face backend those weights need (unless ``faces`` names one), and the LoRAs."""
+    def face_models(_):
+        return analyzer_needs({"backend": face_backend_of(infu, variant), **(faces or {})})
+
+    return [*Need.of(base, DIFFUSERS, "FLUX base"),
+            *Need.of(infu, infu_weights(variant), f"InfU weights ({variant})", face_models),
+            *(n for path, _ in loras for n in Need.of(path, FOLDER, "LoRA"))]

@@ -38,9 +38,10 @@ from PIL import Image
 
 from infu_model.control import black_control, draw_kps, fit_on_white
 from infu_model.images import upright
-from infu_model.faces import FaceAnalyzer, analyzer_needs, make_face_analyzer
+from infu_model.faces import FaceAnalyzer, make_face_analyzer
 from infu_model import hub
-from infu_model.hub import DIFFUSERS, FOLDER, Need, infu_weights
+from infu_model.hub import DIFFUSERS, FOLDER
+from infu_model.model_options import infu_folder
 from infu_model.infusenet import in_window, infusenet_residuals
 from infu_model.projection import ProjectionNetwork
 from infu_model.regions import combine, default_regions, token_masks
@@ -63,32 +64,6 @@ class InfUPipelineOutput(BaseOutput):
     packed latents (``output_type``)."""
 
     images: list[Image.Image] | np.ndarray | torch.Tensor
-
-
-def infu_folder(infu_path, variant: str = "aes_stage2", fetch: bool | None = None) -> tuple[Path, Path]:
-    """(the weights' folder, the folder holding ``InfuseNetModel/`` or ``infusenet/``) of a model reference
-    to InfU weights: a published ``infu_flux_v1.0`` folder (``variant`` picks one), one variant folder,
-    or our native layout."""
-    root = hub.resolve(infu_path, infu_weights(variant), fetch)
-    return root, (root / variant if (root / variant / "InfuseNetModel").is_dir() else root)
-
-
-def face_backend_of(infu_path, variant: str = "aes_stage2") -> str:
-    """The face backend the weights were trained with: our ``infu.json`` says; the published ones use insightface."""
-    root, _ = infu_folder(infu_path, variant)
-    meta = root / "infu.json"
-    return json.loads(meta.read_text()).get("face_backend", "insightface") if meta.is_file() else "insightface"
-
-
-def pipeline_needs(base, infu, variant: str = "aes_stage2", faces: dict | None = None, loras=()) -> list[Need]:
-    """Every model ``load_pipeline`` reads: the FLUX base (its diffusers folders only), the InfU variant,
-    then the face backend those weights need (unless ``faces`` names one), and the LoRAs."""
-    def face_models(_):
-        return analyzer_needs({"backend": face_backend_of(infu, variant), **(faces or {})})
-
-    return [*Need.of(base, DIFFUSERS, "FLUX base"),
-            *Need.of(infu, infu_weights(variant), f"InfU weights ({variant})", face_models),
-            *(n for path, _ in loras for n in Need.of(path, FOLDER, "LoRA"))]
 
 
 def load_infu_weights(infu_path, variant: str = "aes_stage2", torch_dtype=None):

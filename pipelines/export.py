@@ -55,7 +55,8 @@ def export(src: str, out: str | Path, variant: str | None = None, fp8: bool = Tr
     """The InfU weights ``src`` (a training output or its ``final/``, a published folder or variant,
     a Hub reference) written for the ComfyUI node into ``out/<variant>/``; ``variant`` names the
     published variant to read and the folder written (default: the weights' own)."""
-    from infu_model.pipeline import infu_folder, load_infu_weights
+    from infu_model.model_options import infu_folder
+    from infu_model.pipeline import load_infu_weights
 
     out = Path(out)
     check_folder(out)
