@@ -434,8 +434,10 @@ def test_infu_train_into_a_bucket_checkpoints_on_ray_train_storage_and_resumes_o
 def test_the_tiny_pipeline_runs_with_every_path_in_a_bucket_as_on_disk(sample_dir, ray_local, s3_env, tmp_path):
     """`infu run` of configs/pipeline-tiny.yaml with its sources, FLUX base, identities and root all in a
     bucket (the weights stage 1 trains there are what synth and eval load): the same rows, losses and
-    weights at every stage as the same file with every path on disk. The command runs on the bucket in
-    a process of its own; the disk reference runs in this one (on the session's Ray)."""
+    weights at every stage as the same file with every path on disk (training's ray loader streams the
+    captioned rows from the bucket on Ray Train's workers, which get the driver's AWS settings). The
+    command runs on the bucket in a process of its own; the disk reference runs in this one (on the
+    session's Ray)."""
     from click.testing import CliRunner
 
     from infu_model.storage import download_tree

@@ -116,35 +116,3 @@ def test_training_reads_its_rows_and_encoder_cache_from_a_bucket_as_from_disk(s3
 
     monkeypatch.setattr(FluxPipeline, "encode_prompt", no_encoder)
     assert train_loop(cfg)["losses"] == runs["disk"]
-
-
-@pytest.mark.slow
-def test_infu_train_streams_its_rows_from_a_bucket_with_ray_train(s3_env, tmp_path, ray_local):
-    """The ``ray`` loader on Ray Train workers (which get the driver's AWS settings) reads the bucket:
-    the same losses as the same loop over the rows on disk."""
-    import json
-
-    import pyarrow as pa
-
-    from curation.engine import plain
-    from curation.registry import spss_schema
-    from infu_model.storage import write_parquet
-    from infu_model.tiny import make_tiny
-    from pipelines.train import train_loop
-    from test_boundaries import spss_rows
-    from test_train_job import _cfg
-
-    tiny = make_tiny(tmp_path / "tiny")
-    disk = tmp_path / "spss"
-    (disk / "kept").mkdir(parents=True)
-    write_parquet(pa.Table.from_pylist(spss_rows(6), schema=spss_schema()), disk / "kept" / "part-0.parquet")
-    bucket = s3_env.upload(disk, f"{s3_env.bucket('streamed')}/spss")
-    on_disk = train_loop(_cfg(tiny, str(disk), tmp_path / "disk", 3, "ray"))["losses"]
-    cfg = plain(_cfg(tiny, bucket, tmp_path / "bucket", 3, "ray"))
-    cfg["ray"]["num_workers"] = 1
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    done = subprocess.run([str(BIN / "infu"), "train", "--config", str(tmp_path / "train.yaml")], capture_output=True,
-                          text=True, env=s3_env.run_env(), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    log = [json.loads(ln) for ln in (tmp_path / "bucket" / "train_log.jsonl").read_text().splitlines()]
-    assert [r["loss"] for r in log] == pytest.approx(on_disk, rel=1e-4)
