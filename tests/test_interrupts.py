@@ -147,7 +147,9 @@ def test_a_second_run_on_a_live_runs_folder_is_refused_at_once(photos, tmp_path)
     assert second.returncode == 1 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
     assert f"in use by a live `infu curate` run (run {holder['run']}, host {holder['host']}, pid {first.pid}, " \
            f"started {holder['started']})" in errors[0]
-    assert took < 5, f"refused after {took:.1f} s"
+    # a refused command starts Python and reads the job table: 1.4-1.9 s on an idle machine, slower while
+    # the first run and the suite's other worker share the 2 cores; the lock's wait would be the whole run
+    assert took < 10, f"refused after {took:.1f} s"
     stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
