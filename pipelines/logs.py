@@ -3,7 +3,6 @@ log lines (its C++ core's included) and worker output go to ``DIR/_work/logs/``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.abc
 import importlib.machinery
 import json
@@ -94,8 +93,8 @@ def _console_handlers():
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
-# libraries that add a stderr handler of their own on first use (their `utils.logging` module)
-LIBRARIES = ("transformers", "diffusers")
+# the logging modules of libraries that add a stderr handler of their own on first use
+LIBRARY_LOGGING = ("transformers.utils.logging", "diffusers.utils.logging")
 
 
 def _hand_over(lib) -> None:
@@ -104,11 +103,11 @@ def _hand_over(lib) -> None:
 
 
 class _WhenImported(importlib.abc.MetaPathFinder):
-    """Hands a library's logging over (``_hand_over``) as its ``utils.logging`` module is imported: importing
+    """Hands a library's logging over (``_hand_over``) as its logging module is imported: importing
     diffusers only to configure it would cost every job's driver 3 s (torch with it), most never use it."""
 
-    def __init__(self, names):
-        self.modules = {f"{n}.utils.logging" for n in names}
+    def __init__(self, modules):
+        self.modules = set(modules)
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in self.modules:
@@ -117,18 +116,23 @@ class _WhenImported(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
             run = spec.loader.exec_module
-            spec.loader.exec_module = lambda module: (run(module), _hand_over(module))
+
+            def exec_module(module):
+                run(module)
+                _hand_over(module)
+
+            spec.loader.exec_module = exec_module
         return spec
 
 
-def _hand_over_library_logging(names=LIBRARIES) -> _WhenImported:
+def _hand_over_library_logging() -> _WhenImported:
     """transformers and diffusers add their own stderr handler on first use: a library already imported is
     configured now, the others when they are; their records reach the root logger (our log file). The
     finder returned is the one to take out of ``sys.meta_path`` when the job ends."""
-    later = _WhenImported(n for n in names if f"{n}.utils.logging" not in sys.modules)
-    for name in names:
-        if f"{name}.utils.logging" in sys.modules:
-            _hand_over(sys.modules[f"{name}.utils.logging"])
+    for name in LIBRARY_LOGGING:
+        if name in sys.modules:
+            _hand_over(sys.modules[name])
+    later = _WhenImported(name for name in LIBRARY_LOGGING if name not in sys.modules)
     sys.meta_path.insert(0, later)
     return later
 

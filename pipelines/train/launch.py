@@ -153,11 +153,14 @@ def fit_off_main_thread(trainer) -> None:
 
 
 def ray_train_loop(config: dict) -> dict:
-    """One Ray Train worker's run (``pipelines.train.loop.ray_train_loop``). The training stack (torch,
-    diffusers: 8 s to import) is imported there, in the worker: the driver only names this function."""
-    from pipelines.train.loop import ray_train_loop as run
+    """One worker's training under Ray Train's ``TorchTrainer``, from the checked config's plain values:
+    metrics and checkpoints are reported to it, and it keeps and resumes them. The training stack
+    (torch, diffusers: 8 s to import) is imported here, in the worker: the driver only names this function."""
+    from pipelines.train.checkpoint import RayTrainCheckpoints
+    from pipelines.train.loop import Trainer
 
-    return run(config)
+    cfg = TrainConfig.parse(config, "infu train")
+    return Trainer(cfg, RayTrainCheckpoints(cfg.output)).run()
 
 
 @job_run("train", check_training)

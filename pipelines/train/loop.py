@@ -228,13 +228,6 @@ def train_loop(cfg: TrainConfig) -> dict:
     return Trainer(cfg).run()
 
 
-def ray_train_loop(config: dict) -> dict:
-    """One worker's training under Ray Train's ``TorchTrainer`` (``infu train``), from the checked
-    config's plain values: metrics and checkpoints are reported to it, and it keeps and resumes them."""
-    cfg = TrainConfig.parse(config, "infu train")
-    return Trainer(cfg, RayTrainCheckpoints(cfg.output)).run()
-
-
 def finish(out: Path, last: Path, cfg: TrainConfig) -> None:
     """``OUT/final`` (the checkpoint ``last``'s weights, hard-linked), the published layout and the
     ComfyUI node's files if asked (a stage-1 model is a ``sim_stage1`` variant, stage 2 ``aes_stage2``),
